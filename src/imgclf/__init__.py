@@ -1,0 +1,51 @@
+"""imgclf: from a few dozen labelled photos to an accurate, deployed image classifier.
+
+The public API is exactly ``__all__``. Names are imported on first use, so
+``import imgclf`` stays fast and does not load torch.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__version__ = "0.1.0"
+
+# public name -> module that defines it
+_EXPORTS = {
+    "Backbone": "imgclf.backbones",
+    "BackboneError": "imgclf.errors",
+    "ImageError": "imgclf.errors",
+    "ImgclfError": "imgclf.errors",
+    "InputConfig": "imgclf.config",
+    "classify_imagenet": "imgclf.imagenet",
+    "create_backbone": "imgclf.backbones",
+    "eval_transform": "imgclf.transforms",
+    "find_images": "imgclf.data",
+    "list_backbones": "imgclf.backbones",
+    "load_image": "imgclf.images",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'imgclf' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:
+    from imgclf.backbones import Backbone, create_backbone, list_backbones
+    from imgclf.config import InputConfig
+    from imgclf.data import find_images
+    from imgclf.errors import BackboneError, ImageError, ImgclfError
+    from imgclf.imagenet import classify_imagenet
+    from imgclf.images import load_image
+    from imgclf.transforms import eval_transform

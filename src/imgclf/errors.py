@@ -1,0 +1,29 @@
+"""The exceptions imgclf raises on purpose: each one says what went wrong and what to do."""
+
+from __future__ import annotations
+
+
+class ImgclfError(Exception):
+    """Base class of every error imgclf raises on purpose."""
+
+
+class ImageError(ImgclfError, ValueError):
+    """An image could not be read: it names the file and the reason.
+
+    Attributes:
+        source: the path (or ``"<bytes>"``) that failed.
+        reason: a short, human-readable reason, e.g. ``"empty file (0 bytes)"``.
+    """
+
+    def __init__(self, source: str, reason: str):
+        self.source = source
+        self.reason = reason
+        super().__init__(f"{source}: {reason}")
+
+    def __reduce__(self):
+        # DataLoader workers send errors back to the main process by pickling them.
+        return type(self), (self.source, self.reason)
+
+
+class BackboneError(ImgclfError):
+    """A backbone name is unknown or its pretrained weights cannot be loaded."""

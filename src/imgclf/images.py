@@ -1,0 +1,160 @@
+"""The one image reader every part of imgclf uses: any real-world file in, an RGB picture out."""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO, Union
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
+
+# Transparent pixels become white, the background most photos of objects are shown on.
+BACKGROUND = (255, 255, 255)
+
+_SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
+
+# Magic bytes of common formats, to tell a damaged image from a file that never was one.
+_SIGNATURES = (
+    (b"\xff\xd8\xff", "JPEG"), (b"\x89png", "PNG"), (b"gif8", "GIF"), (b"bm", "BMP"),
+    (b"ii*\x00", "TIFF"), (b"mm\x00*", "TIFF"), (b"riff", "WebP"),
+)
+
+
+def load_image(source: ImageSource, *, max_side: int | None = None) -> Image.Image:
+    """Read an image file or bytes and return it as an upright RGB picture.
+
+    EXIF orientation is applied; L, LA, P, RGBA, CMYK, 16-bit and float images are
+    converted to 8-bit RGB (transparent areas on white); animated images give their
+    first frame. Pillow's decompression-bomb guard stays on.
+
+    Args:
+        source: a path, raw bytes, or an open binary file.
+        max_side: if given, shrink the picture so its longer side is at most this many
+            pixels (JPEGs are then decoded at reduced size, which is much faster).
+
+    Raises:
+        ImageError: the file is missing, empty, not an image, corrupt, truncated or too
+            large; the message names the file and the reason.
+
+    Example:
+        >>> picture = load_image("photos/ant.jpg")
+        >>> picture.mode
+        'RGB'
+    """
+    from imgclf.errors import ImageError
+
+    name, stream = _open_source(source)
+    try:
+        with warnings.catch_warnings():
+            # Pillow warns (rather than fails) on files with minor defects; these are fine.
+            warnings.simplefilter("ignore", UserWarning)
+            with Image.open(stream) as opened:
+                opened.seek(0)  # first frame of an animated GIF, WebP or APNG
+                if max_side is not None and opened.format == "JPEG":
+                    opened.draft("RGB", (max_side, max_side))
+                opened.load()
+                picture = _upright(opened)
+                picture = to_rgb(picture)
+    except Image.DecompressionBombError as error:
+        raise ImageError(name, f"image too large to decode safely ({error})") from None
+    except UnidentifiedImageError:
+        raise ImageError(name, _not_an_image_reason(stream)) from None
+    except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
+        message = str(error) or type(error).__name__
+        kind = "truncated image" if "truncated" in message.lower() else "corrupt image"
+        raise ImageError(name, f"{kind} ({message})") from None
+    finally:
+        if stream is not source:  # close only what we opened
+            stream.close()
+    if max_side is not None and max(picture.size) > max_side:
+        picture.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
+    return picture
+
+
+def to_rgb(picture: Image.Image) -> Image.Image:
+    """Convert a picture of any Pillow mode to 8-bit RGB.
+
+    Transparent pixels are composited on white; 16-bit and 32-bit grey levels are scaled
+    down to 8 bits instead of being clipped (which would turn most of the image white).
+    """
+    mode = picture.mode
+    if mode == "RGB":
+        return picture
+    if mode in _SIXTEEN_BIT_MODES or mode in ("I", "F"):
+        return Image.fromarray(_grey_to_uint8(picture, mode), "L").convert("RGB")
+    if mode == "P":
+        has_alpha = "transparency" in picture.info or picture.palette.mode == "RGBA"
+        picture = picture.convert("RGBA" if has_alpha else "RGB")
+    elif mode in ("LA", "La", "PA", "RGBa"):
+        picture = picture.convert("RGBA")
+    if picture.mode == "RGBA":
+        background = Image.new("RGB", picture.size, BACKGROUND)
+        background.paste(picture, mask=picture.getchannel("A"))
+        return background
+    return picture.convert("RGB")
+
+
+def _grey_to_uint8(picture: Image.Image, mode: str) -> np.ndarray:
+    values = np.asarray(picture).astype(np.float64)
+    if mode in _SIXTEEN_BIT_MODES:
+        values = values / 257.0
+    elif mode == "F" and values.size and values.max() <= 1.0:
+        values = values * 255.0  # float images usually hold 0..1
+    elif values.size and values.max() > 255:
+        # 32-bit integer mode: Pillow opens many 16-bit PNGs this way.
+        values = values * (255.0 / (65535.0 if values.max() <= 65535 else values.max()))
+    return np.clip(np.rint(values), 0, 255).astype(np.uint8)
+
+
+def _upright(picture: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag; a damaged EXIF block leaves the picture as stored."""
+    try:
+        return ImageOps.exif_transpose(picture)
+    except Exception:  # noqa: BLE001 - a broken EXIF block must not lose a good picture
+        return picture.copy()
+
+
+def _open_source(source: ImageSource) -> tuple[str, BinaryIO]:
+    from imgclf.errors import ImageError
+
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        if len(source) == 0:
+            raise ImageError("<bytes>", "empty data (0 bytes)")
+        return "<bytes>", io.BytesIO(bytes(source))
+    if hasattr(source, "read"):
+        return str(getattr(source, "name", "<stream>")), source  # type: ignore[return-value]
+    path = Path(source)
+    if not path.exists():
+        raise ImageError(str(path), "file not found")
+    if path.is_dir():
+        raise ImageError(str(path), "is a folder, not an image file")
+    if path.stat().st_size == 0:
+        raise ImageError(str(path), "empty file (0 bytes)")
+    try:
+        return str(path), open(path, "rb")
+    except OSError as error:
+        raise ImageError(str(path), f"cannot be opened ({error.strerror or error})") from None
+
+
+def _not_an_image_reason(stream: BinaryIO) -> str:
+    """Say what a file that is not an image looks like, so the user can tell what went wrong."""
+    try:
+        stream.seek(0)
+        head = stream.read(512).lstrip().lower()  # signatures below are lower-cased too
+    except (OSError, ValueError):
+        head = b""
+    for signature, kind in _SIGNATURES:
+        if head.startswith(signature):
+            return f"corrupt image (starts like a {kind} but cannot be decoded)"
+    if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
+        return "not an image: it is an HTML page (a web page saved under an image name?)"
+    if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
+        return "not an image: SVG vector drawings are not supported; convert it to PNG"
+    if head[:1] in (b"{", b"[", b"<"):
+        return "not an image: it is a text file"
+    return "not an image (unknown or unsupported format)"
