@@ -32,3 +32,39 @@ def make_picture(tmp_path):
         return target
 
     return make
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path_factory, monkeypatch):
+    """Every test gets its own verification/resize cache, so no test sees another's."""
+    cache = tmp_path_factory.mktemp("imgclf-cache")
+    monkeypatch.setenv("IMGCLF_CACHE", str(cache))
+    return cache
+
+
+@pytest.fixture
+def make_photo(tmp_path):
+    """Write a distinct noisy photo (no two alike): make_photo("cats/1.jpg", size=(80, 60))."""
+    import numpy as np
+    from PIL import Image
+
+    counter = iter(range(1_000_000))
+
+    def make(relative: str, *, size=(80, 60), root: Path | None = None, tint=(0, 0, 0)) -> Path:
+        target = (root or tmp_path) / relative
+        target.parent.mkdir(parents=True, exist_ok=True)
+        generator = np.random.default_rng(next(counter))
+        pixels = generator.integers(0, 200, (size[1], size[0], 3)) + np.array(tint)
+        Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).save(target, quality=90)
+        return target
+
+    return make
+
+
+@pytest.fixture
+def class_folders(make_photo, tmp_path):
+    """tmp_path/data/{cats,dogs}/*.jpg with 10 photos each; returns the data folder."""
+    for label in ("cats", "dogs"):
+        for index in range(10):
+            make_photo(f"data/{label}/{label}_{index}.jpg")
+    return tmp_path / "data"

@@ -13,17 +13,28 @@ __version__ = "0.1.0"
 
 # public name -> module that defines it
 _EXPORTS = {
+    "AugmentConfig": "imgclf.config",
     "Backbone": "imgclf.backbones",
     "BackboneError": "imgclf.errors",
+    "DataConfig": "imgclf.config",
+    "DataError": "imgclf.errors",
+    "ImageData": "imgclf.data",
     "ImageError": "imgclf.errors",
     "ImgclfError": "imgclf.errors",
     "InputConfig": "imgclf.config",
+    "Item": "imgclf.data",
     "classify_imagenet": "imgclf.imagenet",
     "create_backbone": "imgclf.backbones",
     "eval_transform": "imgclf.transforms",
     "find_images": "imgclf.data",
+    "items_from_csv": "imgclf.data",
+    "items_from_dataframe": "imgclf.data",
+    "items_from_filenames": "imgclf.data",
+    "items_from_folder": "imgclf.data",
     "list_backbones": "imgclf.backbones",
     "load_image": "imgclf.images",
+    "split_items": "imgclf.data",
+    "train_transform": "imgclf.transforms",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -43,9 +54,10 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from imgclf.backbones import Backbone, create_backbone, list_backbones
-    from imgclf.config import InputConfig
-    from imgclf.data import find_images
-    from imgclf.errors import BackboneError, ImageError, ImgclfError
+    from imgclf.config import AugmentConfig, DataConfig, InputConfig
+    from imgclf.data import (ImageData, Item, find_images, items_from_csv, items_from_dataframe,
+                             items_from_filenames, items_from_folder, split_items)
+    from imgclf.errors import BackboneError, DataError, ImageError, ImgclfError
     from imgclf.imagenet import classify_imagenet
     from imgclf.images import load_image
-    from imgclf.transforms import eval_transform
+    from imgclf.transforms import eval_transform, train_transform

@@ -33,3 +33,39 @@ def progress(items: Iterable[T], *, total: int | None, description: str, enabled
         for item in items:
             yield item
             bar.advance(task, weight(item))
+
+
+def data_summary_tables(summary: dict) -> list:
+    """Rich renderables for ImageData.summary(): counts per class, then problems found."""
+    from rich.table import Table
+
+    counts = summary["counts"]
+    splits = [s for s in ("train", "valid", "test") if any(c[s] for c in counts.values())]
+    table = Table(title=f"{len(counts)} classes, pictures per split "
+                        f"(image size {summary['image_size']})")
+    table.add_column("class")
+    for split in splits:
+        table.add_column(split, justify="right")
+    for label, row in counts.items():
+        style = "yellow" if label in summary["few_images"] else None
+        table.add_row(label, *(str(row[s]) for s in splits), style=style)
+    table.add_row("[bold]total", *(f"[bold]{sum(c[s] for c in counts.values())}" for s in splits))
+    tables = [table]
+    problems = [
+        ("Skipped (unreadable)", summary["skipped"], "red"),
+        ("Suspicious (kept, check them)", summary["suspicious"], "yellow"),
+        ("Leakage: the same file in training and validation/test", summary["leakage"], "red"),
+        ("Duplicates within a split", summary["duplicates"], "yellow"),
+    ]
+    for title, rows, colour in problems:
+        if not rows:
+            continue
+        listing = Table(title=f"[{colour}]{title}: {len(rows)}", title_justify="left")
+        listing.add_column("file", overflow="fold")
+        listing.add_column("reason / same as", overflow="fold")
+        for first, second in rows[:50]:
+            listing.add_row(first, second)
+        if len(rows) > 50:
+            listing.add_row(f"... and {len(rows) - 50} more", "")
+        tables.append(listing)
+    return tables

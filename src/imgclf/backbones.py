@@ -158,6 +158,16 @@ def input_config(model: nn.Module) -> InputConfig:
     return InputConfig.from_timm(timm.data.resolve_model_data_config(model))
 
 
+def input_config_for(name: str) -> InputConfig:
+    """A backbone's InputConfig from timm's pretrained config, without building the network."""
+    import timm
+
+    config = timm.models.get_pretrained_cfg(get_backbone(name).timm_name)
+    if config is None:
+        return input_config(create_backbone(name, pretrained=False))
+    return InputConfig.from_timm(config.to_dict())
+
+
 def count_parameters(name: str) -> int:
     """Number of parameters of the full ImageNet network, computed without allocating memory."""
     import timm

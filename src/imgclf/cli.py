@@ -46,7 +46,63 @@ def _parser() -> argparse.ArgumentParser:
     imagenet.add_argument("--batch-size", type=int, default=32)
     imagenet.add_argument("--json", action="store_true", help="print JSON lines instead")
     imagenet.set_defaults(run=_imagenet, command="imagenet")
+
+    data = commands.add_parser(
+        "data", help="check a dataset: counts per class, skipped, suspicious and leaked files")
+    _add_data_arguments(data)
+    data.set_defaults(run=_data, command="data")
+
+    show = commands.add_parser("show-batch", help="save a picture of a batch as the network sees it")
+    _add_data_arguments(show)
+    show.add_argument("--n", type=int, default=8, help="pictures to show")
+    show.add_argument("--augment", action="store_true", help="show training augmentation")
+    show.add_argument("--split", default="train", choices=["train", "valid", "test"])
+    show.add_argument("--out", default="batch.png", help="PNG file to write")
+    show.set_defaults(run=_show_batch, command="show-batch")
     return parser
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("data", help="folder of class folders (or train/ + valid/), or a CSV file")
+    parser.add_argument("--valid-fraction", type=float, default=0.2)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--backbone", default="efficientnet_lite0",
+                        help="decides the input size, mean and std")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="side of the square input (default: the backbone's)")
+    parser.add_argument("--resize", default="crop", choices=["crop", "squish", "pad"])
+    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--balance", action="store_true",
+                        help="draw every class equally often in training")
+    parser.add_argument("--label-pattern", default=None,
+                        help="read labels from file names with this regular expression")
+
+
+def load_data(args: argparse.Namespace, **options):
+    """ImageData from the shared data arguments: a folder, a CSV file, or file-name labels."""
+    from imgclf.data import ImageData
+
+    common = dict(valid_fraction=args.valid_fraction, seed=args.seed, backbone=args.backbone,
+                  image_size=args.image_size, resize=args.resize, batch_size=args.batch_size,
+                  balance=args.balance, **options)
+    if args.label_pattern:
+        return ImageData.from_filenames(args.data, args.label_pattern, **common)
+    if args.data.lower().endswith(".csv"):
+        return ImageData.from_csv(args.data, **common)
+    return ImageData.from_folder(args.data, **common)
+
+
+def _data(args: argparse.Namespace) -> int:
+    load_data(args)
+    return 0
+
+
+def _show_batch(args: argparse.Namespace) -> int:
+    data = load_data(args)
+    figure = data.show_batch(n=args.n, augment=args.augment, split=args.split)
+    figure.savefig(args.out, dpi=100)
+    print(f"Wrote {args.out}")
+    return 0
 
 
 def _backbones(args: argparse.Namespace) -> int:

@@ -54,3 +54,79 @@ class InputConfig:
             interpolation=str(values["interpolation"]),
             crop_fraction=float(values["crop_fraction"]),
         )
+
+
+RESIZE_METHODS = ("crop", "squish", "pad")
+AUGMENT_POLICIES = (None, "randaugment", "trivialaugment")
+
+
+@dataclass(frozen=True)
+class AugmentConfig:
+    """Training augmentation; the defaults follow fastai's ``aug_transforms`` (max_warp etc.).
+
+    Example:
+        >>> AugmentConfig(rotate=0, policy="trivialaugment")
+    """
+
+    # Random resized crop keeps at least this fraction of the picture's area.
+    min_scale: float = 0.5
+    # Mirror left-right half of the time (turn off for text, digits, asymmetric objects).
+    flip: bool = True
+    # Maximum rotation in degrees, either way.
+    rotate: float = 10.0
+    # Maximum zoom factor (1.0 = none).
+    zoom: float = 1.1
+    # Perspective distortion strength, 0..1 (0 = none).
+    warp: float = 0.2
+    # Maximum relative change of brightness, contrast and saturation.
+    brightness: float = 0.2
+    contrast: float = 0.2
+    saturation: float = 0.0
+    # Chance that each of rotate/zoom, warp and colour changes is applied to a picture.
+    probability: float = 0.75
+    # An automatic policy on top: None, "randaugment" or "trivialaugment".
+    policy: str | None = None
+
+    def __post_init__(self):
+        if not 0 < self.min_scale <= 1:
+            raise ValueError(f"min_scale must be in (0, 1], not {self.min_scale}")
+        if self.zoom < 1:
+            raise ValueError(f"zoom must be >= 1.0, not {self.zoom}")
+        if self.policy not in AUGMENT_POLICIES:
+            raise ValueError(f"policy must be one of {AUGMENT_POLICIES}, not {self.policy!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """How pictures are split, sized and batched."""
+
+    # Fraction of each class held out for validation when no split is given by folders/columns.
+    valid_fraction: float = 0.2
+    # Seed of the split, the shuffling and the augmentation.
+    seed: int = 42
+    # Pictures per training step; 16-32 suits a 2-core CPU.
+    batch_size: int = 32
+    # Side of the square the network sees; None uses the backbone's native size.
+    image_size: int | None = None
+    # How a picture becomes square: "crop" (random/center crop), "squish" or "pad".
+    resize: str = "crop"
+    # Draw every class equally often in training (weighted sampling) for unbalanced data.
+    balance: bool = False
+    # DataLoader worker processes; None: one fewer than the CPU cores.
+    num_workers: int | None = None
+    # Keep a resized copy of every picture on disk so later epochs skip decoding big JPEGs.
+    cache: bool = True
+
+    def __post_init__(self):
+        if not 0 <= self.valid_fraction < 1:
+            raise ValueError(f"valid_fraction must be in [0, 1), not {self.valid_fraction}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
+        if self.resize not in RESIZE_METHODS:
+            raise ValueError(f"resize must be one of {RESIZE_METHODS}, not {self.resize!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -1,18 +1,57 @@
-"""Image files as a torch Dataset that never crashes on a bad file."""
+"""Labelled pictures: where they come from, how they are split, and batches for training.
+
+Two layers, as in fastai: ``ImageData.from_folder(...)`` is one line; underneath it are public
+pieces a user can call directly: ``items_from_folder`` / ``items_from_csv`` /
+``items_from_filenames`` -> ``split_items`` -> ``ImageData.from_items``.
+"""
 
 from __future__ import annotations
 
+import csv
 import os
-from collections.abc import Sequence
+import random
+import re
+import warnings
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-from imgclf.errors import ImageError
+from imgclf.config import AugmentConfig, DataConfig, InputConfig
+from imgclf.errors import DataError, ImageError
 from imgclf.images import load_image
+
+if TYPE_CHECKING:
+    import torch
+    from matplotlib.figure import Figure
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".ppm"}
 )
+SPLIT_FOLDERS = {
+    "train": "train", "training": "train",
+    "valid": "valid", "val": "valid", "validation": "valid", "dev": "valid",
+    "test": "test", "testing": "test",
+}
+SPLITS = ("train", "valid", "test")
+# Classes with fewer training pictures than this get a warning.
+FEW_IMAGES = 5
+# Resized copies keep this multiple of the input size as their shorter side, so random crops
+# down to min_scale still downsample rather than blow up.
+COPY_SCALE = 2.0
+
+
+@dataclass(frozen=True)
+class Item:
+    """One labelled picture: its file, class label, and split ("train", "valid", "test" or None)."""
+
+    path: Path
+    label: str | None
+    split: str | None = None
+
+
+# --- sources --------------------------------------------------------------------------------
 
 
 def find_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
@@ -24,6 +63,166 @@ def find_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Pa
         if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
+
+
+def items_from_folder(root: str | os.PathLike) -> list[Item]:
+    """Items from class folders: the label is the parent folder's name.
+
+    ``root/train/<class>/…`` with ``root/valid/`` (or ``val/``) and optionally ``root/test/``
+    gives the split by folder; otherwise every picture's split is left to ``split_items``.
+
+    Example:
+        >>> items = items_from_folder("hymenoptera")   # train/ants, train/bees, val/ants, ...
+    """
+    root = _existing_folder(root)
+    children = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    split_dirs = {SPLIT_FOLDERS[name]: path for name, path in children.items()
+                  if name in SPLIT_FOLDERS}
+    if "train" in split_dirs:
+        items = []
+        for split, folder in sorted(split_dirs.items()):
+            for path in find_images(folder):
+                label = path.parent.name if path.parent != folder else None
+                if label is None and split != "test":
+                    raise DataError(
+                        f"{path} lies directly in {folder}: put it in a class folder, "
+                        f"e.g. {folder}/<class name>/{path.name}.")
+                items.append(Item(path, label, split))
+    else:
+        items = [Item(path, path.parent.name) for path in find_images(root)]
+        loose = [item.path for item in items if item.path.parent == root]
+        if loose:
+            raise DataError(
+                f"{len(loose)} picture(s) lie directly in {root} (e.g. {loose[0].name}). Put "
+                f"one folder per class: {root}/cats/1.jpg, {root}/dogs/1.jpg, ... or use "
+                "ImageData.from_filenames to read labels from file names.")
+    if not items:
+        raise DataError(
+            f"No images found in {root}. Expected one folder per class, e.g. "
+            f"{root}/cats/1.jpg and {root}/dogs/1.jpg ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    return items
+
+
+def items_from_filenames(folder: str | os.PathLike,
+                         pattern: str = r"^(.+)_\d+\.\w+$") -> list[Item]:
+    """Items labelled by a regular expression on the file name (first group is the label).
+
+    The default reads Oxford-Pets style names: ``great_pyrenees_173.jpg`` -> ``great_pyrenees``.
+    Files whose name does not match raise a DataError listing a few of them.
+    """
+    folder = _existing_folder(folder)
+    regex = re.compile(pattern)
+    items, unmatched = [], []
+    for path in find_images(folder):
+        match = regex.match(path.name)
+        if match and match.group(1):
+            items.append(Item(path, match.group(1)))
+        else:
+            unmatched.append(path.name)
+    if unmatched:
+        raise DataError(f"{len(unmatched)} file name(s) do not match {pattern!r}, e.g. "
+                        f"{', '.join(unmatched[:3])}. Adjust the pattern.")
+    if not items:
+        raise DataError(f"No images found in {folder}.")
+    return items
+
+
+def items_from_csv(csv_file: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                   path_column: str = "path", label_column: str = "label",
+                   split_column: str | None = None) -> list[Item]:
+    """Items from a CSV file with a path and a label column (paths relative to ``root``).
+
+    Args:
+        root: folder the paths are relative to; default: the CSV file's folder.
+        split_column: optional column giving the split: train/valid/val/test, or a boolean
+            "is this validation" column such as fastai's ``is_valid``.
+    """
+    csv_file = Path(csv_file)
+    if not csv_file.is_file():
+        raise DataError(f"No such CSV file: {csv_file}")
+    with open(csv_file, newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+    return items_from_rows(rows, root=root if root is not None else csv_file.parent,
+                           path_column=path_column, label_column=label_column,
+                           split_column=split_column, source=str(csv_file))
+
+
+def items_from_dataframe(frame: Any, *, root: str | os.PathLike = ".", path_column: str = "path",
+                         label_column: str = "label", split_column: str | None = None
+                         ) -> list[Item]:
+    """Items from a pandas DataFrame, with the same columns as ``items_from_csv``."""
+    rows = frame.to_dict("records")
+    return items_from_rows(rows, root=root, path_column=path_column, label_column=label_column,
+                           split_column=split_column, source="the DataFrame")
+
+
+def items_from_rows(rows: Sequence[dict], *, root: str | os.PathLike, path_column: str,
+                    label_column: str, split_column: str | None, source: str) -> list[Item]:
+    if not rows:
+        raise DataError(f"{source} has no rows.")
+    columns = set(rows[0])
+    for column in (path_column, label_column, split_column):
+        if column is not None and column not in columns:
+            raise DataError(f"{source} has no column {column!r}; its columns are "
+                            f"{', '.join(sorted(map(str, columns)))}.")
+    root = Path(root)
+    items = []
+    for row in rows:
+        split = _split_value(row[split_column], source) if split_column else None
+        label = row[label_column]
+        label = None if label is None or str(label).strip() == "" else str(label).strip()
+        items.append(Item(root / str(row[path_column]), label, split))
+    return items
+
+
+def _split_value(value: Any, source: str) -> str:
+    text = str(value).strip().lower()
+    if text in SPLIT_FOLDERS:
+        return SPLIT_FOLDERS[text]
+    if text in ("1", "true", "yes"):
+        return "valid"
+    if text in ("0", "false", "no", ""):
+        return "train"
+    raise DataError(f"{source}: split value {value!r} is not train/valid/test or true/false.")
+
+
+def _existing_folder(folder: str | os.PathLike) -> Path:
+    path = Path(folder).expanduser()
+    if not path.exists():
+        raise DataError(f"No such folder: {path}")
+    if not path.is_dir():
+        raise DataError(f"{path} is a file; give the folder that holds the class folders.")
+    return path
+
+
+# --- splitting ------------------------------------------------------------------------------
+
+
+def split_items(items: Iterable[Item], valid_fraction: float = 0.2, seed: int = 42) -> list[Item]:
+    """Give every item without a split one, at random but stratified and reproducible.
+
+    Each class with at least two unsplit pictures puts round(valid_fraction * n) of them
+    (at least one) into validation. Splits given by folders or columns are kept as they are.
+    """
+    items = list(items)
+    by_class: dict[str | None, list[int]] = defaultdict(list)
+    for position, item in enumerate(items):
+        if item.split is None:
+            by_class[item.label].append(position)
+    generator = random.Random(seed)
+    chosen: set[int] = set()
+    for label in sorted(by_class, key=str):
+        positions = by_class[label]
+        if len(positions) < 2 or valid_fraction <= 0:
+            continue
+        count = min(len(positions) - 1, max(1, round(valid_fraction * len(positions))))
+        chosen.update(generator.sample(positions, count))
+    return [item if item.split is not None else
+            replace(item, split="valid" if position in chosen else "train")
+            for position, item in enumerate(items)]
+
+
+# --- datasets -------------------------------------------------------------------------------
 
 
 class ImageFiles:
@@ -62,3 +261,295 @@ def collate(items: list):
     targets = torch.tensor([item[1] for item in good])
     indices = torch.tensor([item[2] for item in good])
     return images, targets, indices, errors
+
+
+@dataclass
+class DataReport:
+    """What verification found; every list holds (path, reason) or (path, path) pairs."""
+
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    suspicious: list[tuple[Path, str]] = field(default_factory=list)
+    # identical files in training and in validation/test: the score would be inflated
+    leakage: list[tuple[Path, Path]] = field(default_factory=list)
+    duplicates: list[tuple[Path, Path]] = field(default_factory=list)
+    few_images: list[str] = field(default_factory=list)
+
+
+class ImageData:
+    """Labelled pictures split into train / valid (/ test), ready to batch for a backbone.
+
+    Example:
+        >>> data = ImageData.from_folder("hymenoptera", valid_fraction=0.2, seed=42)
+        >>> data.classes
+        ['ants', 'bees']
+        >>> data.show_batch(n=8).savefig("batch.png")
+    """
+
+    def __init__(self, items: Sequence[Item], *, classes: Sequence[str], input: InputConfig,
+                 config: DataConfig = DataConfig(), augment: AugmentConfig | None = AugmentConfig(),
+                 backbone: str = "efficientnet_lite0", report: DataReport | None = None,
+                 copies: dict[Path, Path] | None = None):
+        self.classes = list(classes)
+        self.class_index = {label: i for i, label in enumerate(self.classes)}
+        self.input = input
+        self.config = config
+        self.augment = augment
+        self.backbone = backbone
+        self.report = report or DataReport()
+        self.copies = copies or {}
+        self.items = {split: [item for item in items if item.split == split] for split in SPLITS}
+
+    # --- one-liners ---
+
+    @classmethod
+    def from_folder(cls, folder: str | os.PathLike, **options) -> ImageData:
+        """Class folders (``folder/<class>/*.jpg``) or ``train/`` + ``valid/`` folders.
+
+        Options are those of ``from_items``: valid_fraction, seed, image_size, batch_size,
+        resize, augment, balance, backbone, num_workers, cache, verbose.
+        """
+        return cls.from_items(items_from_folder(folder), **options)
+
+    @classmethod
+    def from_csv(cls, csv_file: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                 path_column: str = "path", label_column: str = "label",
+                 split_column: str | None = None, **options) -> ImageData:
+        """A CSV file of paths and labels (see ``items_from_csv``)."""
+        items = items_from_csv(csv_file, root=root, path_column=path_column,
+                               label_column=label_column, split_column=split_column)
+        return cls.from_items(items, **options)
+
+    @classmethod
+    def from_dataframe(cls, frame: Any, *, root: str | os.PathLike = ".", path_column: str = "path",
+                       label_column: str = "label", split_column: str | None = None,
+                       **options) -> ImageData:
+        """A pandas DataFrame of paths and labels (see ``items_from_dataframe``)."""
+        items = items_from_dataframe(frame, root=root, path_column=path_column,
+                                     label_column=label_column, split_column=split_column)
+        return cls.from_items(items, **options)
+
+    @classmethod
+    def from_filenames(cls, folder: str | os.PathLike, pattern: str = r"^(.+)_\d+\.\w+$",
+                       **options) -> ImageData:
+        """Labels from file names by regular expression (``great_pyrenees_173.jpg``)."""
+        return cls.from_items(items_from_filenames(folder, pattern), **options)
+
+    @classmethod
+    def from_items(cls, items: Iterable[Item], *, valid_fraction: float = 0.2, seed: int = 42,
+                   image_size: int | None = None, batch_size: int = 32, resize: str = "crop",
+                   augment: AugmentConfig | bool = True, balance: bool = False,
+                   backbone: str = "efficientnet_lite0", num_workers: int | None = None,
+                   cache: bool = True, verbose: bool = True) -> ImageData:
+        """Split, verify every file once, check the classes, and build the dataset.
+
+        Bad files are skipped and listed; an empty dataset, a single class or a class left
+        without usable pictures raise DataError saying what to do.
+        """
+        from imgclf.backbones import input_config_for
+        from imgclf.verify import verify_files
+
+        config = DataConfig(valid_fraction=valid_fraction, seed=seed, batch_size=batch_size,
+                            image_size=image_size, resize=resize, balance=balance,
+                            num_workers=num_workers, cache=cache)
+        if augment is True:
+            augment = AugmentConfig()
+        input = input_config_for(backbone)
+        if image_size is not None:
+            input = replace(input, image_size=image_size)
+        items = split_items(items, valid_fraction, seed)
+        if not items:
+            raise DataError("No images given.")
+        copy_side = round(input.image_size * COPY_SCALE) if cache else None
+        paths = [item.path for item in items]
+        verdicts = verify_files(paths, copy_side=copy_side, show_progress=verbose)
+
+        report = DataReport()
+        usable, copies, first_seen = [], {}, {}
+        for item, verdict in zip(items, verdicts):
+            if not verdict.ok:
+                report.skipped.append((item.path, verdict.error or "unreadable"))
+                continue
+            if verdict.suspicious:
+                report.suspicious.append((item.path, verdict.suspicious))
+            earlier = first_seen.get(verdict.sha256)
+            if earlier is not None:
+                pair = (earlier.path, item.path)
+                leaked = {earlier.split, item.split} & {"valid", "test"} and (
+                    earlier.split != item.split)
+                (report.leakage if leaked else report.duplicates).append(pair)
+            else:
+                first_seen[verdict.sha256] = item
+            usable.append(item)
+            if verdict.copy:
+                copies[item.path] = Path(verdict.copy)
+        classes = _check_classes(items, usable, report)
+        data = cls(usable, classes=classes, input=input, config=config,
+                   augment=augment or None, backbone=backbone, report=report, copies=copies)
+        if verbose:
+            data.print_summary()
+        return data
+
+    # --- views ---
+
+    @property
+    def train(self) -> list[Item]:
+        return self.items["train"]
+
+    @property
+    def valid(self) -> list[Item]:
+        return self.items["valid"]
+
+    @property
+    def test(self) -> list[Item]:
+        return self.items["test"]
+
+    def counts(self) -> dict[str, dict[str, int]]:
+        """Pictures per class and split: {"ants": {"train": 123, "valid": 70, "test": 0}, ...}."""
+        table = {label: dict.fromkeys(SPLITS, 0) for label in self.classes}
+        for split, items in self.items.items():
+            for item in items:
+                if item.label in table:
+                    table[item.label][split] += 1
+        return table
+
+    def summary(self) -> dict[str, Any]:
+        """Everything a report needs about the data, as plain JSON-ready values."""
+        return {
+            "classes": self.classes,
+            "counts": self.counts(),
+            "image_size": self.input.image_size,
+            "skipped": [(str(p), reason) for p, reason in self.report.skipped],
+            "suspicious": [(str(p), reason) for p, reason in self.report.suspicious],
+            "leakage": [(str(a), str(b)) for a, b in self.report.leakage],
+            "duplicates": [(str(a), str(b)) for a, b in self.report.duplicates],
+            "few_images": self.report.few_images,
+        }
+
+    def print_summary(self, console=None) -> None:
+        """Counts per class, then any skipped, suspicious, leaked or duplicated files."""
+        from imgclf._progress import console as default_console
+        from imgclf._progress import data_summary_tables
+
+        console = console or default_console()
+        for table in data_summary_tables(self.summary()):
+            console.print(table)
+
+    # --- batches ---
+
+    def dataset(self, split: str = "train", *, augment: bool | None = None) -> ImageFiles:
+        """The pictures of one split as a torch Dataset (augmented for train by default)."""
+        from imgclf.transforms import eval_transform, train_transform
+
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
+        augment = (split == "train") if augment is None else augment
+        transform = (train_transform(self.input, self.augment, self.config.resize) if augment
+                     else eval_transform(self.input, self.config.resize))
+        items = self.items[split]
+        return ImageFiles([self.copies.get(item.path, item.path) for item in items], transform,
+                          [self.class_index.get(item.label, -1) for item in items])
+
+    def loader(self, split: str = "train", *, augment: bool | None = None,
+               shuffle: bool | None = None, batch_size: int | None = None
+               ) -> torch.utils.data.DataLoader:
+        """Batches of (images, targets, indices, skipped errors) for one split."""
+        import torch
+
+        from imgclf.predict import default_workers
+
+        dataset = self.dataset(split, augment=augment)
+        if len(dataset) == 0:
+            raise DataError(f"The {split} split has no pictures.")
+        training = split == "train"
+        shuffle = training if shuffle is None else shuffle
+        batch_size = batch_size or self.config.batch_size
+        generator = torch.Generator().manual_seed(self.config.seed)
+        sampler = None
+        if training and self.config.balance:
+            sampler = self._balanced_sampler(dataset.targets, generator)
+            shuffle = False
+        workers = default_workers() if self.config.num_workers is None else self.config.num_workers
+        return torch.utils.data.DataLoader(
+            dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
+            num_workers=workers, collate_fn=collate, generator=generator,
+            persistent_workers=workers > 0,
+            # a last batch of one picture breaks batch-norm statistics
+            drop_last=training and len(dataset) > batch_size,
+        )
+
+    def train_loader(self, **options) -> torch.utils.data.DataLoader:
+        return self.loader("train", **options)
+
+    def valid_loader(self, **options) -> torch.utils.data.DataLoader:
+        return self.loader("valid", **options)
+
+    def test_loader(self, **options) -> torch.utils.data.DataLoader:
+        return self.loader("test", **options)
+
+    def _balanced_sampler(self, targets: list[int], generator):
+        import torch
+
+        frequency = Counter(targets)
+        weights = [1.0 / frequency[target] for target in targets]
+        return torch.utils.data.WeightedRandomSampler(weights, num_samples=len(targets),
+                                                      replacement=True, generator=generator)
+
+    def show_batch(self, n: int = 8, *, augment: bool = True, split: str = "train",
+                   seed: int | None = None) -> Figure:
+        """A matplotlib figure of n pictures as the network sees them, titled with their labels.
+
+        Example:
+            >>> data.show_batch(n=8, augment=True).savefig("batch.png")
+        """
+        import torch
+
+        from imgclf.plots import plot_pictures
+
+        dataset = self.dataset(split, augment=augment)
+        if len(dataset) == 0:
+            raise DataError(f"The {split} split has no pictures to show.")
+        torch.manual_seed(self.config.seed if seed is None else seed)
+        chooser = random.Random(self.config.seed if seed is None else seed)
+        positions = chooser.sample(range(len(dataset)), min(n, len(dataset)))
+        pictures, titles = [], []
+        for position in positions:
+            item = dataset[position]
+            if isinstance(item, ImageError):
+                continue
+            pictures.append(item[0])
+            titles.append(self.items[split][position].label or "?")
+        return plot_pictures(pictures, titles, mean=self.input.mean, std=self.input.std)
+
+    def __repr__(self) -> str:
+        sizes = ", ".join(f"{split}={len(items)}" for split, items in self.items.items() if items)
+        return f"ImageData({len(self.classes)} classes, {sizes}, image_size={self.input.image_size})"
+
+
+def _check_classes(items: list[Item], usable: list[Item], report: DataReport) -> list[str]:
+    """The sorted class names; raise DataError when the labels cannot train a classifier."""
+    given = Counter(item.label for item in items if item.label is not None)
+    kept = Counter(item.label for item in usable if item.label is not None and item.split != "test")
+    lost = sorted(label for label in given if kept[label] == 0
+                  and any(i.label == label and i.split != "test" for i in items))
+    if lost:
+        raise DataError(
+            f"Class {', '.join(map(repr, lost))} has no usable pictures: every file was "
+            "skipped (see the list above). Add readable photos or remove the folder.")
+    classes = sorted(kept)
+    if len(classes) == 0:
+        raise DataError("No usable pictures: every file was skipped.")
+    if len(classes) == 1:
+        raise DataError(
+            f"Only one class found ({classes[0]!r}, {kept[classes[0]]} pictures). A classifier "
+            "needs at least two: add a folder per class next to it.")
+    train_counts = Counter(item.label for item in usable if item.split == "train")
+    for label in classes:
+        if train_counts[label] == 0:
+            raise DataError(f"Class {label!r} has validation pictures but none for training.")
+    report.few_images = [label for label in classes if train_counts[label] < FEW_IMAGES]
+    if report.few_images:
+        warnings.warn(
+            f"Class(es) {', '.join(report.few_images)} have fewer than {FEW_IMAGES} training "
+            "pictures; results will be unreliable. 20 or more per class is a good start.",
+            stacklevel=3)
+    return classes

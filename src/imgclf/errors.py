@@ -27,3 +27,7 @@ class ImageError(ImgclfError, ValueError):
 
 class BackboneError(ImgclfError):
     """A backbone name is unknown or its pretrained weights cannot be loaded."""
+
+
+class DataError(ImgclfError):
+    """A dataset cannot be used as given (no images, one class, ...); the message says what to do."""

@@ -18,6 +18,12 @@ BACKGROUND = (255, 255, 255)
 
 _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 
+# Pillow warns (rather than fails) about minor defects such as odd EXIF blocks or palette
+# transparency; the picture is fine, and one warning per file would bury real messages.
+# A module-level filter, not catch_warnings(): that one is not thread-safe, and images are
+# read from worker threads.
+warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+
 # Magic bytes of common formats, to tell a damaged image from a file that never was one.
 _SIGNATURES = (
     (b"\xff\xd8\xff", "JPEG"), (b"\x89png", "PNG"), (b"gif8", "GIF"), (b"bm", "BMP"),
@@ -50,16 +56,13 @@ def load_image(source: ImageSource, *, max_side: int | None = None) -> Image.Ima
 
     name, stream = _open_source(source)
     try:
-        with warnings.catch_warnings():
-            # Pillow warns (rather than fails) on files with minor defects; these are fine.
-            warnings.simplefilter("ignore", UserWarning)
-            with Image.open(stream) as opened:
-                opened.seek(0)  # first frame of an animated GIF, WebP or APNG
-                if max_side is not None and opened.format == "JPEG":
-                    opened.draft("RGB", (max_side, max_side))
-                opened.load()
-                picture = _upright(opened)
-                picture = to_rgb(picture)
+        with Image.open(stream) as opened:
+            opened.seek(0)  # first frame of an animated GIF, WebP or APNG
+            if max_side is not None and opened.format == "JPEG":
+                opened.draft("RGB", (max_side, max_side))
+            opened.load()
+            picture = _upright(opened)
+            picture = to_rgb(picture)
     except Image.DecompressionBombError as error:
         raise ImageError(name, f"image too large to decode safely ({error})") from None
     except UnidentifiedImageError:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from imgclf.config import InputConfig
+from imgclf.config import AugmentConfig, InputConfig
 
 if TYPE_CHECKING:
+    from PIL import Image
     from torchvision.transforms import v2
 
 _INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
@@ -21,6 +22,24 @@ def interpolation_mode(name: str):
     return InterpolationMode(name)
 
 
+class PadToSquare:
+    """Shrink a picture to fit a size x size square and pad the rest with black (keeps it all)."""
+
+    def __init__(self, size: int, interpolation: str = "bicubic"):
+        self.size = size
+        self.interpolation = interpolation
+
+    def __call__(self, picture: Image.Image) -> Image.Image:
+        from PIL import Image, ImageOps
+
+        method = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+                  "bicubic": Image.Resampling.BICUBIC}[self.interpolation]
+        return ImageOps.pad(picture, (self.size, self.size), method=method, color=(0, 0, 0))
+
+    def __repr__(self) -> str:
+        return f"PadToSquare(size={self.size})"
+
+
 def normalize(config: InputConfig) -> list:
     """PIL picture -> float tensor scaled to 0..1 and normalised with the backbone's mean/std."""
     import torch
@@ -33,10 +52,30 @@ def normalize(config: InputConfig) -> list:
     ]
 
 
-def eval_transform(config: InputConfig) -> v2.Compose:
-    """Deterministic validation/inference pipeline: resize the shorter side, center-crop, normalise.
+def square(config: InputConfig, resize: str, size: int | None = None) -> list:
+    """Deterministic steps that make a picture a size x size square by the chosen method.
 
-    Matches timm's evaluation transform, so a backbone's published accuracy is reproducible.
+    crop: shorter side to size / crop_fraction, then the center (timm's evaluation transform);
+    squish: stretch to the square; pad: fit inside the square, black borders.
+    """
+    from torchvision.transforms import v2
+
+    size = size or config.image_size
+    mode = interpolation_mode(config.interpolation)
+    if resize == "crop":
+        return [v2.Resize(int(size / config.crop_fraction), interpolation=mode, antialias=True),
+                v2.CenterCrop(size)]
+    if resize == "squish":
+        return [v2.Resize((size, size), interpolation=mode, antialias=True)]
+    if resize == "pad":
+        return [PadToSquare(size, config.interpolation)]
+    raise ValueError(f"resize must be 'crop', 'squish' or 'pad', not {resize!r}")
+
+
+def eval_transform(config: InputConfig, resize: str = "crop") -> v2.Compose:
+    """Deterministic validation/inference pipeline: make the picture square, then normalise.
+
+    With resize="crop" this is timm's evaluation transform, so published accuracy reproduces.
 
     Example:
         >>> transform = eval_transform(InputConfig(224, (0.5,) * 3, (0.5,) * 3))
@@ -45,9 +84,46 @@ def eval_transform(config: InputConfig) -> v2.Compose:
     """
     from torchvision.transforms import v2
 
-    return v2.Compose([
-        v2.Resize(config.resize_size, interpolation=interpolation_mode(config.interpolation),
-                  antialias=True),
-        v2.CenterCrop(config.image_size),
-        *normalize(config),
-    ])
+    return v2.Compose([*square(config, resize), *normalize(config)])
+
+
+def train_transform(config: InputConfig, augment: AugmentConfig | None,
+                    resize: str = "crop") -> v2.Compose:
+    """Random training pipeline: a random resized crop, flips, rotation, zoom, warp and colour.
+
+    squish and pad first make the picture a square slightly larger than the input size, so
+    the random crop then works on the whole picture; crop takes its random crops directly.
+    Without augmentation (augment=None) this is the evaluation pipeline.
+
+    Example:
+        >>> train_transform(InputConfig(224, (0.5,) * 3, (0.5,) * 3), AugmentConfig(rotate=0))
+    """
+    from torchvision.transforms import v2
+
+    if augment is None:
+        return eval_transform(config, resize)
+    size = config.image_size
+    mode = interpolation_mode(config.interpolation)
+    steps: list = []
+    if resize != "crop":
+        steps += square(config, resize, size=int(size / config.crop_fraction))
+    steps.append(v2.RandomResizedCrop(size, scale=(augment.min_scale, 1.0), interpolation=mode,
+                                      antialias=True))
+    if augment.flip:
+        steps.append(v2.RandomHorizontalFlip())
+    if augment.rotate or augment.zoom > 1:
+        steps.append(v2.RandomApply([v2.RandomAffine(
+            degrees=augment.rotate, scale=(1.0, augment.zoom), interpolation=mode)],
+            p=augment.probability))
+    if augment.warp:
+        steps.append(v2.RandomPerspective(distortion_scale=augment.warp, p=augment.probability,
+                                          interpolation=mode))
+    if augment.brightness or augment.contrast or augment.saturation:
+        steps.append(v2.RandomApply([v2.ColorJitter(
+            brightness=augment.brightness, contrast=augment.contrast,
+            saturation=augment.saturation)], p=augment.probability))
+    if augment.policy == "randaugment":
+        steps.append(v2.RandAugment(interpolation=mode))
+    elif augment.policy == "trivialaugment":
+        steps.append(v2.TrivialAugmentWide(interpolation=mode))
+    return v2.Compose([*steps, *normalize(config)])

@@ -1,0 +1,178 @@
+"""Read every file once: skip the unreadable, flag the suspicious, keep a small copy for training.
+
+Verdicts are cached by (path, size, modification time), so a second run over the same folder
+reads nothing; resized copies are cached by content hash and size, so renaming a file or
+adding a class costs only the new pictures.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from imgclf._progress import progress
+from imgclf.errors import ImageError
+from imgclf.images import load_image
+
+# Pictures with this many colours or fewer are drawings, icons or placeholders, not photos
+# (photos have thousands; some old GIF-converted photos have exactly 256).
+FEW_COLOURS = 64
+# Pictures smaller than this (either side, pixels) carry too little to learn from.
+TINY_SIDE = 32
+# Verdicts depend on these rules: a change of rules invalidates the index.
+_INDEX_VERSION = f"2-{FEW_COLOURS}-{TINY_SIDE}"
+
+
+def cache_root() -> Path:
+    """Where imgclf keeps resized copies and verdicts: $IMGCLF_CACHE or ~/.cache/imgclf."""
+    return Path(os.environ.get("IMGCLF_CACHE", Path.home() / ".cache" / "imgclf"))
+
+
+@dataclass(frozen=True)
+class Verdict:
+    """What reading one file found.
+
+    Attributes:
+        sha256: content hash (empty when the file could not be read).
+        error: why the file is skipped, or None when it is usable.
+        suspicious: why a readable picture looks wrong for a photo dataset, or None.
+        width, height: the upright picture's size.
+        copy: path of the resized copy used for training (None when not cached).
+    """
+
+    sha256: str = ""
+    error: str | None = None
+    suspicious: str | None = None
+    width: int = 0
+    height: int = 0
+    copy: str | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.error is None
+
+
+def verify_files(paths: list[Path], *, copy_side: int | None, cache_dir: Path | None = None,
+                 show_progress: bool = True, workers: int | None = None) -> list[Verdict]:
+    """Verdicts for files, in order; each file is decoded at most once per (size, mtime).
+
+    Args:
+        copy_side: shorter side of the cached resized copy, or None to keep no copies.
+        cache_dir: where the index and copies go (default: cache_root()).
+    """
+    cache_dir = cache_dir or cache_root()
+    index = _Index(cache_dir / "verified.json")
+    copies = cache_dir / "images"
+    keys = [_file_key(path) for path in paths]
+
+    def check(position: int) -> Verdict:
+        key = keys[position]
+        known = index.get(key, copy_side)
+        if known is not None:
+            return known
+        verdict = _verify_one(paths[position], copy_side, copies)
+        index.put(key, copy_side, verdict)
+        return verdict
+
+    threads = workers or min(8, os.cpu_count() or 1)  # Pillow decodes outside the GIL
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        verdicts = list(progress(pool.map(check, range(len(paths))), total=len(paths),
+                                 description="Checking images", enabled=show_progress))
+    index.save()
+    return verdicts
+
+
+def _verify_one(path: Path, copy_side: int | None, copies: Path) -> Verdict:
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        return Verdict(error=f"cannot be read ({error.strerror or error})")
+    if not data:
+        return Verdict(error="empty file (0 bytes)")
+    digest = hashlib.sha256(data).hexdigest()
+    try:
+        picture = load_image(data)
+    except ImageError as error:
+        return Verdict(sha256=digest, error=error.reason)
+    width, height = picture.size
+    copy = None
+    if copy_side is not None:
+        target = copies / digest[:2] / f"{digest[:24]}_{copy_side}.jpg"
+        if not target.exists():
+            _save_copy(picture, copy_side, target)
+        copy = str(target)
+    return Verdict(sha256=digest, suspicious=_suspicious(picture), width=width, height=height,
+                   copy=copy)
+
+
+def _suspicious(picture) -> str | None:
+    width, height = picture.size
+    if min(width, height) < TINY_SIDE:
+        return f"tiny picture ({width}x{height} pixels)"
+    colours = picture.getcolors(maxcolors=FEW_COLOURS)
+    if colours is not None:
+        return (f"only {len(colours)} colours: a drawing, icon or placeholder rather than a "
+                "photo?")
+    return None
+
+
+def _save_copy(picture, shorter_side: int, target: Path) -> None:
+    from PIL import Image
+
+    scale = shorter_side / min(picture.size)
+    if scale < 1:
+        size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
+        picture = picture.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
+    picture.save(temporary, format="JPEG", quality=95)
+    os.replace(temporary, target)  # never leave a half-written copy behind
+
+
+def _file_key(path: Path) -> str:
+    try:
+        stat = path.stat()
+    except OSError:
+        return f"{path.resolve()}|missing"
+    return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
+
+
+class _Index:
+    """verified.json: file key -> verdict, written atomically; safe to lose (it is a cache)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.lock = threading.Lock()
+        self.changed = False
+        try:
+            loaded = json.loads(path.read_text())
+            self.entries = loaded["entries"] if loaded.get("version") == _INDEX_VERSION else {}
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            self.entries = {}
+
+    def get(self, key: str, copy_side: int | None) -> Verdict | None:
+        entry = self.entries.get(f"{key}|{copy_side}")
+        if entry is None:
+            return None
+        verdict = Verdict(**entry)
+        if verdict.copy is not None and not Path(verdict.copy).exists():
+            return None  # the copy was cleaned away: make it again
+        return verdict
+
+    def put(self, key: str, copy_side: int | None, verdict: Verdict) -> None:
+        with self.lock:
+            self.entries[f"{key}|{copy_side}"] = asdict(verdict)
+            self.changed = True
+
+    def save(self) -> None:
+        if not self.changed:
+            return
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
+        temporary.write_text(json.dumps({"version": _INDEX_VERSION, "entries": self.entries}))
+        os.replace(temporary, self.path)
