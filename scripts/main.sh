@@ -1,13 +1,19 @@
 #!/usr/bin/env bash
-# The main job, end to end on a fresh machine: set up, then classify real photos offline.
-# Usage: bash scripts/main.sh [FOLDER]   (default: ../shared/datasets/imagenet-sample-100)
+# The main job, end to end on a fresh machine: set up, train on real photos, then predict.
+# Usage: bash scripts/main.sh [DATA_FOLDER]   (default: ../shared/datasets/hymenoptera;
+#        without it, the PyTorch tutorial's public copy is downloaded when online)
 set -euo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/env.sh"
+cd "$IMGCLF_ROOT"
 
-photos=${1:-$IMGCLF_ROOT/../shared/datasets/imagenet-sample-100}
-if [ ! -d "$photos" ]; then
-  echo "No photo folder at $photos: pass one, e.g. bash scripts/main.sh ~/Pictures" >&2
-  exit 1
+data=${1:-$IMGCLF_ROOT/../shared/datasets/hymenoptera}
+if [ ! -d "$data" ]; then
+  data=$(python "$IMGCLF_ROOT/scripts/fetch_hymenoptera.py")
 fi
-imgclf backbones
-imgclf imagenet "$photos" --backbone efficientnet_lite0 --top-k 1
+data=$(cd "$data" && pwd)
+out=models/hymenoptera
+imgclf train "$data" --backbone efficientnet_lite0 --epochs 4 --out "$out"
+echo
+echo "Predictions for a few validation photos the model did not train on:"
+imgclf predict "$out/model.imgclf" $(ls "$data"/val/ants/*.jpg | head -3) \
+  $(ls "$data"/val/bees/*.jpg | head -3) --top-k 2

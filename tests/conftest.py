@@ -50,11 +50,12 @@ def make_photo(tmp_path):
 
     counter = iter(range(1_000_000))
 
-    def make(relative: str, *, size=(80, 60), root: Path | None = None, tint=(0, 0, 0)) -> Path:
+    def make(relative: str, *, size=(80, 60), root: Path | None = None, tint=(0, 0, 0),
+             noise: int = 200) -> Path:
         target = (root or tmp_path) / relative
         target.parent.mkdir(parents=True, exist_ok=True)
         generator = np.random.default_rng(next(counter))
-        pixels = generator.integers(0, 200, (size[1], size[0], 3)) + np.array(tint)
+        pixels = generator.integers(0, noise, (size[1], size[0], 3)) + np.array(tint)
         Image.fromarray(np.clip(pixels, 0, 255).astype("uint8")).save(target, quality=90)
         return target
 

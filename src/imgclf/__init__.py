@@ -19,10 +19,16 @@ _EXPORTS = {
     "DataConfig": "imgclf.config",
     "DataError": "imgclf.errors",
     "ImageData": "imgclf.data",
+    "HeadConfig": "imgclf.model",
     "ImageError": "imgclf.errors",
     "ImgclfError": "imgclf.errors",
     "InputConfig": "imgclf.config",
     "Item": "imgclf.data",
+    "Learner": "imgclf.training",
+    "ModelFileError": "imgclf.errors",
+    "Prediction": "imgclf.predict",
+    "Predictor": "imgclf.predict",
+    "TrainConfig": "imgclf.config",
     "classify_imagenet": "imgclf.imagenet",
     "create_backbone": "imgclf.backbones",
     "eval_transform": "imgclf.transforms",
@@ -32,8 +38,10 @@ _EXPORTS = {
     "items_from_filenames": "imgclf.data",
     "items_from_folder": "imgclf.data",
     "list_backbones": "imgclf.backbones",
+    "load": "imgclf.training",
     "load_image": "imgclf.images",
     "split_items": "imgclf.data",
+    "train": "imgclf.training",
     "train_transform": "imgclf.transforms",
 }
 
@@ -54,10 +62,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from imgclf.backbones import Backbone, create_backbone, list_backbones
-    from imgclf.config import AugmentConfig, DataConfig, InputConfig
+    from imgclf.config import AugmentConfig, DataConfig, InputConfig, TrainConfig
     from imgclf.data import (ImageData, Item, find_images, items_from_csv, items_from_dataframe,
                              items_from_filenames, items_from_folder, split_items)
-    from imgclf.errors import BackboneError, DataError, ImageError, ImgclfError
+    from imgclf.errors import BackboneError, DataError, ImageError, ImgclfError, ModelFileError
     from imgclf.imagenet import classify_imagenet
     from imgclf.images import load_image
+    from imgclf.model import HeadConfig
+    from imgclf.predict import Prediction, Predictor
+    from imgclf.training import Learner, load, train
     from imgclf.transforms import eval_transform, train_transform

@@ -59,7 +59,103 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--split", default="train", choices=["train", "valid", "test"])
     show.add_argument("--out", default="batch.png", help="PNG file to write")
     show.set_defaults(run=_show_batch, command="show-batch")
+
+    train = commands.add_parser("train", help="fine-tune a backbone on labelled pictures")
+    _add_data_arguments(train)
+    train.add_argument("--epochs", type=int, default=4, help="whole-network epochs")
+    train.add_argument("--freeze-epochs", type=int, default=2, help="head-only epochs first")
+    train.add_argument("--learning-rate", type=float, default=1e-3,
+                       help="peak rate of the head when the whole network trains")
+    train.add_argument("--head-learning-rate", type=float, default=1e-2,
+                       help="peak rate of the head-only epochs")
+    train.add_argument("--label-smoothing", type=float, default=0.0)
+    train.add_argument("--pool", default="avg", choices=["avg", "concat"], help="head pooling")
+    train.add_argument("--monitor", default="valid_loss",
+                       choices=["valid_loss", "accuracy", "error_rate"],
+                       help="which validation figure picks the best epoch")
+    train.add_argument("--restore-best", action="store_true",
+                       help="end with the best epoch's weights, not the last")
+    train.add_argument("--device", default=None, help="cpu, cuda or mps (default: fastest)")
+    train.add_argument("--out", default=None, help="output folder (default: models/<data name>)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --out from its last checkpoint")
+    train.set_defaults(run=_train, command="train")
+
+    predict = commands.add_parser("predict", help="label pictures with a trained model file")
+    predict.add_argument("model", help="a .imgclf model file (or a training output folder)")
+    predict.add_argument("paths", nargs="+", help="image files or folders")
+    predict.add_argument("--top-k", type=int, default=1, help="classes to show per picture")
+    predict.add_argument("--batch-size", type=int, default=32)
+    output = predict.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object per line")
+    output.add_argument("--csv", metavar="FILE", help="write a CSV file instead")
+    predict.set_defaults(run=_predict, command="predict")
     return parser
+
+
+def _train(args: argparse.Namespace) -> int:
+    from imgclf.config import TrainConfig
+    from imgclf.model import HeadConfig
+    from imgclf.training import CHECKPOINT, FINAL, Learner
+
+    out = Path(args.out) if args.out else Path("models") / Path(args.data).resolve().name
+    data = load_data(args)
+    if args.resume:
+        if not (out / CHECKPOINT).exists():
+            raise ImgclfError(f"Nothing to resume: no {CHECKPOINT} in {out}.")
+        Learner.resume(out, data)
+    else:
+        config = TrainConfig(epochs=args.epochs, freeze_epochs=args.freeze_epochs,
+                             learning_rate=args.learning_rate, seed=args.seed,
+                             head_learning_rate=args.head_learning_rate,
+                             label_smoothing=args.label_smoothing, monitor=args.monitor,
+                             restore_best=args.restore_best,
+                             device=args.device)
+        learner = Learner.create(data, head=HeadConfig(pool=args.pool), config=config, output=out)
+        learner.fine_tune()
+    print(f"Model: {out / FINAL}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import csv
+
+    from imgclf.errors import ImageError
+    from imgclf.predict import Predictor
+    from imgclf.training import FINAL
+
+    model = Path(args.model)
+    predictor = Predictor.load(model / FINAL if model.is_dir() else model)
+    paths = expand_paths(args.paths)
+    results = predictor.predict_batch(paths, batch_size=args.batch_size)
+    rows = []
+    for path, result in zip(paths, results):
+        if isinstance(result, ImageError):
+            continue
+        top = result.top(args.top_k)
+        rows.append({"path": str(path), "label": result.label, "index": result.index,
+                     "probability": round(result.probability, 4),
+                     "top": [{"label": label, "probability": round(p, 4)} for label, p in top]})
+    if args.csv:
+        with open(args.csv, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label", "index", "probability", *predictor.classes])
+            for path, result in zip(paths, results):
+                if not isinstance(result, ImageError):
+                    writer.writerow([path, result.label, result.index,
+                                     f"{result.probability:.4f}",
+                                     *(f"{result.probabilities[c]:.4f}" for c in
+                                       predictor.classes)])
+        print(f"Wrote {len(rows)} predictions to {args.csv}")
+    else:
+        for row in rows:
+            if args.json:
+                print(json.dumps(row))
+            else:
+                guesses = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in row["top"])
+                print(f"{row['path']}\t{guesses}")
+    _report_skipped([r for r in results if isinstance(r, ImageError)])
+    return 0
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
@@ -71,7 +167,7 @@ def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-size", type=int, default=None,
                         help="side of the square input (default: the backbone's)")
     parser.add_argument("--resize", default="crop", choices=["crop", "squish", "pad"])
-    parser.add_argument("--batch-size", type=int, default=32)
+    parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--balance", action="store_true",
                         help="draw every class equally often in training")
     parser.add_argument("--label-pattern", default=None,

@@ -336,7 +336,7 @@ class ImageData:
 
     @classmethod
     def from_items(cls, items: Iterable[Item], *, valid_fraction: float = 0.2, seed: int = 42,
-                   image_size: int | None = None, batch_size: int = 32, resize: str = "crop",
+                   image_size: int | None = None, batch_size: int = 16, resize: str = "crop",
                    augment: AugmentConfig | bool = True, balance: bool = False,
                    backbone: str = "efficientnet_lite0", num_workers: int | None = None,
                    cache: bool = True, verbose: bool = True) -> ImageData:
@@ -388,6 +388,18 @@ class ImageData:
         if verbose:
             data.print_summary()
         return data
+
+    def for_backbone(self, backbone: str) -> ImageData:
+        """The same pictures prepared for another backbone's input size, mean and std."""
+        from imgclf.backbones import input_config_for
+
+        input = input_config_for(backbone)
+        if self.config.image_size is not None:
+            input = replace(input, image_size=self.config.image_size)
+        items = [item for split in SPLITS for item in self.items[split]]
+        return ImageData(items, classes=self.classes, input=input, config=self.config,
+                         augment=self.augment, backbone=backbone, report=self.report,
+                         copies=self.copies)
 
     # --- views ---
 

@@ -31,3 +31,7 @@ class BackboneError(ImgclfError):
 
 class DataError(ImgclfError):
     """A dataset cannot be used as given (no images, one class, ...); the message says what to do."""
+
+
+class ModelFileError(ImgclfError):
+    """A model or checkpoint file is missing, damaged, modified, or not an imgclf file."""

@@ -37,3 +37,22 @@ def plot_pictures(pictures: Sequence[torch.Tensor], titles: Sequence[str], *,
         axis.imshow(shown)
         axis.set_title(title, fontsize=11)
     return figure
+
+
+def plot_lr_find(learning_rates: Sequence[float], losses: Sequence[float],
+                 suggestion: float | None = None) -> Figure:
+    """Loss against learning rate (log scale), with the suggested rate marked."""
+    figure = _figure(6, 4)
+    axis = figure.subplots()
+    axis.plot(learning_rates, losses)
+    axis.set_xscale("log")
+    axis.set_xlabel("learning rate")
+    axis.set_ylabel("loss (smoothed)")
+    if suggestion is not None:
+        index = min(range(len(learning_rates)),
+                    key=lambda i: abs(learning_rates[i] - suggestion))
+        axis.plot([suggestion], [losses[index]], "o", color="red",
+                  label=f"suggested {suggestion:.2g}")
+        axis.legend()
+    axis.set_title("Learning rate finder")
+    return figure

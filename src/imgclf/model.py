@@ -1,0 +1,178 @@
+"""The classifier network: a pretrained backbone plus a new head, with freezing and layer groups."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from imgclf.backbones import create_backbone
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """The new layers on top of the backbone's features."""
+
+    # "avg": global average pooling; "concat": average and max pooling side by side (fastai).
+    pool: str = "avg"
+    # Dropout before the final linear layer.
+    dropout: float = 0.2
+    # Width of an extra hidden layer (with batch norm and ReLU); 0 for none.
+    hidden: int = 0
+
+    def __post_init__(self):
+        if self.pool not in ("avg", "concat"):
+            raise ValueError(f"pool must be 'avg' or 'concat', not {self.pool!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+class Head(nn.Module):
+    """Pooling, dropout and a linear layer (optionally a hidden layer first)."""
+
+    def __init__(self, num_features: int, num_classes: int, config: HeadConfig = HeadConfig()):
+        super().__init__()
+        self.config = config
+        width = num_features * (2 if config.pool == "concat" else 1)
+        layers: list[nn.Module] = [nn.Flatten()]
+        if config.hidden:
+            layers += [nn.Dropout(config.dropout / 2), nn.Linear(width, config.hidden),
+                       nn.BatchNorm1d(config.hidden), nn.ReLU(inplace=True)]
+            width = config.hidden
+        layers += [nn.Dropout(config.dropout), nn.Linear(width, num_classes)]
+        self.layers = nn.Sequential(*layers)
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        if features.ndim == 2:  # already pooled
+            return features
+        average = features.mean(dim=(2, 3))
+        if self.config.pool == "concat":
+            return torch.cat([average, features.amax(dim=(2, 3))], dim=1)
+        return average
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return self.layers(self.pool(features))
+
+    @property
+    def linear(self) -> nn.Linear:
+        return self.layers[-1]
+
+
+class Classifier(nn.Module):
+    """Backbone features -> Head -> class scores (logits).
+
+    Example:
+        >>> network = Classifier.create("efficientnet_lite0", num_classes=2)
+        >>> network(torch.zeros(1, 3, 224, 224)).shape
+        torch.Size([1, 2])
+    """
+
+    def __init__(self, backbone: nn.Module, head: Head):
+        super().__init__()
+        self.backbone = backbone
+        self.head = head
+
+    @classmethod
+    def create(cls, backbone: str, num_classes: int, *, head: HeadConfig = HeadConfig(),
+               pretrained: bool = True, weights: str | None = None) -> Classifier:
+        network = create_backbone(backbone, pretrained=pretrained, weights=weights)
+        return cls(network, Head(network.num_features, num_classes, head))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Unpooled backbone features (N, C, H, W)."""
+        return self.backbone.forward_features(images)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(images))
+
+    # --- freezing ---
+
+    def freeze(self) -> None:
+        """Train only the head: the backbone's weights stay as they are."""
+        for parameter in self.backbone.parameters():
+            parameter.requires_grad_(False)
+
+    def unfreeze(self) -> None:
+        for parameter in self.parameters():
+            parameter.requires_grad_(True)
+
+    @property
+    def frozen(self) -> bool:
+        return not any(p.requires_grad for p in self.backbone.parameters())
+
+    def train(self, mode: bool = True) -> Classifier:
+        """Training mode, except the backbone's batch-norm layers, which keep their ImageNet
+        statistics: with batches of 5-32 photos, re-estimating them per batch is mostly noise
+        and is what wrecks small-batch fine-tuning. Their scale and shift still learn."""
+        super().train(mode)
+        if mode:
+            for module in self.backbone.modules():
+                if isinstance(module, nn.modules.batchnorm._BatchNorm):
+                    module.eval()
+            if self.frozen:
+                self.backbone.eval()
+        return self
+
+    def layer_groups(self, count: int = 3) -> list[list[nn.Parameter]]:
+        """Parameters from early to late: the backbone split in count-1 parts, then the head.
+
+        Used for discriminative learning rates: early layers (edges, textures) change least.
+        """
+        backbone = list(self.backbone.parameters())
+        parts = max(1, count - 1)
+        size = -(-len(backbone) // parts)
+        groups = [backbone[i:i + size] for i in range(0, len(backbone), size)]
+        return [*groups, list(self.head.parameters())]
+
+
+# --- model files ----------------------------------------------------------------------------
+
+MODEL_PREFIX = "model."
+
+
+def network_metadata(network: Classifier, *, backbone: str, classes: list[str], input: Any,
+                     resize: str) -> dict[str, Any]:
+    """What a model file must say to rebuild the network offline."""
+    from imgclf import __version__
+    from imgclf.backbones import get_backbone
+
+    return {
+        "imgclf_version": __version__,
+        "backbone": backbone,
+        "timm_name": get_backbone(backbone).timm_name,
+        "num_features": network.backbone.num_features,
+        "head": network.head.config.to_dict(),
+        "classes": list(classes),
+        "input": input.to_dict(),
+        "resize": resize,
+    }
+
+
+def network_from_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, Any],
+                         source: str) -> Classifier:
+    """Rebuild a Classifier from a model file's tensors; no download, no pretrained weights."""
+    from imgclf.errors import BackboneError, ModelFileError
+
+    try:
+        classes = metadata["classes"]
+        network = Classifier.create(metadata["backbone"], len(classes),
+                                    head=HeadConfig(**metadata["head"]), pretrained=False)
+    except (KeyError, TypeError, ValueError, BackboneError) as error:
+        raise ModelFileError(f"{source}: its metadata does not describe a network "
+                             f"({type(error).__name__}: {error})") from None
+    state = {name[len(MODEL_PREFIX):]: tensor for name, tensor in tensors.items()
+             if name.startswith(MODEL_PREFIX)}
+    expected = network.state_dict()
+    problems = [name for name in expected if name not in state
+                or state[name].shape != expected[name].shape]
+    problems += [name for name in state if name not in expected]
+    if problems:
+        raise ModelFileError(
+            f"{source}: its weights do not fit the network it describes ({metadata['backbone']}, "
+            f"{len(classes)} classes): {len(problems)} mismatched tensors, e.g. {problems[0]}")
+    network.load_state_dict(state, strict=True)
+    return network.eval()

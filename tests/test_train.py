@@ -1,0 +1,192 @@
+"""Training on tiny generated pictures: it learns, checkpoints, resumes exactly, and exports."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from imgclf import (ImageData, Learner, ModelFileError, Predictor, TrainConfig, load, train)
+from imgclf.cli import main
+from imgclf.training import BEST, CHECKPOINT, FINAL, one_cycle
+
+FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
+
+
+@pytest.fixture
+def colours(make_photo, tmp_path):
+    """Reddish vs bluish noise photos: easy to learn, 12 per class."""
+    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
+        for index in range(12):
+            make_photo(f"colours/{label}/{index}.jpg", size=(72, 72), tint=tint, noise=70)
+    return tmp_path / "colours"
+
+
+def _weights(learner):
+    return {k: v.clone() for k, v in learner.network.state_dict().items()}
+
+
+def test_fine_tune_learns_and_writes_its_files(colours, tmp_path):
+    data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
+    learner = train(data, epochs=2, freeze_epochs=3, learning_rate=2e-3, output=tmp_path / "run",
+                    verbose=False)
+    assert [row["phase"] for row in learner.history] == ["head"] * 3 + ["all"] * 2
+    assert learner.history[-1]["accuracy"] >= 0.8
+    for name in (CHECKPOINT, BEST, FINAL, "history.json", "settings.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    settings = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert settings["training"]["learning_rate"] == 2e-3 and settings["device"] == "cpu"
+
+
+def test_freezing_trains_only_the_head(colours):
+    data = ImageData.from_folder(colours, **FAST)
+    learner = Learner.create(data, config=TrainConfig(epochs=0, freeze_epochs=1), verbose=False)
+    before = _weights(learner)
+    learner.fine_tune()
+    after = learner.network.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert changed and all(k.startswith("head.") for k in changed)
+
+
+def test_interrupted_training_resumes_to_the_same_weights(colours, tmp_path):
+    config = dict(epochs=2, freeze_epochs=1, learning_rate=5e-3, verbose=False)
+    data = ImageData.from_folder(colours, **FAST)
+    whole = train(data, output=tmp_path / "whole", **config)
+
+    class StopAfterSecondEpoch:
+        def on_epoch_end(self, learner, row):
+            if row["epoch"] == 1:
+                raise KeyboardInterrupt  # as if Ctrl-C was pressed right after the checkpoint
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, output=tmp_path / "cut", callbacks=[StopAfterSecondEpoch()], **config)
+    assert not (tmp_path / "cut" / FINAL).exists()
+    resumed = Learner.resume(tmp_path / "cut", data, verbose=False)
+    assert len(resumed.history) == 3
+    for key, value in whole.network.state_dict().items():
+        assert torch.allclose(value, resumed.network.state_dict()[key], atol=1e-5), key
+    assert (tmp_path / "cut" / FINAL).is_file()
+
+
+def test_model_file_round_trips_with_identical_predictions(colours, tmp_path):
+    data = ImageData.from_folder(colours, **FAST)
+    learner = train(data, epochs=1, freeze_epochs=1, verbose=False)
+    path = learner.export(tmp_path / "colours.imgclf")
+    loaded = load(path)
+    assert loaded.classes == ["blue", "red"] and loaded.metadata["backbone"] == "efficientnet_lite0"
+    for item in data.valid:
+        original = learner.predict(item.path).probabilities
+        again = loaded.predict(item.path).probabilities
+        assert original == pytest.approx(again, abs=1e-6)
+
+
+def test_predict_gives_label_index_and_probabilities(colours):
+    data = ImageData.from_folder(colours, **FAST)
+    learner = train(data, epochs=1, freeze_epochs=3, learning_rate=5e-3, verbose=False)
+    prediction = learner.predict(colours / "red" / "0.jpg")
+    assert prediction.label == "red" and prediction.index == data.classes.index("red")
+    assert set(prediction.probabilities) == {"blue", "red"}
+    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+def test_predict_batch_skips_bad_files_in_place(colours, tmp_path):
+    data = ImageData.from_folder(colours, **FAST)
+    predictor = train(data, epochs=0, freeze_epochs=1, verbose=False).predictor()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff nothing")
+    results = predictor.predict_batch(
+        [colours / "red" / "1.jpg", broken, colours / "blue" / "1.jpg"], show_progress=False)
+    assert results[0].label in ("red", "blue") and results[2].label in ("red", "blue")
+    assert "corrupt image" in results[1].reason
+
+
+@pytest.fixture
+def model_file(colours, tmp_path):
+    data = ImageData.from_folder(colours, **FAST)
+    return train(data, epochs=0, freeze_epochs=1, verbose=False).export(tmp_path / "m.imgclf")
+
+
+def test_truncated_model_file_fails_cleanly(model_file):
+    model_file.write_bytes(model_file.read_bytes()[: model_file.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match="damaged"):
+        Predictor.load(model_file)
+
+
+def test_tampered_weights_fail_the_checksum(model_file):
+    data = bytearray(model_file.read_bytes())
+    data[-100] ^= 0xFF  # one byte of the last tensor
+    model_file.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="checksum"):
+        Predictor.load(model_file)
+
+
+def test_plain_safetensors_file_is_not_mistaken_for_a_model(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, tmp_path / "plain.safetensors")
+    with pytest.raises(ModelFileError, match="not an imgclf model file"):
+        Predictor.load(tmp_path / "plain.safetensors")
+
+
+def test_metadata_that_does_not_fit_the_weights_is_refused(model_file, tmp_path):
+    from imgclf.modelfile import load_tensors, save_tensors
+
+    tensors, metadata = load_tensors(model_file)
+    metadata["classes"] = ["a", "b", "c"]  # the head has two outputs
+    save_tensors(tmp_path / "bad.imgclf", tensors, metadata)
+    with pytest.raises(ModelFileError, match="do not fit"):
+        Predictor.load(tmp_path / "bad.imgclf")
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load(tmp_path / "nothing.imgclf")
+
+
+def test_same_seed_same_result(colours):
+    data = ImageData.from_folder(colours, **FAST)
+    runs = [train(data, epochs=1, freeze_epochs=1, verbose=False).history for _ in range(2)]
+    for first, second in zip(*runs):
+        assert first["train_loss"] == pytest.approx(second["train_loss"], abs=1e-4)
+        assert first["valid_loss"] == pytest.approx(second["valid_loss"], abs=1e-4)
+
+
+def test_lr_find_returns_a_curve_and_restores_the_weights(colours):
+    data = ImageData.from_folder(colours, **FAST)
+    learner = Learner.create(data, verbose=False)
+    before = _weights(learner)
+    found = learner.lr_find(steps=30)
+    assert 5 <= len(found.learning_rates) <= 30
+    assert found.learning_rates == sorted(found.learning_rates)
+    assert found.learning_rates[0] <= found.suggestion <= found.learning_rates[-1]
+    assert all(torch.equal(before[k], v) for k, v in learner.network.state_dict().items())
+    assert found.plot().axes[0].get_xscale() == "log"
+
+
+def test_one_cycle_warms_up_then_anneals():
+    rates = [one_cycle(step, 100, 1.0)[0] for step in range(100)]
+    peak = int(np.argmax(rates))
+    assert 20 <= peak <= 30 and rates[0] == pytest.approx(1 / 25)
+    assert rates[-1] < 1e-3 and rates == sorted(rates[:peak + 1]) + rates[peak + 1:]
+
+
+def test_cli_train_then_predict(colours, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(colours), "--image-size", "64", "--batch-size", "8", "--epochs", "1",
+                 "--learning-rate", "5e-3", "--out", str(out)]) == 0
+    assert (out / FINAL).is_file()
+    capsys.readouterr()
+    assert main(["predict", str(out), str(colours / "red"), "--top-k", "2", "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert len(rows) == 12 and all(len(row["top"]) == 2 for row in rows)
+    csv_path = tmp_path / "out.csv"
+    assert main(["predict", str(out / FINAL), str(colours / "blue"), "--csv", str(csv_path)]) == 0
+    header = csv_path.read_text().splitlines()[0]
+    assert header == "path,label,index,probability,blue,red"
+
+
+def test_cli_resume_without_a_checkpoint_says_so(colours, tmp_path, capsys):
+    assert main(["train", str(colours), "--out", str(tmp_path / "none"), "--resume"]) == 1
+    assert "Nothing to resume" in capsys.readouterr().err
