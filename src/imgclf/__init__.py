@@ -18,6 +18,7 @@ _EXPORTS = {
     "BackboneError": "imgclf.errors",
     "DataConfig": "imgclf.config",
     "DataError": "imgclf.errors",
+    "Evaluation": "imgclf.evaluation",
     "ImageData": "imgclf.data",
     "HeadConfig": "imgclf.model",
     "ImageError": "imgclf.errors",
@@ -32,6 +33,7 @@ _EXPORTS = {
     "classify_imagenet": "imgclf.imagenet",
     "create_backbone": "imgclf.backbones",
     "eval_transform": "imgclf.transforms",
+    "evaluate": "imgclf.evaluation",
     "find_images": "imgclf.data",
     "items_from_csv": "imgclf.data",
     "items_from_dataframe": "imgclf.data",
@@ -67,6 +69,7 @@ if TYPE_CHECKING:
                              items_from_filenames, items_from_folder, split_items)
     from imgclf.errors import BackboneError, DataError, ImageError, ImgclfError, ModelFileError
     from imgclf.imagenet import classify_imagenet
+    from imgclf.evaluation import Evaluation, evaluate
     from imgclf.images import load_image
     from imgclf.model import HeadConfig
     from imgclf.predict import Prediction, Predictor

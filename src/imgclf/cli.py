@@ -90,7 +90,54 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--json", action="store_true", help="one JSON object per line")
     output.add_argument("--csv", metavar="FILE", help="write a CSV file instead")
     predict.set_defaults(run=_predict, command="predict")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics, confusion matrix, top losses and an HTML report")
+    evaluate.add_argument("model", help="a .imgclf model file (or a training output folder)")
+    _add_data_arguments(evaluate, defaults_from_model=True)
+    evaluate.add_argument("--split", default="valid", choices=["valid", "test"])
+    evaluate.add_argument("--report", metavar="HTML", help="write the self-contained HTML report")
+    evaluate.add_argument("--tta", action="store_true",
+                          help="test-time augmentation: average each picture with its mirror")
+    evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    evaluate.set_defaults(run=_evaluate, command="evaluate")
     return parser
+
+
+def _model_path(argument: str) -> Path:
+    from imgclf.training import FINAL
+
+    path = Path(argument)
+    return path / FINAL if path.is_dir() else path
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from imgclf.evaluation import evaluate
+    from imgclf.predict import Predictor
+
+    predictor = Predictor.load(_model_path(args.model))
+    saved = predictor.metadata.get("data", {})
+    # Evaluate on the split the model was trained with unless told otherwise.
+    for name in ("valid_fraction", "seed", "resize"):
+        if getattr(args, name) is None:
+            setattr(args, name, saved.get(name, {"valid_fraction": 0.2, "seed": 42,
+                                                 "resize": "crop"}[name]))
+    args.backbone = predictor.metadata.get("backbone", args.backbone)
+    data = load_data(args)
+    evaluation = evaluate(predictor, data, split=args.split, tta=args.tta)
+    summary = evaluation.summary()
+    if args.json:
+        print(json.dumps({**summary, "most_confused": evaluation.most_confused()[:10]}))
+    else:
+        print(f"{args.split}: accuracy {summary['accuracy']:.4f}, error rate "
+              f"{summary['error_rate']:.4f}, loss {summary['loss']:.4f}, macro F1 "
+              f"{summary['macro_f1']:.4f} on {summary['pictures']} pictures")
+        for actual, predicted, count in evaluation.most_confused()[:5]:
+            print(f"  {actual} taken for {predicted}: {count}")
+    if args.report:
+        evaluation.report(args.report, data=data)
+        print(f"Wrote {args.report}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -122,10 +169,8 @@ def _predict(args: argparse.Namespace) -> int:
 
     from imgclf.errors import ImageError
     from imgclf.predict import Predictor
-    from imgclf.training import FINAL
 
-    model = Path(args.model)
-    predictor = Predictor.load(model / FINAL if model.is_dir() else model)
+    predictor = Predictor.load(_model_path(args.model))
     paths = expand_paths(args.paths)
     results = predictor.predict_batch(paths, batch_size=args.batch_size)
     rows = []
@@ -158,15 +203,18 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_arguments(parser: argparse.ArgumentParser) -> None:
+def _add_data_arguments(parser: argparse.ArgumentParser, defaults_from_model: bool = False
+                        ) -> None:
+    """The data options; for a trained model, the split settings default to the model's own."""
     parser.add_argument("data", help="folder of class folders (or train/ + valid/), or a CSV file")
-    parser.add_argument("--valid-fraction", type=float, default=0.2)
-    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--valid-fraction", type=float, default=None if defaults_from_model else 0.2)
+    parser.add_argument("--seed", type=int, default=None if defaults_from_model else 42)
     parser.add_argument("--backbone", default="efficientnet_lite0",
                         help="decides the input size, mean and std")
     parser.add_argument("--image-size", type=int, default=None,
                         help="side of the square input (default: the backbone's)")
-    parser.add_argument("--resize", default="crop", choices=["crop", "squish", "pad"])
+    parser.add_argument("--resize", default=None if defaults_from_model else "crop",
+                        choices=["crop", "squish", "pad"])
     parser.add_argument("--batch-size", type=int, default=16)
     parser.add_argument("--balance", action="store_true",
                         help="draw every class equally often in training")

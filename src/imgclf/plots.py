@@ -56,3 +56,119 @@ def plot_lr_find(learning_rates: Sequence[float], losses: Sequence[float],
         axis.legend()
     axis.set_title("Learning rate finder")
     return figure
+
+
+def confused_subset(matrix, max_classes: int) -> list[int]:
+    """Indices of the classes most involved in mistakes, at most max_classes, in class order.
+
+    With 120 dog breeds the full matrix is unreadable; the classes that take part in the most
+    off-diagonal counts are the ones worth looking at.
+    """
+    import numpy as np
+
+    size = len(matrix)
+    if size <= max_classes:
+        return list(range(size))
+    mistakes = np.asarray(matrix, dtype=float).copy()
+    np.fill_diagonal(mistakes, 0)
+    involvement = mistakes.sum(axis=0) + mistakes.sum(axis=1)
+    chosen = np.argsort(-involvement, kind="stable")[:max_classes]
+    return sorted(int(i) for i in chosen)
+
+
+def plot_confusion_matrix(matrix, classes: Sequence[str], *, normalize: bool = False,
+                          max_classes: int = 20) -> Figure:
+    """Actual (rows) against predicted (columns); many classes -> the most-confused sub-matrix."""
+    import numpy as np
+
+    matrix = np.asarray(matrix)
+    keep = confused_subset(matrix, max_classes)
+    shown = matrix[np.ix_(keep, keep)]
+    labels = [classes[i] for i in keep]
+    size = len(keep)
+    side = min(14.0, max(4.0, 0.45 * size + 2.5))
+    figure = _figure(side, side * 0.9)
+    axis = figure.subplots()
+    image = axis.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else max(1, shown.max()))
+    figure.colorbar(image, ax=axis, shrink=0.8)
+    axis.set_xticks(range(size), labels, rotation=90 if size > 6 else 0)
+    axis.set_yticks(range(size), labels)
+    axis.set_xlabel("predicted")
+    axis.set_ylabel("actual")
+    title = "Confusion matrix" + (" (each row sums to 1)" if normalize else "")
+    if size < len(classes):
+        title += f"\n{size} most-confused of {len(classes)} classes"
+    axis.set_title(title)
+    if size <= 30:
+        threshold = (1 if normalize else shown.max()) / 2
+        for row in range(size):
+            for column in range(size):
+                value = shown[row, column]
+                text = f"{value:.2f}" if normalize else str(int(value))
+                axis.text(column, row, text, ha="center", va="center", fontsize=10 if size < 12 else 7,
+                          color="white" if value > threshold else "black")
+    return figure
+
+
+def plot_top_losses(top_losses: Sequence, *, columns: int = 3) -> Figure:
+    """A grid of the worst pictures titled predicted / actual / loss / probability."""
+    from imgclf.errors import ImageError
+    from imgclf.images import load_image
+
+    count = max(1, len(top_losses))
+    columns = min(columns, count)
+    rows = math.ceil(count / columns)
+    figure = _figure(3.3 * columns, 3.5 * rows)
+    axes = figure.subplots(rows, columns, squeeze=False)
+    for axis in axes.flat:
+        axis.axis("off")
+    for axis, entry in zip(axes.flat, top_losses):
+        try:
+            axis.imshow(load_image(entry.path, max_side=320))
+        except ImageError:
+            axis.text(0.5, 0.5, "unreadable", ha="center")
+        wrong = entry.predicted != entry.actual
+        axis.set_title(f"{entry.predicted} / {entry.actual}\nloss {entry.loss:.2f}, "
+                       f"p {entry.probability:.2f}", fontsize=10,
+                       color="firebrick" if wrong else "black")
+    figure.suptitle("Top losses: predicted / actual", fontsize=12)
+    return figure
+
+
+def plot_per_class(rows: Sequence[dict], *, limit: int = 30) -> Figure:
+    """Horizontal bars of each class's F1 (the worst `limit` classes when there are many)."""
+    rows = sorted(rows, key=lambda row: row["f1"])[:limit]
+    figure = _figure(6.5, max(2.0, 0.32 * len(rows) + 1.2))
+    axis = figure.subplots()
+    labels = [row["class"] for row in rows]
+    axis.barh(labels, [row["f1"] for row in rows], color="steelblue")
+    axis.set_xlim(0, 1)
+    axis.set_xlabel("F1")
+    for position, row in enumerate(rows):
+        axis.text(min(row["f1"] + 0.01, 0.9), position, f"{row['f1']:.2f}", va="center", fontsize=9)
+    axis.set_title("F1 per class" + (f" (worst {limit})" if len(rows) == limit else ""))
+    return figure
+
+
+def plot_history(history: Sequence[dict]) -> Figure:
+    """Training and validation loss per epoch, and validation accuracy on a second axis."""
+    figure = _figure(6.5, 3.8)
+    axis = figure.subplots()
+    epochs = [row["epoch"] for row in history]
+    axis.plot(epochs, [row["train_loss"] for row in history], "o-", label="train loss")
+    axis.plot(epochs, [row["valid_loss"] for row in history], "o-", label="valid loss")
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("loss")
+    second = axis.twinx()
+    second.plot(epochs, [row["accuracy"] for row in history], "s--", color="seagreen",
+                label="accuracy")
+    second.set_ylabel("accuracy")
+    frozen = [row["epoch"] for row in history if row.get("phase") == "head"]
+    if frozen:
+        axis.axvspan(min(frozen) - 0.5, max(frozen) + 0.5, color="grey", alpha=0.12)
+        axis.text(min(frozen) - 0.4, axis.get_ylim()[1] * 0.95, "head only", fontsize=8, va="top")
+    lines = axis.get_legend_handles_labels()
+    extra = second.get_legend_handles_labels()
+    axis.legend(lines[0] + extra[0], lines[1] + extra[1], loc="center right")
+    axis.set_title("Training history")
+    return figure

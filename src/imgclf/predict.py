@@ -35,10 +35,12 @@ def predict_probabilities(
     show_progress: bool = True,
     description: str = "Predicting",
     resize: str = "crop",
+    tta: bool = False,
 ) -> tuple[np.ndarray, list[ImageError]]:
     """Softmax probabilities for image files, in the order given.
 
     Files that cannot be read are skipped: their rows are NaN and their errors are returned.
+    tta: test-time augmentation, the average of each picture and its mirror image.
 
     Returns:
         (probabilities of shape (len(paths), num_classes), errors)
@@ -65,7 +67,11 @@ def predict_probabilities(
             if images is None:
                 continue
             images = images.to(device, memory_format=torch.channels_last)
-            probabilities = network(images).float().softmax(dim=1).cpu().numpy()
+            probabilities = network(images).float().softmax(dim=1)
+            if tta:
+                mirrored = network(images.flip(dims=[3])).float().softmax(dim=1)
+                probabilities = (probabilities + mirrored) / 2
+            probabilities = probabilities.cpu().numpy()
             for index, row in zip(indices.tolist(), probabilities):
                 rows[index] = row
     width = next(iter(rows.values())).shape[0] if rows else 0

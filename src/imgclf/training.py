@@ -33,6 +33,7 @@ from imgclf.modelfile import SUFFIX, load_tensors, save_tensors
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
+    from imgclf.evaluation import Evaluation
     from imgclf.predict import Prediction, Predictor
 
 CHECKPOINT = "checkpoint.safetensors"
@@ -469,6 +470,16 @@ class Learner:
 
         return Predictor(self.network, self.data.classes, self.data.input,
                          resize=self.data.config.resize, metadata=self._metadata())
+
+    def evaluate(self, split: str = "valid", *, tta: bool = False) -> Evaluation:
+        """Metrics, confusion matrix, most-confused pairs and top losses on a split.
+
+        Example:
+            >>> learner.evaluate().plot_confusion_matrix().savefig("confusion.png")
+        """
+        from imgclf.evaluation import evaluate
+
+        return evaluate(self, self.data, split=split, tta=tta, show_progress=self.verbose)
 
     def predict(self, image) -> Prediction:
         """Label one picture (path, bytes or PIL image)."""

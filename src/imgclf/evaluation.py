@@ -1,0 +1,218 @@
+"""Evaluation returns data: predictions, losses, metrics, confusion matrix, most-confused pairs.
+
+Plots (plots.py) and the HTML report (report.py) draw from an Evaluation; they compute nothing.
+Predictions come from Predictor, the same inference path the web app and export checks use.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from imgclf.data import ImageData
+    from imgclf.predict import Predictor
+
+
+@dataclass(frozen=True)
+class TopLoss:
+    """One of the pictures the model got most wrong (or least sure right)."""
+
+    path: Path
+    actual: str
+    predicted: str
+    probability: float  # of the predicted class
+    loss: float
+
+
+@dataclass
+class Evaluation:
+    """Per-picture results of a model on labelled pictures, and the figures derived from them.
+
+    Example:
+        >>> evaluation = evaluate(model, data)
+        >>> evaluation.accuracy, evaluation.most_confused()[:1]
+        (0.948, [('ants', 'bees', 5)])
+        >>> evaluation.plot_confusion_matrix().savefig("confusion.png")
+    """
+
+    classes: list[str]
+    paths: list[Path]
+    targets: np.ndarray  # (n,) class indices
+    probabilities: np.ndarray  # (n, classes)
+    split: str = "valid"
+    skipped: list[tuple[str, str]] = field(default_factory=list)
+    metadata: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.targets = np.asarray(self.targets, dtype=np.int64)
+        self.probabilities = np.asarray(self.probabilities, dtype=np.float64)
+        if len(self.targets) != len(self.probabilities) or len(self.paths) != len(self.targets):
+            raise ValueError("paths, targets and probabilities must have the same length")
+
+    # --- per picture ---
+
+    @property
+    def predictions(self) -> np.ndarray:
+        return self.probabilities.argmax(axis=1)
+
+    @property
+    def losses(self) -> np.ndarray:
+        """Cross-entropy of each picture: -log(probability given to its true class)."""
+        true = self.probabilities[np.arange(len(self.targets)), self.targets]
+        return -np.log(np.clip(true, 1e-12, 1.0))
+
+    # --- overall ---
+
+    @property
+    def accuracy(self) -> float:
+        return float((self.predictions == self.targets).mean()) if len(self.targets) else 0.0
+
+    @property
+    def error_rate(self) -> float:
+        return 1.0 - self.accuracy
+
+    @property
+    def loss(self) -> float:
+        return float(self.losses.mean()) if len(self.targets) else 0.0
+
+    def confusion_matrix(self, normalize: bool = False) -> np.ndarray:
+        """Counts with actual classes as rows and predicted classes as columns.
+
+        normalize: divide each row by its total, so the diagonal is each class's recall.
+        """
+        size = len(self.classes)
+        matrix = np.zeros((size, size), dtype=np.int64)
+        np.add.at(matrix, (self.targets, self.predictions), 1)
+        if not normalize:
+            return matrix
+        totals = matrix.sum(axis=1, keepdims=True)
+        return np.divide(matrix, totals, out=np.zeros(matrix.shape), where=totals > 0)
+
+    def per_class(self) -> list[dict[str, Any]]:
+        """Precision, recall, F1 and support of every class (scikit-learn's definitions)."""
+        from sklearn.metrics import precision_recall_fscore_support
+
+        precision, recall, f1, support = precision_recall_fscore_support(
+            self.targets, self.predictions, labels=list(range(len(self.classes))),
+            zero_division=0)
+        return [{"class": label, "precision": float(p), "recall": float(r), "f1": float(f),
+                 "support": int(s)}
+                for label, p, r, f, s in zip(self.classes, precision, recall, f1, support)]
+
+    @property
+    def macro_f1(self) -> float:
+        rows = [row for row in self.per_class() if row["support"] > 0]
+        return float(np.mean([row["f1"] for row in rows])) if rows else 0.0
+
+    @property
+    def weighted_f1(self) -> float:
+        rows = self.per_class()
+        total = sum(row["support"] for row in rows)
+        return float(sum(row["f1"] * row["support"] for row in rows) / total) if total else 0.0
+
+    def most_confused(self, min_count: int = 1) -> list[tuple[str, str, int]]:
+        """(actual, predicted, count) for every mistake made at least min_count times, most first."""
+        matrix = self.confusion_matrix()
+        pairs = [(self.classes[a], self.classes[p], int(matrix[a, p]))
+                 for a in range(len(self.classes)) for p in range(len(self.classes))
+                 if a != p and matrix[a, p] >= min_count]
+        return sorted(pairs, key=lambda pair: (-pair[2], pair[0], pair[1]))
+
+    def top_losses(self, k: int = 9) -> list[TopLoss]:
+        """The k pictures with the highest loss: the worst mistakes first."""
+        losses = self.losses
+        order = np.argsort(-losses, kind="stable")[:k]
+        predictions = self.predictions
+        return [TopLoss(self.paths[i], self.classes[self.targets[i]],
+                        self.classes[predictions[i]],
+                        float(self.probabilities[i, predictions[i]]), float(losses[i]))
+                for i in order]
+
+    def summary(self) -> dict[str, Any]:
+        """The headline figures as plain values (JSON-ready)."""
+        return {"split": self.split, "pictures": len(self.targets), "accuracy": self.accuracy,
+                "error_rate": self.error_rate, "loss": self.loss, "macro_f1": self.macro_f1,
+                "weighted_f1": self.weighted_f1, "skipped": len(self.skipped)}
+
+    # --- drawing (plots.py does the work) ---
+
+    def plot_confusion_matrix(self, normalize: bool = False, max_classes: int = 20) -> Figure:
+        from imgclf.plots import plot_confusion_matrix
+
+        return plot_confusion_matrix(self.confusion_matrix(normalize), self.classes,
+                                     normalize=normalize, max_classes=max_classes)
+
+    def plot_top_losses(self, k: int = 9) -> Figure:
+        from imgclf.plots import plot_top_losses
+
+        return plot_top_losses(self.top_losses(k))
+
+    def plot_per_class(self) -> Figure:
+        from imgclf.plots import plot_per_class
+
+        return plot_per_class(self.per_class())
+
+    def report(self, path: str | os.PathLike, *, data: ImageData | None = None) -> Path:
+        """Write the self-contained HTML report (see report.py)."""
+        from imgclf.report import write_report
+
+        return write_report(self, path, data=data)
+
+
+def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", tta: bool = False,
+             batch_size: int = 32, show_progress: bool = True) -> Evaluation:
+    """Run a model over one split of the data and collect everything needed to judge it.
+
+    Args:
+        model: a Predictor, a Learner, or a model file path.
+        split: "valid" or "test".
+        tta: test-time augmentation: average each picture with its mirror image.
+
+    Example:
+        >>> evaluation = evaluate(imgclf.load("ants.imgclf"), data, split="valid")
+        >>> evaluation.summary()["accuracy"]
+        0.948
+    """
+    from imgclf.errors import DataError
+    from imgclf.predict import Predictor
+
+    predictor = _as_predictor(model)
+    items = [item for item in data.items[split] if item.label is not None]
+    if not items:
+        raise DataError(f"The {split} split has no labelled pictures to evaluate.")
+    unknown = sorted({item.label for item in items} - set(predictor.classes))
+    if unknown:
+        raise DataError(f"The {split} pictures include classes the model does not know: "
+                        f"{', '.join(unknown)}. Model classes: {', '.join(predictor.classes)}.")
+    paths = [item.path for item in items]
+    probabilities, errors = Predictor.probabilities(
+        predictor, paths, batch_size=batch_size, show_progress=show_progress, tta=tta,
+        description=f"Evaluating on {split}")
+    good = ~np.isnan(probabilities).any(axis=1)
+    index = {label: i for i, label in enumerate(predictor.classes)}
+    return Evaluation(
+        classes=list(predictor.classes),
+        paths=[p for p, ok in zip(paths, good) if ok],
+        targets=np.array([index[item.label] for item, ok in zip(items, good) if ok]),
+        probabilities=probabilities[good],
+        split=split,
+        skipped=[(e.source, e.reason) for e in errors],
+        metadata=dict(predictor.metadata),
+    )
+
+
+def _as_predictor(model: Any) -> Predictor:
+    from imgclf.predict import Predictor
+
+    if isinstance(model, Predictor):
+        return model
+    if hasattr(model, "predictor"):
+        return model.predictor()
+    return Predictor.load(model)

@@ -1,0 +1,176 @@
+"""One self-contained HTML report from an Evaluation: figures and thumbnails inline, no requests."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import os
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from imgclf.data import ImageData
+    from imgclf.evaluation import Evaluation
+
+_STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1f2328;
+background:#f6f8fa}
+main{max-width:1100px;margin:0 auto;padding:24px}
+h1{margin:0 0 4px}h2{margin-top:36px;border-bottom:1px solid #d0d7de;padding-bottom:6px}
+.sub{color:#57606a}
+.cards{display:flex;flex-wrap:wrap;gap:12px;margin:18px 0}
+.card{background:#fff;border:1px solid #d0d7de;border-radius:8px;padding:12px 18px;min-width:120px}
+.card b{display:block;font-size:1.6em}
+table{border-collapse:collapse;background:#fff}td,th{border:1px solid #d0d7de;padding:4px 10px;
+text-align:left}th{background:#eaeef2}td.n{text-align:right;font-variant-numeric:tabular-nums}
+img.fig{max-width:100%;background:#fff;border:1px solid #d0d7de;border-radius:6px}
+.grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:12px}
+.tile{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:6px;font-size:.85em}
+.tile img{width:100%;height:170px;object-fit:cover;border-radius:4px}
+.wrong{color:#cf222e;font-weight:600}.figs{display:flex;flex-wrap:wrap;gap:16px}
+details{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:8px 12px}
+pre{white-space:pre-wrap;font-size:.85em}
+"""
+
+
+def write_report(evaluation: Evaluation, path: str | os.PathLike, *,
+                 data: ImageData | None = None, title: str | None = None, top_k: int = 12) -> Path:
+    """Render the report and write it; returns the path.
+
+    Example:
+        >>> write_report(evaluate(model, data), "report.html", data=data)
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(render_report(evaluation, data=data, title=title, top_k=top_k),
+                    encoding="utf-8")
+    return path
+
+
+def render_report(evaluation: Evaluation, *, data: ImageData | None = None,
+                  title: str | None = None, top_k: int = 12) -> str:
+    """The report as one HTML string."""
+    metadata = evaluation.metadata
+    summary = evaluation.summary()
+    title = title or f"imgclf report: {metadata.get('backbone', 'model')}, " \
+                     f"{len(evaluation.classes)} classes"
+    parts = [
+        f"<h1>{_e(title)}</h1>",
+        f"<div class=sub>{_e(evaluation.split)} split, {summary['pictures']} pictures; "
+        f"generated {_e(time.strftime('%Y-%m-%d %H:%M'))}</div>",
+        _cards(summary),
+        "<h2>Confusion matrix</h2><div class=figs>",
+        _figure(evaluation.plot_confusion_matrix()),
+        _figure(evaluation.plot_confusion_matrix(normalize=True)),
+        "</div>",
+        "<h2>Most confused</h2>", _most_confused(evaluation),
+        "<h2>Top losses</h2><p class=sub>The pictures the model got most wrong: predicted / "
+        "actual, loss, probability of the prediction. Mislabelled photos often show up here."
+        "</p>", _top_losses(evaluation, top_k),
+        "<h2>Per class</h2><div class=figs>", _per_class_table(evaluation),
+        _figure(evaluation.plot_per_class()), "</div>",
+    ]
+    history = metadata.get("history")
+    if history:
+        from imgclf.plots import plot_history
+
+        parts += ["<h2>Training</h2>", _figure(plot_history(history))]
+    parts += ["<h2>Data</h2>", _data_section(evaluation, data)]
+    settings = {k: metadata[k] for k in ("backbone", "input", "head", "training", "data")
+                if k in metadata}
+    if settings:
+        parts += ["<h2>Settings</h2><details><summary>model and training settings</summary><pre>",
+                  _e(json.dumps(settings, indent=1, default=str)), "</pre></details>"]
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+            "<meta name=viewport content='width=device-width,initial-scale=1'>"
+            f"<title>{_e(title)}</title><style>{_STYLE}</style></head><body><main>"
+            + "\n".join(parts) + "</main></body></html>")
+
+
+def _cards(summary: dict[str, Any]) -> str:
+    cards = [("accuracy", f"{summary['accuracy']:.1%}"), ("error rate", f"{summary['error_rate']:.1%}"),
+             ("loss", f"{summary['loss']:.3f}"), ("macro F1", f"{summary['macro_f1']:.3f}"),
+             ("pictures", str(summary["pictures"])), ("skipped", str(summary["skipped"]))]
+    return "<div class=cards>" + "".join(
+        f"<div class=card><b>{_e(value)}</b>{_e(name)}</div>" for name, value in cards) + "</div>"
+
+
+def _most_confused(evaluation: Evaluation) -> str:
+    pairs = evaluation.most_confused()[:20]
+    if not pairs:
+        return "<p>No mistakes.</p>"
+    rows = "".join(f"<tr><td>{_e(a)}</td><td>{_e(p)}</td><td class=n>{n}</td></tr>"
+                   for a, p, n in pairs)
+    return f"<table><tr><th>actual</th><th>predicted as</th><th>times</th></tr>{rows}</table>"
+
+
+def _top_losses(evaluation: Evaluation, k: int) -> str:
+    from imgclf.errors import ImageError
+    from imgclf.images import load_image
+
+    tiles = []
+    for entry in evaluation.top_losses(k):
+        try:
+            picture = load_image(entry.path, max_side=240)
+            buffer = io.BytesIO()
+            picture.save(buffer, format="JPEG", quality=80)
+            source = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+            image = f"<img src='{source}' alt='{_e(entry.path.name)}'>"
+        except ImageError:
+            image = "<div>unreadable</div>"
+        css = " class=wrong" if entry.predicted != entry.actual else ""
+        tiles.append(f"<div class=tile>{image}<div{css}>{_e(entry.predicted)} / "
+                     f"{_e(entry.actual)}</div><div>loss {entry.loss:.2f}, p "
+                     f"{entry.probability:.2f}</div><div class=sub>{_e(entry.path.name)}</div></div>")
+    return "<div class=grid>" + "".join(tiles) + "</div>"
+
+
+def _per_class_table(evaluation: Evaluation) -> str:
+    rows = "".join(
+        f"<tr><td>{_e(r['class'])}</td><td class=n>{r['precision']:.3f}</td>"
+        f"<td class=n>{r['recall']:.3f}</td><td class=n>{r['f1']:.3f}</td>"
+        f"<td class=n>{r['support']}</td></tr>" for r in evaluation.per_class())
+    return ("<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+            f"<th>support</th></tr>{rows}<tr><td><b>macro</b></td><td></td><td></td>"
+            f"<td class=n><b>{evaluation.macro_f1:.3f}</b></td><td></td></tr>"
+            f"<tr><td><b>weighted</b></td><td></td><td></td><td class=n>"
+            f"<b>{evaluation.weighted_f1:.3f}</b></td><td></td></tr></table>")
+
+
+def _data_section(evaluation: Evaluation, data: ImageData | None) -> str:
+    if data is not None:
+        summary = data.summary()
+        counts, skipped = summary["counts"], summary["skipped"]
+        suspicious, leakage = summary["suspicious"], summary["leakage"]
+    else:
+        counts = evaluation.metadata.get("data", {}).get("counts", {})
+        skipped, suspicious, leakage = [], [], []
+    skipped = list(skipped) + [s for s in evaluation.skipped if s not in skipped]
+    parts = []
+    if counts:
+        splits = [s for s in ("train", "valid", "test") if any(c.get(s) for c in counts.values())]
+        header = "".join(f"<th>{s}</th>" for s in splits)
+        rows = "".join(f"<tr><td>{_e(label)}</td>"
+                       + "".join(f"<td class=n>{row.get(s, 0)}</td>" for s in splits) + "</tr>"
+                       for label, row in counts.items())
+        parts.append(f"<table><tr><th>class</th>{header}</tr>{rows}</table>")
+    for name, rows in (("Skipped files", skipped), ("Suspicious files", suspicious),
+                       ("Leakage (same file in training and validation)", leakage)):
+        if rows:
+            items = "".join(f"<tr><td>{_e(a)}</td><td>{_e(b)}</td></tr>" for a, b in rows[:100])
+            parts.append(f"<h3>{_e(name)}: {len(rows)}</h3><table>{items}</table>")
+    return "\n".join(parts) or "<p>No data summary available.</p>"
+
+
+def _figure(figure) -> str:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=90)
+    encoded = base64.b64encode(buffer.getvalue()).decode()
+    return f"<img class=fig src='data:image/png;base64,{encoded}'>"
+
+
+def _e(value: Any) -> str:
+    return html.escape(str(value), quote=True)

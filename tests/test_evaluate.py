@@ -1,0 +1,132 @@
+"""Evaluation figures on a constructed case whose answers are known, and the HTML report."""
+
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from imgclf import Evaluation, ImageData, evaluate, train
+from imgclf.cli import main
+from imgclf.plots import confused_subset
+
+
+@pytest.fixture
+def known():
+    """Six pictures of cat/dog/fox with probabilities chosen by hand.
+
+    actual:    cat  cat  dog  dog  fox  fox
+    predicted: cat  dog  dog  dog  cat  fox
+    """
+    probabilities = [
+        [0.8, 0.1, 0.1],   # cat, right
+        [0.3, 0.6, 0.1],   # cat taken for dog
+        [0.1, 0.7, 0.2],   # dog, right
+        [0.2, 0.5, 0.3],   # dog, right
+        [0.5, 0.1, 0.4],   # fox taken for cat
+        [0.1, 0.1, 0.8],   # fox, right
+    ]
+    return Evaluation(classes=["cat", "dog", "fox"],
+                      paths=[Path(f"{i}.jpg") for i in range(6)],
+                      targets=[0, 0, 1, 1, 2, 2], probabilities=probabilities)
+
+
+def test_accuracy_and_confusion_matrix(known):
+    assert known.accuracy == pytest.approx(4 / 6)
+    assert known.error_rate == pytest.approx(2 / 6)
+    assert known.confusion_matrix().tolist() == [[1, 1, 0], [0, 2, 0], [1, 0, 1]]
+    assert known.confusion_matrix(normalize=True)[2].tolist() == [0.5, 0.0, 0.5]
+
+
+def test_losses_are_the_negative_log_of_the_true_class(known):
+    expected = [-math.log(p) for p in (0.8, 0.3, 0.7, 0.5, 0.4, 0.8)]
+    assert known.losses.tolist() == pytest.approx(expected)
+    assert known.loss == pytest.approx(sum(expected) / 6)
+
+
+def test_per_class_precision_recall_f1(known):
+    rows = {row["class"]: row for row in known.per_class()}
+    # cat: predicted 2 times (1 right) -> precision 1/2; 2 real cats, 1 found -> recall 1/2
+    assert (rows["cat"]["precision"], rows["cat"]["recall"]) == (0.5, 0.5)
+    # dog: predicted 3 times (2 right) -> 2/3; both dogs found -> recall 1
+    assert rows["dog"]["precision"] == pytest.approx(2 / 3) and rows["dog"]["recall"] == 1.0
+    assert rows["dog"]["f1"] == pytest.approx(0.8)
+    assert rows["fox"] == {"class": "fox", "precision": 1.0, "recall": 0.5,
+                           "f1": pytest.approx(2 / 3), "support": 2}
+    assert known.macro_f1 == pytest.approx((0.5 + 0.8 + 2 / 3) / 3)
+
+
+def test_most_confused_and_top_losses(known):
+    assert known.most_confused() == [("cat", "dog", 1), ("fox", "cat", 1)]
+    assert known.most_confused(min_count=2) == []
+    worst = known.top_losses(2)
+    assert [(w.path.name, w.actual, w.predicted) for w in worst] == [
+        ("1.jpg", "cat", "dog"), ("4.jpg", "fox", "cat")]
+    assert worst[0].loss == pytest.approx(-math.log(0.3)) and worst[0].probability == 0.6
+
+
+def test_many_classes_show_the_most_confused_sub_matrix():
+    matrix = np.diag(np.full(120, 10))
+    matrix[5, 77] = 4
+    matrix[77, 5] = 2
+    matrix[30, 31] = 1
+    keep = confused_subset(matrix, max_classes=3)
+    assert keep == [5, 30, 77] or keep == [5, 31, 77]
+    assert set(confused_subset(matrix, max_classes=2)) == {5, 77}
+
+
+def test_plots_are_drawn_from_the_data(known, make_photo, tmp_path):
+    figure = known.plot_confusion_matrix()
+    texts = [t.get_text() for t in figure.axes[0].texts]
+    assert texts == ["1", "1", "0", "0", "2", "0", "1", "0", "1"]
+    classes = [f"c{i}" for i in range(50)]
+    targets = np.repeat(np.arange(50), 2)
+    probabilities = np.eye(50)[targets] * 0.9 + 0.002
+    probabilities[0] = np.eye(50)[7] * 0.9 + 0.002
+    many = Evaluation(classes, [Path(f"{i}.jpg") for i in range(100)], targets, probabilities)
+    title = many.plot_confusion_matrix(max_classes=10).axes[0].get_title()
+    assert "10 most-confused of 50 classes" in title
+
+
+def test_evaluate_and_report_on_generated_photos(make_photo, tmp_path):
+    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
+        for index in range(12):
+            make_photo(f"colours/{label}/{index}.jpg", size=(72, 72), tint=tint, noise=70)
+    (tmp_path / "colours" / "red" / "broken.jpg").write_bytes(b"")
+    data = ImageData.from_folder(tmp_path / "colours", image_size=64, batch_size=8,
+                                 num_workers=0, verbose=False)
+    learner = train(data, epochs=1, freeze_epochs=3, verbose=False)
+    evaluation = learner.evaluate()
+    assert len(evaluation.targets) == len(data.valid)
+    assert evaluation.accuracy == pytest.approx(learner.history[-1]["accuracy"], abs=0.2)
+    with_tta = evaluate(learner, data, tta=True, show_progress=False)
+    assert not np.allclose(with_tta.probabilities, evaluation.probabilities)
+
+    report = evaluation.report(tmp_path / "report.html", data=data)
+    text = report.read_text()
+    for section in ("Confusion matrix", "Most confused", "Top losses", "Per class", "Training",
+                    "Data", "Skipped files: 1", "broken.jpg"):
+        assert section in text, section
+    assert not re.search(r"""(src|href)=['"]?https?:""", text)  # nothing fetched from outside
+    assert text.count("data:image/png;base64,") >= 4
+    assert text.count("data:image/jpeg;base64,") == min(12, len(data.valid))
+
+
+def test_cli_evaluate_writes_the_report(make_photo, tmp_path, capsys):
+    import json
+
+    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
+        for index in range(12):
+            make_photo(f"colours/{label}/{index}.jpg", size=(72, 72), tint=tint, noise=70)
+    out = tmp_path / "run"
+    assert main(["train", str(tmp_path / "colours"), "--image-size", "64", "--batch-size", "8",
+                 "--epochs", "1", "--freeze-epochs", "3", "--out", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", str(out), str(tmp_path / "colours"), "--image-size", "64",
+                 "--report", str(tmp_path / "r.html"), "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.splitlines()[0])
+    assert summary["pictures"] == 4 and summary["split"] == "valid"  # 2 of 12 per class
+    assert (tmp_path / "r.html").stat().st_size > 20_000
