@@ -264,3 +264,11 @@ def test_loading_leaves_the_callers_warning_filters_alone(class_folders):
     before = list(warnings.filters)
     ImageData.from_folder(class_folders, **QUIET)
     assert warnings.filters == before
+
+
+def test_adding_a_class_leaves_the_other_classes_split_alone(class_folders, make_photo):
+    before = ImageData.from_folder(class_folders, **QUIET)
+    for index in range(10):
+        make_photo(f"data/birds/{index}.jpg")
+    after = ImageData.from_folder(class_folders, **QUIET)
+    assert {i.path for i in before.valid} <= {i.path for i in after.valid}

@@ -202,20 +202,22 @@ def split_items(items: Iterable[Item], valid_fraction: float = 0.2, seed: int = 
     """Give every item without a split one, at random but stratified and reproducible.
 
     Each class with at least two unsplit pictures puts round(valid_fraction * n) of them
-    (at least one) into validation. Splits given by folders or columns are kept as they are.
+    (at least one) into validation, drawn with its own seeded generator, so adding a class
+    does not move pictures of the others. Splits given by folders or columns are kept.
     """
     items = list(items)
     by_class: dict[str | None, list[int]] = defaultdict(list)
     for position, item in enumerate(items):
         if item.split is None:
             by_class[item.label].append(position)
-    generator = random.Random(seed)
     chosen: set[int] = set()
     for label in sorted(by_class, key=str):
         positions = by_class[label]
         if len(positions) < 2 or valid_fraction <= 0:
             continue
         count = min(len(positions) - 1, max(1, round(valid_fraction * len(positions))))
+        # one generator per class: adding a class leaves the other classes' splits as they were
+        generator = random.Random(f"{seed}/{label}")
         chosen.update(generator.sample(positions, count))
     return [item if item.split is not None else
             replace(item, split="valid" if position in chosen else "train")
@@ -288,7 +290,7 @@ class ImageData:
     def __init__(self, items: Sequence[Item], *, classes: Sequence[str], input: InputConfig,
                  config: DataConfig = DataConfig(), augment: AugmentConfig | None = AugmentConfig(),
                  backbone: str = "efficientnet_lite0", report: DataReport | None = None,
-                 copies: dict[Path, Path] | None = None):
+                 copies: dict[Path, Path] | None = None, hashes: dict[Path, str] | None = None):
         self.classes = list(classes)
         self.class_index = {label: i for i, label in enumerate(self.classes)}
         self.input = input
@@ -297,6 +299,8 @@ class ImageData:
         self.backbone = backbone
         self.report = report or DataReport()
         self.copies = copies or {}
+        # content hash of every verified file: the key of cached copies and embeddings
+        self.hashes = hashes or {}
         self.items = {split: [item for item in items if item.split == split] for split in SPLITS}
 
     # --- one-liners ---
@@ -364,7 +368,7 @@ class ImageData:
         verdicts = verify_files(paths, copy_side=copy_side, show_progress=verbose)
 
         report = DataReport()
-        usable, copies, first_seen = [], {}, {}
+        usable, copies, hashes, first_seen = [], {}, {}, {}
         for item, verdict in zip(items, verdicts):
             if not verdict.ok:
                 report.skipped.append((item.path, verdict.error or "unreadable"))
@@ -380,11 +384,13 @@ class ImageData:
             else:
                 first_seen[verdict.sha256] = item
             usable.append(item)
+            hashes[item.path] = verdict.sha256
             if verdict.copy:
                 copies[item.path] = Path(verdict.copy)
         classes = _check_classes(items, usable, report)
         data = cls(usable, classes=classes, input=input, config=config,
-                   augment=augment or None, backbone=backbone, report=report, copies=copies)
+                   augment=augment or None, backbone=backbone, report=report, copies=copies,
+                   hashes=hashes)
         if verbose:
             data.print_summary()
         return data
@@ -399,7 +405,24 @@ class ImageData:
         items = [item for split in SPLITS for item in self.items[split]]
         return ImageData(items, classes=self.classes, input=input, config=self.config,
                          augment=self.augment, backbone=backbone, report=self.report,
-                         copies=self.copies)
+                         copies=self.copies, hashes=self.hashes)
+
+    def subset(self, per_class: int, *, seed: int | None = None) -> ImageData:
+        """The same data with at most per_class training pictures of each class (seeded).
+
+        Validation and test pictures stay as they are, so results remain comparable: this is
+        how a learning curve is drawn.
+        """
+        chooser = random.Random(self.config.seed if seed is None else seed)
+        by_class: dict[str | None, list[Item]] = defaultdict(list)
+        for item in self.train:
+            by_class[item.label].append(item)
+        kept = [item for label in sorted(by_class, key=str)
+                for item in chooser.sample(by_class[label], min(per_class, len(by_class[label])))]
+        items = kept + self.valid + self.test
+        return ImageData(items, classes=self.classes, input=self.input, config=self.config,
+                         augment=self.augment, backbone=self.backbone, report=self.report,
+                         copies=self.copies, hashes=self.hashes)
 
     # --- views ---
 

@@ -15,7 +15,7 @@ import math
 import os
 import time
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +40,16 @@ CHECKPOINT = "checkpoint.safetensors"
 BEST = "best" + SUFFIX
 FINAL = "model" + SUFFIX
 METRICS = ("valid_loss", "accuracy", "error_rate")
+# Embeddings per training picture in probe mode, (below PROBE_FEW pictures per class, else).
+# Hymenoptera, mean of 3 seeds: 10 per class 0.922 with 1 view, 0.933 with 4; 5 per class
+# 0.915 / 0.913; all 245 pictures 0.954 with 1 view, 0.941 with 2 or 4 (and 2-3x the time).
+PROBE_VIEWS = (4, 1)
+PROBE_FEW = 20
+# auto mode fits the probe alone when some class has fewer training pictures than this
+# (bench/vs_fastai.py learning curve).
+AUTO_PROBE_BELOW = 20
+# auto mode fine-tunes at this fraction of learning_rate, starting from the probed head.
+AUTO_RATE_FACTOR = 0.2
 # Learning rates of the layer groups, early to late, as fractions of the head's (fastai's
 # slice(lr/100, lr)).
 DISCRIMINATIVE = (0.01, 0.1, 1.0)
@@ -380,6 +390,67 @@ class Learner:
         else:
             console().print(f"[yellow]{what} before the first epoch finished; nothing saved.")
 
+    # --- probe: a head fitted on cached embeddings ------------------------------------------
+
+    def probe(self, *, views: int | None = None) -> Learner:
+        """Fit the head's linear layer on cached backbone embeddings, in seconds.
+
+        The backbone is unchanged. views: embeddings per training picture (the plain view
+        plus views - 1 seeded augmentations); by default 4 when a class has fewer than 20
+        training pictures, else 1 (measured on hymenoptera, see PROBE_VIEWS).
+
+        Example:
+            >>> Learner.create(data).probe().predict("ant.jpg").label
+            'ants'
+        """
+        import numpy as np
+
+        from imgclf.embeddings import compute_embeddings, fit_linear_head
+
+        head = self.network.head.config
+        if head.pool != "avg" or head.hidden:
+            raise ValueError("probe fits a linear layer on average-pooled features: use the "
+                             "default HeadConfig (pool='avg', hidden=0)")
+        started = time.perf_counter()
+        if views is None:
+            fewest = min(row["train"] for row in self.data.counts().values())
+            views = PROBE_VIEWS[0] if fewest < PROBE_FEW else PROBE_VIEWS[1]
+        train = compute_embeddings(self.network, self.data, "train", views=views,
+                                   show_progress=self.verbose)
+        fit = fit_linear_head(train, len(self.data.classes), seed=self.config.seed)
+        linear = self.network.head.linear
+        with torch.no_grad():
+            linear.weight.copy_(torch.from_numpy(fit.weight))
+            linear.bias.copy_(torch.from_numpy(fit.bias))
+        weight, bias = fit.weight.astype(np.float64), fit.bias.astype(np.float64)
+
+        def scores(embeddings) -> tuple[float, float]:
+            logits = torch.from_numpy(embeddings.features @ weight.T + bias)
+            targets = torch.from_numpy(embeddings.targets)
+            loss = float(F.cross_entropy(logits, targets))
+            return loss, float((logits.argmax(dim=1) == targets).double().mean())
+
+        train_loss, _ = scores(train)
+        if self.data.valid:
+            valid_loss, accuracy = scores(compute_embeddings(
+                self.network, self.data, "valid", views=1, show_progress=self.verbose))
+        else:
+            valid_loss, accuracy = float("nan"), float("nan")
+        row = {"epoch": len(self.history), "phase": "probe", "train_loss": train_loss,
+               "valid_loss": valid_loss, "accuracy": accuracy, "error_rate": 1 - accuracy,
+               "seconds": time.perf_counter() - started, "regularisation": fit.regularisation}
+        self.history.append(row)
+        if self.verbose:
+            console().print(
+                f"Probe: logistic regression on {len(train.features)} embeddings "
+                f"({train.computed} computed, the rest cached), C={fit.regularisation:g}"
+                + (f" (cross-validated accuracy {fit.cv_accuracy:.3f})"
+                   if fit.cv_accuracy is not None else ""))
+            self._print_header()
+        improved = self._track_best(row)
+        self._print_row(row, improved)
+        return self
+
     # --- learning rate finder -------------------------------------------------------------
 
     def lr_find(self, start: float = 1e-7, end: float = 10.0, steps: int = 100) -> LearningRates:
@@ -517,14 +588,17 @@ class Learner:
             out.print(f"  {phase.name}: {phase.epochs} epoch(s), {what}, one-cycle peak {rates}")
         if self.output is not None:
             out.print(f"  settings and checkpoints: {self.output}")
-        out.print(f"{'epoch':>5} {'phase':>5} {'train_loss':>10} {'valid_loss':>10} "
-                  f"{'accuracy':>8} {'error_rate':>10} {'time':>6}")
+        self._print_header()
+
+    def _print_header(self) -> None:
+        console().print(f"{'epoch':>5} {'phase':>5} {'train_loss':>10} {'valid_loss':>10} "
+                        f"{'accuracy':>8} {'error_rate':>10} {'time':>6}")
 
     def _print_row(self, row: dict[str, Any], improved: bool) -> None:
         if not self.verbose:
             return
         mark = " *" if improved else ""
-        console().print(f"{row['epoch']:>5} {row['phase']:>5} {row['train_loss']:>10.4f} "
+        console().print(f"{row['epoch']:>5} {row['phase']:>5.5} {row['train_loss']:>10.4f} "
                         f"{row['valid_loss']:>10.4f} {row['accuracy']:>8.4f} "
                         f"{row['error_rate']:>10.4f} {row['seconds']:>5.0f}s{mark}",
                         highlight=False)
@@ -562,12 +636,15 @@ class LearningRates:
 
 def train(data: ImageData, *, backbone: str | None = None, epochs: int = 4, freeze_epochs: int = 2,
           learning_rate: float = 1e-3, output: str | os.PathLike | None = None,
-          head: HeadConfig = HeadConfig(), verbose: bool = True, callbacks: Sequence[Any] = (),
-          **training) -> Learner:
+          mode: str = "fine_tune", head: HeadConfig = HeadConfig(), verbose: bool = True,
+          callbacks: Sequence[Any] = (), **training) -> Learner:
     """Fine-tune an ImageNet backbone on the data: the five-line quick start in one call.
 
     Args:
         backbone: defaults to the backbone the data was prepared for.
+        mode: "fine_tune" (head, then the whole network); "probe" (a head fitted on cached
+            embeddings, in seconds); "auto" (probe alone for tiny data, else probe, then the
+            whole network starting from the probed head).
         output: folder for checkpoints, the best model and the history (optional).
         training: further TrainConfig fields (head_learning_rate, label_smoothing, seed, ...).
 
@@ -584,7 +661,26 @@ def train(data: ImageData, *, backbone: str | None = None, epochs: int = 4, free
                          **training)
     learner = Learner.create(data, head=head, config=config, output=output, verbose=verbose,
                              callbacks=callbacks)
-    return learner.fine_tune()
+    if mode == "fine_tune":
+        return learner.fine_tune()
+    if mode not in ("probe", "auto"):
+        raise ValueError(f"mode must be 'fine_tune', 'probe' or 'auto', not {mode!r}")
+    learner.probe()
+    if mode == "probe" or probe_is_enough(data):
+        learner._finish()
+        return learner
+    # Fine-tune gently from the probed head (no head-only epochs needed), and keep whichever
+    # epoch, the probe included, validates best. Hymenoptera: the probe scored 0.954; the
+    # whole network from it ended at 0.941 with learning_rate 1e-3 and 0.948 with 2e-4.
+    learner.config = replace(learner.config, restore_best=True)
+    return learner.fine_tune(freeze_epochs=0,
+                             learning_rate=learner.config.learning_rate * AUTO_RATE_FACTOR)
+
+
+def probe_is_enough(data: ImageData) -> bool:
+    """auto mode: with this few training pictures per class, fine-tuning adds nothing."""
+    counts = [row["train"] for row in data.counts().values()]
+    return min(counts) < AUTO_PROBE_BELOW
 
 
 def load(path: str | os.PathLike) -> Predictor:

@@ -1,0 +1,206 @@
+"""Fast path: cached backbone embeddings and a head fitted on them in seconds ("probe" mode).
+
+Each picture's pooled backbone features are computed once and kept on disk, keyed by the
+file's content hash, the backbone and the preprocessing, so a second run, or a run with one
+more class, computes only the new pictures. Training pictures also get a few augmented views
+(seeded per picture, so they are cached too). A logistic regression, its regularisation chosen
+by cross-validation on the training pictures, becomes the head's linear layer: the result is
+the same network and model file as fine-tuning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from imgclf._progress import progress
+from imgclf.errors import ImageError
+from imgclf.images import load_image
+
+if TYPE_CHECKING:
+    from imgclf.data import ImageData
+    from imgclf.model import Classifier
+
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Pooled features of pictures: one row per (picture, view)."""
+
+    features: np.ndarray  # (rows, num_features)
+    targets: np.ndarray  # (rows,) class index
+    groups: np.ndarray  # (rows,) which picture a row comes from
+    computed: int  # rows that were not in the cache
+
+
+class _Views:
+    """Dataset of (picture, view): view 0 is the evaluation view, others seeded augmentations."""
+
+    def __init__(self, jobs: list[tuple[Path, str, int]], clean, augmented):
+        self.jobs, self.clean, self.augmented = jobs, clean, augmented
+
+    def __len__(self) -> int:
+        return len(self.jobs)
+
+    def __getitem__(self, index: int):
+        path, digest, view = self.jobs[index]
+        try:
+            picture = load_image(path)
+        except ImageError as error:
+            return error
+        if view == 0:
+            return self.clean(picture), index
+        torch.manual_seed(int(digest[:12], 16) + view)  # the same view every run: cacheable
+        return self.augmented(picture), index
+
+
+def _collate(items):
+    good = [item for item in items if not isinstance(item, ImageError)]
+    if not good:
+        return None, []
+    return torch.stack([item[0] for item in good]), [item[1] for item in good]
+
+
+def embedding_folder(data: ImageData) -> Path:
+    """Cache folder for one backbone and preprocessing (any change gives a new folder)."""
+    from imgclf.verify import cache_root
+
+    key = json.dumps({"backbone": data.backbone, "input": data.input.to_dict(),
+                      "resize": data.config.resize,
+                      "augment": data.augment.to_dict() if data.augment else None},
+                     sort_keys=True)
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_root() / "embeddings" / data.backbone / digest
+
+
+def compute_embeddings(network: Classifier, data: ImageData, split: str, *, views: int = 1,
+                       batch_size: int = 32, show_progress: bool = True) -> Embeddings:
+    """Pooled features of a split's pictures: view 0 plus `views - 1` augmented views each.
+
+    Cached rows are read from disk; only missing ones go through the network.
+    """
+    from imgclf.data import SPLITS
+    from imgclf.predict import default_workers
+    from imgclf.transforms import eval_transform, train_transform
+
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}")
+    folder = embedding_folder(data)
+    items = [item for item in data.items[split] if item.label in data.class_index]
+    jobs, rows = [], []
+    for position, item in enumerate(items):
+        digest = data.hashes.get(item.path) or _hash_file(item.path)
+        for view in range(views):
+            target = folder / digest[:2] / f"{digest}_{view}.npy"
+            rows.append((target, data.class_index[item.label], position))
+            if not target.exists():
+                jobs.append((data.copies.get(item.path, item.path), digest, view, target))
+    if jobs:
+        dataset = _Views([(p, d, v) for p, d, v, _ in jobs],
+                         eval_transform(data.input, data.config.resize),
+                         train_transform(data.input, data.augment, data.config.resize))
+        workers = default_workers() if data.config.num_workers is None else data.config.num_workers
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
+                                             collate_fn=_collate)
+        device = next(network.parameters()).device
+        network.eval()
+        with torch.inference_mode():
+            for images, indices in progress(loader, total=len(dataset), enabled=show_progress,
+                                            description=f"Embedding {split} pictures",
+                                            weight=lambda batch: len(batch[1])):
+                if images is None:
+                    continue
+                images = images.to(device, memory_format=torch.channels_last)
+                pooled = network.features(images).float().mean(dim=(2, 3)).cpu().numpy()
+                for index, row in zip(indices, pooled):
+                    target = jobs[index][3]
+                    target.parent.mkdir(parents=True, exist_ok=True)
+                    temporary = target.with_name(f".{target.stem}.{os.getpid()}.npy")
+                    np.save(temporary, row.astype(np.float32))
+                    os.replace(temporary, target)
+    present = [(target, label, group) for target, label, group in rows if target.exists()]
+    if not present:
+        raise ValueError(f"No {split} picture could be embedded.")
+    return Embeddings(features=np.stack([np.load(t) for t, _, _ in present]),
+                      targets=np.array([label for _, label, _ in present]),
+                      groups=np.array([group for _, _, group in present]),
+                      computed=len(jobs))
+
+
+@dataclass(frozen=True)
+class HeadFit:
+    """A fitted linear head: weight (classes, features), bias (classes,) and how it was chosen."""
+
+    weight: np.ndarray
+    bias: np.ndarray
+    regularisation: float  # scikit-learn's C: larger means less regularised
+    cv_accuracy: float | None
+
+
+def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
+                    candidates: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+                    folds: int = 5, seed: int = 42) -> HeadFit:
+    """Multinomial logistic regression (L-BFGS); C chosen by grouped cross-validated log loss.
+
+    Views of one picture always fall in the same fold, so the choice is not fooled by a
+    picture's augmented twin. With fewer than 2 pictures per class in some fold, a middle C
+    is used without cross-validation.
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    features, targets, groups = embeddings.features, embeddings.targets, embeddings.groups
+    per_class = np.bincount(targets[_first_rows(groups)], minlength=num_classes)
+    folds = int(min(folds, per_class[per_class > 0].min())) if per_class.any() else 0
+    best_c, best_score, best_loss = 1.0, None, None
+    if folds >= 2 and len(candidates) > 1:
+        splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+        splits = list(splitter.split(features, targets, groups))
+        for c in candidates:
+            losses, hits = [], []
+            for train_rows, test_rows in splits:
+                model = LogisticRegression(C=c, max_iter=2000)
+                model.fit(features[train_rows], targets[train_rows])
+                probabilities = model.predict_proba(features[test_rows])
+                columns = np.searchsorted(model.classes_, targets[test_rows])
+                true = probabilities[np.arange(len(test_rows)), columns]
+                losses.append(-np.log(np.clip(true, 1e-12, 1)).mean())
+                hits.append(model.score(features[test_rows], targets[test_rows]))
+            # log loss, not accuracy, picks C: on a few dozen pictures accuracy moves in
+            # coarse steps and ties, while the loss also rewards well-judged confidence
+            loss = float(np.mean(losses))
+            if best_loss is None or loss < best_loss - 1e-9:
+                best_c, best_loss, best_score = c, loss, float(np.mean(hits))
+    model = LogisticRegression(C=best_c, max_iter=2000)
+    model.fit(features, targets)
+    weight, bias = _full_weights(model, num_classes)
+    return HeadFit(weight, bias, best_c, best_score)
+
+
+def _first_rows(groups: np.ndarray) -> np.ndarray:
+    _, first = np.unique(groups, return_index=True)
+    return first
+
+
+def _full_weights(model: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]:
+    """Logistic-regression coefficients as a (classes, features) softmax layer."""
+    coef, intercept = model.coef_, model.intercept_
+    if coef.shape[0] == 1:  # binary: one logit for class 1; softmax needs two, half each way
+        coef = np.vstack([-coef / 2, coef / 2])
+        intercept = np.array([-intercept[0] / 2, intercept[0] / 2])
+    weight = np.zeros((num_classes, coef.shape[1]))
+    bias = np.full(num_classes, -1e4)  # a class with no training pictures is never predicted
+    for row, label in enumerate(model.classes_):
+        weight[label], bias[label] = coef[row], intercept[row]
+    return weight.astype(np.float32), bias.astype(np.float32)
+
+
+def _hash_file(path: Path) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()

@@ -1,0 +1,90 @@
+"""Probe mode: cached embeddings, the logistic-regression head, and auto mode's choice."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imgclf import ImageData, Learner, load, train
+from imgclf.cli import main
+from imgclf.embeddings import Embeddings, compute_embeddings, fit_linear_head
+
+FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
+
+
+@pytest.fixture
+def colours(make_photo, tmp_path):
+    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
+        for index in range(12):
+            make_photo(f"colours/{label}/{index}.jpg", size=(72, 72), tint=tint, noise=70)
+    return tmp_path / "colours"
+
+
+def test_embeddings_are_cached_and_a_new_class_costs_only_its_pictures(colours, make_photo):
+    data = ImageData.from_folder(colours, **FAST)
+    network = Learner.create(data, verbose=False).network
+    first = compute_embeddings(network, data, "train", views=2, show_progress=False)
+    assert first.computed == 2 * len(data.train) and first.features.shape == (40, 1280)
+    again = compute_embeddings(network, data, "train", views=2, show_progress=False)
+    assert again.computed == 0 and np.array_equal(first.features, again.features)
+    assert sorted(np.unique(first.groups, return_counts=True)[1]) == [2] * 20
+    for index in range(12):
+        make_photo(f"colours/green/{index}.jpg", size=(72, 72), tint=(20, 180, 20), noise=70)
+    more = ImageData.from_folder(colours, **FAST)
+    grown = compute_embeddings(network, more, "train", views=2, show_progress=False)
+    assert grown.computed == 2 * sum(1 for item in more.train if item.label == "green")
+
+
+def test_augmented_views_differ_from_the_plain_view(colours):
+    data = ImageData.from_folder(colours, **FAST)
+    network = Learner.create(data, verbose=False).network
+    rows = compute_embeddings(network, data, "train", views=2, show_progress=False)
+    plain, augmented = rows.features[0], rows.features[1]
+    assert rows.groups[0] == rows.groups[1] and not np.allclose(plain, augmented)
+
+
+def test_linear_head_matches_logistic_regression_probabilities():
+    generator = np.random.default_rng(0)
+    features = np.vstack([generator.normal(-1, 1, (30, 5)), generator.normal(1, 1, (30, 5))])
+    targets = np.repeat([0, 1], 30)
+    embeddings = Embeddings(features, targets, np.arange(60), computed=60)
+    fit = fit_linear_head(embeddings, 2)
+    logits = features @ fit.weight.T + fit.bias
+    probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
+    from sklearn.linear_model import LogisticRegression
+
+    reference = LogisticRegression(C=fit.regularisation, max_iter=2000).fit(features, targets)
+    assert np.allclose(probabilities, reference.predict_proba(features), atol=1e-4)
+    assert fit.regularisation in (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
+    assert fit.cv_accuracy is not None and fit.cv_accuracy > 0.8
+
+
+def test_probe_gives_the_same_kind_of_model_file(colours, tmp_path):
+    data = ImageData.from_folder(colours, **FAST)
+    learner = train(data, mode="probe", output=tmp_path / "probe", verbose=False)
+    assert [row["phase"] for row in learner.history] == ["probe"]
+    assert learner.history[0]["accuracy"] == 1.0
+    model = load(tmp_path / "probe" / "model.imgclf")
+    assert model.predict(colours / "red" / "3.jpg").label == "red"
+    # the head's probabilities agree with the network run end to end
+    assert learner.evaluate().accuracy == 1.0
+
+
+def test_auto_mode_probes_alone_on_tiny_data(colours):
+    data = ImageData.from_folder(colours, **FAST)
+    learner = train(data, mode="auto", verbose=False)
+    assert [row["phase"] for row in learner.history] == ["probe"]
+
+
+def test_auto_mode_fine_tunes_from_the_probe_on_larger_data(colours, monkeypatch):
+    monkeypatch.setattr("imgclf.training.AUTO_PROBE_BELOW", 5)
+    data = ImageData.from_folder(colours, **FAST)
+    learner = train(data, mode="auto", epochs=1, verbose=False)
+    assert [row["phase"] for row in learner.history] == ["probe", "all"]
+    assert learner.config.restore_best
+
+
+def test_cli_probe_mode(colours, tmp_path):
+    assert main(["train", str(colours), "--image-size", "64", "--mode", "probe",
+                 "--out", str(tmp_path / "run")]) == 0
+    assert load(tmp_path / "run" / "model.imgclf").metadata["history"][0]["phase"] == "probe"
