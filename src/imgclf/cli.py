@@ -77,6 +77,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="end with the best epoch's weights, not the last")
     train.add_argument("--device", default=None, help="cpu, cuda or mps (default: fastest)")
     train.add_argument("--out", default=None, help="output folder (default: models/<data name>)")
+    train.add_argument("--mode", default="fine_tune", choices=["fine_tune", "probe", "auto"],
+                       help="fine_tune: head, then whole network; probe: a head on cached "
+                            "embeddings, in seconds; auto: probe for tiny data, else probe "
+                            "then fine-tune")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out from its last checkpoint")
     train.set_defaults(run=_train, command="train")
@@ -101,7 +105,52 @@ def _parser() -> argparse.ArgumentParser:
                           help="test-time augmentation: average each picture with its mirror")
     evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
     evaluate.set_defaults(run=_evaluate, command="evaluate")
+
+    serve = commands.add_parser("serve", help="web page and JSON API for a model")
+    serve.add_argument("model", help="a .imgclf model file (or a training output folder)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--runtime", default="torch", choices=["torch", "onnx"])
+    serve.add_argument("--examples", default=None,
+                       help="folder of example pictures (default: examples/ beside the model)")
+    serve.set_defaults(run=_serve, command="serve")
+
+    export = commands.add_parser("export", help="export a model to ONNX or a Hugging Face Space")
+    export.add_argument("model", help="a .imgclf model file (or a training output folder)")
+    export.add_argument("--onnx", metavar="FILE", help="write an ONNX file (checked against torch)")
+    export.add_argument("--check-images", nargs="*", default=[],
+                        help="real pictures for the ONNX output check")
+    export.add_argument("--space", metavar="DIR", help="write a Hugging Face Space folder")
+    export.add_argument("--examples", nargs="*", default=[], help="example pictures for the Space")
+    export.set_defaults(run=_export, command="export")
     return parser
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from imgclf.serve.http import serve
+
+    model = _model_path(args.model)
+    examples = args.examples or (model.parent / "examples")
+    serve(model, host=args.host, port=args.port, runtime=args.runtime, examples=examples)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from imgclf.export import export_onnx, export_space
+
+    if not args.onnx and not args.space:
+        raise ImgclfError("Say what to export: --onnx FILE and/or --space DIR.")
+    model = _model_path(args.model)
+    if args.onnx:
+        result = export_onnx(model, args.onnx, check_images=expand_paths(args.check_images)
+                             if args.check_images else ())
+        print(f"Wrote {result['path']}: outputs match PyTorch within "
+              f"{result['max_difference']:.1e} on {result['checked_images']} pictures")
+    if args.space:
+        folder = export_space(model, args.space, examples=expand_paths(args.examples)
+                              if args.examples else ())
+        print(f"Wrote {folder}: push it to a Hugging Face Space, or run python app.py in it")
+    return 0
 
 
 def _model_path(argument: str) -> Path:
@@ -143,7 +192,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 def _train(args: argparse.Namespace) -> int:
     from imgclf.config import TrainConfig
     from imgclf.model import HeadConfig
-    from imgclf.training import CHECKPOINT, FINAL, Learner
+    from imgclf.training import CHECKPOINT, FINAL, Learner, train
 
     out = Path(args.out) if args.out else Path("models") / Path(args.data).resolve().name
     data = load_data(args)
@@ -158,8 +207,8 @@ def _train(args: argparse.Namespace) -> int:
                              label_smoothing=args.label_smoothing, monitor=args.monitor,
                              restore_best=args.restore_best,
                              device=args.device)
-        learner = Learner.create(data, head=HeadConfig(pool=args.pool), config=config, output=out)
-        learner.fine_tune()
+        train(data, mode=args.mode, output=out, head=HeadConfig(pool=args.pool),
+              **config.to_dict())
     print(f"Model: {out / FINAL}")
     return 0
 

@@ -1,0 +1,203 @@
+"""Export a model file: to ONNX (checked against PyTorch), or as a ready Hugging Face Space."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from imgclf.errors import ImgclfError
+
+# Largest difference of any probability between PyTorch and onnxruntime that export accepts.
+MATCH_TOLERANCE = 1e-4
+ONNX_HINT = "ONNX export needs the onnx extra: pip install 'imgclf[onnx]'"
+
+
+def _require(module: str, hint: str):
+    import importlib
+
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise ImgclfError(hint) from None
+
+
+def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
+                check_images: Sequence[str | os.PathLike] = (), opset: int = 18) -> dict:
+    """Write an ONNX file with a dynamic batch axis and the preprocessing in its metadata.
+
+    The exported network takes normalised pictures (N, 3, size, size) and returns class
+    probabilities. Before returning, export runs both PyTorch and onnxruntime on check_images
+    (or on generated pictures when none are given) and fails if any probability differs by
+    more than MATCH_TOLERANCE.
+
+    Returns:
+        {"path", "max_difference", "checked_images"}
+
+    Example:
+        >>> export_onnx("models/ants/model.imgclf", "ants.onnx", check_images=["ant.jpg"])
+    """
+    import torch
+
+    from imgclf.predict import Predictor
+
+    _require("onnx", ONNX_HINT)
+    _require("onnxruntime", ONNX_HINT)
+    predictor = Predictor.load(model)
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    network = _with_softmax(predictor.network).eval().to(memory_format=torch.contiguous_format)
+    size = predictor.input.image_size
+    example = torch.randn(2, 3, size, size)
+    batch = torch.export.Dim("batch", min=1, max=1024)
+    torch.onnx.export(network, (example,), str(path), input_names=["images"],
+                      output_names=["probabilities"], opset_version=opset, dynamo=True,
+                      dynamic_shapes={"images": {0: batch}}, external_data=False)
+    _write_metadata(path, predictor)
+    batch_images = _check_batch(predictor, check_images)
+    with torch.inference_mode():
+        expected = network(batch_images).numpy()
+    actual = OnnxNetwork(path)(batch_images.numpy())
+    difference = float(np.abs(expected - actual).max())
+    if difference > MATCH_TOLERANCE:
+        path.unlink()
+        raise ImgclfError(f"ONNX output differs from PyTorch by {difference:.2e} (more than "
+                          f"{MATCH_TOLERANCE}); the file was not kept.")
+    return {"path": str(path), "max_difference": difference, "checked_images": len(batch_images)}
+
+
+def _with_softmax(network):
+    """The classifier followed by softmax, as one module for export."""
+    import torch
+
+    class Probabilities(torch.nn.Module):
+        def __init__(self, inner):
+            super().__init__()
+            self.inner = inner
+
+        def forward(self, images):
+            return self.inner(images).softmax(dim=1)
+
+    return Probabilities(network)
+
+
+def _check_batch(predictor, images: Sequence[str | os.PathLike]):
+    import torch
+
+    from imgclf.images import load_image
+
+    if images:
+        return torch.stack([predictor.transform(load_image(p)) for p in images])
+    generator = torch.Generator().manual_seed(0)
+    size = predictor.input.image_size
+    return torch.randn(4, 3, size, size, generator=generator)
+
+
+def _write_metadata(path: Path, predictor) -> None:
+    import onnx
+
+    proto = onnx.load(str(path))
+    values = {
+        "imgclf_classes": json.dumps(predictor.classes),
+        "imgclf_input": json.dumps(predictor.input.to_dict()),
+        "imgclf_resize": predictor.resize,
+        "imgclf_backbone": predictor.metadata.get("backbone", ""),
+        "imgclf_preprocessing": (
+            "RGB, shorter side resized to input.image_size / input.crop_fraction "
+            "(resize='crop'), center crop to image_size, scaled to 0..1, then (x - mean) / std"),
+    }
+    del proto.metadata_props[:]
+    for key, value in values.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(proto, str(path))
+
+
+class OnnxNetwork:
+    """An onnxruntime session that maps normalised pictures to probabilities."""
+
+    def __init__(self, path: str | os.PathLike):
+        runtime = _require("onnxruntime", ONNX_HINT)
+        options = runtime.SessionOptions()
+        self.session = runtime.InferenceSession(str(path), options,
+                                                providers=["CPUExecutionProvider"])
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        return self.session.run(["probabilities"], {"images": images.astype(np.float32)})[0]
+
+
+# --- Hugging Face Space -------------------------------------------------------------------
+
+_APP = '''"""Gradio app for this model, made by `imgclf export --space`. Run: python app.py"""
+
+from imgclf.serve.gradio_app import build_app
+
+demo = build_app("model.imgclf", examples="examples")
+
+if __name__ == "__main__":
+    demo.launch()
+'''
+
+_README = """---
+title: {title}
+emoji: 🔎
+colorFrom: blue
+colorTo: green
+sdk: gradio
+sdk_version: {gradio_version}
+app_file: app.py
+pinned: false
+license: apache-2.0
+---
+
+# {title}
+
+An image classifier made with [imgclf](https://pypi.org/project/imgclf/): {backbone} fine-tuned
+on {count} classes ({classes}). Validation accuracy: {accuracy}.
+
+Run it locally: `pip install -r requirements.txt && python app.py`.
+"""
+
+
+def export_space(model: str | os.PathLike, folder: str | os.PathLike, *,
+                 examples: Sequence[str | os.PathLike] = ()) -> Path:
+    """A folder ready to push to a Hugging Face Space: app.py, requirements.txt, the model
+    file, example pictures and a README with the Spaces YAML header. ``python app.py`` in it
+    runs the same web app locally.
+    """
+    from imgclf import __version__
+    from imgclf.predict import Predictor
+
+    predictor = Predictor.load(model)  # fails early on a bad model file
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(model, folder / "model.imgclf")
+    (folder / "app.py").write_text(_APP)
+    gradio_version = _installed_version("gradio") or "5.0.0"
+    # the model file holds every weight, so imgclf itself is all the Space needs
+    (folder / "requirements.txt").write_text(f"imgclf[serve]>={__version__}\n")
+    if examples:
+        (folder / "examples").mkdir(exist_ok=True)
+        for example in examples:
+            shutil.copyfile(example, folder / "examples" / Path(example).name)
+    accuracy = predictor.metadata.get("metrics", {}).get("accuracy")
+    (folder / "README.md").write_text(_README.format(
+        title=f"{' vs '.join(predictor.classes[:3])} classifier"[:60],
+        gradio_version=gradio_version, backbone=predictor.metadata.get("backbone", "a backbone"),
+        count=len(predictor.classes), classes=", ".join(predictor.classes[:10]),
+        accuracy=f"{accuracy:.1%}" if accuracy is not None else "not recorded"))
+    return folder
+
+
+def _installed_version(name: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None

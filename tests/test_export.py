@@ -1,0 +1,75 @@
+"""ONNX export matches PyTorch; onnxruntime gives the same labels; a Space folder runs."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="needs the onnx extra")
+
+from imgclf import Predictor  # noqa: E402
+from imgclf.cli import main  # noqa: E402
+from imgclf.export import OnnxNetwork, export_onnx, export_space  # noqa: E402
+from tests.serving import colour_photos, probe_model  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def model(tmp_path_factory):
+    photos = colour_photos(tmp_path_factory.mktemp("photos"))
+    return photos, probe_model(photos, tmp_path_factory.mktemp("model"))
+
+
+def test_onnx_matches_pytorch_with_any_batch_size(model, tmp_path):
+    photos, path = model
+    images = sorted(photos.glob("*/*.jpg"))[:6]
+    result = export_onnx(path, tmp_path / "m.onnx", check_images=images)
+    assert result["max_difference"] <= 1e-4 and result["checked_images"] == 6
+    network = OnnxNetwork(tmp_path / "m.onnx")
+    assert json.loads(network.metadata["imgclf_classes"]) == ["blue", "red"]
+    assert json.loads(network.metadata["imgclf_input"])["image_size"] == 64
+    for batch in (1, 5):
+        output = network(np.random.default_rng(0).normal(size=(batch, 3, 64, 64)))
+        assert output.shape == (batch, 2) and np.allclose(output.sum(axis=1), 1, atol=1e-5)
+
+
+def test_onnx_runtime_predicts_the_same_labels(model):
+    photos, path = model
+    images = sorted(photos.glob("*/*.jpg"))
+    torch_predictor = Predictor.load(path)
+    onnx_predictor = Predictor.load(path, runtime="onnx")
+    assert path.with_suffix(".onnx").exists()
+    for image in images[:8]:
+        a, b = torch_predictor.predict(image), onnx_predictor.predict(image)
+        assert a.label == b.label
+        assert a.probabilities == pytest.approx(b.probabilities, abs=1e-4)
+    batch = onnx_predictor.predict_batch(images, show_progress=False)
+    assert [p.label for p in batch] == [p.label for p in
+                                        torch_predictor.predict_batch(images, show_progress=False)]
+
+
+def test_cli_export_onnx_and_space(model, tmp_path, capsys):
+    photos, path = model
+    assert main(["export", str(path), "--onnx", str(tmp_path / "cli.onnx"),
+                 "--space", str(tmp_path / "space"), "--examples",
+                 str(photos / "red" / "0.jpg")]) == 0
+    out = capsys.readouterr().out
+    assert "outputs match PyTorch" in out and (tmp_path / "cli.onnx").exists()
+    assert (tmp_path / "space" / "examples" / "0.jpg").exists()
+
+
+def test_space_folder_is_complete_and_its_app_builds(model, tmp_path):
+    _, path = model
+    folder = export_space(path, tmp_path / "space")
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "README.md", "app.py", "model.imgclf", "requirements.txt"]
+    readme = (folder / "README.md").read_text()
+    assert readme.startswith("---\n") and "sdk: gradio" in readme and "app_file: app.py" in readme
+    assert "imgclf[serve]" in (folder / "requirements.txt").read_text()
+    code = "import runpy; print(type(runpy.run_path('app.py')['demo']).__name__)"
+    result = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True,
+                            text=True, timeout=300)
+    assert result.stdout.strip() == "Blocks", result.stderr[-2000:]

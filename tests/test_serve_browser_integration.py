@@ -1,0 +1,54 @@
+"""End to end in a real browser: headless Debian Chromium uploads an ant photo to the page."""
+
+from __future__ import annotations
+
+import shutil
+
+import pytest
+
+from tests.conftest import shared_dataset
+from tests.serving import running
+
+pytestmark = pytest.mark.integration
+
+FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+         "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); "
+                    ".ci/run installs it where it can")
+    pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+    return path
+
+
+def test_upload_an_ant_photo_and_read_ants(chromium, tmp_path):
+    from playwright.sync_api import sync_playwright
+
+    from imgclf import ImageData, train
+    from imgclf.serve.http import create_app
+
+    data_folder = shared_dataset("hymenoptera")
+    data = ImageData.from_folder(data_folder, verbose=False)
+    model = train(data, mode="probe", output=tmp_path / "model", verbose=False)
+    assert model.metrics()["accuracy"] > 0.9
+    ant = sorted((data_folder / "val" / "ants").glob("*.jpg"))[0]
+    with running(create_app(tmp_path / "model" / "model.imgclf")) as url, \
+            sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+        page = browser.new_page()
+        page.goto(url, wait_until="networkidle")
+        page.set_input_files("input[type=file]", str(ant))
+        top = page.locator("#prediction h2, #prediction .output-class").first
+        top.wait_for(timeout=60_000)
+        page.wait_for_function(
+            "() => /ants|bees/.test(document.querySelector('#prediction')?.innerText || '')",
+            timeout=60_000)
+        page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
+        text = page.locator("#prediction").inner_text()
+        browser.close()
+    first_line = [line for line in text.splitlines() if line.strip() in ("ants", "bees")][0]
+    assert first_line.strip() == "ants", text
