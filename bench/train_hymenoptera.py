@@ -1,7 +1,7 @@
 """Fine-tune on hymenoptera with imgclf's defaults; one JSON line with accuracy and wall seconds.
 
-The same recipe as `imgclf train ../shared/datasets/hymenoptera --epochs 4`.
-Run: python bench/train_hymenoptera.py [DATA] [--epochs 4] [--backbone efficientnet_lite0]
+The same recipe as `imgclf train ../shared/datasets/hymenoptera --epochs 4` (auto mode).
+Run: python bench/train_hymenoptera.py [DATA] [--mode auto|probe|fine_tune] [--epochs 4]
 """
 
 from __future__ import annotations
@@ -25,17 +25,21 @@ def main() -> None:
     parser.add_argument("data", nargs="?", default=str(DEFAULT))
     parser.add_argument("--epochs", type=int, default=4)
     parser.add_argument("--backbone", default="efficientnet_lite0")
+    parser.add_argument("--mode", default="auto", choices=["auto", "probe", "fine_tune"],
+                        help="auto is what imgclf train does by default")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as folder:
         os.environ["IMGCLF_CACHE"] = str(Path(folder) / "cache")  # cold cache: time it all
         start = time.perf_counter()
         data = ImageData.from_folder(args.data, backbone=args.backbone, verbose=False)
-        learner = train(data, epochs=args.epochs, output=Path(folder) / "run", verbose=False)
+        learner = train(data, mode=args.mode, epochs=args.epochs, output=Path(folder) / "run",
+                        verbose=False)
         seconds = time.perf_counter() - start
         size = (Path(folder) / "run" / "model.imgclf").stat().st_size
     final, best = learner.metrics(), learner.best or {}
     print(json.dumps({
-        "benchmark": "train_hymenoptera", "backbone": args.backbone, "epochs": args.epochs,
+        "benchmark": "train_hymenoptera", "backbone": args.backbone, "mode": args.mode,
+        "epochs": args.epochs,
         "valid_accuracy": round(final["accuracy"], 4), "valid_loss": round(final["valid_loss"], 4),
         "best_epoch": best.get("epoch"), "best_epoch_accuracy": round(best.get("accuracy", 0), 4),
         "wall_seconds": round(seconds, 1), "model_megabytes": round(size / 1e6, 1),

@@ -98,7 +98,7 @@ def test_evaluate_and_report_on_generated_photos(make_photo, tmp_path):
     (tmp_path / "colours" / "red" / "broken.jpg").write_bytes(b"")
     data = ImageData.from_folder(tmp_path / "colours", image_size=64, batch_size=8,
                                  num_workers=0, verbose=False)
-    learner = train(data, epochs=1, freeze_epochs=3, verbose=False)
+    learner = train(data, mode="fine_tune", epochs=1, freeze_epochs=3, verbose=False)
     evaluation = learner.evaluate()
     assert len(evaluation.targets) == len(data.valid)
     assert evaluation.accuracy == pytest.approx(learner.history[-1]["accuracy"], abs=0.2)
@@ -122,7 +122,8 @@ def test_cli_evaluate_writes_the_report(make_photo, tmp_path, capsys):
         for index in range(12):
             make_photo(f"colours/{label}/{index}.jpg", size=(72, 72), tint=tint, noise=70)
     out = tmp_path / "run"
-    assert main(["train", str(tmp_path / "colours"), "--image-size", "64", "--batch-size", "8",
+    assert main(["train", str(tmp_path / "colours"), "--mode", "fine_tune", "--image-size", "64",
+                 "--batch-size", "8",
                  "--epochs", "1", "--freeze-epochs", "3", "--out", str(out)]) == 0
     capsys.readouterr()
     assert main(["evaluate", str(out), str(tmp_path / "colours"), "--image-size", "64",

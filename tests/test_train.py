@@ -30,8 +30,8 @@ def _weights(learner):
 
 def test_fine_tune_learns_and_writes_its_files(colours, tmp_path):
     data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
-    learner = train(data, epochs=2, freeze_epochs=3, learning_rate=2e-3, output=tmp_path / "run",
-                    verbose=False)
+    learner = train(data, mode="fine_tune", epochs=2, freeze_epochs=3, learning_rate=2e-3,
+                    output=tmp_path / "run", verbose=False)
     assert [row["phase"] for row in learner.history] == ["head"] * 3 + ["all"] * 2
     assert learner.history[-1]["accuracy"] >= 0.8
     for name in (CHECKPOINT, BEST, FINAL, "history.json", "settings.json"):
@@ -53,7 +53,7 @@ def test_freezing_trains_only_the_head(colours):
 def test_interrupted_training_resumes_to_the_same_weights(colours, tmp_path):
     config = dict(epochs=2, freeze_epochs=1, learning_rate=5e-3, verbose=False)
     data = ImageData.from_folder(colours, **FAST)
-    whole = train(data, output=tmp_path / "whole", **config)
+    whole = train(data, mode="fine_tune", output=tmp_path / "whole", **config)
 
     class StopAfterSecondEpoch:
         def on_epoch_end(self, learner, row):
@@ -61,7 +61,8 @@ def test_interrupted_training_resumes_to_the_same_weights(colours, tmp_path):
                 raise KeyboardInterrupt  # as if Ctrl-C was pressed right after the checkpoint
 
     with pytest.raises(KeyboardInterrupt):
-        train(data, output=tmp_path / "cut", callbacks=[StopAfterSecondEpoch()], **config)
+        train(data, mode="fine_tune", output=tmp_path / "cut",
+              callbacks=[StopAfterSecondEpoch()], **config)
     assert not (tmp_path / "cut" / FINAL).exists()
     resumed = Learner.resume(tmp_path / "cut", data, verbose=False)
     assert len(resumed.history) == 3
@@ -72,7 +73,7 @@ def test_interrupted_training_resumes_to_the_same_weights(colours, tmp_path):
 
 def test_model_file_round_trips_with_identical_predictions(colours, tmp_path):
     data = ImageData.from_folder(colours, **FAST)
-    learner = train(data, epochs=1, freeze_epochs=1, verbose=False)
+    learner = train(data, mode="fine_tune", epochs=1, freeze_epochs=1, verbose=False)
     path = learner.export(tmp_path / "colours.imgclf")
     loaded = load(path)
     assert loaded.classes == ["blue", "red"] and loaded.metadata["backbone"] == "efficientnet_lite0"
@@ -84,7 +85,8 @@ def test_model_file_round_trips_with_identical_predictions(colours, tmp_path):
 
 def test_predict_gives_label_index_and_probabilities(colours):
     data = ImageData.from_folder(colours, **FAST)
-    learner = train(data, epochs=1, freeze_epochs=3, learning_rate=5e-3, verbose=False)
+    learner = train(data, mode="fine_tune", epochs=1, freeze_epochs=3, learning_rate=5e-3,
+                    verbose=False)
     prediction = learner.predict(colours / "red" / "0.jpg")
     assert prediction.label == "red" and prediction.index == data.classes.index("red")
     assert set(prediction.probabilities) == {"blue", "red"}
@@ -93,7 +95,7 @@ def test_predict_gives_label_index_and_probabilities(colours):
 
 def test_predict_batch_skips_bad_files_in_place(colours, tmp_path):
     data = ImageData.from_folder(colours, **FAST)
-    predictor = train(data, epochs=0, freeze_epochs=1, verbose=False).predictor()
+    predictor = train(data, mode="fine_tune", epochs=0, freeze_epochs=1, verbose=False).predictor()
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff nothing")
     results = predictor.predict_batch(
@@ -105,7 +107,8 @@ def test_predict_batch_skips_bad_files_in_place(colours, tmp_path):
 @pytest.fixture
 def model_file(colours, tmp_path):
     data = ImageData.from_folder(colours, **FAST)
-    return train(data, epochs=0, freeze_epochs=1, verbose=False).export(tmp_path / "m.imgclf")
+    learner = train(data, mode="fine_tune", epochs=0, freeze_epochs=1, verbose=False)
+    return learner.export(tmp_path / "m.imgclf")
 
 
 def test_truncated_model_file_fails_cleanly(model_file):
@@ -147,7 +150,8 @@ def test_missing_model_file(tmp_path):
 
 def test_same_seed_same_result(colours):
     data = ImageData.from_folder(colours, **FAST)
-    runs = [train(data, epochs=1, freeze_epochs=1, verbose=False).history for _ in range(2)]
+    runs = [train(data, mode="fine_tune", epochs=1, freeze_epochs=1, verbose=False).history
+            for _ in range(2)]
     for first, second in zip(*runs):
         assert first["train_loss"] == pytest.approx(second["train_loss"], abs=1e-4)
         assert first["valid_loss"] == pytest.approx(second["valid_loss"], abs=1e-4)
@@ -174,7 +178,8 @@ def test_one_cycle_warms_up_then_anneals():
 
 def test_cli_train_then_predict(colours, tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["train", str(colours), "--image-size", "64", "--batch-size", "8", "--epochs", "1",
+    assert main(["train", str(colours), "--mode", "fine_tune", "--image-size", "64",
+                 "--batch-size", "8", "--epochs", "1",
                  "--learning-rate", "5e-3", "--out", str(out)]) == 0
     assert (out / FINAL).is_file()
     capsys.readouterr()

@@ -77,10 +77,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="end with the best epoch's weights, not the last")
     train.add_argument("--device", default=None, help="cpu, cuda or mps (default: fastest)")
     train.add_argument("--out", default=None, help="output folder (default: models/<data name>)")
-    train.add_argument("--mode", default="fine_tune", choices=["fine_tune", "probe", "auto"],
-                       help="fine_tune: head, then whole network; probe: a head on cached "
-                            "embeddings, in seconds; auto: probe for tiny data, else probe "
-                            "then fine-tune")
+    train.add_argument("--mode", default="auto", choices=["auto", "probe", "fine_tune"],
+                       help="auto (default): probe for tiny data, else probe then fine-tune, "
+                            "keeping the better; probe: a head on cached embeddings, in "
+                            "seconds; fine_tune: head epochs, then the whole network")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out from its last checkpoint")
     train.set_defaults(run=_train, command="train")

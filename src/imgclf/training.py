@@ -636,15 +636,15 @@ class LearningRates:
 
 def train(data: ImageData, *, backbone: str | None = None, epochs: int = 4, freeze_epochs: int = 2,
           learning_rate: float = 1e-3, output: str | os.PathLike | None = None,
-          mode: str = "fine_tune", head: HeadConfig = HeadConfig(), verbose: bool = True,
+          mode: str = "auto", head: HeadConfig = HeadConfig(), verbose: bool = True,
           callbacks: Sequence[Any] = (), **training) -> Learner:
     """Fine-tune an ImageNet backbone on the data: the five-line quick start in one call.
 
     Args:
         backbone: defaults to the backbone the data was prepared for.
-        mode: "fine_tune" (head, then the whole network); "probe" (a head fitted on cached
-            embeddings, in seconds); "auto" (probe alone for tiny data, else probe, then the
-            whole network starting from the probed head).
+        mode: "auto" (the default: probe alone for tiny data, else probe, then the whole
+            network from the probed head, keeping the better); "probe" (a head fitted on
+            cached embeddings, in seconds); "fine_tune" (head epochs, then the whole network).
         output: folder for checkpoints, the best model and the history (optional).
         training: further TrainConfig fields (head_learning_rate, label_smoothing, seed, ...).
 
