@@ -69,3 +69,12 @@ def class_folders(make_photo, tmp_path):
         for index in range(10):
             make_photo(f"data/{label}/{label}_{index}.jpg")
     return tmp_path / "data"
+
+
+@pytest.fixture
+def colours(make_photo, tmp_path):
+    """tmp_path/colours/{red,blue}: 12 reddish and 12 bluish noise photos, easy to learn."""
+    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
+        for index in range(12):
+            make_photo(f"colours/{label}/{index}.jpg", size=(72, 72), tint=tint, noise=70)
+    return tmp_path / "colours"

@@ -12,14 +12,6 @@ from imgclf.embeddings import Embeddings, compute_embeddings, fit_linear_head
 FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
 
 
-@pytest.fixture
-def colours(make_photo, tmp_path):
-    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
-        for index in range(12):
-            make_photo(f"colours/{label}/{index}.jpg", size=(72, 72), tint=tint, noise=70)
-    return tmp_path / "colours"
-
-
 def test_embeddings_are_cached_and_a_new_class_costs_only_its_pictures(colours, make_photo):
     data = ImageData.from_folder(colours, **FAST)
     network = Learner.create(data, verbose=False).network

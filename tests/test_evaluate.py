@@ -78,7 +78,7 @@ def test_many_classes_show_the_most_confused_sub_matrix():
     assert set(confused_subset(matrix, max_classes=2)) == {5, 77}
 
 
-def test_plots_are_drawn_from_the_data(known, make_photo, tmp_path):
+def test_plots_are_drawn_from_the_data(known):
     figure = known.plot_confusion_matrix()
     texts = [t.get_text() for t in figure.axes[0].texts]
     assert texts == ["1", "1", "0", "0", "2", "0", "1", "0", "1"]
@@ -91,10 +91,7 @@ def test_plots_are_drawn_from_the_data(known, make_photo, tmp_path):
     assert "10 most-confused of 50 classes" in title
 
 
-def test_evaluate_and_report_on_generated_photos(make_photo, tmp_path):
-    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
-        for index in range(12):
-            make_photo(f"colours/{label}/{index}.jpg", size=(72, 72), tint=tint, noise=70)
+def test_evaluate_and_report_on_generated_photos(colours, tmp_path):
     (tmp_path / "colours" / "red" / "broken.jpg").write_bytes(b"")
     data = ImageData.from_folder(tmp_path / "colours", image_size=64, batch_size=8,
                                  num_workers=0, verbose=False)
@@ -115,12 +112,9 @@ def test_evaluate_and_report_on_generated_photos(make_photo, tmp_path):
     assert text.count("data:image/jpeg;base64,") == min(12, len(data.valid))
 
 
-def test_cli_evaluate_writes_the_report(make_photo, tmp_path, capsys):
+def test_cli_evaluate_writes_the_report(colours, tmp_path, capsys):
     import json
 
-    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
-        for index in range(12):
-            make_photo(f"colours/{label}/{index}.jpg", size=(72, 72), tint=tint, noise=70)
     out = tmp_path / "run"
     assert main(["train", str(tmp_path / "colours"), "--mode", "fine_tune", "--image-size", "64",
                  "--batch-size", "8",

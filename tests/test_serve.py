@@ -77,8 +77,15 @@ def test_truncated_picture_is_refused(base_url, photos):
 
 
 def test_form_without_a_file(base_url):
-    response = httpx.post(f"{base_url}/predict", data={"note": "no picture"})
+    response = httpx.post(f"{base_url}/predict", files={"note": (None, "no picture")})
     assert response.status_code == 400 and "No file" in response.json()["error"]
+
+
+def test_raw_bytes_sent_the_way_curl_sends_them(base_url, photos):
+    # curl --data-binary @photo.jpg labels the body application/x-www-form-urlencoded
+    response = httpx.post(f"{base_url}/predict", content=(photos / "blue" / "2.jpg").read_bytes(),
+                          headers={"content-type": "application/x-www-form-urlencoded"})
+    assert response.status_code == 200 and response.json()["label"] == "blue"
 
 
 def test_eight_concurrent_clients_all_get_answers(base_url, photos):

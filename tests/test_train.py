@@ -15,15 +15,6 @@ from imgclf.training import BEST, CHECKPOINT, FINAL, one_cycle
 FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
 
 
-@pytest.fixture
-def colours(make_photo, tmp_path):
-    """Reddish vs bluish noise photos: easy to learn, 12 per class."""
-    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
-        for index in range(12):
-            make_photo(f"colours/{label}/{index}.jpg", size=(72, 72), tint=tint, noise=70)
-    return tmp_path / "colours"
-
-
 def _weights(learner):
     return {k: v.clone() for k, v in learner.network.state_dict().items()}
 

@@ -63,7 +63,9 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
         if declared and declared.isdigit() and int(declared) > max_upload_bytes + 4096:
             return refuse(413, f"Upload too large: over {max_upload_bytes // 1024 // 1024} MB.")
         content_type = request.headers.get("content-type", "")
-        if content_type.startswith(("multipart/form-data", "application/x-www-form-urlencoded")):
+        # Only multipart is a form: `curl --data-binary @photo.jpg` sends raw bytes labelled
+        # application/x-www-form-urlencoded, and those bytes are the picture.
+        if content_type.startswith("multipart/form-data"):
             try:
                 form = await request.form()
             except Exception:  # noqa: BLE001 - malformed multipart bodies raise many types
