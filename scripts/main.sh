@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The main job, end to end on a fresh machine: set up, train on real photos, then predict.
+# The main job, end to end on a fresh machine: set up, train on real photos, write the
+# evaluation report, then predict.
 # Usage: bash scripts/main.sh [DATA_FOLDER]   (default: ../shared/datasets/hymenoptera;
 #        without it, the PyTorch tutorial's public copy is downloaded when online)
 set -euo pipefail
@@ -13,6 +14,7 @@ fi
 data=$(cd "$data" && pwd)
 out=models/hymenoptera
 imgclf train "$data" --backbone efficientnet_lite0 --epochs 4 --out "$out"
+imgclf evaluate "$out" "$data" --report "$out/report.html"
 echo
 echo "Predictions for a few validation photos the model did not train on:"
 imgclf predict "$out/model.imgclf" $(ls "$data"/val/ants/*.jpg | head -3) \

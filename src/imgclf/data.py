@@ -481,8 +481,14 @@ class ImageData:
         transform = (train_transform(self.input, self.augment, self.config.resize) if augment
                      else eval_transform(self.input, self.config.resize))
         items = self.items[split]
-        return ImageFiles([self.copies.get(item.path, item.path) for item in items], transform,
+        return ImageFiles([self.source(item) for item in items], transform,
                           [self.class_index.get(item.label, -1) for item in items])
+
+    def source(self, item: Item) -> Path:
+        """The file to read for an item: training pictures come from the small cached copy;
+        validation and test pictures from the original, exactly as Predictor reads them, so
+        the accuracy printed while training is the accuracy evaluate() and serving get."""
+        return self.copies.get(item.path, item.path) if item.split == "train" else item.path
 
     def loader(self, split: str = "train", *, augment: bool | None = None,
                shuffle: bool | None = None, batch_size: int | None = None

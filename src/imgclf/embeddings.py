@@ -72,7 +72,7 @@ def embedding_folder(data: ImageData) -> Path:
     """Cache folder for one backbone and preprocessing (any change gives a new folder)."""
     from imgclf.verify import cache_root
 
-    key = json.dumps({"backbone": data.backbone, "input": data.input.to_dict(),
+    key = json.dumps({"version": 3, "backbone": data.backbone, "input": data.input.to_dict(),
                       "resize": data.config.resize,
                       "augment": data.augment.to_dict() if data.augment else None},
                      sort_keys=True)
@@ -101,7 +101,8 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
             target = folder / digest[:2] / f"{digest}_{view}.npy"
             rows.append((target, data.class_index[item.label], position))
             if not target.exists():
-                jobs.append((data.copies.get(item.path, item.path), digest, view, target))
+                # originals, as Predictor reads them: each is decoded once, then cached
+                jobs.append((item.path, digest, view, target))
     if jobs:
         dataset = _Views([(p, d, v) for p, d, v, _ in jobs],
                          eval_transform(data.input, data.config.resize),
