@@ -40,10 +40,10 @@ CHECKPOINT = "checkpoint.safetensors"
 BEST = "best" + SUFFIX
 FINAL = "model" + SUFFIX
 METRICS = ("valid_loss", "accuracy", "error_rate")
-# Embeddings per training picture in probe mode, (below PROBE_FEW pictures per class, else).
-# Hymenoptera (validated on resized copies), mean of 3 seeds: 10 per class 0.922 with 1 view,
-# 0.933 with 4; 5 per class
-# 0.915 / 0.913; all 245 pictures 0.954 with 1 view, 0.941 with 2 or 4 (and 2-3x the time).
+# Embeddings per training picture in probe mode: (below PROBE_FEW pictures per class, else).
+# Hymenoptera, validated on resized copies, mean of 3 seeds: 10 per class 0.922 with 1 view,
+# 0.933 with 4; 5 per class 0.915 / 0.913; all 245 pictures 0.954 with 1 view, 0.941 with
+# 2 or 4 (and 2-3x the time).
 PROBE_VIEWS = (4, 1)
 PROBE_FEW = 20
 # auto mode fits the probe alone when some class has fewer training pictures than this
@@ -671,7 +671,7 @@ def train(data: ImageData, *, backbone: str | None = None, epochs: int = 4, free
         learner._finish()
         return learner
     # Fine-tune gently from the probed head (no head-only epochs needed), and keep whichever
-    # epoch, the probe included, validates best. Hymenoptera (on resized copies): the probe 0.954; the
+    # epoch, the probe included, validates best. Hymenoptera (on resized copies): probe 0.954; the
     # whole network from it ended at 0.941 with learning_rate 1e-3 and 0.948 with 2e-4.
     learner.config = replace(learner.config, restore_best=True)
     return learner.fine_tune(freeze_epochs=0,
