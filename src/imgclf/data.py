@@ -365,7 +365,9 @@ class ImageData:
             raise DataError("No images given.")
         copy_side = round(input.image_size * COPY_SCALE) if cache else None
         paths = [item.path for item in items]
-        verdicts = verify_files(paths, copy_side=copy_side, show_progress=verbose)
+        # only training pictures are read from copies (see ImageData.source)
+        verdicts = verify_files(paths, copy_side=copy_side, show_progress=verbose,
+                                copy=[item.split == "train" for item in items])
 
         report = DataReport()
         usable, copies, hashes, first_seen = [], {}, {}, {}

@@ -58,12 +58,14 @@ class Verdict:
 
 
 def verify_files(paths: list[Path], *, copy_side: int | None, cache_dir: Path | None = None,
-                 show_progress: bool = True, workers: int | None = None) -> list[Verdict]:
+                 show_progress: bool = True, workers: int | None = None,
+                 copy: list[bool] | None = None) -> list[Verdict]:
     """Verdicts for files, in order; each file is decoded at most once per (size, mtime).
 
     Args:
         copy_side: shorter side of the cached resized copy, or None to keep no copies.
         cache_dir: where the index and copies go (default: cache_root()).
+        copy: which files get a copy (default: all); the others are only checked.
     """
     cache_dir = cache_dir or cache_root()
     index = _Index(cache_dir / "verified.json")
@@ -72,11 +74,12 @@ def verify_files(paths: list[Path], *, copy_side: int | None, cache_dir: Path | 
 
     def check(position: int) -> Verdict:
         key = keys[position]
-        known = index.get(key, copy_side)
+        side = copy_side if copy is None or copy[position] else None
+        known = index.get(key, side)
         if known is not None:
             return known
-        verdict = _verify_one(paths[position], copy_side, copies)
-        index.put(key, copy_side, verdict)
+        verdict = _verify_one(paths[position], side, copies)
+        index.put(key, side, verdict)
         return verdict
 
     threads = workers or min(8, os.cpu_count() or 1)  # Pillow decodes outside the GIL
