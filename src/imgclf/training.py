@@ -118,6 +118,7 @@ class Learner:
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
+        self._restored_best = False  # True once the network holds the best epoch's weights
 
     @classmethod
     def create(cls, data: ImageData, *, head: HeadConfig = HeadConfig(),
@@ -303,6 +304,7 @@ class Learner:
     def _finish(self) -> None:
         if self.config.restore_best and self._best_state is not None:
             self.network.load_state_dict(self._best_state)
+            self._restored_best = True
         if self.output is not None and self.history:
             path = self.export(self.output / FINAL)
             (self.output / "history.json").write_text(json.dumps(self.history, indent=1))
@@ -516,16 +518,8 @@ class Learner:
         """Validation figures of the weights the network holds now (from the training history)."""
         if not self.history:
             return {}
-        if self.config.restore_best and self.best is not None and self._best_state is not None \
-                and self._holds_best():
-            row = self.best
-        else:
-            row = self.history[-1]
+        row = self.best if self._restored_best and self.best is not None else self.history[-1]
         return {k: row[k] for k in METRICS}
-
-    def _holds_best(self) -> bool:
-        state = self.network.state_dict()
-        return all(torch.equal(state[k], v) for k, v in (self._best_state or {}).items())
 
     def export(self, path: str | os.PathLike) -> Path:
         """Write the model file (safetensors + JSON metadata; never a pickle).
