@@ -186,3 +186,19 @@ def test_cli_train_then_predict(colours, tmp_path, capsys):
 def test_cli_resume_without_a_checkpoint_says_so(colours, tmp_path, capsys):
     assert main(["train", str(colours), "--out", str(tmp_path / "none"), "--resume"]) == 1
     assert "Nothing to resume" in capsys.readouterr().err
+
+
+def test_probe_tests_larger_than_pretrained_and_trains_on_pretrained_crops(colours, tmp_path):
+    from imgclf.training import probe_image_size
+
+    assert [probe_image_size(size) for size in (224, 240, 260)] == [288, 320, 352]
+    data = ImageData.from_folder(colours, num_workers=0, verbose=False)  # no image_size given
+    learner = train(data, mode="probe", output=tmp_path / "run", verbose=False)
+    assert (learner.data.input.image_size, learner.data.input.train_size) == (288, 224)
+    assert learner.data.loader("train").dataset[0][0].shape[-1] == 224
+    assert learner.data.loader("valid").dataset[0][0].shape[-1] == 288
+    predictor = Predictor.load(tmp_path / "run" / FINAL)
+    assert predictor.input == learner.data.input  # the sizes travel in the model file
+    # a size the user chose is kept as it is
+    sized = ImageData.from_folder(colours, image_size=64, num_workers=0, verbose=False)
+    assert train(sized, mode="probe", verbose=False).data.input.image_size == 64

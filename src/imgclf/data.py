@@ -404,10 +404,25 @@ class ImageData:
         input = input_config_for(backbone)
         if self.config.image_size is not None:
             input = replace(input, image_size=self.config.image_size)
+        return self._with(input=input, backbone=backbone)
+
+    def with_image_size(self, image_size: int, *, train_size: int | None = None) -> ImageData:
+        """The same pictures at another input size (the backbone's mean, std and crop kept).
+
+        train_size: side of the random training crops, if smaller than image_size.
+
+        Example:
+            >>> data.with_image_size(288, train_size=224).input.image_size
+            288
+        """
+        return self._with(input=replace(self.input, image_size=int(image_size),
+                                        train_size=train_size))
+
+    def _with(self, *, input: InputConfig, backbone: str | None = None) -> ImageData:
         items = [item for split in SPLITS for item in self.items[split]]
         return ImageData(items, classes=self.classes, input=input, config=self.config,
-                         augment=self.augment, backbone=backbone, report=self.report,
-                         copies=self.copies, hashes=self.hashes)
+                         augment=self.augment, backbone=backbone or self.backbone,
+                         report=self.report, copies=self.copies, hashes=self.hashes)
 
     def subset(self, per_class: int, *, seed: int | None = None) -> ImageData:
         """The same data with at most per_class training pictures of each class (seeded).

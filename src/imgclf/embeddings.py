@@ -14,7 +14,7 @@ import hashlib
 import json
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -106,7 +106,9 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
     if jobs:
         dataset = _Views([(p, d, v) for p, d, v, _ in jobs],
                          eval_transform(data.input, data.config.resize),
-                         train_transform(data.input, data.augment, data.config.resize))
+                         # augmented views at the size of the plain one: one head sees both
+                         train_transform(replace(data.input, train_size=None), data.augment,
+                                         data.config.resize))
         workers = default_workers() if data.config.num_workers is None else data.config.num_workers
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
                                              collate_fn=_collate)

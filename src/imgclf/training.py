@@ -51,6 +51,14 @@ PROBE_FEW = 20
 AUTO_PROBE_BELOW = 20
 # auto mode fine-tunes at this fraction of learning_rate, starting from the probed head.
 AUTO_RATE_FACTOR = 0.2
+# probe and auto modes read pictures at this multiple of the backbone's pretrained input size
+# (rounded to 32 pixels; 224 -> 288 for efficientnet_lite0) unless the data sets image_size.
+# A network pretrained on random-resized crops saw objects larger than a center crop of the
+# same size shows them, so it does better tested at a higher resolution (Touvron et al. 2019,
+# "Fixing the train-test resolution discrepancy"). Hymenoptera probe, 5-fold cross-validated
+# log loss on the training pictures alone: 224 0.093, 256 0.088, 288 0.073, 320 0.071
+# (320 costs 2x the compute of 224, 288 1.65x); validation accuracy 0.948, 0.961, 0.967, 0.961.
+PROBE_SIZE_FACTOR = 1.3
 # Learning rates of the layer groups, early to late, as fractions of the head's (fastai's
 # slice(lr/100, lr)).
 DISCRIMINATIVE = (0.01, 0.1, 1.0)
@@ -576,7 +584,9 @@ class Learner:
         out.print(f"[bold]Training[/] {settings['backbone']} on {len(self.data.train)} pictures "
                   f"({len(self.data.classes)} classes), validating on {len(self.data.valid)}; "
                   f"device {settings['device']}, {settings['threads']} threads, batch "
-                  f"{self.data.config.batch_size}, image size {self.data.input.image_size}")
+                  f"{self.data.config.batch_size}, image size {self.data.input.image_size}"
+                  + (f" (training crops {self.data.input.train_size})"
+                     if self.data.input.train_size else ""))
         for phase in plan:
             rates = ", ".join(f"{r:.2g}" for r in phase.learning_rates)
             what = "head only" if phase.frozen else "whole network"
@@ -640,6 +650,8 @@ def train(data: ImageData, *, backbone: str | None = None, epochs: int = 4, free
         mode: "auto" (the default: probe alone for tiny data, else probe, then the whole
             network from the probed head, keeping the better); "probe" (a head fitted on
             cached embeddings, in seconds); "fine_tune" (head epochs, then the whole network).
+            probe and auto read pictures at 1.3x the backbone's pretrained size (288 for
+            efficientnet_lite0) unless the data was given an image_size; see PROBE_SIZE_FACTOR.
         output: folder for checkpoints, the best model and the history (optional).
         training: further TrainConfig fields (head_learning_rate, label_smoothing, seed, ...).
 
@@ -651,6 +663,11 @@ def train(data: ImageData, *, backbone: str | None = None, epochs: int = 4, free
     """
     if backbone is not None and backbone != data.backbone:
         data = data.for_backbone(backbone)
+    if mode in ("probe", "auto") and data.config.image_size is None:
+        # tested larger than pretrained; fine-tuning (auto) still trains on pretrained-size
+        # crops, which is 1.65x faster per epoch than 288 and the FixRes recipe
+        data = data.with_image_size(probe_image_size(data.input.image_size),
+                                    train_size=data.input.image_size)
     training.setdefault("seed", data.config.seed)
     config = TrainConfig(epochs=epochs, freeze_epochs=freeze_epochs, learning_rate=learning_rate,
                          **training)
@@ -670,6 +687,11 @@ def train(data: ImageData, *, backbone: str | None = None, epochs: int = 4, free
     learner.config = replace(learner.config, restore_best=True)
     return learner.fine_tune(freeze_epochs=0,
                              learning_rate=learner.config.learning_rate * AUTO_RATE_FACTOR)
+
+
+def probe_image_size(pretrained_size: int) -> int:
+    """Input size of probe and auto modes: PROBE_SIZE_FACTOR larger, a multiple of 32."""
+    return max(32, round(pretrained_size * PROBE_SIZE_FACTOR / 32) * 32)
 
 
 def probe_is_enough(data: ImageData) -> bool:

@@ -102,7 +102,7 @@ def train_transform(config: InputConfig, augment: AugmentConfig | None,
 
     if augment is None:
         return eval_transform(config, resize)
-    size = config.image_size
+    size = config.train_size or config.image_size
     mode = interpolation_mode(config.interpolation)
     steps: list = []
     if resize != "crop":
