@@ -14,6 +14,16 @@ def test_all_is_sorted_and_every_name_resolves():
         assert getattr(imgclf, name) is not None, name
 
 
+def test_no_public_name_is_shadowed_by_a_submodule():
+    import importlib
+    import types
+
+    for module in ("imgclf.collection", "imgclf.training", "imgclf.evaluation"):
+        importlib.import_module(module)  # importing a submodule sets it as imgclf.<name>
+    for name in imgclf.__all__:
+        assert not isinstance(getattr(imgclf, name), types.ModuleType), name
+
+
 def test_import_does_not_load_torch():
     code = "import sys, imgclf; print('torch' in sys.modules)"
     output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,

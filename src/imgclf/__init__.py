@@ -16,6 +16,8 @@ _EXPORTS = {
     "AugmentConfig": "imgclf.config",
     "Backbone": "imgclf.backbones",
     "BackboneError": "imgclf.errors",
+    "CollectConfig": "imgclf.config",
+    "CollectError": "imgclf.errors",
     "DataConfig": "imgclf.config",
     "DataError": "imgclf.errors",
     "Evaluation": "imgclf.evaluation",
@@ -31,10 +33,13 @@ _EXPORTS = {
     "Predictor": "imgclf.predict",
     "TrainConfig": "imgclf.config",
     "classify_imagenet": "imgclf.imagenet",
+    "collect": "imgclf.collection",
     "create_backbone": "imgclf.backbones",
     "eval_transform": "imgclf.transforms",
     "evaluate": "imgclf.evaluation",
     "find_images": "imgclf.data",
+    "import_huggingface": "imgclf.collection",
+    "import_kaggle": "imgclf.collection",
     "items_from_csv": "imgclf.data",
     "items_from_dataframe": "imgclf.data",
     "items_from_filenames": "imgclf.data",
@@ -64,10 +69,13 @@ def __dir__() -> list[str]:
 
 if TYPE_CHECKING:
     from imgclf.backbones import Backbone, create_backbone, list_backbones
-    from imgclf.config import AugmentConfig, DataConfig, InputConfig, TrainConfig
+    from imgclf.collection import collect, import_huggingface, import_kaggle
+    from imgclf.config import (AugmentConfig, CollectConfig, DataConfig, InputConfig,
+                               TrainConfig)
     from imgclf.data import (ImageData, Item, find_images, items_from_csv, items_from_dataframe,
                              items_from_filenames, items_from_folder, split_items)
-    from imgclf.errors import BackboneError, DataError, ImageError, ImgclfError, ModelFileError
+    from imgclf.errors import (BackboneError, CollectError, DataError, ImageError, ImgclfError,
+                               ModelFileError)
     from imgclf.imagenet import classify_imagenet
     from imgclf.evaluation import Evaluation, evaluate
     from imgclf.images import load_image

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from imgclf import __version__
+from imgclf.config import CollectConfig
 from imgclf.errors import ImgclfError
 
 
@@ -46,6 +47,43 @@ def _parser() -> argparse.ArgumentParser:
     imagenet.add_argument("--batch-size", type=int, default=32)
     imagenet.add_argument("--json", action="store_true", help="print JSON lines instead")
     imagenet.set_defaults(run=_imagenet, command="imagenet")
+
+    collect = commands.add_parser(
+        "collect", help="build class folders from web image search, with a licence manifest",
+        description='Example: imgclf collect --out data/cats "house_cat=house cat,tabby cat" '
+                    '"wild_cat=lion,tiger,leopard,wild cat" --per-class 150')
+    collect.add_argument("classes", nargs="+", metavar="CLASS=QUERY[,QUERY...]",
+                         help="one class per argument; its queries are merged into one folder")
+    collect.add_argument("--out", required=True, help="dataset folder (class folders go inside)")
+    collect.add_argument("--per-class", type=int, default=CollectConfig.per_class,
+                         help="pictures to have in each class folder")
+    collect.add_argument("--provider", default=None,
+                         help="provider or comma-separated fallback chain: duckduckgo, openverse, "
+                              "wikimedia, pexels, unsplash, pixabay, flickr, serpapi (default: "
+                              "the keyless three, then keyed ones whose key is set)")
+    collect.add_argument("--max-side", type=int, default=CollectConfig.max_side,
+                         help="shrink larger pictures to this longer side (0 keeps originals)")
+    collect.add_argument("--max-megabytes", type=float, default=CollectConfig.max_megabytes,
+                         help="abandon downloads larger than this")
+    collect.add_argument("--workers", type=int, default=CollectConfig.workers,
+                         help="downloads at once")
+    collect.add_argument("--timeout", type=float, default=CollectConfig.timeout,
+                         help="seconds to wait for a server")
+    collect.set_defaults(run=_collect, command="collect")
+
+    imports = commands.add_parser("import", help="import a Kaggle or Hugging Face dataset")
+    sources = imports.add_subparsers(title="sources", metavar="SOURCE")
+    kaggle = sources.add_parser("kaggle", help="a Kaggle dataset, OWNER/DATASET")
+    kaggle.add_argument("dataset", help="OWNER/DATASET, e.g. alxmamaev/flowers-recognition")
+    kaggle.add_argument("--out", required=True, help="folder to unzip it into")
+    kaggle.set_defaults(run=_import_kaggle, command="import kaggle")
+    hub = sources.add_parser("huggingface", help="a Hugging Face image dataset, as class folders")
+    hub.add_argument("name", help="Hub dataset name (e.g. beans) or a save_to_disk folder")
+    hub.add_argument("--out", required=True, help="folder for the class folders")
+    hub.add_argument("--split", default=None, help="only this split (default: all)")
+    hub.add_argument("--image-column", default=None, help="default: the Image feature")
+    hub.add_argument("--label-column", default=None, help="default: the ClassLabel feature")
+    hub.set_defaults(run=_import_huggingface, command="import huggingface")
 
     data = commands.add_parser(
         "data", help="check a dataset: counts per class, skipped, suspicious and leaked files")
@@ -124,6 +162,40 @@ def _parser() -> argparse.ArgumentParser:
     export.add_argument("--examples", nargs="*", default=[], help="example pictures for the Space")
     export.set_defaults(run=_export, command="export")
     return parser
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from imgclf.collection import collect
+
+    config = replace(CollectConfig(), per_class=args.per_class, max_side=args.max_side or None,
+                     max_megabytes=args.max_megabytes, workers=args.workers, timeout=args.timeout)
+    report = collect(args.out, args.classes, providers=args.provider, config=config)
+    report.print()
+    if report.kept == 0 and all(result.existing == 0 for result in report.classes):
+        _print_error("No picture could be collected; see the reasons above.")
+        return 1
+    print(f"Next: imgclf train {args.out}")
+    return 0
+
+
+def _import_kaggle(args: argparse.Namespace) -> int:
+    from imgclf.collection import import_kaggle
+
+    folder = import_kaggle(args.dataset, args.out)
+    print(f"Downloaded {args.dataset} into {folder}. Next: imgclf data {folder}/<folder that "
+          "holds the class folders>")
+    return 0
+
+
+def _import_huggingface(args: argparse.Namespace) -> int:
+    from imgclf.collection import import_huggingface
+
+    folder = import_huggingface(args.name, args.out, split=args.split,
+                                image_column=args.image_column, label_column=args.label_column)
+    print(f"Wrote {args.name} as class folders in {folder}. Next: imgclf train {folder}")
+    return 0
 
 
 def _serve(args: argparse.Namespace) -> int:

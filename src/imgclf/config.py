@@ -183,3 +183,36 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class CollectConfig:
+    """How images are searched for, downloaded, checked and kept by ``collect``."""
+
+    # Pictures to keep per class (pictures already in the class folder count).
+    per_class: int = 100
+    # Pictures larger than this (longer side, pixels) are shrunk before saving; None keeps
+    # originals. 1024 is 4x what a 224-256 pixel backbone sees, and ~10x less disk.
+    max_side: int | None = 1024
+    # Pictures smaller than this (shorter side) are icons or thumbnails: skipped.
+    min_side: int = 64
+    # Downloads larger than this many megabytes are abandoned.
+    max_megabytes: float = 20.0
+    # Downloads at once. Providers' image hosts are many different servers.
+    workers: int = 8
+    # Seconds to connect, and between two pieces of an answer; a whole download gets 4x.
+    timeout: float = 15.0
+    # Further attempts after a timeout, a dropped connection, HTTP 429 or 5xx.
+    retries: int = 3
+    # Perceptual-hash (pHash, 64 bits) distance at or below which two pictures are the same
+    # photo resized, re-compressed or lightly edited; unrelated photos differ by ~32.
+    duplicate_distance: int = 6
+
+    def __post_init__(self):
+        if self.per_class < 1:
+            raise ValueError(f"per_class must be at least 1, not {self.per_class}")
+        if self.workers < 1:
+            raise ValueError(f"workers must be at least 1, not {self.workers}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -35,3 +35,7 @@ class DataError(ImgclfError):
 
 class ModelFileError(ImgclfError):
     """A model or checkpoint file is missing, damaged, modified, or not an imgclf file."""
+
+
+class CollectError(ImgclfError):
+    """Image collection cannot go on as asked (unknown provider, missing key, ...)."""

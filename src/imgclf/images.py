@@ -144,16 +144,28 @@ def _open_source(source: ImageSource) -> tuple[str, BinaryIO]:
         raise ImageError(str(path), f"cannot be opened ({error.strerror or error})") from None
 
 
-def _not_an_image_reason(stream: BinaryIO) -> str:
-    """Say what a file that is not an image looks like, so the user can tell what went wrong."""
-    try:
-        stream.seek(0)
-        head = stream.read(512).lstrip().lower()  # signatures below are lower-cased too
-    except (OSError, ValueError):
-        head = b""
+def sniff_format(head: bytes) -> str | None:
+    """The image format a file's first bytes announce ("JPEG", "PNG", ...), or None.
+
+    Example:
+        >>> sniff_format(b"\\x89PNG\\r\\n\\x1a\\n...")
+        'PNG'
+    """
+    lowered = head[:16].lower()
     for signature, kind in _SIGNATURES:
-        if head.startswith(signature):
-            return f"corrupt image (starts like a {kind} but cannot be decoded)"
+        if lowered.startswith(signature):
+            if kind == "WebP" and lowered[8:12] != b"webp":
+                return None  # RIFF also holds WAV and AVI files
+            return kind
+    return None
+
+
+def not_an_image_reason(head: bytes) -> str:
+    """Say what data that is not an image looks like, so the user can tell what went wrong."""
+    kind = sniff_format(head)
+    if kind:
+        return f"corrupt image (starts like a {kind} but cannot be decoded)"
+    head = head[:512].lstrip().lower()  # the markers below are lower-cased too
     if head.startswith((b"<!doctype html", b"<html", b"<head", b"<body")):
         return "not an image: it is an HTML page (a web page saved under an image name?)"
     if head.startswith(b"<svg") or (head.startswith(b"<?xml") and b"<svg" in head):
@@ -161,3 +173,12 @@ def _not_an_image_reason(stream: BinaryIO) -> str:
     if head[:1] in (b"{", b"[", b"<"):
         return "not an image: it is a text file"
     return "not an image (unknown or unsupported format)"
+
+
+def _not_an_image_reason(stream: BinaryIO) -> str:
+    try:
+        stream.seek(0)
+        head = stream.read(512)
+    except (OSError, ValueError):
+        head = b""
+    return not_an_image_reason(head)
