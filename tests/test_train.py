@@ -202,3 +202,22 @@ def test_probe_tests_larger_than_pretrained_and_trains_on_pretrained_crops(colou
     # a size the user chose is kept as it is
     sized = ImageData.from_folder(colours, image_size=64, num_workers=0, verbose=False)
     assert train(sized, mode="probe", verbose=False).data.input.image_size == 64
+
+
+def test_an_interrupted_auto_run_resumes_at_its_own_sizes(make_photo, tmp_path):
+    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
+        for index in range(26):  # enough for auto to fine-tune after the probe
+            make_photo(f"many/{label}/{index}.jpg", size=(40, 40), tint=tint, noise=70)
+    data = ImageData.from_folder(tmp_path / "many", batch_size=16, num_workers=0, verbose=False)
+
+    class StopAfterFirstEpoch:
+        def on_epoch_end(self, learner, row):
+            if row["phase"] == "all":
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, epochs=2, output=tmp_path / "run", callbacks=[StopAfterFirstEpoch()],
+              verbose=False)
+    resumed = Learner.resume(tmp_path / "run", data, verbose=False)
+    assert (resumed.data.input.image_size, resumed.data.input.train_size) == (288, 224)
+    assert [row["phase"] for row in resumed.history] == ["probe", "all", "all"]

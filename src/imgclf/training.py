@@ -23,7 +23,7 @@ import torch
 import torch.nn.functional as F
 
 from imgclf._progress import console
-from imgclf.config import TrainConfig
+from imgclf.config import InputConfig, TrainConfig
 from imgclf.data import ImageData
 from imgclf.errors import ModelFileError
 from imgclf.model import (MODEL_PREFIX, Classifier, HeadConfig, network_from_tensors,
@@ -364,6 +364,9 @@ class Learner:
                 f"The checkpoint was trained on classes {metadata['classes']}, but the data has "
                 f"{data.classes}: resume with the same data, or start a new run.")
         network = network_from_tensors(tensors, metadata, str(output / CHECKPOINT))
+        saved_input = InputConfig.from_dict(metadata["input"])
+        if saved_input != data.input:  # the run's own sizes: probe and auto mode change them
+            data = data._with(input=saved_input)
         config = TrainConfig(**metadata["training"])
         learner = cls(data, network, config=config, output=output, callbacks=callbacks,
                       verbose=verbose)
