@@ -7,7 +7,8 @@ import io
 import os
 import re
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from itertools import zip_longest
@@ -343,21 +344,18 @@ class _Collector:
                     found.licence, found.licence_url, found.author, found.title,
                     candidate.width, candidate.height, candidate.sha256)
 
-    def _bar(self, label: str, total: int):
-        from contextlib import contextmanager
+    @contextmanager
+    def _bar(self, label: str, total: int) -> Iterator[Callable[[], None]]:
+        """A progress bar for one class; yields the function that moves it one step."""
+        if not self.show_progress:
+            yield lambda: None
+            return
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
-        @contextmanager
-        def bar():
-            if not self.show_progress:
-                yield lambda: None
-                return
-            from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from imgclf._progress import console
 
-            from imgclf._progress import console
-
-            with Progress(TextColumn(f"{label}"), BarColumn(), MofNCompleteColumn(),
-                          console=console()) as progress:
-                task = progress.add_task(label, total=total)
-                yield lambda: progress.advance(task)
-
-        return bar()
+        # the label goes in as data, not as a format string: class names may hold braces
+        with Progress(TextColumn("{task.description}", markup=False), BarColumn(),
+                      MofNCompleteColumn(), console=console()) as progress:
+            task = progress.add_task(label, total=total)
+            yield lambda: progress.advance(task)

@@ -3,7 +3,7 @@ FLICKR_API_KEY."""
 
 from __future__ import annotations
 
-from imgclf.collection.providers.base import Found, Provider
+from imgclf.collection.providers.base import Found, Provider, ProviderUnavailable
 
 # flickr.photos.licenses.getInfo; only these (open licences and public domain) are asked for
 LICENCES = {
@@ -35,8 +35,6 @@ class Flickr(Provider):
             "per_page": self.page_size, "page": number, "format": "json", "nojsoncallback": 1,
         })
         if answer.get("stat") == "fail":
-            from imgclf.collection.providers.base import ProviderUnavailable
-
             raise ProviderUnavailable(f"flickr: {answer.get('message', 'request failed')}")
         results = []
         for row in (answer.get("photos") or {}).get("photo", []):
