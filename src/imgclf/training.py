@@ -366,7 +366,7 @@ class Learner:
         network = network_from_tensors(tensors, metadata, str(output / CHECKPOINT))
         saved_input = InputConfig.from_dict(metadata["input"])
         if saved_input != data.input:  # the run's own sizes: probe and auto mode change them
-            data = data._with(input=saved_input)
+            data = data.with_image_size(saved_input.image_size, train_size=saved_input.train_size)
         config = TrainConfig(**metadata["training"])
         learner = cls(data, network, config=config, output=output, callbacks=callbacks,
                       verbose=verbose)

@@ -54,14 +54,10 @@ def read_rows(path: Path, kind):
         for row in csv.DictReader(handle):
             values = {("label" if key == "class" else key): value for key, value in row.items()
                       if key is not None}
-            for name, kind_name in types.items():
-                value = values.get(name, "")
-                if kind_name in ("int", int):
-                    values[name] = int(value or 0)
-                elif kind_name in ("bool", bool):
-                    values[name] = value == "yes"
-                else:
-                    values[name] = value or ""
+            for name, annotation in types.items():  # annotations are strings here
+                value = values.get(name) or ""
+                values[name] = (int(value or 0) if annotation == "int"
+                                else value == "yes" if annotation == "bool" else value)
             rows.append(kind(**{name: values[name] for name in types}))
     return rows
 
