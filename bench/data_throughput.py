@@ -16,7 +16,7 @@ from pathlib import Path
 
 from imgclf.backbones import input_config_for
 from imgclf.data import ImageData
-from imgclf.predict import default_workers
+from imgclf.data import default_workers
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
 

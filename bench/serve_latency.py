@@ -37,6 +37,7 @@ def main() -> None:
     import httpx
 
     from imgclf import ImageData, Predictor, train
+    from imgclf.export import export_onnx
     from imgclf.serve.http import create_app
     from tests.serving import running
 
@@ -55,7 +56,10 @@ def main() -> None:
     result = {"benchmark": "serve_latency", "model": model.name, "cpus": os.cpu_count()}
     result["torch"] = latencies(Predictor.load(model), pictures, args.repeats)
     onnx_model = folder / "model_copy.imgclf"
-    onnx_model.write_bytes(model.read_bytes())  # the ONNX file is made beside it
+    onnx_model.write_bytes(model.read_bytes())
+    # what `imgclf export MODEL --onnx` does; runtime="onnx" then finds the file beside it
+    export_onnx(onnx_model, onnx_model.with_suffix(".onnx"), check_images=[
+        p for p in sorted((DATA / "val").glob("*/*.jpg"))[:8]])
     result["onnx"] = latencies(Predictor.load(onnx_model, runtime="onnx"), pictures, args.repeats)
     for runtime, path in (("torch", model), ("onnx", onnx_model)):
         with running(create_app(path, runtime=runtime, with_gradio=False)) as url:

@@ -78,3 +78,12 @@ def colours(make_photo, tmp_path):
         for index in range(12):
             make_photo(f"colours/{label}/{index}.jpg", size=(72, 72), tint=tint, noise=70)
     return tmp_path / "colours"
+
+
+@pytest.fixture(scope="module")
+def colour_model(tmp_path_factory):
+    """(photos folder, model file): a probe model on 64-pixel red and blue photos."""
+    from tests.serving import colour_photos, probe_model
+
+    photos = colour_photos(tmp_path_factory.mktemp("photos"))
+    return photos, probe_model(photos, tmp_path_factory.mktemp("model"))

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import hashlib
-import sys
 from pathlib import Path
 
 import pytest

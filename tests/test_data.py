@@ -205,8 +205,8 @@ def test_pad_keeps_the_whole_picture(make_photo, tmp_path):
     from imgclf.transforms import eval_transform
 
     wide = make_photo("wide.jpg", size=(200, 50), tint=(55, 55, 55))
-    config = InputConfig(64, (0.0,) * 3, (1.0,) * 3)
-    padded = eval_transform(config, "pad")(load_image(wide))
+    config = InputConfig(64, (0.0,) * 3, (1.0,) * 3, resize="pad")
+    padded = eval_transform(config)(load_image(wide))
     assert padded[:, :20, :].abs().max() == 0  # black band on top
     assert padded[:, 32, :].mean() > 0.3        # the picture across the middle
 

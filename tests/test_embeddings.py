@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-import pytest
 
 from imgclf import ImageData, Learner, load, train
 from imgclf.cli import main
@@ -69,7 +68,7 @@ def test_auto_mode_probes_alone_on_tiny_data(colours):
 
 
 def test_auto_mode_fine_tunes_from_the_probe_on_larger_data(colours, monkeypatch):
-    monkeypatch.setattr("imgclf.training.AUTO_PROBE_BELOW", 5)
+    monkeypatch.setattr("imgclf.plan.AUTO_PROBE_BELOW", 5)
     data = ImageData.from_folder(colours, **FAST)
     learner = train(data, mode="auto", epochs=1, verbose=False)
     assert [row["phase"] for row in learner.history] == ["probe", "all"]
@@ -79,4 +78,4 @@ def test_auto_mode_fine_tunes_from_the_probe_on_larger_data(colours, monkeypatch
 def test_cli_probe_mode(colours, tmp_path):
     assert main(["train", str(colours), "--image-size", "64", "--mode", "probe",
                  "--out", str(tmp_path / "run")]) == 0
-    assert load(tmp_path / "run" / "model.imgclf").metadata["history"][0]["phase"] == "probe"
+    assert load(tmp_path / "run" / "model.imgclf").info.history[0]["phase"] == "probe"

@@ -11,16 +11,14 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="needs the onnx extra")
 
-from imgclf import Predictor  # noqa: E402
+from imgclf import ModelFileError, Predictor  # noqa: E402
 from imgclf.cli import main  # noqa: E402
 from imgclf.export import OnnxNetwork, export_onnx, export_space  # noqa: E402
-from tests.serving import colour_photos, probe_model  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def model(tmp_path_factory):
-    photos = colour_photos(tmp_path_factory.mktemp("photos"))
-    return photos, probe_model(photos, tmp_path_factory.mktemp("model"))
+@pytest.fixture
+def model(colour_model):
+    return colour_model
 
 
 def test_onnx_matches_pytorch_with_any_batch_size(model, tmp_path):
@@ -36,12 +34,27 @@ def test_onnx_matches_pytorch_with_any_batch_size(model, tmp_path):
         assert output.shape == (batch, 2) and np.allclose(output.sum(axis=1), 1, atol=1e-5)
 
 
+def test_onnx_runtime_needs_an_exported_file_and_never_exports_itself(model, tmp_path):
+    _, path = model
+    copy = tmp_path / "copy.imgclf"
+    copy.write_bytes(path.read_bytes())
+    with pytest.raises(ModelFileError, match="imgclf export"):
+        Predictor.load(copy, runtime="onnx")
+    assert not copy.with_suffix(".onnx").exists()
+    export_onnx(copy, copy.with_suffix(".onnx"))
+    copy.write_bytes(path.read_bytes())  # the model changed after the export: refused
+    with pytest.raises(ModelFileError, match="older than the model file"):
+        Predictor.load(copy, runtime="onnx")
+
+
 def test_onnx_runtime_predicts_the_same_labels(model):
     photos, path = model
     images = sorted(photos.glob("*/*.jpg"))
+    export_onnx(path, path.with_suffix(".onnx"))
     torch_predictor = Predictor.load(path)
     onnx_predictor = Predictor.load(path, runtime="onnx")
-    assert path.with_suffix(".onnx").exists()
+    assert onnx_predictor.info == torch_predictor.info  # the model file's full information
+    assert Predictor.load(path.with_suffix(".onnx")).classes == ["blue", "red"]
     for image in images[:8]:
         a, b = torch_predictor.predict(image), onnx_predictor.predict(image)
         assert a.label == b.label

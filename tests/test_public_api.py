@@ -7,11 +7,30 @@ import sys
 
 import imgclf
 
+# The public API, written out: adding or removing a public name is a decision, made here.
+EXPECTED = [
+    "AugmentConfig", "Backbone", "BackboneError", "CollectConfig", "CollectError", "DataConfig",
+    "DataError", "Evaluation", "HeadConfig", "ImageData", "ImageError", "ImgclfError",
+    "InputConfig", "Item", "Learner", "ModelFileError", "ModelInfo", "Prediction", "Predictor",
+    "TrainConfig", "classify_imagenet", "collect", "create_backbone", "eval_transform",
+    "evaluate", "find_images", "import_huggingface", "import_kaggle", "items_from_csv",
+    "items_from_dataframe", "items_from_filenames", "items_from_folder", "list_backbones",
+    "load", "load_image", "split_items", "train", "train_transform",
+]
 
-def test_all_is_sorted_and_every_name_resolves():
-    assert imgclf.__all__ == sorted(imgclf.__all__)
+
+def test_all_is_exactly_the_expected_names_and_every_name_resolves():
+    assert imgclf.__all__ == sorted(EXPECTED)
     for name in imgclf.__all__:
         assert getattr(imgclf, name) is not None, name
+
+
+def test_version_has_one_home():
+    from importlib.metadata import version
+
+    from imgclf._version import __version__
+
+    assert imgclf.__version__ == __version__ == version("imgclf")
 
 
 def test_no_public_name_is_shadowed_by_a_submodule():

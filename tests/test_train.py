@@ -67,7 +67,7 @@ def test_model_file_round_trips_with_identical_predictions(colours, tmp_path):
     learner = train(data, mode="fine_tune", epochs=1, freeze_epochs=1, verbose=False)
     path = learner.export(tmp_path / "colours.imgclf")
     loaded = load(path)
-    assert loaded.classes == ["blue", "red"] and loaded.metadata["backbone"] == "efficientnet_lite0"
+    assert loaded.classes == ["blue", "red"] and loaded.info.backbone == "efficientnet_lite0"
     for item in data.valid:
         original = learner.predict(item.path).probabilities
         again = loaded.predict(item.path).probabilities
@@ -125,11 +125,13 @@ def test_plain_safetensors_file_is_not_mistaken_for_a_model(tmp_path):
 
 
 def test_metadata_that_does_not_fit_the_weights_is_refused(model_file, tmp_path):
-    from imgclf.modelfile import load_tensors, save_tensors
+    from dataclasses import replace
 
-    tensors, metadata = load_tensors(model_file)
-    metadata["classes"] = ["a", "b", "c"]  # the head has two outputs
-    save_tensors(tmp_path / "bad.imgclf", tensors, metadata)
+    from imgclf.modelfile import load_model, save_model
+
+    tensors, info = load_model(model_file)
+    # the head has two outputs
+    save_model(tmp_path / "bad.imgclf", tensors, replace(info, classes=("a", "b", "c")))
     with pytest.raises(ModelFileError, match="do not fit"):
         Predictor.load(tmp_path / "bad.imgclf")
 
@@ -189,7 +191,7 @@ def test_cli_resume_without_a_checkpoint_says_so(colours, tmp_path, capsys):
 
 
 def test_probe_tests_larger_than_pretrained_and_trains_on_pretrained_crops(colours, tmp_path):
-    from imgclf.training import probe_image_size
+    from imgclf.plan import probe_image_size
 
     assert [probe_image_size(size) for size in (224, 240, 260)] == [288, 320, 352]
     data = ImageData.from_folder(colours, num_workers=0, verbose=False)  # no image_size given
@@ -221,3 +223,47 @@ def test_an_interrupted_auto_run_resumes_at_its_own_sizes(make_photo, tmp_path):
     resumed = Learner.resume(tmp_path / "run", data, verbose=False)
     assert (resumed.data.input.image_size, resumed.data.input.train_size) == (288, 224)
     assert [row["phase"] for row in resumed.history] == ["probe", "all", "all"]
+
+
+@pytest.mark.parametrize("mode", ["probe", "fine_tune"])
+def test_every_mode_saves_settings_calls_back_and_checkpoints_alike(mode, colours, tmp_path):
+    class Recorder:
+        def __init__(self):
+            self.hooks = []
+
+        def on_train_start(self, learner, plan):
+            self.hooks.append(("start", [phase.name for phase in plan]))
+
+        def on_epoch_end(self, learner, row):
+            self.hooks.append(("epoch", row["phase"]))
+
+        def on_train_end(self, learner):
+            self.hooks.append(("end", None))
+
+    recorder = Recorder()
+    data = ImageData.from_folder(colours, **FAST)
+    train(data, mode=mode, epochs=1, freeze_epochs=1, output=tmp_path / "run",
+          callbacks=[recorder], verbose=False)
+    phases = ["probe"] if mode == "probe" else ["head", "all"]
+    assert recorder.hooks == [("start", phases), *(("epoch", p) for p in phases), ("end", None)]
+    for name in (CHECKPOINT, BEST, FINAL, "history.json", "settings.json"):
+        assert (tmp_path / "run" / name).is_file(), name
+    settings = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert settings["training"]["mode"] == mode and settings["input"]["image_size"] == 64
+    assert [phase["name"] for phase in settings["plan"]] == phases
+
+
+def test_a_probe_run_resumes_past_its_probe(colours, tmp_path, monkeypatch):
+    monkeypatch.setattr("imgclf.plan.AUTO_PROBE_BELOW", 5)
+    data = ImageData.from_folder(colours, **FAST)
+
+    class StopAfterProbe:
+        def on_epoch_end(self, learner, row):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, epochs=1, output=tmp_path / "run", callbacks=[StopAfterProbe()],
+              verbose=False)
+    resumed = Learner.resume(tmp_path / "run", data, verbose=False)
+    assert [row["phase"] for row in resumed.history] == ["probe", "all"]
+    assert (tmp_path / "run" / FINAL).is_file()

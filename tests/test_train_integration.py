@@ -19,8 +19,8 @@ def test_train_hymenoptera_then_predict(tmp_path, capsys):
     assert main(["train", str(data), "--epochs", "4", "--out", str(out)]) == 0
     model = load(out / "model.imgclf")
     # bench/train_hymenoptera.py measures 0.948; fastai's fine_tune(4) reached 0.928 here.
-    assert model.metadata["metrics"]["accuracy"] >= 0.93
-    assert model.metadata["classes"] == ["ants", "bees"]
+    assert model.info.metrics["accuracy"] >= 0.93
+    assert list(model.info.classes) == ["ants", "bees"]
     capsys.readouterr()
     photos = sorted((data / "val" / "bees").glob("*.jpg"))[:10]
     assert main(["predict", str(out), *map(str, photos), "--json"]) == 0

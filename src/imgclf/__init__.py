@@ -9,7 +9,7 @@ from __future__ import annotations
 import importlib
 from typing import TYPE_CHECKING, Any
 
-__version__ = "0.1.0"
+from imgclf._version import __version__
 
 # public name -> module that defines it
 _EXPORTS = {
@@ -22,11 +22,12 @@ _EXPORTS = {
     "DataError": "imgclf.errors",
     "Evaluation": "imgclf.evaluation",
     "ImageData": "imgclf.data",
-    "HeadConfig": "imgclf.model",
+    "HeadConfig": "imgclf.config",
     "ImageError": "imgclf.errors",
     "ImgclfError": "imgclf.errors",
     "InputConfig": "imgclf.config",
-    "Item": "imgclf.data",
+    "Item": "imgclf.sources",
+    "ModelInfo": "imgclf.modelfile",
     "Learner": "imgclf.training",
     "ModelFileError": "imgclf.errors",
     "Prediction": "imgclf.predict",
@@ -37,17 +38,17 @@ _EXPORTS = {
     "create_backbone": "imgclf.backbones",
     "eval_transform": "imgclf.transforms",
     "evaluate": "imgclf.evaluation",
-    "find_images": "imgclf.data",
+    "find_images": "imgclf.sources",
     "import_huggingface": "imgclf.collection",
     "import_kaggle": "imgclf.collection",
-    "items_from_csv": "imgclf.data",
-    "items_from_dataframe": "imgclf.data",
-    "items_from_filenames": "imgclf.data",
-    "items_from_folder": "imgclf.data",
+    "items_from_csv": "imgclf.sources",
+    "items_from_dataframe": "imgclf.sources",
+    "items_from_filenames": "imgclf.sources",
+    "items_from_folder": "imgclf.sources",
     "list_backbones": "imgclf.backbones",
-    "load": "imgclf.training",
+    "load": "imgclf.predict",
     "load_image": "imgclf.images",
-    "split_items": "imgclf.data",
+    "split_items": "imgclf.sources",
     "train": "imgclf.training",
     "train_transform": "imgclf.transforms",
 }
@@ -70,16 +71,17 @@ def __dir__() -> list[str]:
 if TYPE_CHECKING:
     from imgclf.backbones import Backbone, create_backbone, list_backbones
     from imgclf.collection import collect, import_huggingface, import_kaggle
-    from imgclf.config import (AugmentConfig, CollectConfig, DataConfig, InputConfig,
+    from imgclf.config import (AugmentConfig, CollectConfig, DataConfig, HeadConfig, InputConfig,
                                TrainConfig)
-    from imgclf.data import (ImageData, Item, find_images, items_from_csv, items_from_dataframe,
-                             items_from_filenames, items_from_folder, split_items)
+    from imgclf.data import ImageData
     from imgclf.errors import (BackboneError, CollectError, DataError, ImageError, ImgclfError,
                                ModelFileError)
-    from imgclf.imagenet import classify_imagenet
     from imgclf.evaluation import Evaluation, evaluate
+    from imgclf.imagenet import classify_imagenet
     from imgclf.images import load_image
-    from imgclf.model import HeadConfig
-    from imgclf.predict import Prediction, Predictor
-    from imgclf.training import Learner, load, train
+    from imgclf.modelfile import ModelInfo
+    from imgclf.predict import Prediction, Predictor, load
+    from imgclf.sources import (Item, find_images, items_from_csv, items_from_dataframe,
+                                items_from_filenames, items_from_folder, split_items)
+    from imgclf.training import Learner, train
     from imgclf.transforms import eval_transform, train_transform

@@ -15,10 +15,12 @@ def console():
 
 
 def progress(items: Iterable[T], *, total: int | None, description: str, enabled: bool = True,
-             weight: Callable[[T], int] = lambda item: 1) -> Iterator[T]:
+             weight: Callable[[T], int] = lambda item: 1, transient: bool = False
+             ) -> Iterator[T]:
     """Iterate with a rich progress bar on stderr (plain iteration when disabled).
 
     weight: how far one item moves the bar, e.g. the number of images in a batch.
+    transient: remove the bar when done (for steps repeated every epoch).
     """
     if not enabled:
         yield from items
@@ -28,7 +30,7 @@ def progress(items: Iterable[T], *, total: int | None, description: str, enabled
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=console(), transient=False) as bar:
+    with Progress(*columns, console=console(), transient=transient) as bar:
         task = bar.add_task(description, total=total)
         for item in items:
             yield item
@@ -41,8 +43,8 @@ def data_summary_tables(summary: dict) -> list:
 
     counts = summary["counts"]
     splits = [s for s in ("train", "valid", "test") if any(c[s] for c in counts.values())]
-    table = Table(title=f"{len(counts)} classes, pictures per split "
-                        f"(image size {summary['image_size']})")
+    # no input size here: probe and auto choose theirs later, and print it when they start
+    table = Table(title=f"{len(counts)} classes, pictures per split")
     table.add_column("class")
     for split in splits:
         table.add_column(split, justify="right")

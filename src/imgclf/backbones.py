@@ -71,7 +71,6 @@ REGISTRY: dict[str, Backbone] = {
         Backbone("mobilenetv3_large_100", "mobilenetv3_large_100.ra_in1k", imagenet_top1=75.77),
     ]
 }
-DEFAULT_BACKBONE = "efficientnet_lite0"
 
 
 def get_backbone(name: str) -> Backbone:

@@ -7,8 +7,9 @@ import json
 import sys
 from pathlib import Path
 
-from imgclf import __version__
-from imgclf.config import CollectConfig
+from imgclf._version import __version__
+from imgclf.config import (DEFAULT_BACKBONE, RESIZE_METHODS, TRAIN_MODES, CollectConfig,
+                           DataConfig, HeadConfig, TrainConfig)
 from imgclf.errors import ImgclfError
 
 
@@ -42,7 +43,7 @@ def _parser() -> argparse.ArgumentParser:
     imagenet = commands.add_parser(
         "imagenet", help="classify photos into the 1000 ImageNet classes (checks a backbone)")
     imagenet.add_argument("paths", nargs="+", help="image files or folders")
-    imagenet.add_argument("--backbone", default="efficientnet_lite0")
+    imagenet.add_argument("--backbone", default=DEFAULT_BACKBONE)
     imagenet.add_argument("--top-k", type=int, default=1, help="classes to show per photo")
     imagenet.add_argument("--batch-size", type=int, default=32)
     imagenet.add_argument("--json", action="store_true", help="print JSON lines instead")
@@ -100,22 +101,26 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="fine-tune a backbone on labelled pictures")
     _add_data_arguments(train)
-    train.add_argument("--epochs", type=int, default=4, help="whole-network epochs")
-    train.add_argument("--freeze-epochs", type=int, default=2, help="head-only epochs first")
-    train.add_argument("--learning-rate", type=float, default=1e-3,
+    train.add_argument("--epochs", type=int, default=TrainConfig.epochs,
+                       help="whole-network epochs")
+    train.add_argument("--freeze-epochs", type=int, default=TrainConfig.freeze_epochs,
+                       help="head-only epochs first")
+    train.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate,
                        help="peak rate of the head when the whole network trains")
-    train.add_argument("--head-learning-rate", type=float, default=1e-2,
+    train.add_argument("--head-learning-rate", type=float,
+                       default=TrainConfig.head_learning_rate,
                        help="peak rate of the head-only epochs")
-    train.add_argument("--label-smoothing", type=float, default=0.0)
-    train.add_argument("--pool", default="avg", choices=["avg", "concat"], help="head pooling")
-    train.add_argument("--monitor", default="valid_loss",
+    train.add_argument("--label-smoothing", type=float, default=TrainConfig.label_smoothing)
+    train.add_argument("--pool", default=HeadConfig.pool, choices=["avg", "concat"],
+                       help="head pooling")
+    train.add_argument("--monitor", default=TrainConfig.monitor,
                        choices=["valid_loss", "accuracy", "error_rate"],
                        help="which validation figure picks the best epoch")
     train.add_argument("--restore-best", action="store_true",
                        help="end with the best epoch's weights, not the last")
     train.add_argument("--device", default=None, help="cpu, cuda or mps (default: fastest)")
     train.add_argument("--out", default=None, help="output folder (default: models/<data name>)")
-    train.add_argument("--mode", default="auto", choices=["auto", "probe", "fine_tune"],
+    train.add_argument("--mode", default=TrainConfig.mode, choices=TRAIN_MODES,
                        help="auto (default): probe for tiny data, else probe then fine-tune, "
                             "keeping the better; probe: a head on cached embeddings, in "
                             "seconds; fine_tune: head epochs, then the whole network")
@@ -148,7 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("model", help="a .imgclf model file (or a training output folder)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
-    serve.add_argument("--runtime", default="torch", choices=["torch", "onnx"])
+    serve.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
+                       help="onnx: onnxruntime, with the file `imgclf export MODEL --onnx "
+                            "MODEL.onnx` wrote beside the model file (or give the .onnx file)")
     serve.add_argument("--examples", default=None,
                        help="folder of example pictures (default: examples/ beside the model)")
     serve.set_defaults(run=_serve, command="serve")
@@ -237,14 +244,16 @@ def _evaluate(args: argparse.Namespace) -> int:
     from imgclf.predict import Predictor
 
     predictor = Predictor.load(_model_path(args.model))
-    saved = predictor.metadata.get("data", {})
-    # Evaluate on the split the model was trained with unless told otherwise.
-    for name in ("valid_fraction", "seed", "resize"):
+    info = predictor.info
+    # Evaluate on the split the model was trained with, at its input, unless told otherwise.
+    saved = info.data or DataConfig()
+    for name in ("valid_fraction", "seed"):
         if getattr(args, name) is None:
-            setattr(args, name, saved.get(name, {"valid_fraction": 0.2, "seed": 42,
-                                                 "resize": "crop"}[name]))
-    args.backbone = predictor.metadata.get("backbone", args.backbone)
-    data = load_data(args)
+            setattr(args, name, getattr(saved, name))
+    args.backbone = info.backbone
+    args.image_size = args.image_size or info.input.image_size
+    args.resize = args.resize or info.input.resize
+    data = load_data(args, cache=False)  # no resized copies: nothing trains here
     evaluation = evaluate(predictor, data, split=args.split, tta=args.tta)
     summary = evaluation.summary()
     if args.json:
@@ -262,8 +271,6 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from imgclf.config import TrainConfig
-    from imgclf.model import HeadConfig
     from imgclf.training import CHECKPOINT, FINAL, Learner, train
 
     out = Path(args.out) if args.out else Path("models") / Path(args.data).resolve().name
@@ -273,14 +280,12 @@ def _train(args: argparse.Namespace) -> int:
             raise ImgclfError(f"Nothing to resume: no {CHECKPOINT} in {out}.")
         Learner.resume(out, data)
     else:
-        config = TrainConfig(epochs=args.epochs, freeze_epochs=args.freeze_epochs,
+        config = TrainConfig(mode=args.mode, epochs=args.epochs, freeze_epochs=args.freeze_epochs,
                              learning_rate=args.learning_rate, seed=args.seed,
                              head_learning_rate=args.head_learning_rate,
                              label_smoothing=args.label_smoothing, monitor=args.monitor,
-                             restore_best=args.restore_best,
-                             device=args.device)
-        train(data, mode=args.mode, output=out, head=HeadConfig(pool=args.pool),
-              **config.to_dict())
+                             restore_best=args.restore_best, device=args.device)
+        train(data, config=config, output=out, head=HeadConfig(pool=args.pool))
     print(f"Model: {out / FINAL}")
     return 0
 
@@ -328,15 +333,19 @@ def _add_data_arguments(parser: argparse.ArgumentParser, defaults_from_model: bo
                         ) -> None:
     """The data options; for a trained model, the split settings default to the model's own."""
     parser.add_argument("data", help="folder of class folders (or train/ + valid/), or a CSV file")
-    parser.add_argument("--valid-fraction", type=float, default=None if defaults_from_model else 0.2)
-    parser.add_argument("--seed", type=int, default=None if defaults_from_model else 42)
-    parser.add_argument("--backbone", default="efficientnet_lite0",
-                        help="decides the input size, mean and std")
+    parser.add_argument("--valid-fraction", type=float,
+                        default=None if defaults_from_model else DataConfig.valid_fraction)
+    parser.add_argument("--seed", type=int,
+                        default=None if defaults_from_model else DataConfig.seed)
+    if not defaults_from_model:  # a model knows its backbone
+        parser.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                            help="decides the input size, mean and std")
     parser.add_argument("--image-size", type=int, default=None,
-                        help="side of the square input (default: the backbone's)")
-    parser.add_argument("--resize", default=None if defaults_from_model else "crop",
-                        choices=["crop", "squish", "pad"])
-    parser.add_argument("--batch-size", type=int, default=16)
+                        help="side of the square input (default: the backbone's; probe and "
+                             "auto modes read at 1.3x it)")
+    parser.add_argument("--resize", default=None, choices=RESIZE_METHODS,
+                        help="how pictures become square (default: crop)")
+    parser.add_argument("--batch-size", type=int, default=DataConfig.batch_size)
     parser.add_argument("--balance", action="store_true",
                         help="draw every class equally often in training")
     parser.add_argument("--label-pattern", default=None,
@@ -347,9 +356,9 @@ def load_data(args: argparse.Namespace, **options):
     """ImageData from the shared data arguments: a folder, a CSV file, or file-name labels."""
     from imgclf.data import ImageData
 
-    common = dict(valid_fraction=args.valid_fraction, seed=args.seed, backbone=args.backbone,
-                  image_size=args.image_size, resize=args.resize, batch_size=args.batch_size,
-                  balance=args.balance, **options)
+    common = dict(backbone=args.backbone, image_size=args.image_size, resize=args.resize,
+                  valid_fraction=args.valid_fraction, seed=args.seed,
+                  batch_size=args.batch_size, balance=args.balance, **options)
     if args.label_pattern:
         return ImageData.from_filenames(args.data, args.label_pattern, **common)
     if args.data.lower().endswith(".csv"):
@@ -418,7 +427,7 @@ def _imagenet(args: argparse.Namespace) -> int:
 
 def expand_paths(arguments: list[str]) -> list[Path]:
     """Files as given, folders expanded to the images inside; a wrong path is an error."""
-    from imgclf.data import find_images
+    from imgclf.sources import find_images
 
     paths: list[Path] = []
     for argument in arguments:

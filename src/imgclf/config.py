@@ -6,6 +6,12 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+# The backbone used when none is named: its ImageNet weights install with imgclf (offline).
+DEFAULT_BACKBONE = "efficientnet_lite0"
+RESIZE_METHODS = ("crop", "squish", "pad")
+AUGMENT_POLICIES = (None, "randaugment", "trivialaugment")
+TRAIN_MODES = ("auto", "probe", "fine_tune")
+
 
 @dataclass(frozen=True)
 class InputConfig:
@@ -29,6 +35,15 @@ class InputConfig:
     # crops than the network is tested on is faster and no less accurate (Touvron et al.
     # 2019): random crops already show objects larger than a center crop does.
     train_size: int | None = None
+    # How a picture becomes square: "crop" (shorter side to image_size / crop_fraction, then
+    # the center; random crops in training), "squish" (stretch) or "pad" (fit, black borders).
+    resize: str = "crop"
+
+    def __post_init__(self):
+        if self.resize not in RESIZE_METHODS:
+            raise ValueError(f"resize must be one of {RESIZE_METHODS}, not {self.resize!r}")
+        if self.image_size < 1:
+            raise ValueError(f"image_size must be at least 1 pixel, not {self.image_size}")
 
     @property
     def resize_size(self) -> int:
@@ -58,11 +73,8 @@ class InputConfig:
             interpolation=str(values["interpolation"]),
             crop_fraction=float(values["crop_fraction"]),
             train_size=int(values["train_size"]) if values.get("train_size") else None,
+            resize=str(values.get("resize", "crop")),
         )
-
-
-RESIZE_METHODS = ("crop", "squish", "pad")
-AUGMENT_POLICIES = (None, "randaugment", "trivialaugment")
 
 
 @dataclass(frozen=True)
@@ -115,10 +127,6 @@ class DataConfig:
     # Pictures per training step. 16 gives twice the updates of 32 on small data; batch norm
     # statistics stay frozen during fine-tuning, so small batches do no harm.
     batch_size: int = 16
-    # Side of the square the network sees; None uses the backbone's native size.
-    image_size: int | None = None
-    # How a picture becomes square: "crop" (random/center crop), "squish" or "pad".
-    resize: str = "crop"
     # Draw every class equally often in training (weighted sampling) for unbalanced data.
     balance: bool = False
     # DataLoader worker processes; None: one fewer than the CPU cores.
@@ -131,8 +139,25 @@ class DataConfig:
             raise ValueError(f"valid_fraction must be in [0, 1), not {self.valid_fraction}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, not {self.batch_size}")
-        if self.resize not in RESIZE_METHODS:
-            raise ValueError(f"resize must be one of {RESIZE_METHODS}, not {self.resize!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """The new layers on top of the backbone's features."""
+
+    # "avg": global average pooling; "concat": average and max pooling side by side (fastai).
+    pool: str = "avg"
+    # Dropout before the final linear layer.
+    dropout: float = 0.2
+    # Width of an extra hidden layer (with batch norm and ReLU); 0 for none.
+    hidden: int = 0
+
+    def __post_init__(self):
+        if self.pool not in ("avg", "concat"):
+            raise ValueError(f"pool must be 'avg' or 'concat', not {self.pool!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -142,6 +167,10 @@ class DataConfig:
 class TrainConfig:
     """How a model is trained; printed at the start of a run and saved with the model."""
 
+    # "auto": a probe alone for tiny data (a class under 20 training pictures), else the probe
+    # then the whole network from the probed head, keeping the better; "probe": a head fitted
+    # on cached embeddings, in seconds; "fine_tune": head epochs, then the whole network.
+    mode: str = "auto"
     # Epochs of the whole network (after the head-only epochs).
     epochs: int = 4
     # Head-only epochs first, with the backbone frozen. Two let the new head settle before
@@ -177,6 +206,8 @@ class TrainConfig:
             raise ValueError("epochs and freeze_epochs must be >= 0, and not both 0")
         if self.learning_rate <= 0 or self.head_learning_rate <= 0:
             raise ValueError("learning rates must be positive")
+        if self.mode not in TRAIN_MODES:
+            raise ValueError(f"mode must be one of {', '.join(TRAIN_MODES)}, not {self.mode!r}")
         if self.monitor not in ("valid_loss", "accuracy", "error_rate"):
             raise ValueError(f"monitor must be valid_loss, accuracy or error_rate, not "
                              f"{self.monitor!r}")

@@ -1,40 +1,31 @@
-"""Labelled pictures: where they come from, how they are split, and batches for training.
+"""Labelled pictures, verified and split, ready to batch for a backbone.
 
 Two layers, as in fastai: ``ImageData.from_folder(...)`` is one line; underneath it are public
-pieces a user can call directly: ``items_from_folder`` / ``items_from_csv`` /
+pieces a user can call directly (sources.py): ``items_from_folder`` / ``items_from_csv`` /
 ``items_from_filenames`` -> ``split_items`` -> ``ImageData.from_items``.
 """
 
 from __future__ import annotations
 
-import csv
 import os
 import random
-import re
 import warnings
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any
 
-from imgclf.config import AugmentConfig, DataConfig, InputConfig
+from imgclf.config import DEFAULT_BACKBONE, AugmentConfig, DataConfig, InputConfig
 from imgclf.errors import DataError, ImageError
-from imgclf.images import load_image
+from imgclf.pictures import ImageFiles, collate, default_workers
+from imgclf.sources import (SPLITS, Item, items_from_csv, items_from_dataframe,
+                            items_from_filenames, items_from_folder, split_items)
 
 if TYPE_CHECKING:
     import torch
     from matplotlib.figure import Figure
 
-IMAGE_SUFFIXES = frozenset(
-    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".ppm"}
-)
-SPLIT_FOLDERS = {
-    "train": "train", "training": "train",
-    "valid": "valid", "val": "valid", "validation": "valid", "dev": "valid",
-    "test": "test", "testing": "test",
-}
-SPLITS = ("train", "valid", "test")
 # Classes with fewer training pictures than this get a warning.
 FEW_IMAGES = 5
 # Resized copies keep this multiple of the input size as their shorter side, so random crops
@@ -42,227 +33,7 @@ FEW_IMAGES = 5
 COPY_SCALE = 2.0
 
 
-@dataclass(frozen=True)
-class Item:
-    """One labelled picture: its file, class label, and split ("train", "valid", "test" or None)."""
-
-    path: Path
-    label: str | None
-    split: str | None = None
-
-
-# --- sources --------------------------------------------------------------------------------
-
-
-def find_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
-    """Image files under a folder by suffix, sorted, hidden files and folders left out."""
-    root = Path(folder)
-    pattern = "**/*" if recursive else "*"
-    return sorted(
-        p for p in root.glob(pattern)
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
-    )
-
-
-def items_from_folder(root: str | os.PathLike) -> list[Item]:
-    """Items from class folders: the label is the parent folder's name.
-
-    ``root/train/<class>/…`` with ``root/valid/`` (or ``val/``) and optionally ``root/test/``
-    gives the split by folder; otherwise every picture's split is left to ``split_items``.
-
-    Example:
-        >>> items = items_from_folder("hymenoptera")   # train/ants, train/bees, val/ants, ...
-    """
-    root = _existing_folder(root)
-    children = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
-    split_dirs = {SPLIT_FOLDERS[name]: path for name, path in children.items()
-                  if name in SPLIT_FOLDERS}
-    if "train" in split_dirs:
-        items = []
-        for split, folder in sorted(split_dirs.items()):
-            for path in find_images(folder):
-                label = path.parent.name if path.parent != folder else None
-                if label is None and split != "test":
-                    raise DataError(
-                        f"{path} lies directly in {folder}: put it in a class folder, "
-                        f"e.g. {folder}/<class name>/{path.name}.")
-                items.append(Item(path, label, split))
-    else:
-        items = [Item(path, path.parent.name) for path in find_images(root)]
-        loose = [item.path for item in items if item.path.parent == root]
-        if loose:
-            raise DataError(
-                f"{len(loose)} picture(s) lie directly in {root} (e.g. {loose[0].name}). Put "
-                f"one folder per class: {root}/cats/1.jpg, {root}/dogs/1.jpg, ... or use "
-                "ImageData.from_filenames to read labels from file names.")
-    if not items:
-        raise DataError(
-            f"No images found in {root}. Expected one folder per class, e.g. "
-            f"{root}/cats/1.jpg and {root}/dogs/1.jpg ({', '.join(sorted(IMAGE_SUFFIXES))}).")
-    return items
-
-
-def items_from_filenames(folder: str | os.PathLike,
-                         pattern: str = r"^(.+)_\d+\.\w+$") -> list[Item]:
-    """Items labelled by a regular expression on the file name (first group is the label).
-
-    The default reads Oxford-Pets style names: ``great_pyrenees_173.jpg`` -> ``great_pyrenees``.
-    Files whose name does not match raise a DataError listing a few of them.
-    """
-    folder = _existing_folder(folder)
-    regex = re.compile(pattern)
-    items, unmatched = [], []
-    for path in find_images(folder):
-        match = regex.match(path.name)
-        if match and match.group(1):
-            items.append(Item(path, match.group(1)))
-        else:
-            unmatched.append(path.name)
-    if unmatched:
-        raise DataError(f"{len(unmatched)} file name(s) do not match {pattern!r}, e.g. "
-                        f"{', '.join(unmatched[:3])}. Adjust the pattern.")
-    if not items:
-        raise DataError(f"No images found in {folder}.")
-    return items
-
-
-def items_from_csv(csv_file: str | os.PathLike, *, root: str | os.PathLike | None = None,
-                   path_column: str = "path", label_column: str = "label",
-                   split_column: str | None = None) -> list[Item]:
-    """Items from a CSV file with a path and a label column (paths relative to ``root``).
-
-    Args:
-        root: folder the paths are relative to; default: the CSV file's folder.
-        split_column: optional column giving the split: train/valid/val/test, or a boolean
-            "is this validation" column such as fastai's ``is_valid``.
-    """
-    csv_file = Path(csv_file)
-    if not csv_file.is_file():
-        raise DataError(f"No such CSV file: {csv_file}")
-    with open(csv_file, newline="", encoding="utf-8-sig") as handle:
-        rows = list(csv.DictReader(handle))
-    return items_from_rows(rows, root=root if root is not None else csv_file.parent,
-                           path_column=path_column, label_column=label_column,
-                           split_column=split_column, source=str(csv_file))
-
-
-def items_from_dataframe(frame: Any, *, root: str | os.PathLike = ".", path_column: str = "path",
-                         label_column: str = "label", split_column: str | None = None
-                         ) -> list[Item]:
-    """Items from a pandas DataFrame, with the same columns as ``items_from_csv``."""
-    rows = frame.to_dict("records")
-    return items_from_rows(rows, root=root, path_column=path_column, label_column=label_column,
-                           split_column=split_column, source="the DataFrame")
-
-
-def items_from_rows(rows: Sequence[dict], *, root: str | os.PathLike, path_column: str,
-                    label_column: str, split_column: str | None, source: str) -> list[Item]:
-    if not rows:
-        raise DataError(f"{source} has no rows.")
-    columns = set(rows[0])
-    for column in (path_column, label_column, split_column):
-        if column is not None and column not in columns:
-            raise DataError(f"{source} has no column {column!r}; its columns are "
-                            f"{', '.join(sorted(map(str, columns)))}.")
-    root = Path(root)
-    items = []
-    for row in rows:
-        split = _split_value(row[split_column], source) if split_column else None
-        label = row[label_column]
-        label = None if label is None or str(label).strip() == "" else str(label).strip()
-        items.append(Item(root / str(row[path_column]), label, split))
-    return items
-
-
-def _split_value(value: Any, source: str) -> str:
-    text = str(value).strip().lower()
-    if text in SPLIT_FOLDERS:
-        return SPLIT_FOLDERS[text]
-    if text in ("1", "true", "yes"):
-        return "valid"
-    if text in ("0", "false", "no", ""):
-        return "train"
-    raise DataError(f"{source}: split value {value!r} is not train/valid/test or true/false.")
-
-
-def _existing_folder(folder: str | os.PathLike) -> Path:
-    path = Path(folder).expanduser()
-    if not path.exists():
-        raise DataError(f"No such folder: {path}")
-    if not path.is_dir():
-        raise DataError(f"{path} is a file; give the folder that holds the class folders.")
-    return path
-
-
-# --- splitting ------------------------------------------------------------------------------
-
-
-def split_items(items: Iterable[Item], valid_fraction: float = 0.2, seed: int = 42) -> list[Item]:
-    """Give every item without a split one, at random but stratified and reproducible.
-
-    Each class with at least two unsplit pictures puts round(valid_fraction * n) of them
-    (at least one) into validation, drawn with its own seeded generator, so adding a class
-    does not move pictures of the others. Splits given by folders or columns are kept.
-    """
-    items = list(items)
-    by_class: dict[str | None, list[int]] = defaultdict(list)
-    for position, item in enumerate(items):
-        if item.split is None:
-            by_class[item.label].append(position)
-    chosen: set[int] = set()
-    for label in sorted(by_class, key=str):
-        positions = by_class[label]
-        if len(positions) < 2 or valid_fraction <= 0:
-            continue
-        count = min(len(positions) - 1, max(1, round(valid_fraction * len(positions))))
-        # one generator per class: adding a class leaves the other classes' splits as they were
-        generator = random.Random(f"{seed}/{label}")
-        chosen.update(generator.sample(positions, count))
-    return [item if item.split is not None else
-            replace(item, split="valid" if position in chosen else "train")
-            for position, item in enumerate(items)]
-
-
 # --- datasets -------------------------------------------------------------------------------
-
-
-class ImageFiles:
-    """A map-style Dataset over files: item -> (tensor, target, index), or an ImageError.
-
-    A file that cannot be read yields its ImageError instead of raising, so one bad photo
-    in a folder of hundreds costs one skipped item, not the whole run; ``collate`` drops it.
-    """
-
-    def __init__(self, paths: Sequence[str | os.PathLike], transform: Callable,
-                 targets: Sequence[int] | None = None):
-        self.paths = [Path(p) for p in paths]
-        self.transform = transform
-        self.targets = list(targets) if targets is not None else [-1] * len(self.paths)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def __getitem__(self, index: int):
-        try:
-            picture = load_image(self.paths[index])
-        except ImageError as error:
-            return error
-        return self.transform(picture), self.targets[index], index
-
-
-def collate(items: list):
-    """Stack good items into a batch; bad ones travel alongside as a list of ImageErrors."""
-    import torch
-
-    good = [item for item in items if not isinstance(item, ImageError)]
-    errors = [item for item in items if isinstance(item, ImageError)]
-    if not good:
-        return None, None, None, errors
-    images = torch.stack([item[0] for item in good])
-    targets = torch.tensor([item[1] for item in good])
-    indices = torch.tensor([item[2] for item in good])
-    return images, targets, indices, errors
 
 
 @dataclass
@@ -289,11 +60,15 @@ class ImageData:
 
     def __init__(self, items: Sequence[Item], *, classes: Sequence[str], input: InputConfig,
                  config: DataConfig = DataConfig(), augment: AugmentConfig | None = AugmentConfig(),
-                 backbone: str = "efficientnet_lite0", report: DataReport | None = None,
-                 copies: dict[Path, Path] | None = None, hashes: dict[Path, str] | None = None):
+                 backbone: str = DEFAULT_BACKBONE, report: DataReport | None = None,
+                 copies: dict[Path, Path] | None = None, hashes: dict[Path, str] | None = None,
+                 fixed_size: bool = False):
         self.classes = list(classes)
         self.class_index = {label: i for i, label in enumerate(self.classes)}
+        # the input the network sees: size, normalisation, resize method (the one home)
         self.input = input
+        # the user chose input.image_size: training modes keep it instead of their own
+        self.fixed_size = fixed_size
         self.config = config
         self.augment = augment
         self.backbone = backbone
@@ -309,8 +84,9 @@ class ImageData:
     def from_folder(cls, folder: str | os.PathLike, **options) -> ImageData:
         """Class folders (``folder/<class>/*.jpg``) or ``train/`` + ``valid/`` folders.
 
-        Options are those of ``from_items``: valid_fraction, seed, image_size, batch_size,
-        resize, augment, balance, backbone, num_workers, cache, verbose.
+        Options are those of ``from_items``: image_size, resize, augment, backbone, verbose,
+        and the DataConfig fields (valid_fraction, seed, batch_size, balance, num_workers,
+        cache).
         """
         return cls.from_items(items_from_folder(folder), **options)
 
@@ -339,12 +115,19 @@ class ImageData:
         return cls.from_items(items_from_filenames(folder, pattern), **options)
 
     @classmethod
-    def from_items(cls, items: Iterable[Item], *, valid_fraction: float = 0.2, seed: int = 42,
-                   image_size: int | None = None, batch_size: int = 16, resize: str = "crop",
-                   augment: AugmentConfig | bool = True, balance: bool = False,
-                   backbone: str = "efficientnet_lite0", num_workers: int | None = None,
-                   cache: bool = True, verbose: bool = True) -> ImageData:
+    def from_items(cls, items: Iterable[Item], *, image_size: int | None = None,
+                   resize: str | None = None, augment: AugmentConfig | bool = True,
+                   backbone: str = DEFAULT_BACKBONE, config: DataConfig | None = None,
+                   verbose: bool = True, **options) -> ImageData:
         """Split, verify every file once, check the classes, and build the dataset.
+
+        Args:
+            image_size: side of the square the network sees; default: the backbone's (and
+                probe and auto modes choose a larger one, see ``train``).
+            resize: "crop" (default), "squish" or "pad" (InputConfig.resize).
+            augment: True for the default AugmentConfig, False for none, or an AugmentConfig.
+            config: a DataConfig; or give its fields as keywords (valid_fraction=0.2, seed=42,
+                batch_size=16, balance, num_workers, cache): DataConfig holds the defaults.
 
         Bad files are skipped and listed; an empty dataset, a single class or a class left
         without usable pictures raise DataError saying what to do.
@@ -352,18 +135,18 @@ class ImageData:
         from imgclf.backbones import input_config_for
         from imgclf.verify import verify_files
 
-        config = DataConfig(valid_fraction=valid_fraction, seed=seed, batch_size=batch_size,
-                            image_size=image_size, resize=resize, balance=balance,
-                            num_workers=num_workers, cache=cache)
+        config = replace(config or DataConfig(), **options)
         if augment is True:
             augment = AugmentConfig()
         input = input_config_for(backbone)
         if image_size is not None:
-            input = replace(input, image_size=image_size)
-        items = split_items(items, valid_fraction, seed)
+            input = replace(input, image_size=int(image_size))
+        if resize is not None:
+            input = replace(input, resize=resize)
+        items = split_items(items, config.valid_fraction, config.seed)
         if not items:
             raise DataError("No images given.")
-        copy_side = round(input.image_size * COPY_SCALE) if cache else None
+        copy_side = round(input.image_size * COPY_SCALE) if config.cache else None
         paths = [item.path for item in items]
         # only training pictures are read from copies (see ImageData.source)
         verdicts = verify_files(paths, copy_side=copy_side, show_progress=verbose,
@@ -392,7 +175,7 @@ class ImageData:
         classes = _check_classes(items, usable, report)
         data = cls(usable, classes=classes, input=input, config=config,
                    augment=augment or None, backbone=backbone, report=report, copies=copies,
-                   hashes=hashes)
+                   hashes=hashes, fixed_size=image_size is not None)
         if verbose:
             data.print_summary()
         return data
@@ -401,9 +184,9 @@ class ImageData:
         """The same pictures prepared for another backbone's input size, mean and std."""
         from imgclf.backbones import input_config_for
 
-        input = input_config_for(backbone)
-        if self.config.image_size is not None:
-            input = replace(input, image_size=self.config.image_size)
+        input = replace(input_config_for(backbone), resize=self.input.resize)
+        if self.fixed_size:
+            input = replace(input, image_size=self.input.image_size)
         return self._with(input=input, backbone=backbone)
 
     def with_image_size(self, image_size: int, *, train_size: int | None = None) -> ImageData:
@@ -415,14 +198,20 @@ class ImageData:
             >>> data.with_image_size(288, train_size=224).input.image_size
             288
         """
-        return self._with(input=replace(self.input, image_size=int(image_size),
-                                        train_size=train_size))
+        return self.with_input(replace(self.input, image_size=int(image_size),
+                                       train_size=train_size))
 
-    def _with(self, *, input: InputConfig, backbone: str | None = None) -> ImageData:
-        items = [item for split in SPLITS for item in self.items[split]]
-        return ImageData(items, classes=self.classes, input=input, config=self.config,
-                         augment=self.augment, backbone=backbone or self.backbone,
-                         report=self.report, copies=self.copies, hashes=self.hashes)
+    def with_input(self, input: InputConfig) -> ImageData:
+        """The same pictures read with another input config (a model's own, say)."""
+        return self._with(input=input)
+
+    def _with(self, *, input: InputConfig | None = None, backbone: str | None = None,
+              items: Sequence[Item] | None = None) -> ImageData:
+        items = [item for split in SPLITS for item in self.items[split]] if items is None else items
+        return ImageData(items, classes=self.classes, input=input or self.input,
+                         config=self.config, augment=self.augment,
+                         backbone=backbone or self.backbone, report=self.report,
+                         copies=self.copies, hashes=self.hashes, fixed_size=self.fixed_size)
 
     def subset(self, per_class: int, *, seed: int | None = None) -> ImageData:
         """The same data with at most per_class training pictures of each class (seeded).
@@ -436,10 +225,7 @@ class ImageData:
             by_class[item.label].append(item)
         kept = [item for label in sorted(by_class, key=str)
                 for item in chooser.sample(by_class[label], min(per_class, len(by_class[label])))]
-        items = kept + self.valid + self.test
-        return ImageData(items, classes=self.classes, input=self.input, config=self.config,
-                         augment=self.augment, backbone=self.backbone, report=self.report,
-                         copies=self.copies, hashes=self.hashes)
+        return self._with(items=kept + self.valid + self.test)
 
     # --- views ---
 
@@ -495,8 +281,8 @@ class ImageData:
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
         augment = (split == "train") if augment is None else augment
-        transform = (train_transform(self.input, self.augment, self.config.resize) if augment
-                     else eval_transform(self.input, self.config.resize))
+        transform = (train_transform(self.input, self.augment) if augment
+                     else eval_transform(self.input))
         items = self.items[split]
         return ImageFiles([self.source(item) for item in items], transform,
                           [self.class_index.get(item.label, -1) for item in items])
@@ -512,8 +298,6 @@ class ImageData:
                ) -> torch.utils.data.DataLoader:
         """Batches of (images, targets, indices, skipped errors) for one split."""
         import torch
-
-        from imgclf.predict import default_workers
 
         dataset = self.dataset(split, augment=augment)
         if len(dataset) == 0:

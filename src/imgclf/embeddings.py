@@ -21,7 +21,6 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from imgclf._progress import progress
 from imgclf.errors import ImageError
 from imgclf.images import load_image
 
@@ -41,7 +40,11 @@ class Embeddings:
 
 
 class _Views:
-    """Dataset of (picture, view): view 0 is the evaluation view, others seeded augmentations."""
+    """Dataset of (picture, view): view 0 is the evaluation view, others seeded augmentations.
+
+    Items have the shape of ImageFiles' (tensor, target, index), so the forward loop runs
+    them like any pictures.
+    """
 
     def __init__(self, jobs: list[tuple[Path, str, int]], clean, augmented):
         self.jobs, self.clean, self.augmented = jobs, clean, augmented
@@ -56,24 +59,16 @@ class _Views:
         except ImageError as error:
             return error
         if view == 0:
-            return self.clean(picture), index
+            return self.clean(picture), -1, index
         torch.manual_seed(int(digest[:12], 16) + view)  # the same view every run: cacheable
-        return self.augmented(picture), index
-
-
-def _collate(items):
-    good = [item for item in items if not isinstance(item, ImageError)]
-    if not good:
-        return None, []
-    return torch.stack([item[0] for item in good]), [item[1] for item in good]
+        return self.augmented(picture), -1, index
 
 
 def embedding_folder(data: ImageData) -> Path:
     """Cache folder for one backbone and preprocessing (any change gives a new folder)."""
     from imgclf.verify import cache_root
 
-    key = json.dumps({"version": 3, "backbone": data.backbone, "input": data.input.to_dict(),
-                      "resize": data.config.resize,
+    key = json.dumps({"version": 4, "backbone": data.backbone, "input": data.input.to_dict(),
                       "augment": data.augment.to_dict() if data.augment else None},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -84,10 +79,11 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
                        batch_size: int = 32, show_progress: bool = True) -> Embeddings:
     """Pooled features of a split's pictures: view 0 plus `views - 1` augmented views each.
 
-    Cached rows are read from disk; only missing ones go through the network.
+    Cached rows are read from disk; only missing ones go through the network, and each batch
+    is saved as it is done, so an interrupted run keeps what it computed.
     """
-    from imgclf.data import SPLITS
-    from imgclf.predict import default_workers
+    from imgclf.sources import SPLITS
+    from imgclf.inference import batches
     from imgclf.transforms import eval_transform, train_transform
 
     if split not in SPLITS:
@@ -104,30 +100,15 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
                 # originals, as Predictor reads them: each is decoded once, then cached
                 jobs.append((item.path, digest, view, target))
     if jobs:
-        dataset = _Views([(p, d, v) for p, d, v, _ in jobs],
-                         eval_transform(data.input, data.config.resize),
+        dataset = _Views([(p, d, v) for p, d, v, _ in jobs], eval_transform(data.input),
                          # augmented views at the size of the plain one: one head sees both
-                         train_transform(replace(data.input, train_size=None), data.augment,
-                                         data.config.resize))
-        workers = default_workers() if data.config.num_workers is None else data.config.num_workers
-        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, num_workers=workers,
-                                             collate_fn=_collate)
-        device = next(network.parameters()).device
-        network.eval()
-        with torch.inference_mode():
-            for images, indices in progress(loader, total=len(dataset), enabled=show_progress,
-                                            description=f"Embedding {split} pictures",
-                                            weight=lambda batch: len(batch[1])):
-                if images is None:
-                    continue
-                images = images.to(device, memory_format=torch.channels_last)
-                pooled = network.features(images).float().mean(dim=(2, 3)).cpu().numpy()
-                for index, row in zip(indices, pooled):
-                    target = jobs[index][3]
-                    target.parent.mkdir(parents=True, exist_ok=True)
-                    temporary = target.with_name(f".{target.stem}.{os.getpid()}.npy")
-                    np.save(temporary, row.astype(np.float32))
-                    os.replace(temporary, target)
+                         train_transform(replace(data.input, train_size=None), data.augment))
+        for batch in batches(network, dataset, batch_size=batch_size,
+                             num_workers=data.config.num_workers, probabilities=False,
+                             embeddings=True, show_progress=show_progress,
+                             description=f"Embedding {split} pictures"):
+            for index, row in zip(batch.indices, batch.embeddings if batch.indices else ()):
+                _save(jobs[index][3], row)
     present = [(target, label, group) for target, label, group in rows if target.exists()]
     if not present:
         raise ValueError(f"No {split} picture could be embedded.")
@@ -135,6 +116,14 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
                       targets=np.array([label for _, label, _ in present]),
                       groups=np.array([group for _, _, group in present]),
                       computed=len(jobs))
+
+
+def _save(target: Path, row: np.ndarray) -> None:
+    """Write one embedding atomically: a half-written file is never read back."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    temporary = target.with_name(f".{target.stem}.{os.getpid()}.npy")
+    np.save(temporary, row.astype(np.float32))
+    os.replace(temporary, target)
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
     from imgclf.data import ImageData
+    from imgclf.modelfile import ModelInfo
     from imgclf.predict import Predictor
 
 
@@ -48,7 +49,8 @@ class Evaluation:
     probabilities: np.ndarray  # (n, classes)
     split: str = "valid"
     skipped: list[tuple[str, str]] = field(default_factory=list)
-    metadata: dict[str, Any] = field(default_factory=dict)
+    # what the model file says (backbone, training history and settings), when known
+    info: ModelInfo | None = None
 
     def __post_init__(self):
         self.targets = np.asarray(self.targets, dtype=np.int64)
@@ -65,8 +67,9 @@ class Evaluation:
     @property
     def losses(self) -> np.ndarray:
         """Cross-entropy of each picture: -log(probability given to its true class)."""
-        true = self.probabilities[np.arange(len(self.targets)), self.targets]
-        return -np.log(np.clip(true, 1e-12, 1.0))
+        from imgclf.inference import losses
+
+        return losses(self.probabilities, self.targets)
 
     # --- overall ---
 
@@ -181,7 +184,6 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
         0.948
     """
     from imgclf.errors import DataError
-    from imgclf.predict import Predictor
 
     predictor = _as_predictor(model)
     items = [item for item in data.items[split] if item.label is not None]
@@ -192,19 +194,18 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
         raise DataError(f"The {split} pictures include classes the model does not know: "
                         f"{', '.join(unknown)}. Model classes: {', '.join(predictor.classes)}.")
     paths = [item.path for item in items]
-    probabilities, errors = Predictor.probabilities(
-        predictor, paths, batch_size=batch_size, show_progress=show_progress, tta=tta,
-        description=f"Evaluating on {split}")
-    good = ~np.isnan(probabilities).any(axis=1)
+    outputs = predictor.outputs(paths, batch_size=batch_size, show_progress=show_progress,
+                                tta=tta, description=f"Evaluating on {split}")
+    good = outputs.ok
     index = {label: i for i, label in enumerate(predictor.classes)}
     return Evaluation(
         classes=list(predictor.classes),
         paths=[p for p, ok in zip(paths, good) if ok],
         targets=np.array([index[item.label] for item, ok in zip(items, good) if ok]),
-        probabilities=probabilities[good],
+        probabilities=outputs.probabilities[good],
         split=split,
-        skipped=[(e.source, e.reason) for e in errors],
-        metadata=dict(predictor.metadata),
+        skipped=[(e.source, e.reason) for e in outputs.errors],
+        info=predictor.info,
     )
 
 

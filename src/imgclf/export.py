@@ -10,20 +10,12 @@ from pathlib import Path
 
 import numpy as np
 
+from imgclf import inference
 from imgclf.errors import ImgclfError
+from imgclf.onnx_runtime import OnnxModule, OnnxNetwork, require
 
 # Largest difference of any probability between PyTorch and onnxruntime that export accepts.
 MATCH_TOLERANCE = 1e-4
-ONNX_HINT = "ONNX export needs the onnx extra: pip install 'imgclf[onnx]'"
-
-
-def _require(module: str, hint: str):
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImgclfError(hint) from None
 
 
 def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
@@ -31,9 +23,9 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
     """Write an ONNX file with a dynamic batch axis and the preprocessing in its metadata.
 
     The exported network takes normalised pictures (N, 3, size, size) and returns class
-    probabilities. Before returning, export runs both PyTorch and onnxruntime on check_images
-    (or on generated pictures when none are given) and fails if any probability differs by
-    more than MATCH_TOLERANCE.
+    probabilities. Before returning, export runs both PyTorch and onnxruntime through the one
+    forward loop, as Predictor does, on check_images (or on generated pictures when none are
+    given) and fails if any probability differs by more than MATCH_TOLERANCE.
 
     Returns:
         {"path", "max_difference", "checked_images"}
@@ -45,8 +37,8 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
 
     from imgclf.predict import Predictor
 
-    _require("onnx", ONNX_HINT)
-    _require("onnxruntime", ONNX_HINT)
+    require("onnx")
+    require("onnxruntime")
     predictor = Predictor.load(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -58,16 +50,16 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
                       output_names=["probabilities"], opset_version=opset, dynamo=True,
                       dynamic_shapes={"images": {0: batch}}, external_data=False)
     _write_metadata(path, predictor)
-    batch_images = _check_batch(predictor, check_images)
-    with torch.inference_mode():
-        expected = network(batch_images).numpy()
-    actual = OnnxNetwork(path)(batch_images.numpy())
+    pictures = [(tensor, -1, index)
+                for index, tensor in enumerate(_check_batch(predictor, check_images))]
+    expected = inference.run(predictor.network, pictures, num_workers=0).probabilities
+    actual = inference.run(OnnxModule(OnnxNetwork(path)), pictures, num_workers=0).probabilities
     difference = float(np.abs(expected - actual).max())
     if difference > MATCH_TOLERANCE:
         path.unlink()
         raise ImgclfError(f"ONNX output differs from PyTorch by {difference:.2e} (more than "
                           f"{MATCH_TOLERANCE}); the file was not kept.")
-    return {"path": str(path), "max_difference": difference, "checked_images": len(batch_images)}
+    return {"path": str(path), "max_difference": difference, "checked_images": len(pictures)}
 
 
 def _with_softmax(network):
@@ -104,31 +96,17 @@ def _write_metadata(path: Path, predictor) -> None:
     values = {
         "imgclf_classes": json.dumps(predictor.classes),
         "imgclf_input": json.dumps(predictor.input.to_dict()),
-        "imgclf_resize": predictor.resize,
-        "imgclf_backbone": predictor.metadata.get("backbone", ""),
+        "imgclf_backbone": predictor.info.backbone,
         "imgclf_preprocessing": (
             "RGB, shorter side resized to input.image_size / input.crop_fraction "
-            "(resize='crop'), center crop to image_size, scaled to 0..1, then (x - mean) / std"),
+            "(input.resize 'crop'; 'squish' stretches, 'pad' fits with black borders), center "
+            "crop to image_size, scaled to 0..1, then (x - mean) / std"),
     }
     del proto.metadata_props[:]
     for key, value in values.items():
         entry = proto.metadata_props.add()
         entry.key, entry.value = key, value
     onnx.save(proto, str(path))
-
-
-class OnnxNetwork:
-    """An onnxruntime session that maps normalised pictures to probabilities."""
-
-    def __init__(self, path: str | os.PathLike):
-        runtime = _require("onnxruntime", ONNX_HINT)
-        options = runtime.SessionOptions()
-        self.session = runtime.InferenceSession(str(path), options,
-                                                providers=["CPUExecutionProvider"])
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(["probabilities"], {"images": images.astype(np.float32)})[0]
 
 
 # --- Hugging Face Space -------------------------------------------------------------------
@@ -170,7 +148,7 @@ def export_space(model: str | os.PathLike, folder: str | os.PathLike, *,
     file, example pictures and a README with the Spaces YAML header. ``python app.py`` in it
     runs the same web app locally.
     """
-    from imgclf import __version__
+    from imgclf._version import __version__
     from imgclf.predict import Predictor
 
     predictor = Predictor.load(model)  # fails early on a bad model file
@@ -185,10 +163,10 @@ def export_space(model: str | os.PathLike, folder: str | os.PathLike, *,
         (folder / "examples").mkdir(exist_ok=True)
         for example in examples:
             shutil.copyfile(example, folder / "examples" / Path(example).name)
-    accuracy = predictor.metadata.get("metrics", {}).get("accuracy")
+    accuracy = predictor.info.metrics.get("accuracy")
     (folder / "README.md").write_text(_README.format(
         title=f"{' vs '.join(predictor.classes[:3])} classifier"[:60],
-        gradio_version=gradio_version, backbone=predictor.metadata.get("backbone", "a backbone"),
+        gradio_version=gradio_version, backbone=predictor.info.backbone,
         count=len(predictor.classes), classes=", ".join(predictor.classes[:10]),
         accuracy=f"{accuracy:.1%}" if accuracy is not None else "not recorded"))
     return folder

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from imgclf.backbones import DEFAULT_BACKBONE, create_backbone, input_config
+from imgclf import inference
+from imgclf.backbones import create_backbone, input_config
+from imgclf.config import DEFAULT_BACKBONE
 from imgclf.errors import ImageError
-from imgclf.predict import predict_probabilities
+from imgclf.transforms import eval_transform
 
 
 @dataclass(frozen=True)
@@ -58,18 +60,18 @@ def classify_imagenet(
         ('tench', 0.93)
     """
     import numpy as np
+    import torch
 
-    network = create_backbone(backbone, imagenet_head=True)
-    probabilities, errors = predict_probabilities(
-        network, paths, input_config(network), batch_size=batch_size,
-        show_progress=show_progress, description=f"ImageNet classes ({backbone})",
-    )
+    network = create_backbone(backbone, imagenet_head=True).to(memory_format=torch.channels_last)
+    outputs = inference.run(network, paths, transform=eval_transform(input_config(network)),
+                            batch_size=batch_size, show_progress=show_progress,
+                            description=f"ImageNet classes ({backbone})")
     labels = imagenet_labels()
     results = []
-    for path, row in zip(paths, probabilities):
-        if np.isnan(row).any():
+    for path, row, ok in zip(paths, outputs.probabilities, outputs.ok):
+        if not ok:
             continue
         best = np.argsort(-row)[:top_k]
         results.append(ImagenetPrediction(Path(path), [(int(i), labels[i], float(row[i]))
                                                        for i in best]))
-    return results, errors
+    return results, outputs.errors

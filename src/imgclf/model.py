@@ -2,33 +2,18 @@
 
 from __future__ import annotations
 
-import dataclasses
-from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
 from imgclf.backbones import create_backbone
+from imgclf.config import HeadConfig
 
+if TYPE_CHECKING:
+    from imgclf.modelfile import ModelInfo
 
-@dataclass(frozen=True)
-class HeadConfig:
-    """The new layers on top of the backbone's features."""
-
-    # "avg": global average pooling; "concat": average and max pooling side by side (fastai).
-    pool: str = "avg"
-    # Dropout before the final linear layer.
-    dropout: float = 0.2
-    # Width of an extra hidden layer (with batch norm and ReLU); 0 for none.
-    hidden: int = 0
-
-    def __post_init__(self):
-        if self.pool not in ("avg", "concat"):
-            raise ValueError(f"pool must be 'avg' or 'concat', not {self.pool!r}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
+__all__ = ["Classifier", "Head", "HeadConfig", "MODEL_PREFIX", "network_from_tensors"]
 
 
 class Head(nn.Module):
@@ -89,6 +74,15 @@ class Classifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
 
+    def forward_with_embeddings(self, images: torch.Tensor
+                                ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Class scores and the average-pooled backbone features (N, num_features) of one pass.
+
+        The embeddings feed the probe's head fit and, later, anything that compares pictures.
+        """
+        features = self.features(images)
+        return self.head(features), features.mean(dim=(2, 3))
+
     # --- freezing ---
 
     def freeze(self) -> None:
@@ -134,34 +128,16 @@ class Classifier(nn.Module):
 MODEL_PREFIX = "model."
 
 
-def network_metadata(network: Classifier, *, backbone: str, classes: list[str], input: Any,
-                     resize: str) -> dict[str, Any]:
-    """What a model file must say to rebuild the network offline."""
-    from imgclf import __version__
-    from imgclf.backbones import get_backbone
-
-    return {
-        "imgclf_version": __version__,
-        "backbone": backbone,
-        "timm_name": get_backbone(backbone).timm_name,
-        "num_features": network.backbone.num_features,
-        "head": network.head.config.to_dict(),
-        "classes": list(classes),
-        "input": input.to_dict(),
-        "resize": resize,
-    }
-
-
-def network_from_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, Any],
+def network_from_tensors(tensors: dict[str, torch.Tensor], info: ModelInfo,
                          source: str) -> Classifier:
     """Rebuild a Classifier from a model file's tensors; no download, no pretrained weights."""
     from imgclf.errors import BackboneError, ModelFileError
 
+    classes = info.classes
     try:
-        classes = metadata["classes"]
-        network = Classifier.create(metadata["backbone"], len(classes),
-                                    head=HeadConfig(**metadata["head"]), pretrained=False)
-    except (KeyError, TypeError, ValueError, BackboneError) as error:
+        network = Classifier.create(info.backbone, len(classes), head=info.head,
+                                    pretrained=False)
+    except (TypeError, ValueError, BackboneError) as error:
         raise ModelFileError(f"{source}: its metadata does not describe a network "
                              f"({type(error).__name__}: {error})") from None
     state = {name[len(MODEL_PREFIX):]: tensor for name, tensor in tensors.items()
@@ -172,7 +148,7 @@ def network_from_tensors(tensors: dict[str, torch.Tensor], metadata: dict[str, A
     problems += [name for name in state if name not in expected]
     if problems:
         raise ModelFileError(
-            f"{source}: its weights do not fit the network it describes ({metadata['backbone']}, "
+            f"{source}: its weights do not fit the network it describes ({info.backbone}, "
             f"{len(classes)} classes): {len(problems)} mismatched tensors, e.g. {problems[0]}")
     network.load_state_dict(state, strict=True)
     return network.eval()

@@ -1,30 +1,131 @@
 """The model file: safetensors weights with imgclf's JSON metadata in the same header.
 
-One file, readable by any safetensors tool, never unpickled. The metadata says everything
-needed to rebuild the network and use it offline (backbone, input config, classes, head) plus
-what it scored and how it was trained. A checksum over the tensors catches damage and edits.
+One file, readable by any safetensors tool, never unpickled. The metadata is a ``ModelInfo``:
+everything needed to rebuild the network and use it offline (backbone, input config, classes,
+head) plus what it scored and how it was trained. This module is the only place that reads or
+writes it. A checksum over the tensors catches damage and edits.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import os
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from imgclf._version import __version__
+from imgclf.config import AugmentConfig, DataConfig, HeadConfig, InputConfig, TrainConfig
 from imgclf.errors import ModelFileError
 
 FORMAT = "imgclf"
-FORMAT_VERSION = 1
+# 2: the metadata is a ModelInfo; resize lives in the input config. 1 (imgclf 0.1 before the
+# ModelInfo) still loads.
+FORMAT_VERSION = 2
 SUFFIX = ".imgclf"
 
 
-def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
-                 metadata: dict[str, Any]) -> Path:
-    """Write tensors and metadata atomically (a crash mid-write never leaves a broken file)."""
+@dataclass(frozen=True)
+class ModelInfo:
+    """What a model file says besides its weights: how to rebuild and use the network, what it
+    scored on its validation pictures, and how it was trained.
+
+    Example:
+        >>> info = imgclf.load("ants.imgclf").info
+        >>> info.classes, info.input.image_size, info.metrics["accuracy"]
+        (('ants', 'bees'), 288, 0.967)
+    """
+
+    backbone: str
+    classes: tuple[str, ...]
+    input: InputConfig
+    head: HeadConfig = HeadConfig()
+    # timm's architecture and pretrained tag, and the width of its pooled features
+    timm_name: str | None = None
+    num_features: int | None = None
+    imgclf_version: str = __version__
+    # valid_loss, accuracy and error_rate of the weights in the file
+    metrics: dict[str, float] = field(default_factory=dict)
+    best_epoch: int | None = None
+    # one row per epoch (or probe): epoch, phase, train_loss, valid_loss, accuracy, ...
+    history: tuple[dict[str, Any], ...] = ()
+    training: TrainConfig | None = None
+    data: DataConfig | None = None
+    augment: AugmentConfig | None = None
+    # pictures per class and split: {"ants": {"train": 123, "valid": 70, "test": 0}, ...}
+    counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    created: str | None = None
+    # a run's state (plan, position, optimizer, best epoch): only in checkpoint files
+    checkpoint: dict[str, Any] | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "classes", tuple(self.classes))
+        object.__setattr__(self, "history", tuple(self.history))
+
+    def to_dict(self) -> dict[str, Any]:
+        values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        for name in ("input", "head", "training", "data", "augment"):
+            if values[name] is not None:
+                values[name] = values[name].to_dict()
+        values["classes"], values["history"] = list(self.classes), list(self.history)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any], version: int = FORMAT_VERSION) -> ModelInfo:
+        """Read the metadata of any format version; unknown keys (from newer files) are ignored.
+
+        Raises:
+            KeyError, TypeError, ValueError: it does not describe a network.
+        """
+        values = dict(values)
+        if version < 2:  # format 1 kept resize beside the input config
+            values["input"] = {**values["input"], "resize": values.get("resize", "crop")}
+            data = values.get("data") or {}
+            values["counts"] = data.get("counts", {})
+            values["augment"] = data.get("augment")
+        return cls(
+            backbone=str(values["backbone"]),
+            classes=tuple(str(label) for label in values["classes"]),
+            input=InputConfig.from_dict(values["input"]),
+            head=HeadConfig(**_known(HeadConfig, values.get("head") or {})),
+            timm_name=values.get("timm_name"),
+            num_features=values.get("num_features"),
+            imgclf_version=values.get("imgclf_version", "unknown"),
+            metrics=dict(values.get("metrics") or {}),
+            best_epoch=values.get("best_epoch"),
+            history=tuple(values.get("history") or ()),
+            training=_config(TrainConfig, values.get("training")),
+            data=_config(DataConfig, values.get("data")),
+            augment=_config(AugmentConfig, values.get("augment")),
+            counts=dict(values.get("counts") or {}),
+            created=values.get("created"),
+            checkpoint=values.get("checkpoint"),
+        )
+
+
+def _known(config: type, values: dict[str, Any]) -> dict[str, Any]:
+    names = {f.name for f in dataclasses.fields(config)}
+    return {key: value for key, value in values.items() if key in names}
+
+
+def _config(config: type, values: dict[str, Any] | None):
+    if not values:
+        return None
+    known = _known(config, values)
+    for name, value in known.items():  # JSON has no tuples
+        if isinstance(value, list):
+            known[name] = tuple(value)
+    return config(**known)
+
+
+def save_model(path: str | os.PathLike, tensors: dict[str, torch.Tensor], info: ModelInfo
+               ) -> Path:
+    """Write tensors and their ModelInfo atomically (a crash mid-write never leaves a broken
+    file)."""
     from safetensors.torch import save_file
 
     path = Path(path)
@@ -34,7 +135,7 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
         "checksum": _checksum(tensors),
-        "metadata": json.dumps(metadata, default=str),
+        "metadata": json.dumps(info.to_dict(), default=str),
     }
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(tensors, str(temporary), metadata=header)
@@ -42,12 +143,13 @@ def save_tensors(path: str | os.PathLike, tensors: dict[str, torch.Tensor],
     return path
 
 
-def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Read and check a file written by save_tensors.
+def load_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelInfo]:
+    """Read and check a file written by save_model (or by an older imgclf).
 
     Raises:
-        ModelFileError: missing, truncated, not an imgclf file, from a newer imgclf, or its
-            tensors do not match the checksum written with them.
+        ModelFileError: missing, truncated, not an imgclf file, from a newer imgclf, its
+            tensors do not match the checksum written with them, or its metadata does not
+            describe a network.
     """
     from safetensors import safe_open
 
@@ -73,10 +175,15 @@ def load_tensors(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
         raise ModelFileError(f"{path} is damaged or was modified after it was saved: its "
                              "weights do not match their checksum.")
     try:
-        metadata = json.loads(header["metadata"])
+        values = json.loads(header["metadata"])
     except (KeyError, ValueError) as error:
         raise ModelFileError(f"{path}: its metadata is not valid JSON ({error})") from None
-    return tensors, metadata
+    try:
+        info = ModelInfo.from_dict(values, version)
+    except (KeyError, TypeError, ValueError, AttributeError) as error:
+        raise ModelFileError(f"{path}: its metadata does not describe a network "
+                             f"({type(error).__name__}: {error})") from None
+    return tensors, info
 
 
 def _checksum(tensors: dict[str, torch.Tensor]) -> str:

@@ -53,9 +53,9 @@ def write_report(evaluation: Evaluation, path: str | os.PathLike, *,
 def render_report(evaluation: Evaluation, *, data: ImageData | None = None,
                   title: str | None = None, top_k: int = 12) -> str:
     """The report as one HTML string."""
-    metadata = evaluation.metadata
+    info = evaluation.info
     summary = evaluation.summary()
-    title = title or f"imgclf report: {metadata.get('backbone', 'model')}, " \
+    title = title or f"imgclf report: {info.backbone if info else 'model'}, " \
                      f"{len(evaluation.classes)} classes"
     parts = [
         f"<h1>{_e(title)}</h1>",
@@ -73,14 +73,14 @@ def render_report(evaluation: Evaluation, *, data: ImageData | None = None,
         "<h2>Per class</h2><div class=figs>", _per_class_table(evaluation),
         _figure(evaluation.plot_per_class()), "</div>",
     ]
-    history = metadata.get("history")
+    history = info.history if info else ()
     if history:
         from imgclf.plots import plot_history
 
         parts += ["<h2>Training</h2>", _figure(plot_history(history))]
     parts += ["<h2>Data</h2>", _data_section(evaluation, data)]
-    settings = {k: metadata[k] for k in ("backbone", "input", "head", "training", "data")
-                if k in metadata}
+    settings = {k: v for k, v in info.to_dict().items()
+                if k in ("backbone", "input", "head", "training", "data", "augment")} if info else {}
     if settings:
         parts += ["<h2>Settings</h2><details><summary>model and training settings</summary><pre>",
                   _e(json.dumps(settings, indent=1, default=str)), "</pre></details>"]
@@ -146,7 +146,7 @@ def _data_section(evaluation: Evaluation, data: ImageData | None) -> str:
         counts, skipped = summary["counts"], summary["skipped"]
         suspicious, leakage = summary["suspicious"], summary["leakage"]
     else:
-        counts = evaluation.metadata.get("data", {}).get("counts", {})
+        counts = evaluation.info.counts if evaluation.info else {}
         skipped, suspicious, leakage = [], [], []
     skipped = list(skipped) + [s for s in evaluation.skipped if s not in skipped]
     parts = []

@@ -52,8 +52,8 @@ def normalize(config: InputConfig) -> list:
     ]
 
 
-def square(config: InputConfig, resize: str, size: int | None = None) -> list:
-    """Deterministic steps that make a picture a size x size square by the chosen method.
+def square(config: InputConfig, size: int | None = None) -> list:
+    """Deterministic steps that make a picture a size x size square by config.resize.
 
     crop: shorter side to size / crop_fraction, then the center (timm's evaluation transform);
     squish: stretch to the square; pad: fit inside the square, black borders.
@@ -62,6 +62,7 @@ def square(config: InputConfig, resize: str, size: int | None = None) -> list:
 
     size = size or config.image_size
     mode = interpolation_mode(config.interpolation)
+    resize = config.resize
     if resize == "crop":
         return [v2.Resize(int(size / config.crop_fraction), interpolation=mode, antialias=True),
                 v2.CenterCrop(size)]
@@ -72,7 +73,7 @@ def square(config: InputConfig, resize: str, size: int | None = None) -> list:
     raise ValueError(f"resize must be 'crop', 'squish' or 'pad', not {resize!r}")
 
 
-def eval_transform(config: InputConfig, resize: str = "crop") -> v2.Compose:
+def eval_transform(config: InputConfig) -> v2.Compose:
     """Deterministic validation/inference pipeline: make the picture square, then normalise.
 
     With resize="crop" this is timm's evaluation transform, so published accuracy reproduces.
@@ -84,11 +85,10 @@ def eval_transform(config: InputConfig, resize: str = "crop") -> v2.Compose:
     """
     from torchvision.transforms import v2
 
-    return v2.Compose([*square(config, resize), *normalize(config)])
+    return v2.Compose([*square(config), *normalize(config)])
 
 
-def train_transform(config: InputConfig, augment: AugmentConfig | None,
-                    resize: str = "crop") -> v2.Compose:
+def train_transform(config: InputConfig, augment: AugmentConfig | None) -> v2.Compose:
     """Random training pipeline: a random resized crop, flips, rotation, zoom, warp and colour.
 
     squish and pad first make the picture a square slightly larger than the input size, so
@@ -101,12 +101,12 @@ def train_transform(config: InputConfig, augment: AugmentConfig | None,
     from torchvision.transforms import v2
 
     if augment is None:
-        return eval_transform(config, resize)
+        return eval_transform(config)
     size = config.train_size or config.image_size
     mode = interpolation_mode(config.interpolation)
     steps: list = []
-    if resize != "crop":
-        steps += square(config, resize, size=int(size / config.crop_fraction))
+    if config.resize != "crop":
+        steps += square(config, size=int(size / config.crop_fraction))
     steps.append(v2.RandomResizedCrop(size, scale=(augment.min_scale, 1.0), interpolation=mode,
                                       antialias=True))
     if augment.flip:

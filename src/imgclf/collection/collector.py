@@ -190,7 +190,7 @@ class _Candidate:
 
 class _Collector:
     def __init__(self, root: Path, config: CollectConfig, http: Http, show_progress: bool):
-        from imgclf.data import find_images
+        from imgclf.sources import find_images
         from imgclf.images import load_image
 
         self.root, self.config, self.http, self.show_progress = root, config, http, show_progress
@@ -211,7 +211,7 @@ class _Collector:
                 continue
 
     def run(self, label: str, queries: list[str], chain: list[Provider]) -> ClassResult:
-        from imgclf.data import find_images
+        from imgclf.sources import find_images
 
         folder = self.root / label
         folder.mkdir(exist_ok=True)

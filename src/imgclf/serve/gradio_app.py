@@ -20,10 +20,9 @@ def _gradio():
 
 def describe(predictor) -> str:
     """Markdown describing the model: classes, backbone and validation figures."""
-    metadata = predictor.metadata
-    metrics = metadata.get("metrics") or {}
+    metrics = predictor.info.metrics
     lines = [f"**Classes** ({len(predictor.classes)}): {', '.join(predictor.classes)}",
-             f"**Backbone**: {metadata.get('backbone', 'unknown')}, input "
+             f"**Backbone**: {predictor.info.backbone}, input "
              f"{predictor.input.image_size} px"]
     if "accuracy" in metrics:
         lines.append(f"**Validation**: accuracy {metrics['accuracy']:.1%}, loss "
@@ -70,7 +69,7 @@ def build_app(model: str | os.PathLike, *, examples: Any = None, runtime: str = 
 
 
 def _example_paths(examples) -> list[str]:
-    from imgclf.data import find_images
+    from imgclf.sources import find_images
 
     if not examples:
         return []

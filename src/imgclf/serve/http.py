@@ -35,7 +35,7 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
         from starlette.concurrency import run_in_threadpool
     except ImportError:
         raise ImgclfError(SERVE_HINT) from None
-    from imgclf import __version__
+    from imgclf._version import __version__
     from imgclf.predict import Predictor
 
     predictor = model if isinstance(model, Predictor) else Predictor.load(model, runtime=runtime)
@@ -52,10 +52,10 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
 
     @app.get("/model")
     def model_info() -> dict:
-        metadata = predictor.metadata
-        return {"classes": predictor.classes, "backbone": metadata.get("backbone"),
-                "input": predictor.input.to_dict(), "metrics": metadata.get("metrics", {}),
-                "imgclf_version": metadata.get("imgclf_version"), "runtime": runtime}
+        info = predictor.info
+        return {"classes": predictor.classes, "backbone": info.backbone,
+                "input": predictor.input.to_dict(), "metrics": info.metrics,
+                "imgclf_version": info.imgclf_version, "runtime": runtime}
 
     @app.post("/predict")
     async def predict(request: Request):

@@ -1,0 +1,80 @@
+"""Callbacks: plain objects the training loop calls by hook name with keyword arguments.
+
+Hooks (each optional): ``on_train_start(learner, plan)``, ``on_epoch_end(learner, row)``
+(after every epoch and after the probe, once its checkpoint is written),
+``on_train_end(learner)`` (after the model file is written) and
+``on_train_interrupted(learner, reason)``. ``ConsoleLog`` is the one that prints a run;
+``Learner(verbose=True)`` adds it.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from imgclf._progress import console
+from imgclf.checkpoint import BEST, CHECKPOINT, FINAL
+
+if TYPE_CHECKING:
+    from imgclf.plan import Phase
+    from imgclf.training import Learner
+
+
+class ConsoleLog:
+    """Prints the resolved settings, one row per epoch, and where the model went."""
+
+    def on_train_start(self, learner: Learner, plan: list[Phase]) -> None:
+        settings, data = learner.settings(plan), learner.data
+        out = console()
+        out.print(f"[bold]Training[/] {settings['backbone']} on {len(data.train)} pictures "
+                  f"({len(data.classes)} classes), validating on {len(data.valid)}; "
+                  f"device {settings['device']}, {settings['threads']} threads, batch "
+                  f"{data.config.batch_size}, image size {data.input.image_size}"
+                  + (f" (training crops {data.input.train_size})"
+                     if data.input.train_size else ""))
+        for phase in plan:
+            if phase.kind == "probe":
+                out.print(f"  {phase.name}: a linear head fitted on cached embeddings")
+                continue
+            rates = ", ".join(f"{r:.2g}" for r in phase.learning_rates)
+            what = "head only" if phase.frozen else "whole network"
+            out.print(f"  {phase.name}: {phase.epochs} epoch(s), {what}, one-cycle peak {rates}")
+        if learner.output is not None:
+            out.print(f"  settings and checkpoints: {learner.output}")
+        out.print(f"{'epoch':>5} {'phase':>5} {'train_loss':>10} {'valid_loss':>10} "
+                  f"{'accuracy':>8} {'error_rate':>10} {'time':>6}")
+
+    def on_epoch_end(self, learner: Learner, row: dict[str, Any]) -> None:
+        out = console()
+        if row["phase"] == "probe":
+            cv = row.get("cv_accuracy")
+            out.print(f"      probe: logistic regression on {row['embeddings']} embeddings "
+                      f"({row['computed']} computed, the rest cached), "
+                      f"C={row['regularisation']:g}"
+                      + (f", cross-validated accuracy {cv:.3f}" if cv is not None else ""),
+                      highlight=False)
+        improved = learner.best is not None and learner.best["epoch"] == row["epoch"]
+        out.print(f"{row['epoch']:>5} {row['phase']:>5.5} {row['train_loss']:>10.4f} "
+                  f"{row['valid_loss']:>10.4f} {row['accuracy']:>8.4f} "
+                  f"{row['error_rate']:>10.4f} {row['seconds']:>5.0f}s"
+                  + (" *" if improved else ""), highlight=False)
+
+    def on_train_end(self, learner: Learner) -> None:
+        if learner.output is None or learner.best is None or not learner.history:
+            return
+        final = learner.best if learner.config.restore_best else learner.history[-1]
+        console().print(
+            f"Saved {learner.output / FINAL}: epoch {final['epoch']}, accuracy "
+            f"{final['accuracy']:.4f}, valid_loss {final['valid_loss']:.4f}. Best by "
+            f"{learner.config.monitor}: epoch {learner.best['epoch']} "
+            f"({learner.output / BEST}).")
+
+    def on_train_interrupted(self, learner: Learner, reason: str) -> None:
+        out = console()
+        if learner.output is not None and (learner.output / CHECKPOINT).exists():
+            out.print(
+                f"[yellow]{reason} after {len(learner.history)} finished epoch(s). The last "
+                f"checkpoint is {learner.output / CHECKPOINT}; continue with "
+                f"Learner.resume({str(learner.output)!r}, data) or imgclf train ... --out "
+                f"{learner.output} --resume")
+        else:
+            out.print(f"[yellow]{reason} before the first epoch finished; nothing saved.")

@@ -1,0 +1,98 @@
+"""Checkpoints: after every epoch (and the probe) a run's weights, optimizer state and place
+in its plan go to ``checkpoint.safetensors``, so an interrupted run loses at most one epoch.
+
+A checkpoint is a model file (safetensors + ModelInfo) whose ``checkpoint`` field holds the
+plan, the position in it, the optimizer's JSON state and the best epoch so far; the
+optimizer's tensors are stored beside the weights. Nothing is pickled.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imgclf.errors import ModelFileError
+from imgclf.model import MODEL_PREFIX
+from imgclf.modelfile import SUFFIX, ModelInfo, load_model, save_model
+from imgclf.plan import Phase
+
+# The files of a run's output folder.
+CHECKPOINT = "checkpoint.safetensors"
+BEST = "best" + SUFFIX  # the best epoch so far by TrainConfig.monitor
+FINAL = "model" + SUFFIX  # written when the run ends
+SETTINGS = "settings.json"  # every resolved setting, written when the run starts
+HISTORY = "history.json"
+_OPTIMIZER = "optimizer."
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A run's saved state, as read back by ``read_checkpoint``."""
+
+    tensors: dict[str, torch.Tensor]  # the network's weights (model file names)
+    info: ModelInfo
+    plan: list[Phase]
+    phase: int  # index of the phase the last finished epoch belongs to
+    epoch: int  # that epoch within its phase
+    optimizer: dict | None  # the optimizer's state_dict (None after a probe)
+    best: dict[str, Any] | None  # the best history row so far
+
+
+def save_checkpoint(path: Path, network: torch.nn.Module, info: ModelInfo, *,
+                    plan: list[Phase], phase: int, epoch: int,
+                    optimizer: torch.optim.Optimizer | None, best: dict[str, Any] | None
+                    ) -> Path:
+    tensors = {MODEL_PREFIX + k: v for k, v in network.state_dict().items()}
+    optimizer_json = None
+    if optimizer is not None:
+        optimizer_tensors, optimizer_json = _split_optimizer_state(optimizer.state_dict())
+        tensors.update(optimizer_tensors)
+    state = {"plan": [asdict(p) for p in plan], "phase": phase, "epoch": epoch,
+             "optimizer": optimizer_json, "best": best}
+    return save_model(path, tensors, replace(info, checkpoint=state))
+
+
+def read_checkpoint(path: Path) -> Checkpoint:
+    """Read a checkpoint file.
+
+    Raises:
+        ModelFileError: missing, damaged, or a plain model file.
+    """
+    tensors, info = load_model(path)
+    state = info.checkpoint
+    if state is None:
+        raise ModelFileError(f"{path} is a model file, not a checkpoint.")
+    optimizer = (_join_optimizer_state(tensors, state["optimizer"])
+                 if state.get("optimizer") else None)
+    weights = {k: v for k, v in tensors.items() if not k.startswith(_OPTIMIZER)}
+    return Checkpoint(weights, replace(info, checkpoint=None),
+                      [Phase.from_dict(p) for p in state["plan"]], state["phase"],
+                      state["epoch"], optimizer, state.get("best"))
+
+
+def _split_optimizer_state(state: dict) -> tuple[dict[str, torch.Tensor], dict]:
+    """An optimizer state_dict as tensors (for safetensors) and JSON (everything else)."""
+    tensors, scalars = {}, {}
+    for index, values in state["state"].items():
+        for name, value in values.items():
+            if torch.is_tensor(value):
+                tensors[f"{_OPTIMIZER}{index}.{name}"] = value
+            else:
+                scalars[f"{index}.{name}"] = value
+    return tensors, {"param_groups": state["param_groups"], "scalars": scalars}
+
+
+def _join_optimizer_state(tensors: dict[str, torch.Tensor], saved: dict) -> dict:
+    state: dict[int, dict[str, Any]] = {}
+    for key, tensor in tensors.items():
+        if key.startswith(_OPTIMIZER):
+            _, index, name = key.split(".", 2)
+            state.setdefault(int(index), {})[name] = tensor
+    for key, value in saved.get("scalars", {}).items():
+        index, name = key.split(".", 1)
+        state.setdefault(int(index), {})[name] = value
+    groups = [{**group, "betas": tuple(group["betas"])} for group in saved["param_groups"]]
+    return {"state": state, "param_groups": groups}

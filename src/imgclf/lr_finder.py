@@ -1,0 +1,81 @@
+"""lr_find: train briefly with a rising learning rate and record the loss (fastai's LR finder)."""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from imgclf.training import Learner
+
+
+@dataclass
+class LearningRates:
+    """lr_find's result: the rates tried, the smoothed loss at each, and a suggestion."""
+
+    learning_rates: list[float]
+    losses: list[float]
+
+    @property
+    def suggestion(self) -> float:
+        """The rate where the loss falls fastest (before its minimum), like fastai's 'steep'."""
+        if len(self.losses) < 5:
+            return self.learning_rates[0] if self.learning_rates else 1e-3
+        end = min(range(len(self.losses)), key=self.losses.__getitem__)
+        logs = [math.log10(r) for r in self.learning_rates]
+        slopes = [(self.losses[i + 1] - self.losses[i]) / (logs[i + 1] - logs[i])
+                  for i in range(max(1, end - 1))]
+        steepest = min(range(len(slopes)), key=slopes.__getitem__)
+        return self.learning_rates[steepest]
+
+    @property
+    def minimum(self) -> float:
+        """The rate at the lowest loss, divided by 10 (a safe choice)."""
+        return self.learning_rates[min(range(len(self.losses)), key=self.losses.__getitem__)] / 10
+
+    def plot(self) -> Figure:
+        from imgclf.plots import plot_lr_find
+
+        return plot_lr_find(self.learning_rates, self.losses, self.suggestion)
+
+
+def find_learning_rate(learner: Learner, start: float = 1e-7, end: float = 10.0,
+                       steps: int = 100) -> LearningRates:
+    """Up to ``steps`` training steps at rates rising from start to end (log scale); stops
+    early once the loss explodes. The learner's weights are restored afterwards."""
+    network = learner.network
+    saved = copy.deepcopy(network.state_dict())
+    trainable = [p for p in network.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=start, weight_decay=learner.config.weight_decay)
+    loader = learner.data.train_loader()
+    learner.seed_epoch(0, loader)
+    rates, losses, smooth, best = [], [], 0.0, float("inf")
+    network.train()
+    step = 0
+    try:
+        while step < steps:
+            for images, targets, _indices, _errors in loader:
+                if images is None:
+                    continue
+                rate = start * (end / start) ** (step / (steps - 1))
+                for group in optimizer.param_groups:
+                    group["lr"] = rate
+                loss = learner.train_step(images, targets, optimizer, trainable)
+                smooth = 0.98 * smooth + 0.02 * loss
+                smoothed = smooth / (1 - 0.98 ** (step + 1))
+                rates.append(rate)
+                losses.append(smoothed)
+                best = min(best, smoothed)
+                step += 1
+                if step >= steps or not math.isfinite(smoothed) or smoothed > 4 * best:
+                    step = steps
+                    break
+    finally:
+        network.load_state_dict(saved)
+    return LearningRates(rates, losses)

@@ -1,0 +1,70 @@
+"""Pictures as tensors: the Dataset and collate function every DataLoader in imgclf uses.
+
+Training batches (data.py) and the forward loop (inference.py) both read pictures through
+``ImageFiles``, so a bad file is skipped the same way everywhere.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any, Callable
+
+from imgclf.errors import ImageError
+from imgclf.images import ImageSource, load_image, to_rgb
+
+
+def default_workers() -> int:
+    """DataLoader worker processes: one core is left for the network itself."""
+    return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+class ImageFiles:
+    """A map-style Dataset over pictures: item -> (tensor, target, index), or an ImageError.
+
+    Pictures are files (paths), encoded bytes or PIL images. One that cannot be read yields
+    its ImageError instead of raising, so one bad photo in a folder of hundreds costs one
+    skipped item, not the whole run; ``collate`` drops it.
+    """
+
+    def __init__(self, pictures: Sequence[ImageSource | Any], transform: Callable,
+                 targets: Sequence[int] | None = None):
+        self.pictures = [Path(p) if isinstance(p, (str, os.PathLike)) else p for p in pictures]
+        self.transform = transform
+        self.targets = list(targets) if targets is not None else [-1] * len(self.pictures)
+
+    @property
+    def paths(self) -> list[Path]:
+        return self.pictures
+
+    def __len__(self) -> int:
+        return len(self.pictures)
+
+    def __getitem__(self, index: int):
+        source = self.pictures[index]
+        try:
+            picture = to_rgb(source) if _is_pil(source) else load_image(source)
+        except ImageError as error:
+            return error
+        return self.transform(picture), self.targets[index], index
+
+
+def _is_pil(value: Any) -> bool:
+    from PIL import Image
+
+    return isinstance(value, Image.Image)
+
+
+def collate(items: list):
+    """Stack good items into a batch; bad ones travel alongside as a list of ImageErrors."""
+    import torch
+
+    good = [item for item in items if not isinstance(item, ImageError)]
+    errors = [item for item in items if isinstance(item, ImageError)]
+    if not good:
+        return None, None, None, errors
+    images = torch.stack([item[0] for item in good])
+    targets = torch.tensor([item[1] for item in good])
+    indices = torch.tensor([item[2] for item in good])
+    return images, targets, indices, errors

@@ -1,0 +1,212 @@
+"""Where labelled pictures come from: class folders, CSV files, DataFrames, file names; and
+the seeded, stratified split.
+
+Each ``items_from_*`` returns a list of ``Item`` (file, label, split); ``split_items`` gives
+every item without a split one. ``ImageData.from_*`` (data.py) are one-line wrappers over these.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+import re
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from imgclf.errors import DataError
+
+IMAGE_SUFFIXES = frozenset(
+    {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".ppm"}
+)
+SPLIT_FOLDERS = {
+    "train": "train", "training": "train",
+    "valid": "valid", "val": "valid", "validation": "valid", "dev": "valid",
+    "test": "test", "testing": "test",
+}
+SPLITS = ("train", "valid", "test")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One labelled picture: its file, class label, and split ("train", "valid", "test" or None)."""
+
+    path: Path
+    label: str | None
+    split: str | None = None
+
+
+# --- sources --------------------------------------------------------------------------------
+
+
+def find_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
+    """Image files under a folder by suffix, sorted, hidden files and folders left out."""
+    root = Path(folder)
+    pattern = "**/*" if recursive else "*"
+    return sorted(
+        p for p in root.glob(pattern)
+        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
+
+
+def items_from_folder(root: str | os.PathLike) -> list[Item]:
+    """Items from class folders: the label is the parent folder's name.
+
+    ``root/train/<class>/…`` with ``root/valid/`` (or ``val/``) and optionally ``root/test/``
+    gives the split by folder; otherwise every picture's split is left to ``split_items``.
+
+    Example:
+        >>> items = items_from_folder("hymenoptera")   # train/ants, train/bees, val/ants, ...
+    """
+    root = _existing_folder(root)
+    children = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    split_dirs = {SPLIT_FOLDERS[name]: path for name, path in children.items()
+                  if name in SPLIT_FOLDERS}
+    if "train" in split_dirs:
+        items = []
+        for split, folder in sorted(split_dirs.items()):
+            for path in find_images(folder):
+                label = path.parent.name if path.parent != folder else None
+                if label is None and split != "test":
+                    raise DataError(
+                        f"{path} lies directly in {folder}: put it in a class folder, "
+                        f"e.g. {folder}/<class name>/{path.name}.")
+                items.append(Item(path, label, split))
+    else:
+        items = [Item(path, path.parent.name) for path in find_images(root)]
+        loose = [item.path for item in items if item.path.parent == root]
+        if loose:
+            raise DataError(
+                f"{len(loose)} picture(s) lie directly in {root} (e.g. {loose[0].name}). Put "
+                f"one folder per class: {root}/cats/1.jpg, {root}/dogs/1.jpg, ... or use "
+                "ImageData.from_filenames to read labels from file names.")
+    if not items:
+        raise DataError(
+            f"No images found in {root}. Expected one folder per class, e.g. "
+            f"{root}/cats/1.jpg and {root}/dogs/1.jpg ({', '.join(sorted(IMAGE_SUFFIXES))}).")
+    return items
+
+
+def items_from_filenames(folder: str | os.PathLike,
+                         pattern: str = r"^(.+)_\d+\.\w+$") -> list[Item]:
+    """Items labelled by a regular expression on the file name (first group is the label).
+
+    The default reads Oxford-Pets style names: ``great_pyrenees_173.jpg`` -> ``great_pyrenees``.
+    Files whose name does not match raise a DataError listing a few of them.
+    """
+    folder = _existing_folder(folder)
+    regex = re.compile(pattern)
+    items, unmatched = [], []
+    for path in find_images(folder):
+        match = regex.match(path.name)
+        if match and match.group(1):
+            items.append(Item(path, match.group(1)))
+        else:
+            unmatched.append(path.name)
+    if unmatched:
+        raise DataError(f"{len(unmatched)} file name(s) do not match {pattern!r}, e.g. "
+                        f"{', '.join(unmatched[:3])}. Adjust the pattern.")
+    if not items:
+        raise DataError(f"No images found in {folder}.")
+    return items
+
+
+def items_from_csv(csv_file: str | os.PathLike, *, root: str | os.PathLike | None = None,
+                   path_column: str = "path", label_column: str = "label",
+                   split_column: str | None = None) -> list[Item]:
+    """Items from a CSV file with a path and a label column (paths relative to ``root``).
+
+    Args:
+        root: folder the paths are relative to; default: the CSV file's folder.
+        split_column: optional column giving the split: train/valid/val/test, or a boolean
+            "is this validation" column such as fastai's ``is_valid``.
+    """
+    csv_file = Path(csv_file)
+    if not csv_file.is_file():
+        raise DataError(f"No such CSV file: {csv_file}")
+    with open(csv_file, newline="", encoding="utf-8-sig") as handle:
+        rows = list(csv.DictReader(handle))
+    return items_from_rows(rows, root=root if root is not None else csv_file.parent,
+                           path_column=path_column, label_column=label_column,
+                           split_column=split_column, source=str(csv_file))
+
+
+def items_from_dataframe(frame: Any, *, root: str | os.PathLike = ".", path_column: str = "path",
+                         label_column: str = "label", split_column: str | None = None
+                         ) -> list[Item]:
+    """Items from a pandas DataFrame, with the same columns as ``items_from_csv``."""
+    rows = frame.to_dict("records")
+    return items_from_rows(rows, root=root, path_column=path_column, label_column=label_column,
+                           split_column=split_column, source="the DataFrame")
+
+
+def items_from_rows(rows: Sequence[dict], *, root: str | os.PathLike, path_column: str,
+                    label_column: str, split_column: str | None, source: str) -> list[Item]:
+    if not rows:
+        raise DataError(f"{source} has no rows.")
+    columns = set(rows[0])
+    for column in (path_column, label_column, split_column):
+        if column is not None and column not in columns:
+            raise DataError(f"{source} has no column {column!r}; its columns are "
+                            f"{', '.join(sorted(map(str, columns)))}.")
+    root = Path(root)
+    items = []
+    for row in rows:
+        split = _split_value(row[split_column], source) if split_column else None
+        label = row[label_column]
+        label = None if label is None or str(label).strip() == "" else str(label).strip()
+        items.append(Item(root / str(row[path_column]), label, split))
+    return items
+
+
+def _split_value(value: Any, source: str) -> str:
+    text = str(value).strip().lower()
+    if text in SPLIT_FOLDERS:
+        return SPLIT_FOLDERS[text]
+    if text in ("1", "true", "yes"):
+        return "valid"
+    if text in ("0", "false", "no", ""):
+        return "train"
+    raise DataError(f"{source}: split value {value!r} is not train/valid/test or true/false.")
+
+
+def _existing_folder(folder: str | os.PathLike) -> Path:
+    path = Path(folder).expanduser()
+    if not path.exists():
+        raise DataError(f"No such folder: {path}")
+    if not path.is_dir():
+        raise DataError(f"{path} is a file; give the folder that holds the class folders.")
+    return path
+
+
+# --- splitting ------------------------------------------------------------------------------
+
+
+def split_items(items: Iterable[Item], valid_fraction: float = 0.2, seed: int = 42) -> list[Item]:
+    """Give every item without a split one, at random but stratified and reproducible.
+
+    Each class with at least two unsplit pictures puts round(valid_fraction * n) of them
+    (at least one) into validation, drawn with its own seeded generator, so adding a class
+    does not move pictures of the others. Splits given by folders or columns are kept.
+    """
+    items = list(items)
+    by_class: dict[str | None, list[int]] = defaultdict(list)
+    for position, item in enumerate(items):
+        if item.split is None:
+            by_class[item.label].append(position)
+    chosen: set[int] = set()
+    for label in sorted(by_class, key=str):
+        positions = by_class[label]
+        if len(positions) < 2 or valid_fraction <= 0:
+            continue
+        count = min(len(positions) - 1, max(1, round(valid_fraction * len(positions))))
+        # one generator per class: adding a class leaves the other classes' splits as they were
+        generator = random.Random(f"{seed}/{label}")
+        chosen.update(generator.sample(positions, count))
+    return [item if item.split is not None else
+            replace(item, split="valid" if position in chosen else "train")
+            for position, item in enumerate(items)]

@@ -1,0 +1,83 @@
+"""The one forward loop: every way of running a network over pictures goes through it, and
+what a run saves in its model file is what evaluate() gives."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from imgclf import ImageData, Learner, evaluate, load, train
+from imgclf import inference
+
+FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
+
+
+@pytest.fixture
+def calls(monkeypatch):
+    """Count the passes through inference.batches, by whoever makes them."""
+    seen = []
+    original = inference.batches
+
+    def counting(network, dataset, **options):
+        seen.append(len(dataset))
+        yield from original(network, dataset, **options)
+
+    monkeypatch.setattr(inference, "batches", counting)
+    return seen
+
+
+def test_every_forward_pass_goes_through_the_one_loop(colours, calls):
+    from imgclf.embeddings import compute_embeddings
+
+    data = ImageData.from_folder(colours, **FAST)
+    learner = Learner.create(data, verbose=False)
+    learner.validate()
+    assert calls == [len(data.valid)]
+    compute_embeddings(learner.network, data, "train", show_progress=False)
+    assert calls[-1] == len(data.train)
+    predictor = learner.predictor()
+    predictor.predict(colours / "red" / "0.jpg")  # one picture is a batch of one
+    assert calls[-1] == 1
+    predictor.predict_batch([colours / "red" / "1.jpg", colours / "blue" / "1.jpg"],
+                            show_progress=False)
+    assert calls[-1] == 2
+    evaluate(predictor, data, show_progress=False)
+    assert calls[-1] == len(data.valid) and len(calls) == 5
+
+
+def test_probabilities_and_embeddings_come_from_one_pass(colours):
+    data = ImageData.from_folder(colours, **FAST)
+    network = Learner.create(data, verbose=False).network
+    dataset = data.dataset("valid", augment=False)
+    both = inference.run(network, dataset, embeddings=True, num_workers=0)
+    alone = inference.run(network, dataset, num_workers=0)
+    assert both.embeddings.shape == (len(dataset), network.backbone.num_features)
+    assert np.allclose(both.probabilities, alone.probabilities, atol=1e-6)
+    assert np.allclose(both.probabilities.sum(axis=1), 1, atol=1e-5)
+
+
+def test_unreadable_pictures_get_nan_rows_and_their_error(colours, tmp_path):
+    data = ImageData.from_folder(colours, **FAST)
+    predictor = Learner.create(data, verbose=False).predictor()
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture")
+    result = predictor.outputs([colours / "red" / "0.jpg", broken], num_workers=0)
+    assert result.ok.tolist() == [True, False] and np.isnan(result.probabilities[1]).all()
+    assert [error.source for error in result.errors] == [str(broken)]
+
+
+@pytest.mark.parametrize("mode", ["probe", "fine_tune", "auto"])
+def test_the_model_file_holds_the_figures_evaluate_gives(mode, colours, tmp_path, monkeypatch):
+    monkeypatch.setattr("imgclf.plan.AUTO_PROBE_BELOW", 5)  # auto: the probe, then fine-tuning
+    data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
+    learner = train(data, mode=mode, epochs=1, freeze_epochs=1, output=tmp_path / mode,
+                    verbose=False)
+    phases = [row["phase"] for row in learner.history]
+    assert phases == {"probe": ["probe"], "fine_tune": ["head", "all"],
+                      "auto": ["probe", "all"]}[mode]
+    model = load(tmp_path / mode / "model.imgclf")
+    saved = model.info.metrics
+    evaluation = evaluate(model, data, show_progress=False)
+    assert evaluation.loss == pytest.approx(saved["valid_loss"], abs=1e-6)
+    assert evaluation.accuracy == saved["accuracy"]
+    assert evaluation.error_rate == pytest.approx(saved["error_rate"], abs=1e-12)
