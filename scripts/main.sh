@@ -19,3 +19,10 @@ echo
 echo "Predictions for a few validation photos the model did not train on:"
 imgclf predict "$out/model.imgclf" $(ls "$data"/val/ants/*.jpg | head -3) \
   $(ls "$data"/val/bees/*.jpg | head -3) --top-k 2
+strangers=$IMGCLF_ROOT/../shared/datasets/imagenet-sample-100
+if [ -d "$strangers" ]; then
+  echo
+  echo "Pictures of neither ants nor bees (the model should call them unknown):"
+  imgclf predict "$out/model.imgclf" "$strangers"/n03868242_oxcart.JPEG \
+    "$strangers"/n02077923_sea_lion.JPEG "$strangers"/n01440764_tench.JPEG
+fi

@@ -19,7 +19,7 @@ def calls(monkeypatch):
     original = inference.batches
 
     def counting(network, dataset, **options):
-        seen.append(len(dataset))
+        seen.append(len(getattr(dataset, "dataset", dataset)))  # a DataLoader's dataset
         yield from original(network, dataset, **options)
 
     monkeypatch.setattr(inference, "batches", counting)

@@ -1,4 +1,5 @@
-"""End to end in a real browser: headless Debian Chromium uploads an ant photo to the page."""
+"""End to end in a real browser: headless Debian Chromium uploads an ant photo to the page and
+reads "ants", then a photo of an oxcart and reads that it is none of the classes."""
 
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ def chromium():
     return path
 
 
-def test_upload_an_ant_photo_and_read_ants(chromium, tmp_path):
+def test_upload_an_ant_photo_and_read_ants_then_an_oxcart_and_read_unknown(chromium, tmp_path):
     from playwright.sync_api import sync_playwright
 
     from imgclf import ImageData, train
@@ -49,6 +50,14 @@ def test_upload_an_ant_photo_and_read_ants(chromium, tmp_path):
             timeout=60_000)
         page.screenshot(path=str(tmp_path / "page.png"), full_page=True)
         text = page.locator("#prediction").inner_text()
+        oxcart = shared_dataset("imagenet-sample-100") / "n03868242_oxcart.JPEG"
+        page.set_input_files("input[type=file]", str(oxcart))
+        page.wait_for_function(
+            "() => /Unknown/.test(document.querySelector('#prediction')?.innerText || '')",
+            timeout=60_000)
+        page.screenshot(path=str(tmp_path / "unknown.png"), full_page=True)
+        stranger = page.locator("#prediction").inner_text()
         browser.close()
     first_line = [line for line in text.splitlines() if line.strip() in ("ants", "bees")][0]
     assert first_line.strip() == "ants", text
+    assert "Unknown: none of ants, bees (closest: " in stranger, stranger

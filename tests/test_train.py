@@ -182,7 +182,7 @@ def test_cli_train_then_predict(colours, tmp_path, capsys):
     csv_path = tmp_path / "out.csv"
     assert main(["predict", str(out / FINAL), str(colours / "blue"), "--csv", str(csv_path)]) == 0
     header = csv_path.read_text().splitlines()[0]
-    assert header == "path,label,index,probability,blue,red"
+    assert header == "path,label,index,probability,unknown,outlier_score,blue,red"
 
 
 def test_cli_resume_without_a_checkpoint_says_so(colours, tmp_path, capsys):

@@ -124,6 +124,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="auto (default): probe for tiny data, else probe then fine-tune, "
                             "keeping the better; probe: a head on cached embeddings, in "
                             "seconds; fine_tune: head epochs, then the whole network")
+    train.add_argument("--accept", type=float, default=TrainConfig.unknown_acceptance,
+                       metavar="SHARE", help="share of in-domain pictures the unknown detector "
+                                             "accepts; the threshold is set from validation")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out from its last checkpoint")
     train.set_defaults(run=_train, command="train")
@@ -136,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     output = predict.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per line")
     output.add_argument("--csv", metavar="FILE", help="write a CSV file instead")
+    _add_accept_argument(predict)
     predict.set_defaults(run=_predict, command="predict")
 
     evaluate = commands.add_parser(
@@ -147,6 +151,10 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--tta", action="store_true",
                           help="test-time augmentation: average each picture with its mirror")
     evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    evaluate.add_argument("--unknown", metavar="DIR", default=None,
+                          help="folder of pictures of none of the classes: how many are called "
+                               "unknown")
+    _add_accept_argument(evaluate)
     evaluate.set_defaults(run=_evaluate, command="evaluate")
 
     serve = commands.add_parser("serve", help="web page and JSON API for a model")
@@ -158,6 +166,7 @@ def _parser() -> argparse.ArgumentParser:
                             "MODEL.onnx` wrote beside the model file (or give the .onnx file)")
     serve.add_argument("--examples", default=None,
                        help="folder of example pictures (default: examples/ beside the model)")
+    _add_accept_argument(serve)
     serve.set_defaults(run=_serve, command="serve")
 
     export = commands.add_parser("export", help="export a model to ONNX or a Hugging Face Space")
@@ -210,7 +219,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     model = _model_path(args.model)
     examples = args.examples or (model.parent / "examples")
-    serve(model, host=args.host, port=args.port, runtime=args.runtime, examples=examples)
+    serve(model, host=args.host, port=args.port, runtime=args.runtime, examples=examples,
+          acceptance=args.accept)
     return 0
 
 
@@ -232,6 +242,12 @@ def _export(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_accept_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--accept", type=float, default=None, metavar="SHARE",
+                        help="share of in-domain pictures the unknown detector accepts, e.g. "
+                             "0.99 (default: the model's own, 0.95 unless trained otherwise)")
+
+
 def _model_path(argument: str) -> Path:
     from imgclf.training import FINAL
 
@@ -243,7 +259,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     from imgclf.evaluation import evaluate
     from imgclf.predict import Predictor
 
-    predictor = Predictor.load(_model_path(args.model))
+    predictor = Predictor.load(_model_path(args.model), acceptance=args.accept)
     info = predictor.info
     # Evaluate on the split the model was trained with, at its input, unless told otherwise.
     saved = info.data or DataConfig()
@@ -254,7 +270,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     args.image_size = args.image_size or info.input.image_size
     args.resize = args.resize or info.input.resize
     data = load_data(args, cache=False)  # no resized copies: nothing trains here
-    evaluation = evaluate(predictor, data, split=args.split, tta=args.tta)
+    evaluation = evaluate(predictor, data, split=args.split, tta=args.tta, unknown=args.unknown)
     summary = evaluation.summary()
     if args.json:
         print(json.dumps({**summary, "most_confused": evaluation.most_confused()[:10]}))
@@ -264,6 +280,12 @@ def _evaluate(args: argparse.Namespace) -> int:
               f"{summary['macro_f1']:.4f} on {summary['pictures']} pictures")
         for actual, predicted, count in evaluation.most_confused()[:5]:
             print(f"  {actual} taken for {predicted}: {count}")
+        if "acceptance" in summary:
+            print(f"unknown answer: {summary['acceptance']:.1%} of these pictures accepted, "
+                  f"accuracy on them {summary['accepted_accuracy']:.4f}")
+        if summary.get("strangers_flagged") is not None:
+            print(f"  {summary['strangers_flagged']:.1%} of {summary['strangers']} pictures in "
+                  f"{args.unknown} called unknown (AUROC {summary['unknown_auroc']:.4f})")
     if args.report:
         evaluation.report(args.report, data=data)
         print(f"Wrote {args.report}")
@@ -284,7 +306,8 @@ def _train(args: argparse.Namespace) -> int:
                              learning_rate=args.learning_rate, seed=args.seed,
                              head_learning_rate=args.head_learning_rate,
                              label_smoothing=args.label_smoothing, monitor=args.monitor,
-                             restore_best=args.restore_best, device=args.device)
+                             restore_best=args.restore_best, device=args.device,
+                             unknown_acceptance=args.accept)
         train(data, config=config, output=out, head=HeadConfig(pool=args.pool))
     print(f"Model: {out / FINAL}")
     return 0
@@ -296,36 +319,40 @@ def _predict(args: argparse.Namespace) -> int:
     from imgclf.errors import ImageError
     from imgclf.predict import Predictor
 
-    predictor = Predictor.load(_model_path(args.model))
+    predictor = Predictor.load(_model_path(args.model), acceptance=args.accept)
     paths = expand_paths(args.paths)
     results = predictor.predict_batch(paths, batch_size=args.batch_size)
-    rows = []
-    for path, result in zip(paths, results):
-        if isinstance(result, ImageError):
-            continue
-        top = result.top(args.top_k)
-        rows.append({"path": str(path), "label": result.label, "index": result.index,
-                     "probability": round(result.probability, 4),
-                     "top": [{"label": label, "probability": round(p, 4)} for label, p in top]})
+    good = [(path, result) for path, result in zip(paths, results)
+            if not isinstance(result, ImageError)]
     if args.csv:
-        with open(args.csv, "w", newline="") as handle:
+        with open(args.csv, "w", newline="", encoding="utf-8") as handle:
             writer = csv.writer(handle)
-            writer.writerow(["path", "label", "index", "probability", *predictor.classes])
-            for path, result in zip(paths, results):
-                if not isinstance(result, ImageError):
-                    writer.writerow([path, result.label, result.index,
-                                     f"{result.probability:.4f}",
-                                     *(f"{result.probabilities[c]:.4f}" for c in
-                                       predictor.classes)])
-        print(f"Wrote {len(rows)} predictions to {args.csv}")
-    else:
-        for row in rows:
-            if args.json:
-                print(json.dumps(row))
-            else:
-                guesses = ", ".join(f"{t['label']} {t['probability']:.1%}" for t in row["top"])
-                print(f"{row['path']}\t{guesses}")
+            writer.writerow(["path", "label", "index", "probability", "unknown",
+                             "outlier_score", *predictor.classes])
+            for path, result in good:
+                score = "" if result.outlier_score is None else f"{result.outlier_score:.4f}"
+                writer.writerow([path, result.label, result.index, f"{result.probability:.4f}",
+                                 int(result.unknown), score,
+                                 *(f"{result.probabilities[c]:.4f}" for c in predictor.classes)])
+        print(f"Wrote {len(good)} predictions to {args.csv}")
+    for path, result in good if not args.csv else ():
+        if args.json:
+            print(json.dumps({
+                "path": str(path), "label": result.label, "index": result.index,
+                "closest": result.closest, "probability": round(result.probability, 4),
+                "unknown": result.unknown, "outlier_score": result.outlier_score,
+                "top": [{"label": label, "probability": round(p, 4)}
+                        for label, p in result.top(args.top_k)]}))
+        else:
+            print(f"{path}\t{result.describe(args.top_k)}")
+    if not predictor.has_detector:
+        print("This model file has no detector for unknown pictures (made before imgclf 0.2): "
+              "every picture gets one of its classes. Train it again to get one.",
+              file=sys.stderr)
     _report_skipped([r for r in results if isinstance(r, ImageError)])
+    if not good:
+        _print_error("No picture could be read; nothing was predicted.")
+        return 1
     return 0
 
 

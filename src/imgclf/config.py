@@ -200,12 +200,19 @@ class TrainConfig:
     seed: int = 42
     # "cpu", "cuda", "mps", or None for the fastest one present.
     device: str | None = None
+    # Share of in-domain pictures the "unknown" detector accepts: its threshold is set so that
+    # this share of the validation pictures (or of the training pictures, each left out of the
+    # detector's bank in turn, when there is no validation split) is not called unknown.
+    unknown_acceptance: float = 0.95
 
     def __post_init__(self):
         if self.epochs < 0 or self.freeze_epochs < 0 or self.epochs + self.freeze_epochs == 0:
             raise ValueError("epochs and freeze_epochs must be >= 0, and not both 0")
         if self.learning_rate <= 0 or self.head_learning_rate <= 0:
             raise ValueError("learning rates must be positive")
+        if not 0 < self.unknown_acceptance <= 1:
+            raise ValueError(f"unknown_acceptance must be in (0, 1], not "
+                             f"{self.unknown_acceptance}")
         if self.mode not in TRAIN_MODES:
             raise ValueError(f"mode must be one of {', '.join(TRAIN_MODES)}, not {self.mode!r}")
         if self.monitor not in ("valid_loss", "accuracy", "error_rate"):

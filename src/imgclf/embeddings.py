@@ -118,12 +118,62 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
                       computed=len(jobs))
 
 
+def plain_embeddings(network: Classifier, data: ImageData, split: str, *, cached: bool,
+                     show_progress: bool = True) -> Embeddings:
+    """The plain (evaluation) view's embedding of every picture of a split, read from the
+    originals as Predictor reads them.
+
+    cached: the network's backbone is the pretrained one the cache was made with (probe mode,
+    head-only epochs); otherwise one pass of the forward loop with these weights.
+    """
+    from imgclf.inference import run
+    from imgclf.transforms import eval_transform
+
+    if cached:
+        return compute_embeddings(network, data, split, show_progress=show_progress)
+    items = [item for item in data.items[split] if item.label in data.class_index]
+    outputs = run(network, [item.path for item in items], transform=eval_transform(data.input),
+                  embeddings=True, probabilities=False, num_workers=data.config.num_workers,
+                  show_progress=show_progress, description=f"Embedding {split} pictures")
+    ok = outputs.ok
+    return Embeddings(features=outputs.embeddings[ok],
+                      targets=np.array([data.class_index[item.label]
+                                        for item, good in zip(items, ok) if good]),
+                      groups=np.flatnonzero(ok), computed=int(ok.sum()))
+
+
 def _save(target: Path, row: np.ndarray) -> None:
     """Write one embedding atomically: a half-written file is never read back."""
     target.parent.mkdir(parents=True, exist_ok=True)
     temporary = target.with_name(f".{target.stem}.{os.getpid()}.npy")
     np.save(temporary, row.astype(np.float32))
     os.replace(temporary, target)
+
+
+def fit_probe(network: Classifier, data: ImageData, *, views: int, seed: int,
+              show_progress: bool = True) -> dict[str, Any]:
+    """Fit the network's linear head on cached training embeddings (the probe phase).
+
+    Returns the figures of a history row: train_loss, the regularisation chosen, the
+    cross-validated accuracy, embeddings used and computed.
+    """
+    import torch.nn.functional as F
+
+    head = network.head.config
+    if head.pool != "avg" or head.hidden:
+        raise ValueError("probe fits a linear layer on average-pooled features: use the "
+                         "default HeadConfig (pool='avg', hidden=0)")
+    train = compute_embeddings(network, data, "train", views=views, show_progress=show_progress)
+    fit = fit_linear_head(train, len(data.classes), seed=seed)
+    linear = network.head.linear
+    with torch.no_grad():
+        linear.weight.copy_(torch.from_numpy(fit.weight))
+        linear.bias.copy_(torch.from_numpy(fit.bias))
+        logits = network.head(torch.from_numpy(train.features).to(linear.weight.device))
+    train_loss = float(F.cross_entropy(logits.float().cpu(), torch.from_numpy(train.targets)))
+    return {"train_loss": train_loss, "regularisation": fit.regularisation,
+            "cv_accuracy": fit.cv_accuracy, "embeddings": len(train.features),
+            "computed": train.computed}
 
 
 @dataclass(frozen=True)

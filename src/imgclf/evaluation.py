@@ -7,6 +7,7 @@ Predictions come from Predictor, the same inference path the web app and export 
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -51,6 +52,12 @@ class Evaluation:
     skipped: list[tuple[str, str]] = field(default_factory=list)
     # what the model file says (backbone, training history and settings), when known
     info: ModelInfo | None = None
+    # the "unknown" detector: each picture's outlier score (higher = stranger), the threshold
+    # above which a picture is unknown, and pictures of none of the classes with their scores
+    outlier_scores: np.ndarray | None = None
+    threshold: float = float("inf")
+    strangers: list[Path] = field(default_factory=list)
+    stranger_scores: np.ndarray | None = None
 
     def __post_init__(self):
         self.targets = np.asarray(self.targets, dtype=np.int64)
@@ -138,11 +145,54 @@ class Evaluation:
                         float(self.probabilities[i, predictions[i]]), float(losses[i]))
                 for i in order]
 
+    # --- the unknown answer ---
+
+    @property
+    def accepted(self) -> np.ndarray:
+        """True for each picture the detector accepts as one of the classes."""
+        if self.outlier_scores is None:
+            return np.ones(len(self.targets), dtype=bool)
+        return self.outlier_scores <= self.threshold
+
+    @property
+    def acceptance(self) -> float:
+        """Share of the pictures (all of the model's classes) not called unknown."""
+        return float(self.accepted.mean()) if len(self.targets) else float("nan")
+
+    @property
+    def accepted_accuracy(self) -> float:
+        """Accuracy on the pictures the detector accepts."""
+        accepted = self.accepted
+        hits = self.predictions[accepted] == self.targets[accepted]
+        return float(hits.mean()) if accepted.any() else float("nan")
+
+    @property
+    def strangers_flagged(self) -> float | None:
+        """Share of the stranger pictures called unknown (None without strangers)."""
+        if self.stranger_scores is None or not len(self.stranger_scores):
+            return None
+        return float((self.stranger_scores > self.threshold).mean())
+
+    @property
+    def unknown_auroc(self) -> float | None:
+        """How well the outlier score ranks strangers above the classes' pictures (1 = always)."""
+        if self.outlier_scores is None or self.strangers_flagged is None:
+            return None
+        from sklearn.metrics import roc_auc_score
+
+        labels = np.r_[np.zeros(len(self.outlier_scores)), np.ones(len(self.stranger_scores))]
+        return float(roc_auc_score(labels, np.r_[self.outlier_scores, self.stranger_scores]))
+
     def summary(self) -> dict[str, Any]:
         """The headline figures as plain values (JSON-ready)."""
-        return {"split": self.split, "pictures": len(self.targets), "accuracy": self.accuracy,
-                "error_rate": self.error_rate, "loss": self.loss, "macro_f1": self.macro_f1,
-                "weighted_f1": self.weighted_f1, "skipped": len(self.skipped)}
+        figures = {"split": self.split, "pictures": len(self.targets), "accuracy": self.accuracy,
+                   "error_rate": self.error_rate, "loss": self.loss, "macro_f1": self.macro_f1,
+                   "weighted_f1": self.weighted_f1, "skipped": len(self.skipped)}
+        if self.outlier_scores is not None:
+            figures.update(acceptance=self.acceptance, accepted_accuracy=self.accepted_accuracy,
+                           strangers=len(self.strangers), strangers_flagged=self.strangers_flagged,
+                           unknown_auroc=self.unknown_auroc)
+        return figures
 
     # --- drawing (plots.py does the work) ---
 
@@ -170,13 +220,17 @@ class Evaluation:
 
 
 def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", tta: bool = False,
-             batch_size: int = 32, show_progress: bool = True) -> Evaluation:
+             batch_size: int = 32, show_progress: bool = True,
+             unknown: str | os.PathLike | Sequence[str | os.PathLike] | None = None
+             ) -> Evaluation:
     """Run a model over one split of the data and collect everything needed to judge it.
 
     Args:
         model: a Predictor, a Learner, or a model file path.
         split: "valid" or "test".
         tta: test-time augmentation: average each picture with its mirror image.
+        unknown: pictures of none of the classes (a folder or files): how many the model
+            calls unknown, and how well its outlier score tells them apart (AUROC).
 
     Example:
         >>> evaluation = evaluate(imgclf.load("ants.imgclf"), data, split="valid")
@@ -189,10 +243,10 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
     items = [item for item in data.items[split] if item.label is not None]
     if not items:
         raise DataError(f"The {split} split has no labelled pictures to evaluate.")
-    unknown = sorted({item.label for item in items} - set(predictor.classes))
-    if unknown:
+    foreign = sorted({item.label for item in items} - set(predictor.classes))
+    if foreign:
         raise DataError(f"The {split} pictures include classes the model does not know: "
-                        f"{', '.join(unknown)}. Model classes: {', '.join(predictor.classes)}.")
+                        f"{', '.join(foreign)}. Model classes: {', '.join(predictor.classes)}.")
     paths = [item.path for item in items]
     outputs = predictor.outputs(paths, batch_size=batch_size, show_progress=show_progress,
                                 tta=tta, description=f"Evaluating on {split}")
@@ -206,7 +260,35 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
         split=split,
         skipped=[(e.source, e.reason) for e in outputs.errors],
         info=predictor.info,
+        outlier_scores=outputs.outlier[good] if outputs.outlier is not None else None,
+        threshold=predictor.threshold,
+        **_strangers(predictor, unknown, batch_size, show_progress),
     )
+
+
+def _strangers(predictor: Predictor, unknown: Any, batch_size: int, show_progress: bool
+               ) -> dict[str, Any]:
+    from imgclf.errors import DataError
+    from imgclf.sources import find_images
+
+    if unknown is None:
+        return {}
+    if not predictor.has_detector:
+        raise DataError("This model file has no detector for unknown pictures (made before "
+                        "imgclf 0.2): train it again to evaluate unknown pictures.")
+    if isinstance(unknown, (str, os.PathLike)):
+        folder = Path(unknown)
+        if not folder.is_dir():
+            raise DataError(f"No such folder of unknown pictures: {folder}")
+        paths = find_images(folder)
+    else:
+        paths = [Path(p) for p in unknown]
+    if not paths:
+        raise DataError(f"No pictures in {unknown}: nothing to test the unknown answer on.")
+    outputs = predictor.outputs(paths, batch_size=batch_size, show_progress=show_progress,
+                                description="Evaluating unknown pictures")
+    return {"strangers": [p for p, ok in zip(paths, outputs.ok) if ok],
+            "stranger_scores": outputs.outlier[outputs.ok]}
 
 
 def _as_predictor(model: Any) -> Predictor:

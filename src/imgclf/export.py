@@ -42,19 +42,22 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
     predictor = Predictor.load(model)
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    network = _with_softmax(predictor.network).eval().to(memory_format=torch.contiguous_format)
+    network = _Exported(predictor.network).eval().to(memory_format=torch.contiguous_format)
     size = predictor.input.image_size
     example = torch.randn(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=1024)
+    outputs = ["probabilities"] + (["outlier"] if predictor.has_detector else [])
     torch.onnx.export(network, (example,), str(path), input_names=["images"],
-                      output_names=["probabilities"], opset_version=opset, dynamo=True,
+                      output_names=outputs, opset_version=opset, dynamo=True,
                       dynamic_shapes={"images": {0: batch}}, external_data=False)
     _write_metadata(path, predictor)
     pictures = [(tensor, -1, index)
                 for index, tensor in enumerate(_check_batch(predictor, check_images))]
-    expected = inference.run(predictor.network, pictures, num_workers=0).probabilities
-    actual = inference.run(OnnxModule(OnnxNetwork(path)), pictures, num_workers=0).probabilities
-    difference = float(np.abs(expected - actual).max())
+    expected = inference.run(predictor.network, pictures, num_workers=0)
+    actual = inference.run(OnnxModule(OnnxNetwork(path)), pictures, num_workers=0)
+    difference = float(np.abs(expected.probabilities - actual.probabilities).max())
+    if predictor.has_detector:  # the outlier score is computed in the graph too
+        difference = max(difference, float(np.abs(expected.outlier - actual.outlier).max()))
     if difference > MATCH_TOLERANCE:
         path.unlink()
         raise ImgclfError(f"ONNX output differs from PyTorch by {difference:.2e} (more than "
@@ -62,19 +65,21 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
     return {"path": str(path), "max_difference": difference, "checked_images": len(pictures)}
 
 
-def _with_softmax(network):
-    """The classifier followed by softmax, as one module for export."""
+def _Exported(network):  # noqa: N802 - builds the class lazily: torch loads on use only
+    """The classifier as exported: probabilities, and outlier scores when it has a detector."""
     import torch
 
-    class Probabilities(torch.nn.Module):
+    class Exported(torch.nn.Module):
         def __init__(self, inner):
             super().__init__()
             self.inner = inner
 
         def forward(self, images):
-            return self.inner(images).softmax(dim=1)
+            logits, _, outlier = self.inner.infer(images)
+            probabilities = logits.softmax(dim=1)
+            return probabilities if outlier is None else (probabilities, outlier)
 
-    return Probabilities(network)
+    return Exported(network)
 
 
 def _check_batch(predictor, images: Sequence[str | os.PathLike]):
@@ -102,6 +107,10 @@ def _write_metadata(path: Path, predictor) -> None:
             "(input.resize 'crop'; 'squish' stretches, 'pad' fits with black borders), center "
             "crop to image_size, scaled to 0..1, then (x - mean) / std"),
     }
+    if predictor.has_detector:
+        values["imgclf_unknown"] = json.dumps({
+            "config": predictor.info.unknown.to_dict(),
+            "calibration": predictor.network.detector.calibration.tolist()})
     del proto.metadata_props[:]
     for key, value in values.items():
         entry = proto.metadata_props.add()

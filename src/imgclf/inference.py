@@ -6,8 +6,9 @@ which collects its batches): ``Predictor.predict`` (one picture is a batch of on
 probe mode. So the accuracy printed while training, the one saved in the model file, the one
 ``evaluate`` reports and the answers of the web app cannot disagree.
 
-The loop takes any module with the Classifier's interface: ``network(images)`` gives class
-scores, and ``network.forward_with_embeddings(images)`` gives scores and pooled features.
+The loop takes a Classifier, whose ``infer(images, embeddings=...)`` gives class scores,
+pooled embeddings and outlier scores (the "unknown" detector) in one pass, or any module whose
+``network(images)`` gives class scores (timm's ImageNet networks, say).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ class Batch:
     indices: list[int]
     probabilities: np.ndarray | None  # (rows, classes), when asked for
     embeddings: np.ndarray | None  # (rows, num_features), when asked for
+    outlier: np.ndarray | None  # (rows,) higher = stranger, when the network has a detector
     errors: list[ImageError]  # pictures of this batch that could not be read
 
 
@@ -43,20 +45,18 @@ class Outputs:
 
     probabilities: np.ndarray | None  # (pictures, classes)
     embeddings: np.ndarray | None  # (pictures, num_features)
+    outlier: np.ndarray | None  # (pictures,) outlier scores, when the network has a detector
     errors: list[ImageError]
-
-    @property
-    def ok(self) -> np.ndarray:
-        """True for each picture that was read and went through the network."""
-        rows = self.probabilities if self.probabilities is not None else self.embeddings
-        return ~np.isnan(rows).any(axis=1)
+    ok: np.ndarray  # (pictures,) True for each picture that was read and went through
 
 
 def batches(network: nn.Module, dataset: Any, *, batch_size: int = 32,
             num_workers: int | None = None, probabilities: bool = True,
             embeddings: bool = False, tta: bool = False, show_progress: bool = False,
             description: str = "Predicting", transient: bool = False) -> Iterator[Batch]:
-    """Run a network over a dataset of (tensor, target, index) items or ImageErrors.
+    """Run a network over a dataset of (tensor, target, index) items or ImageErrors (or over a
+    DataLoader of such a dataset that collates with ``collate``, kept by its owner to reuse
+    its worker processes).
 
     Args:
         probabilities: softmax of the class scores (float32).
@@ -69,9 +69,16 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = 32,
 
     if num_workers is None:
         num_workers = default_workers() if len(dataset) > 1 else 0
-    loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
-                                         num_workers=num_workers, collate_fn=collate)
-    network.eval()
+    if isinstance(dataset, torch.utils.data.DataLoader):
+        loader, dataset = dataset, dataset.dataset
+    elif num_workers:
+        loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
+                                             num_workers=num_workers, collate_fn=collate)
+    else:  # in this process: a DataLoader's set-up costs more than a served picture's decode
+        loader = (collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
+                  for start in range(0, len(dataset), batch_size))
+    if network.training:  # eval() walks every module: 1.7 ms, a served picture's 3%
+        network.eval()
     device = next(network.parameters()).device
     rows = progress(loader, total=len(dataset), description=description, enabled=show_progress,
                     weight=lambda batch: (0 if batch[0] is None else len(batch[0])) + len(batch[3]),
@@ -79,11 +86,11 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = 32,
     with torch.inference_mode():
         for images, _targets, indices, errors in rows:
             if images is None:
-                yield Batch([], None, None, errors)
+                yield Batch([], None, None, None, errors)
                 continue
             # channels_last: 1.6x faster at batch 32 on a 2-core CPU (bench/backbone_speed.py)
             images = images.to(device, memory_format=torch.channels_last)
-            scores, pooled = _forward(network, images, embeddings)
+            scores, pooled, outlier = _forward(network, images, embeddings)
             probability = None
             if probabilities:
                 probability = scores.float().softmax(dim=1)
@@ -91,14 +98,18 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = 32,
                     mirrored = _forward(network, images.flip(dims=[3]), False)[0]
                     probability = (probability + mirrored.float().softmax(dim=1)) / 2
                 probability = probability.cpu().numpy()
-            yield Batch(indices.tolist(), probability,
-                        pooled.float().cpu().numpy() if pooled is not None else None, errors)
+            yield Batch(indices.tolist(), probability, _numpy(pooled), _numpy(outlier), errors)
 
 
 def _forward(network: nn.Module, images: torch.Tensor, embeddings: bool):
-    if embeddings:
-        return network.forward_with_embeddings(images)
-    return network(images), None
+    infer = getattr(network, "infer", None)
+    if infer is None:
+        return network(images), None, None
+    return infer(images, embeddings=embeddings)
+
+
+def _numpy(values: torch.Tensor | None) -> np.ndarray | None:
+    return values.float().cpu().numpy() if values is not None else None
 
 
 def run(network: nn.Module, pictures: Sequence[Any] | Any, *, transform: Callable | None = None,
@@ -109,27 +120,33 @@ def run(network: nn.Module, pictures: Sequence[Any] | Any, *, transform: Callabl
     or a dataset of (tensor, target, index) items such as ``ImageData.dataset``.
     Options are those of ``batches``.
     """
+    import torch
+
     dataset = pictures if transform is None else ImageFiles(pictures, transform)
-    count = len(dataset)
-    probabilities = embeddings = None
+    is_loader = isinstance(dataset, torch.utils.data.DataLoader)
+    count = len(dataset.dataset if is_loader else dataset)
+    tables: dict[str, np.ndarray | None] = dict.fromkeys(("probabilities", "embeddings",
+                                                          "outlier"))
     errors: list[ImageError] = []
+    ok = np.zeros(count, dtype=bool)
     for batch in batches(network, dataset, **options):
         errors.extend(batch.errors)
-        if batch.probabilities is not None:
-            probabilities = _place(probabilities, count, batch.indices, batch.probabilities)
-        if batch.embeddings is not None:
-            embeddings = _place(embeddings, count, batch.indices, batch.embeddings)
-    if options.get("probabilities", True) and probabilities is None:
-        probabilities = np.full((count, 0), np.nan, dtype=np.float32)
-    if options.get("embeddings", False) and embeddings is None:
-        embeddings = np.full((count, 0), np.nan, dtype=np.float32)
-    return Outputs(probabilities, embeddings, errors)
+        ok[batch.indices] = True
+        for name in tables:
+            rows = getattr(batch, name)
+            if rows is not None:
+                tables[name] = _place(tables[name], count, batch.indices, rows)
+    if options.get("probabilities", True) and tables["probabilities"] is None:
+        tables["probabilities"] = np.full((count, 0), np.nan, dtype=np.float32)
+    if options.get("embeddings", False) and tables["embeddings"] is None:
+        tables["embeddings"] = np.full((count, 0), np.nan, dtype=np.float32)
+    return Outputs(errors=errors, ok=ok, **tables)
 
 
 def _place(table: np.ndarray | None, count: int, indices: list[int], rows: np.ndarray
            ) -> np.ndarray:
     if table is None:
-        table = np.full((count, rows.shape[1]), np.nan, dtype=np.float32)
+        table = np.full((count, *rows.shape[1:]), np.nan, dtype=np.float32)
     table[indices] = rows
     return table
 

@@ -9,6 +9,7 @@ from torch import nn
 
 from imgclf.backbones import create_backbone
 from imgclf.config import HeadConfig
+from imgclf.unknown import Detector
 
 if TYPE_CHECKING:
     from imgclf.modelfile import ModelInfo
@@ -60,6 +61,8 @@ class Classifier(nn.Module):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        # the "unknown" detector, fitted when training ends (unknown.py); None before
+        self.detector: Detector | None = None
 
     @classmethod
     def create(cls, backbone: str, num_classes: int, *, head: HeadConfig = HeadConfig(),
@@ -74,14 +77,19 @@ class Classifier(nn.Module):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
 
-    def forward_with_embeddings(self, images: torch.Tensor
-                                ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Class scores and the average-pooled backbone features (N, num_features) of one pass.
+    def infer(self, images: torch.Tensor, *, embeddings: bool = False
+              ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
+        """One pass for the forward loop: (class scores, pooled embeddings, outlier scores).
 
-        The embeddings feed the probe's head fit and, later, anything that compares pictures.
+        The embeddings (average-pooled backbone features, N x num_features) feed the probe's
+        head fit and the detector; they are returned when asked for. Outlier scores (higher =
+        stranger) come from the detector, None without one.
         """
         features = self.features(images)
-        return self.head(features), features.mean(dim=(2, 3))
+        pooled = features.mean(dim=(2, 3))
+        logits = self.head(features)
+        outlier = self.detector(logits, pooled) if self.detector is not None else None
+        return logits, pooled if embeddings else None, outlier
 
     # --- freezing ---
 
@@ -142,6 +150,10 @@ def network_from_tensors(tensors: dict[str, torch.Tensor], info: ModelInfo,
                              f"({type(error).__name__}: {error})") from None
     state = {name[len(MODEL_PREFIX):]: tensor for name, tensor in tensors.items()
              if name.startswith(MODEL_PREFIX)}
+    if info.unknown is not None and "detector.bank" in state:
+        network.detector = Detector.empty(*state["detector.bank"].shape,
+                                          len(state.get("detector.calibration", ())),
+                                          info.unknown)
     expected = network.state_dict()
     problems = [name for name in expected if name not in state
                 or state[name].shape != expected[name].shape]

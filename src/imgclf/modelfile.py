@@ -21,11 +21,13 @@ import torch
 from imgclf._version import __version__
 from imgclf.config import AugmentConfig, DataConfig, HeadConfig, InputConfig, TrainConfig
 from imgclf.errors import ModelFileError
+from imgclf.unknown import UnknownConfig
 
 FORMAT = "imgclf"
-# 2: the metadata is a ModelInfo; resize lives in the input config. 1 (imgclf 0.1 before the
-# ModelInfo) still loads.
-FORMAT_VERSION = 2
+# 3: an "unknown" detector (tensors model.detector.* and ModelInfo.unknown). 2: the metadata
+# is a ModelInfo; resize lives in the input config. 1 (imgclf 0.1 before the ModelInfo).
+# Every older format still loads (without a detector, it says so).
+FORMAT_VERSION = 3
 SUFFIX = ".imgclf"
 
 
@@ -58,6 +60,8 @@ class ModelInfo:
     augment: AugmentConfig | None = None
     # pictures per class and split: {"ants": {"train": 123, "valid": 70, "test": 0}, ...}
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    # the "unknown" detector's settings and threshold; None: the model always names a class
+    unknown: UnknownConfig | None = None
     created: str | None = None
     # a run's state (plan, position, optimizer, best epoch): only in checkpoint files
     checkpoint: dict[str, Any] | None = None
@@ -68,7 +72,7 @@ class ModelInfo:
 
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
-        for name in ("input", "head", "training", "data", "augment"):
+        for name in ("input", "head", "training", "data", "augment", "unknown"):
             if values[name] is not None:
                 values[name] = values[name].to_dict()
         values["classes"], values["history"] = list(self.classes), list(self.history)
@@ -102,6 +106,7 @@ class ModelInfo:
             data=_config(DataConfig, values.get("data")),
             augment=_config(AugmentConfig, values.get("augment")),
             counts=dict(values.get("counts") or {}),
+            unknown=_config(UnknownConfig, values.get("unknown")),
             created=values.get("created"),
             checkpoint=values.get("checkpoint"),
         )

@@ -16,6 +16,7 @@ import torch
 from imgclf.config import InputConfig
 from imgclf.errors import ImgclfError, ModelFileError
 from imgclf.modelfile import ModelInfo
+from imgclf.unknown import UnknownConfig
 
 ONNX_HINT = "ONNX needs the onnx extra: pip install 'imgclf[onnx]'"
 
@@ -31,7 +32,8 @@ def require(module: str, hint: str = ONNX_HINT):
 
 
 class OnnxNetwork:
-    """An onnxruntime session that maps normalised pictures to probabilities."""
+    """An onnxruntime session: normalised pictures -> probabilities (and outlier scores, for a
+    model with an "unknown" detector)."""
 
     def __init__(self, path: str | os.PathLike):
         runtime = require("onnxruntime")
@@ -42,9 +44,14 @@ class OnnxNetwork:
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types
             raise ModelFileError(f"{path} is not a readable ONNX file ({error})") from None
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.outputs = [output.name for output in self.session.get_outputs()]
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.session.run(["probabilities"], {"images": images.astype(np.float32)})[0]
+        return self.run(images)[0]
+
+    def run(self, images: np.ndarray) -> list[np.ndarray]:
+        """[probabilities] or [probabilities, outlier scores]."""
+        return self.session.run(self.outputs, {"images": images.astype(np.float32)})
 
 
 class OnnxModule(torch.nn.Module):
@@ -63,8 +70,15 @@ class OnnxModule(torch.nn.Module):
         yield self.anchor
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.infer(images)[0]
+
+    def infer(self, images: torch.Tensor, *, embeddings: bool = False):
+        """(log-probabilities, None, outlier scores or None): the Classifier's interface; an
+        ONNX graph gives no embeddings."""
         array = np.ascontiguousarray(images.detach().cpu().numpy())
-        return torch.from_numpy(self.onnx(array)).clamp_min(1e-30).log()
+        outputs = [torch.from_numpy(output) for output in self.onnx.run(array)]
+        outlier = outputs[1] if len(outputs) > 1 else None
+        return outputs[0].clamp_min(1e-30).log(), None, outlier
 
 
 def load_onnx(path: str | os.PathLike) -> tuple[OnnxModule, ModelInfo]:
@@ -78,9 +92,12 @@ def load_onnx(path: str | os.PathLike) -> tuple[OnnxModule, ModelInfo]:
         values = json.loads(meta["imgclf_input"])
         # ONNX files from imgclf 0.1 kept resize beside the input config
         values.setdefault("resize", meta.get("imgclf_resize", "crop"))
+        unknown = json.loads(meta["imgclf_unknown"]) if "imgclf_unknown" in meta else None
         info = ModelInfo(backbone=meta.get("imgclf_backbone") or "unknown",
                          classes=tuple(json.loads(meta["imgclf_classes"])),
-                         input=InputConfig.from_dict(values))
+                         input=InputConfig.from_dict(values),
+                         unknown=UnknownConfig(**unknown["config"]) if unknown else None)
+        network.calibration = np.array(unknown["calibration"] if unknown else [], np.float32)
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFileError(f"{path} is an ONNX file but not one written by imgclf export "
                              f"(no imgclf metadata: {error})") from None

@@ -24,32 +24,56 @@ if TYPE_CHECKING:
     from imgclf.images import ImageSource
 
 RUNTIMES = ("torch", "onnx")
+# The label of a picture that looks like none of the model's classes.
+UNKNOWN = "unknown"
 
 
 @dataclass(frozen=True)
 class Prediction:
     """One picture's result: the label, its class index and every class's probability.
 
+    A picture that looks like none of the classes (its outlier score is above the model's
+    threshold) has ``unknown=True`` and the label "unknown"; ``closest`` and ``index`` still
+    name the most probable class.
+
     Example:
         >>> prediction = Predictor.load("ants.imgclf").predict("ant.jpg")
         >>> prediction.label, prediction.index, round(prediction.probability, 3)
         ('ants', 0, 0.998)
+        >>> Predictor.load("ants.imgclf").predict("car.jpg")
+        Prediction(label='unknown', index=1, ..., unknown=True, outlier_score=0.41)
     """
 
     label: str
-    index: int
+    index: int  # of the closest (most probable) class, also when the picture is unknown
     probabilities: dict[str, float]
+    unknown: bool = False
+    # how strange the picture is to the model (higher = stranger); None: no detector
+    outlier_score: float | None = None
+
+    @property
+    def closest(self) -> str:
+        """The most probable class, whether or not the picture is unknown."""
+        return max(self.probabilities, key=self.probabilities.__getitem__)
 
     @property
     def probability(self) -> float:
-        return self.probabilities[self.label]
+        """The probability of the closest class."""
+        return self.probabilities[self.closest]
 
     def top(self, k: int = 3) -> list[tuple[str, float]]:
         """The k most likely classes with their probabilities, best first."""
         return sorted(self.probabilities.items(), key=lambda pair: -pair[1])[:k]
 
     def to_dict(self) -> dict[str, Any]:
-        return {"label": self.label, "index": self.index, "probabilities": self.probabilities}
+        return {"label": self.label, "index": self.index, "closest": self.closest,
+                "probabilities": self.probabilities, "unknown": self.unknown,
+                "outlier_score": self.outlier_score}
+
+    def describe(self, top_k: int = 1) -> str:
+        """For people: "ants 98.0%", or "unknown (closest: ants 51.0%)"."""
+        guesses = ", ".join(f"{label} {p:.1%}" for label, p in self.top(top_k))
+        return f"{UNKNOWN} (closest: {guesses})" if self.unknown else guesses
 
 
 class Predictor:
@@ -61,7 +85,7 @@ class Predictor:
         'ants'
     """
 
-    def __init__(self, network: nn.Module, info: ModelInfo):
+    def __init__(self, network: nn.Module, info: ModelInfo, *, acceptance: float | None = None):
         import torch
 
         # channels_last: 1.6x faster at batch 32 on a 2-core CPU (bench/backbone_speed.py)
@@ -70,14 +94,37 @@ class Predictor:
         self.classes = list(info.classes)
         self.input = info.input
         self.transform = eval_transform(info.input)
+        self.threshold = info.unknown.threshold if info.unknown else float("inf")
+        self.acceptance = info.unknown.acceptance if info.unknown else None
+        if acceptance is not None:
+            self.set_acceptance(acceptance)
+
+    @property
+    def has_detector(self) -> bool:
+        """Whether this model can answer "unknown" (models from before imgclf 0.2 cannot)."""
+        return self.info.unknown is not None
+
+    def set_acceptance(self, acceptance: float) -> None:
+        """Move the "unknown" threshold so that this share of in-domain pictures is accepted
+        (the model file keeps the in-domain scores it was calibrated on)."""
+        from imgclf.unknown import threshold_for
+
+        if not self.has_detector:
+            raise ModelFileError("This model file has no detector for unknown pictures (it was "
+                                 "made before imgclf 0.2): train it again to get one.")
+        self.threshold = threshold_for(_calibration(self.network), acceptance)
+        self.acceptance = acceptance
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, runtime: str = "torch") -> Predictor:
+    def load(cls, path: str | os.PathLike, *, runtime: str = "torch",
+             acceptance: float | None = None) -> Predictor:
         """Load a model file written by ``Learner.export`` (never unpickles anything).
 
         runtime: "torch", or "onnx" for onnxruntime: give the ``.onnx`` file written by
         ``export_onnx`` (``imgclf export MODEL --onnx FILE``), or a model file with that
         ONNX file beside it under the same name.
+        acceptance: the share of in-domain pictures the "unknown" detector accepts; default:
+        the one the model was calibrated at (0.95 unless trained otherwise).
 
         Example:
             >>> predictor = Predictor.load("models/ants-vs-bees/model.imgclf")
@@ -91,14 +138,14 @@ class Predictor:
         if path.suffix == ".onnx":
             from imgclf.onnx_runtime import load_onnx
 
-            return cls(*load_onnx(path))
+            return cls(*load_onnx(path), acceptance=acceptance)
         tensors, info = load_model(path)
         if runtime == "onnx":
-            return cls._onnx_beside(path, info)
-        return cls(network_from_tensors(tensors, info, str(path)), info)
+            return cls(*cls._onnx_beside(path, info), acceptance=acceptance)
+        return cls(network_from_tensors(tensors, info, str(path)), info, acceptance=acceptance)
 
-    @classmethod
-    def _onnx_beside(cls, path: Path, info: ModelInfo) -> Predictor:
+    @staticmethod
+    def _onnx_beside(path: Path, info: ModelInfo) -> tuple[nn.Module, ModelInfo]:
         """The ONNX export next to a model file, with the model file's full information."""
         from imgclf.onnx_runtime import load_onnx
 
@@ -109,10 +156,11 @@ class Predictor:
                 f"{onnx_path} {state}. Export it first (checked against PyTorch): "
                 f"imgclf export {path} --onnx {onnx_path}")
         network, onnx_info = load_onnx(onnx_path)
-        if (onnx_info.classes, onnx_info.input) != (info.classes, info.input):
+        if ((onnx_info.classes, onnx_info.input, onnx_info.unknown is None)
+                != (info.classes, info.input, info.unknown is None)):
             raise ModelFileError(f"{onnx_path} was exported from another model than {path}: "
                                  f"export it again.")
-        return cls(network, info)
+        return network, info
 
     def outputs(self, pictures: Sequence[ImageSource | Image.Image], *, batch_size: int = 32,
                 tta: bool = False, embeddings: bool = False, show_progress: bool = False,
@@ -136,21 +184,35 @@ class Predictor:
         result = self.outputs([image])
         if result.errors:
             raise result.errors[0]
-        return self._prediction(result.probabilities[0])
+        return self._prediction(result, 0)
 
     def predict_batch(self, paths: Sequence[str | os.PathLike], *, batch_size: int = 32,
                       show_progress: bool = True) -> list[Prediction | ImageError]:
         """Predictions for many files, in order; an unreadable file gives its ImageError."""
         result = self.outputs(paths, batch_size=batch_size, show_progress=show_progress)
         by_source = {error.source: error for error in result.errors}
-        return [self._prediction(row) if ok else
+        return [self._prediction(result, position) if ok else
                 by_source.get(str(path), ImageError(str(path), "could not be read"))
-                for path, row, ok in zip(paths, result.probabilities, result.ok)]
+                for position, (path, ok) in enumerate(zip(paths, result.ok))]
 
-    def _prediction(self, row) -> Prediction:
+    def _prediction(self, result: inference.Outputs, position: int) -> Prediction:
+        row = result.probabilities[position]
         index = int(row.argmax())
-        return Prediction(label=self.classes[index], index=index,
-                          probabilities={c: float(p) for c, p in zip(self.classes, row)})
+        score = float(result.outlier[position]) if result.outlier is not None else None
+        unknown = score is not None and score > self.threshold
+        return Prediction(label=UNKNOWN if unknown else self.classes[index], index=index,
+                          probabilities={c: float(p) for c, p in zip(self.classes, row)},
+                          unknown=unknown, outlier_score=score)
+
+
+def _calibration(network: nn.Module):
+    """The in-domain outlier scores a network's detector was calibrated on (numpy)."""
+    import numpy as np
+
+    detector = getattr(network, "detector", None)
+    if detector is not None:
+        return detector.calibration.cpu().numpy()
+    return getattr(getattr(network, "onnx", None), "calibration", np.zeros(0, np.float32))
 
 
 def load(path: str | os.PathLike, *, runtime: str = "torch") -> Predictor:

@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 if TYPE_CHECKING:
     from imgclf.data import ImageData
     from imgclf.evaluation import Evaluation
@@ -73,6 +75,8 @@ def render_report(evaluation: Evaluation, *, data: ImageData | None = None,
         "<h2>Per class</h2><div class=figs>", _per_class_table(evaluation),
         _figure(evaluation.plot_per_class()), "</div>",
     ]
+    if evaluation.outlier_scores is not None:
+        parts += ["<h2>Unknown pictures</h2>", _unknown(evaluation, top_k)]
     history = info.history if info else ()
     if history:
         from imgclf.plots import plot_history
@@ -107,25 +111,61 @@ def _most_confused(evaluation: Evaluation) -> str:
     return f"<table><tr><th>actual</th><th>predicted as</th><th>times</th></tr>{rows}</table>"
 
 
-def _top_losses(evaluation: Evaluation, k: int) -> str:
+def _thumbnail(path: Path, *lines: str) -> str:
+    """One picture, inline as a small JPEG, with caption lines (already HTML)."""
     from imgclf.errors import ImageError
     from imgclf.images import load_image
 
+    try:
+        picture = load_image(path, max_side=240)
+        buffer = io.BytesIO()
+        picture.save(buffer, format="JPEG", quality=80)
+        source = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
+        image = f"<img src='{source}' alt='{_e(path.name)}'>"
+    except ImageError:
+        image = "<div>unreadable</div>"
+    return (f"<div class=tile>{image}" + "".join(lines)
+            + f"<div class=sub>{_e(path.name)}</div></div>")
+
+
+def _top_losses(evaluation: Evaluation, k: int) -> str:
     tiles = []
     for entry in evaluation.top_losses(k):
-        try:
-            picture = load_image(entry.path, max_side=240)
-            buffer = io.BytesIO()
-            picture.save(buffer, format="JPEG", quality=80)
-            source = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
-            image = f"<img src='{source}' alt='{_e(entry.path.name)}'>"
-        except ImageError:
-            image = "<div>unreadable</div>"
         css = " class=wrong" if entry.predicted != entry.actual else ""
-        tiles.append(f"<div class=tile>{image}<div{css}>{_e(entry.predicted)} / "
-                     f"{_e(entry.actual)}</div><div>loss {entry.loss:.2f}, p "
-                     f"{entry.probability:.2f}</div><div class=sub>{_e(entry.path.name)}</div></div>")
+        tiles.append(_thumbnail(entry.path, f"<div{css}>{_e(entry.predicted)} / "
+                                f"{_e(entry.actual)}</div>", f"<div>loss {entry.loss:.2f}, p "
+                                f"{entry.probability:.2f}</div>"))
     return "<div class=grid>" + "".join(tiles) + "</div>"
+
+
+def _unknown(evaluation: Evaluation, k: int) -> str:
+    """The unknown answer: figures, in-domain pictures called unknown, strangers let through."""
+    summary = evaluation.summary()
+    parts = [f"<p>{summary['acceptance']:.1%} of the {summary['pictures']} pictures of the "
+             f"model's classes are accepted (accuracy on them {summary['accepted_accuracy']:.1%}"
+             f"); outlier threshold {evaluation.threshold:.3f}.</p>"]
+    if summary["strangers_flagged"] is not None:
+        parts.append(f"<p>{summary['strangers_flagged']:.1%} of {summary['strangers']} pictures "
+                     f"of none of the classes are called unknown (AUROC "
+                     f"{summary['unknown_auroc']:.3f}).</p>")
+    rejected = np.flatnonzero(~evaluation.accepted)
+    rejected = rejected[np.argsort(-evaluation.outlier_scores[rejected])][:k]
+    if len(rejected):
+        parts.append("<h3>Pictures of the classes called unknown</h3><div class=grid>" + "".join(
+            _thumbnail(evaluation.paths[i], f"<div class=wrong>unknown / "
+                       f"{_e(evaluation.classes[evaluation.targets[i]])}</div>",
+                       f"<div>outlier score {evaluation.outlier_scores[i]:.3f}</div>")
+            for i in rejected) + "</div>")
+    if evaluation.stranger_scores is not None:
+        passed = np.flatnonzero(evaluation.stranger_scores <= evaluation.threshold)
+        passed = passed[np.argsort(evaluation.stranger_scores[passed])][:k]
+        if len(passed):
+            parts.append("<h3>Pictures of none of the classes accepted</h3><div class=grid>"
+                         + "".join(_thumbnail(evaluation.strangers[i], "<div class=wrong>"
+                                              "accepted</div>", f"<div>outlier score "
+                                              f"{evaluation.stranger_scores[i]:.3f}</div>")
+                                   for i in passed) + "</div>")
+    return "\n".join(parts)
 
 
 def _per_class_table(evaluation: Evaluation) -> str:

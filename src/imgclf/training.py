@@ -17,6 +17,7 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
@@ -33,6 +34,7 @@ from imgclf.model import MODEL_PREFIX, Classifier, network_from_tensors
 from imgclf.modelfile import ModelInfo, load_model, save_model
 from imgclf.plan import (DISCRIMINATIVE, Phase, data_for, fine_tune_phases, one_cycle,
                          plan_for, probe_phase, probe_views)
+from imgclf.unknown import UnknownConfig
 
 if TYPE_CHECKING:
     from imgclf.evaluation import Evaluation
@@ -80,8 +82,16 @@ class Learner:
         self.verbose = verbose
         self.history: list[dict[str, Any]] = []
         self.best: dict[str, Any] | None = None
+        # the "unknown" detector's settings, once fitted when the run ends
+        self.unknown: UnknownConfig | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
         self._restored_best = False  # True once the network holds the best epoch's weights
+        # has a whole-network phase changed the backbone? (then cached embeddings are stale)
+        self._backbone_trained = False
+        # validation embeddings of the last and of the best epoch: the detector's calibration
+        self._valid_embeddings: np.ndarray | None = None
+        self._best_valid_embeddings: np.ndarray | None = None
+        self._valid_loader = None
 
     @classmethod
     def create(cls, data: ImageData, *, head: HeadConfig = HeadConfig(),
@@ -144,6 +154,7 @@ class Learner:
     def _run(self, plan: list[Phase], *, start: tuple[int, int] = (0, 0),
              optimizer_state: dict | None = None) -> Learner:
         """Run phases from (phase, epoch); the heart of training, top to bottom."""
+        self.network.detector, self.unknown = None, None  # refitted when this run ends
         self._save_settings(plan)
         self._call("on_train_start", learner=self, plan=plan)
         start_phase, start_epoch = start
@@ -168,6 +179,7 @@ class Learner:
                        optimizer_state: dict | None) -> None:
         phase = plan[index]
         self.network.freeze() if phase.frozen else self.network.unfreeze()
+        self._backbone_trained = self._backbone_trained or not phase.frozen
         groups = ([list(self.network.head.parameters())] if phase.frozen
                   else self.network.layer_groups(len(phase.learning_rates)))
         optimizer = torch.optim.AdamW(
@@ -187,32 +199,18 @@ class Learner:
 
     def _run_probe(self, plan: list[Phase], index: int) -> None:
         """The probe phase: a logistic regression on cached embeddings becomes the head."""
-        from imgclf.embeddings import compute_embeddings, fit_linear_head
+        from imgclf.embeddings import fit_probe
 
-        head = self.network.head.config
-        if head.pool != "avg" or head.hidden:
-            raise ValueError("probe fits a linear layer on average-pooled features: use the "
-                             "default HeadConfig (pool='avg', hidden=0)")
         started = time.perf_counter()
-        views = plan[index].views or probe_views(self.data)
-        train = compute_embeddings(self.network, self.data, "train", views=views,
-                                   show_progress=self.verbose)
-        fit = fit_linear_head(train, len(self.data.classes), seed=self.config.seed)
-        linear = self.network.head.linear
-        with torch.no_grad():
-            linear.weight.copy_(torch.from_numpy(fit.weight))
-            linear.bias.copy_(torch.from_numpy(fit.bias))
-            logits = self.network.head(torch.from_numpy(train.features).to(self.device))
-        train_loss = float(F.cross_entropy(logits.float().cpu(), torch.from_numpy(train.targets)))
-        row = {"phase": "probe", "train_loss": train_loss, "regularisation": fit.regularisation,
-               "cv_accuracy": fit.cv_accuracy, "embeddings": len(train.features),
-               "computed": train.computed}
-        self._end_epoch(row, started, plan, index, 0, None)
+        row = fit_probe(self.network, self.data, views=plan[index].views or probe_views(self.data),
+                        seed=self.config.seed, show_progress=self.verbose)
+        self._end_epoch({"phase": "probe", **row}, started, plan, index, 0, None)
 
     def _end_epoch(self, row: dict[str, Any], started: float, plan: list[Phase], index: int,
                    epoch: int, optimizer: torch.optim.Optimizer | None) -> None:
         """Validate, record, keep the best, checkpoint, call back: the same after any phase."""
-        row = {"epoch": len(self.history), **row, **self.validate()}
+        row = {"epoch": len(self.history), **row, **self.validate(),
+               "backbone_trained": self._backbone_trained}
         row["seconds"] = time.perf_counter() - started
         self.history.append(row)
         self._track_best(row)
@@ -270,14 +268,20 @@ class Learner:
         """valid_loss, accuracy and error_rate on the validation pictures.
 
         Through the one forward loop, on the original files, exactly as ``evaluate`` and
-        Predictor read them: the figures a run prints and saves are the ones they give.
+        Predictor read them: the figures a run prints and saves are the ones they give. The
+        same pass gives the embeddings the "unknown" detector is calibrated on.
         """
-        dataset = self.data.dataset("valid", augment=False)
-        outputs = inference.run(self.network, dataset, batch_size=VALID_BATCH_SIZE,
-                                num_workers=self.data.config.num_workers,
+        if not self.data.valid:
+            return inference.scores(np.zeros((0, len(self.data.classes))), [])
+        if self._valid_loader is None:  # kept: its worker starts once, not every epoch
+            self._valid_loader = self.data.loader("valid", augment=False, shuffle=False,
+                                                  batch_size=VALID_BATCH_SIZE)
+        dataset = self._valid_loader.dataset
+        outputs = inference.run(self.network, self._valid_loader, embeddings=True,
                                 show_progress=self.verbose, description="Validating",
                                 transient=True)
         ok = outputs.ok
+        self._valid_embeddings = outputs.embeddings[ok]
         targets = [t for t, good in zip(dataset.targets, ok) if good]
         return inference.scores(outputs.probabilities[ok], targets)
 
@@ -297,17 +301,48 @@ class Learner:
                 return
         self.best = dict(row)
         self._best_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+        self._best_valid_embeddings = self._valid_embeddings
         if self.output is not None:
             self.export(self.output / BEST)
 
     def _finish(self) -> None:
+        valid = self._valid_embeddings
         if self.config.restore_best and self._best_state is not None:
             self.network.load_state_dict(self._best_state)
             self._restored_best = True
+            valid = self._best_valid_embeddings
+        if self.history:
+            final = self.best if self._restored_best else self.history[-1]
+            self._fit_detector(bool(final.get("backbone_trained")), valid)
+        self._valid_loader = None  # lets its worker process go
         if self.output is not None and self.history:
             self.export(self.output / FINAL)
+            if self._restored_best:  # the same weights, now with their detector
+                self.export(self.output / BEST)
             (self.output / HISTORY).write_text(json.dumps(self.history, indent=1))
         self._call("on_train_end", learner=self)
+
+    def _fit_detector(self, backbone_trained: bool, valid: np.ndarray | None) -> None:
+        """The "unknown" detector of the final weights: their training embeddings as its bank,
+        calibrated on their validation embeddings (unknown.py)."""
+        from imgclf.embeddings import plain_embeddings
+        from imgclf.unknown import fit_detector
+
+        bank = plain_embeddings(self.network, self.data, "train", cached=not backbone_trained,
+                                show_progress=self.verbose)
+        if valid is None and self.data.valid:  # resumed after the last epoch: one more pass
+            self.validate()
+            valid = self._valid_embeddings
+        self.network.eval()
+
+        def head(embeddings: torch.Tensor) -> torch.Tensor:
+            return self.network.head(embeddings.to(self.device)).float().cpu()
+
+        detector, self.unknown = fit_detector(
+            torch.from_numpy(bank.features), torch.from_numpy(bank.targets), head,
+            valid=torch.from_numpy(valid) if valid is not None and len(valid) else None,
+            acceptance=self.config.unknown_acceptance, seed=self.config.seed)
+        self.network.detector = detector.to(self.device)
 
     def _call(self, hook: str, **arguments) -> None:
         for callback in self.callbacks:
@@ -338,6 +373,8 @@ class Learner:
         learner = cls(data, network, config=info.training or TrainConfig(), output=output,
                       callbacks=callbacks, verbose=verbose)
         learner.history = list(info.history)
+        learner._backbone_trained = bool(learner.history and
+                                         learner.history[-1].get("backbone_trained"))
         learner.best = saved.best
         if learner.best is not None and (output / BEST).exists():
             best_tensors, _ = load_model(output / BEST)
@@ -383,7 +420,8 @@ class Learner:
             num_features=network.backbone.num_features, metrics=self.metrics(),
             best_epoch=self.best["epoch"] if self.best else None, history=tuple(self.history),
             training=self.config, data=self.data.config, augment=self.data.augment,
-            counts=self.data.counts(), created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
+            counts=self.data.counts(), unknown=self.unknown,
+            created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def metrics(self) -> dict[str, float]:
         """Validation figures of the weights the network holds now (from the training history)."""

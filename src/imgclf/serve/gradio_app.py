@@ -27,7 +27,18 @@ def describe(predictor) -> str:
     if "accuracy" in metrics:
         lines.append(f"**Validation**: accuracy {metrics['accuracy']:.1%}, loss "
                      f"{metrics.get('valid_loss', float('nan')):.3f}")
+    if predictor.has_detector:
+        lines.append(f"**Unknown pictures**: a picture that looks like none of the classes is "
+                     f"called unknown ({predictor.acceptance:.0%} of validation "
+                     f"pictures pass)")
     return "  \n".join(lines)
+
+
+def unknown_text(classes: list[str], prediction) -> str:
+    """What the page shows for a picture of none of the classes."""
+    shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
+    return (f"Unknown: none of {shown} (closest: {prediction.closest} "
+            f"{prediction.probability:.0%})")
 
 
 def build_blocks(predictor, *, examples: str | os.PathLike | list | None = None, title: str | None = None):
@@ -35,13 +46,16 @@ def build_blocks(predictor, *, examples: str | os.PathLike | list | None = None,
     gr = _gradio()
     title = title or f"{' / '.join(predictor.classes[:4])} classifier"
 
-    def classify(picture) -> dict[str, float]:
+    def classify(picture) -> dict[str, float] | str:
         if picture is None:
             return {}
         try:
-            return predictor.predict(picture).probabilities
+            prediction = predictor.predict(picture)
         except ImageError as error:
             raise gr.Error(f"Cannot read this picture: {error.reason}") from None
+        if prediction.unknown:  # no confident bar for a class it is not
+            return unknown_text(predictor.classes, prediction)
+        return prediction.probabilities
 
     with gr.Blocks(title=title, analytics_enabled=False) as demo:
         gr.Markdown(f"# {title}\n{describe(predictor)}")

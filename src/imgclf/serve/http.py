@@ -22,7 +22,7 @@ MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 
 def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
                max_upload_bytes: int = MAX_UPLOAD_BYTES, examples: Any = None,
-               with_gradio: bool = True):
+               with_gradio: bool = True, acceptance: float | None = None):
     """A FastAPI app serving a model file (or a Predictor).
 
     Example:
@@ -38,7 +38,8 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
     from imgclf._version import __version__
     from imgclf.predict import Predictor
 
-    predictor = model if isinstance(model, Predictor) else Predictor.load(model, runtime=runtime)
+    predictor = model if isinstance(model, Predictor) else Predictor.load(
+        model, runtime=runtime, acceptance=acceptance)
     lock = threading.Lock()
     app = FastAPI(title="imgclf", version=__version__, docs_url="/api/docs",
                   openapi_url="/api/openapi.json")
@@ -55,7 +56,9 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
         info = predictor.info
         return {"classes": predictor.classes, "backbone": info.backbone,
                 "input": predictor.input.to_dict(), "metrics": info.metrics,
-                "imgclf_version": info.imgclf_version, "runtime": runtime}
+                "imgclf_version": info.imgclf_version, "runtime": runtime,
+                "unknown": {**info.unknown.to_dict(), "threshold": predictor.threshold}
+                if info.unknown else None}
 
     @app.post("/predict")
     async def predict(request: Request):
@@ -111,12 +114,13 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
 
 
 def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 7860,
-          runtime: str = "torch", examples: Any = None) -> None:
+          runtime: str = "torch", examples: Any = None, acceptance: float | None = None
+          ) -> None:
     """Run the server until interrupted (what `imgclf serve` does)."""
     try:
         import uvicorn
     except ImportError:
         raise ImgclfError(SERVE_HINT) from None
-    app = create_app(model, runtime=runtime, examples=examples)
+    app = create_app(model, runtime=runtime, examples=examples, acceptance=acceptance)
     print(f"Serving {model} on http://{host}:{port} (API: POST /predict, GET /model)")
     uvicorn.run(app, host=host, port=port, log_level="warning")

@@ -1,0 +1,172 @@
+"""The unknown answer on generated pictures: circles and squares are trained; noise, flat
+colours and stripes come back "unknown", while circles and squares are still accepted at about
+the chosen rate, through Predictor, the CLI, evaluate, the HTTP API and ONNX."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from imgclf import ImageData, Predictor, evaluate, load, train
+from imgclf.cli import main
+
+SIZE = 96
+
+
+def _shape(path, kind: str, seed: int) -> None:
+    generator = np.random.default_rng(seed)
+    background = tuple(int(v) for v in generator.integers(150, 256, 3))
+    colour = tuple(int(v) for v in generator.integers(0, 110, 3))
+    picture = Image.new("RGB", (SIZE, SIZE), background)
+    draw = ImageDraw.Draw(picture)
+    radius = int(generator.integers(18, 34))
+    x, y = (int(v) for v in generator.integers(radius + 2, SIZE - radius - 2, 2))
+    box = (x - radius, y - radius, x + radius, y + radius)
+    draw.ellipse(box, fill=colour) if kind == "circles" else draw.rectangle(box, fill=colour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path, quality=92)
+
+
+def _strangers(folder, count: int = 12) -> list:
+    """Pictures of neither shape: uniform noise, flat colours and stripes."""
+    folder.mkdir(parents=True, exist_ok=True)
+    generator = np.random.default_rng(7)
+    paths = []
+    for index in range(count):
+        kind = ("noise", "flat", "stripes")[index % 3]
+        if kind == "noise":
+            pixels = generator.integers(0, 256, (SIZE, SIZE, 3))
+        elif kind == "flat":
+            pixels = np.broadcast_to(generator.integers(0, 256, 3), (SIZE, SIZE, 3))
+        else:
+            pixels = np.zeros((SIZE, SIZE, 3)) + ((np.arange(SIZE) // 6) % 2)[:, None, None] * 255
+        path = folder / f"{kind}_{index}.png"
+        Image.fromarray(np.ascontiguousarray(pixels).astype("uint8")).save(path)
+        paths.append(path)
+    return paths
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory):
+    """(data folder, strangers folder, trained probe model file)."""
+    root = tmp_path_factory.mktemp("shapes")
+    for kind in ("circles", "squares"):
+        for index in range(30):
+            _shape(root / "data" / kind / f"{index}.jpg", kind, index + 1000 * (kind == "squares"))
+    _strangers(root / "strangers")
+    data = ImageData.from_folder(root / "data", image_size=SIZE, num_workers=0, verbose=False)
+    train(data, mode="probe", output=root / "model", verbose=False)
+    return root / "data", root / "strangers", root / "model" / "model.imgclf"
+
+
+def test_strangers_are_unknown_and_the_classes_are_accepted(shapes):
+    data_folder, strangers, model = shapes
+    predictor = load(model)
+    assert predictor.has_detector and predictor.info.unknown.calibrated_on == "valid"
+    answers = predictor.predict_batch(sorted(strangers.iterdir()), show_progress=False)
+    assert all(answer.unknown and answer.label == "unknown" for answer in answers)
+    assert all(answer.closest in ("circles", "squares") for answer in answers)
+    shapes_seen = predictor.predict_batch(sorted(data_folder.glob("*/*.jpg")),
+                                          show_progress=False)
+    accepted = np.mean([not answer.unknown for answer in shapes_seen])
+    assert accepted >= 0.85  # 0.95 of the validation pictures, about as many of the rest
+    for answer in shapes_seen:
+        assert answer.outlier_score is not None
+        assert answer.label == ("unknown" if answer.unknown else answer.closest)
+
+
+def test_acceptance_moves_the_threshold_at_load_time(shapes):
+    _, _, model = shapes
+    strict, lenient = Predictor.load(model, acceptance=0.5), Predictor.load(model, acceptance=1.0)
+    assert strict.threshold < load(model).threshold <= lenient.threshold
+    assert lenient.acceptance == 1.0
+
+
+def test_evaluate_reports_the_unknown_answer(shapes, tmp_path):
+    data_folder, strangers, model = shapes
+    data = ImageData.from_folder(data_folder, image_size=SIZE, num_workers=0, verbose=False)
+    evaluation = evaluate(load(model), data, unknown=strangers, show_progress=False)
+    summary = evaluation.summary()
+    assert summary["strangers"] == 12 and summary["strangers_flagged"] == 1.0
+    assert summary["unknown_auroc"] > 0.99 and summary["acceptance"] >= 0.9
+    assert summary["accepted_accuracy"] >= summary["accuracy"] - 1e-9
+    html = evaluation.report(tmp_path / "report.html", data=data).read_text()
+    assert "Unknown pictures" in html and "called unknown" in html
+
+
+def test_cli_says_unknown_and_names_the_closest_class(shapes, tmp_path, capsys):
+    data_folder, strangers, model = shapes
+    noise = strangers / "noise_0.png"
+    assert main(["predict", str(model), str(noise)]) == 0
+    line = capsys.readouterr().out.strip()
+    assert "\tunknown (closest: " in line
+    assert main(["predict", str(model), str(noise), "--json"]) == 0
+    row = json.loads(capsys.readouterr().out)
+    assert row["unknown"] is True and row["label"] == "unknown" and row["outlier_score"] > 0
+    assert main(["predict", str(model), str(noise), "--csv", str(tmp_path / "p.csv")]) == 0
+    header, values = (tmp_path / "p.csv").read_text().splitlines()
+    assert header.startswith("path,label,index,probability,unknown,outlier_score")
+    assert values.split(",")[1] == "unknown" and values.split(",")[4] == "1"
+    assert main(["evaluate", str(model), str(data_folder), "--unknown", str(strangers)]) == 0
+    assert "12 pictures in" in capsys.readouterr().out
+
+
+def test_the_http_api_answers_unknown(shapes):
+    pytest.importorskip("fastapi", reason="needs the serve extra")
+    import httpx
+
+    from imgclf.serve.http import create_app
+    from tests.serving import running
+
+    data_folder, strangers, model = shapes
+    with running(create_app(model, with_gradio=False)) as url:
+        stranger = httpx.post(f"{url}/predict", content=(strangers / "noise_0.png").read_bytes(),
+                              timeout=60).json()
+        circle = httpx.post(f"{url}/predict", content=(data_folder / "circles" / "0.jpg")
+                            .read_bytes(), timeout=60).json()
+        described = httpx.get(f"{url}/model", timeout=60).json()
+    assert stranger["unknown"] is True and stranger["label"] == "unknown"
+    assert circle["label"] in ("circles", "unknown") and "outlier_score" in circle
+    assert described["unknown"]["acceptance"] == 0.95
+
+
+def test_onnx_computes_the_same_outlier_score(shapes, tmp_path):
+    pytest.importorskip("onnxruntime", reason="needs the onnx extra")
+    from imgclf.export import export_onnx
+
+    data_folder, strangers, model = shapes
+    copy = tmp_path / "m.imgclf"
+    copy.write_bytes(model.read_bytes())
+    result = export_onnx(copy, tmp_path / "m.onnx", check_images=sorted(
+        data_folder.glob("*/*.jpg"))[:4] + sorted(strangers.iterdir())[:2])
+    assert result["max_difference"] <= 1e-4
+    pictures = sorted(strangers.iterdir()) + sorted(data_folder.glob("*/*.jpg"))[:8]
+    expected = load(copy).predict_batch(pictures, show_progress=False)
+    for onnx in (Predictor.load(tmp_path / "m.onnx"), Predictor.load(copy, runtime="onnx")):
+        answers = onnx.predict_batch(pictures, show_progress=False)
+        assert [a.unknown for a in answers] == [e.unknown for e in expected]
+        assert np.allclose([a.outlier_score for a in answers],
+                           [e.outlier_score for e in expected], atol=1e-4)
+
+
+def test_fine_tuned_models_get_a_detector_too(shapes, tmp_path):
+    data_folder, strangers, _ = shapes
+    data = ImageData.from_folder(data_folder, image_size=SIZE, batch_size=8, num_workers=0,
+                                 verbose=False)
+    learner = train(data, mode="fine_tune", epochs=1, freeze_epochs=1, verbose=False)
+    assert learner.unknown is not None and learner.history[-1]["backbone_trained"]
+    answers = learner.predictor().predict_batch(sorted(strangers.iterdir()), show_progress=False)
+    assert np.mean([answer.unknown for answer in answers]) >= 0.9
+
+
+def test_without_a_validation_split_the_threshold_comes_from_the_training_pictures(shapes):
+    data_folder, strangers, _ = shapes
+    data = ImageData.from_folder(data_folder, image_size=SIZE, valid_fraction=0,
+                                 num_workers=0, verbose=False)
+    learner = train(data, mode="probe", verbose=False)
+    assert learner.unknown.calibrated_on == "train (left out)"
+    answers = learner.predictor().predict_batch(sorted(strangers.iterdir()), show_progress=False)
+    assert all(answer.unknown for answer in answers)
