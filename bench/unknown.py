@@ -76,6 +76,18 @@ def candidate_scores(train_z, train_y, valid_z, valid_logits, other_z, other_log
             z = z / np.linalg.norm(z, axis=1, keepdims=True)
             return 1 - np.sort(z @ bank.T, axis=1)[:, -k]
         scores[f"knn_{k}"] = (knn(valid_z), knn(other_z))
+
+    def class_knn(z, logits, k=5):  # of the class the picture would be given
+        z = z / np.linalg.norm(z, axis=1, keepdims=True)
+        same = train_y[None, :] == logits.argmax(1)[:, None]
+        return 1 - np.sort(np.where(same, z @ bank.T, -1.0), axis=1)[:, -k]
+
+    scores["class_knn_5"] = (class_knn(valid_z, valid_logits), class_knn(other_z, other_logits))
+    for weight in (0.2, 0.5):  # + weight x (1 - top probability): what imgclf computes at 0.2
+        scores[f"class_knn_5+{weight}softmax"] = tuple(
+            class_knn(z, logits) + weight * unsure for z, logits, unsure in (
+                (valid_z, valid_logits, 1 + scores["max_probability"][0]),
+                (other_z, other_logits, 1 + scores["max_probability"][1])))
     return scores
 
 

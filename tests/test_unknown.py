@@ -170,3 +170,27 @@ def test_without_a_validation_split_the_threshold_comes_from_the_training_pictur
     assert learner.unknown.calibrated_on == "train (left out)"
     answers = learner.predictor().predict_batch(sorted(strangers.iterdir()), show_progress=False)
     assert all(answer.unknown for answer in answers)
+
+
+def test_an_unknown_folder_tunes_the_detector_and_is_no_class(shapes, tmp_path, capsys):
+    import shutil
+
+    data_folder, strangers, _ = shapes
+    shutil.copytree(data_folder, tmp_path / "data")
+    _strangers(tmp_path / "data" / "_unknown", count=6)  # noise, flat colours, stripes
+    data = ImageData.from_folder(tmp_path / "data", image_size=SIZE, num_workers=0,
+                                 verbose=False)
+    assert data.classes == ["circles", "squares"] and len(data.negatives) == 6
+    learner = train(data, mode="probe", verbose=False)
+    unknown = learner.unknown
+    assert unknown.negatives == 6 and unknown.negatives_flagged == 1.0
+    assert (unknown.k, unknown.softmax_weight) in [(k, w) for k in (1, 5, 10, 20)
+                                                  for w in (0.0, 0.2, 0.5)]
+    answers = learner.predictor().predict_batch(sorted(strangers.iterdir()), show_progress=False)
+    assert all(answer.unknown for answer in answers)
+    # the same from the command line, with the folder given apart
+    shutil.move(tmp_path / "data" / "_unknown", tmp_path / "others")
+    assert main(["train", str(tmp_path / "data"), "--mode", "probe", "--image-size", str(SIZE),
+                 "--unknown-folder", str(tmp_path / "others"), "--out", str(tmp_path / "m")]) == 0
+    assert "the _unknown folder: 6 pictures" in " ".join(capsys.readouterr().err.split())
+    assert load(tmp_path / "m" / "model.imgclf").info.unknown.negatives == 6

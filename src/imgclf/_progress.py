@@ -52,6 +52,9 @@ def data_summary_tables(summary: dict) -> list:
         style = "yellow" if label in summary["few_images"] else None
         table.add_row(label, *(str(row[s]) for s in splits), style=style)
     table.add_row("[bold]total", *(f"[bold]{sum(c[s] for c in counts.values())}" for s in splits))
+    if summary.get("unknown_pictures"):
+        table.add_row("[italic]_unknown (no class)", str(summary["unknown_pictures"]),
+                      *("" for _ in splits[1:]))
     tables = [table]
     problems = [
         ("Skipped (unreadable)", summary["skipped"], "red"),

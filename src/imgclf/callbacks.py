@@ -67,6 +67,16 @@ class ConsoleLog:
             f"{final['accuracy']:.4f}, valid_loss {final['valid_loss']:.4f}. Best by "
             f"{learner.config.monitor}: epoch {learner.best['epoch']} "
             f"({learner.output / BEST}).")
+        unknown = learner.unknown
+        if unknown is not None:
+            console().print(
+                f"Unknown pictures: outlier threshold {unknown.threshold:.3f} accepts "
+                f"{unknown.acceptance:.0%} of the "
+                + ("validation" if unknown.calibrated_on == "valid" else "training (left out)")
+                + " pictures"
+                + (f"; the _unknown folder: {unknown.negatives} pictures, "
+                   f"{unknown.negatives_flagged:.0%} called unknown" if unknown.negatives else ""),
+                highlight=False)
 
     def on_train_interrupted(self, learner: Learner, reason: str) -> None:
         out = console()

@@ -127,6 +127,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--accept", type=float, default=TrainConfig.unknown_acceptance,
                        metavar="SHARE", help="share of in-domain pictures the unknown detector "
                                              "accepts; the threshold is set from validation")
+    train.add_argument("--unknown-folder", metavar="DIR", default=None,
+                       help="pictures of none of the classes, to tune the unknown detector "
+                            "(a class folder named _unknown works too)")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out from its last checkpoint")
     train.set_defaults(run=_train, command="train")
@@ -296,7 +299,7 @@ def _train(args: argparse.Namespace) -> int:
     from imgclf.training import CHECKPOINT, FINAL, Learner, train
 
     out = Path(args.out) if args.out else Path("models") / Path(args.data).resolve().name
-    data = load_data(args)
+    data = load_data(args, unknown=args.unknown_folder)
     if args.resume:
         if not (out / CHECKPOINT).exists():
             raise ImgclfError(f"Nothing to resume: no {CHECKPOINT} in {out}.")

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 from imgclf.config import DEFAULT_BACKBONE, AugmentConfig, DataConfig, InputConfig
 from imgclf.errors import DataError, ImageError
 from imgclf.pictures import ImageFiles, collate, default_workers
-from imgclf.sources import (SPLITS, Item, items_from_csv, items_from_dataframe,
-                            items_from_filenames, items_from_folder, split_items)
+from imgclf.sources import (SPLITS, UNKNOWN_FOLDER, Item, find_images, items_from_csv,
+                            items_from_dataframe, items_from_filenames, items_from_folder,
+                            split_items)
 
 if TYPE_CHECKING:
     import torch
@@ -62,13 +63,15 @@ class ImageData:
                  config: DataConfig = DataConfig(), augment: AugmentConfig | None = AugmentConfig(),
                  backbone: str = DEFAULT_BACKBONE, report: DataReport | None = None,
                  copies: dict[Path, Path] | None = None, hashes: dict[Path, str] | None = None,
-                 fixed_size: bool = False):
+                 fixed_size: bool = False, negatives: Sequence[Path] = ()):
         self.classes = list(classes)
         self.class_index = {label: i for i, label in enumerate(self.classes)}
         # the input the network sees: size, normalisation, resize method (the one home)
         self.input = input
         # the user chose input.image_size: training modes keep it instead of their own
         self.fixed_size = fixed_size
+        # pictures of none of the classes (an _unknown folder): they tune the unknown detector
+        self.negatives = list(negatives)
         self.config = config
         self.augment = augment
         self.backbone = backbone
@@ -118,7 +121,8 @@ class ImageData:
     def from_items(cls, items: Iterable[Item], *, image_size: int | None = None,
                    resize: str | None = None, augment: AugmentConfig | bool = True,
                    backbone: str = DEFAULT_BACKBONE, config: DataConfig | None = None,
-                   verbose: bool = True, **options) -> ImageData:
+                   unknown: str | os.PathLike | None = None, verbose: bool = True,
+                   **options) -> ImageData:
         """Split, verify every file once, check the classes, and build the dataset.
 
         Args:
@@ -128,6 +132,8 @@ class ImageData:
             augment: True for the default AugmentConfig, False for none, or an AugmentConfig.
             config: a DataConfig; or give its fields as keywords (valid_fraction=0.2, seed=42,
                 batch_size=16, balance, num_workers, cache): DataConfig holds the defaults.
+            unknown: a folder of pictures of none of the classes (optional; a class folder
+                named ``_unknown`` counts too): the unknown detector is tuned on them.
 
         Bad files are skipped and listed; an empty dataset, a single class or a class left
         without usable pictures raise DataError saying what to do.
@@ -143,7 +149,12 @@ class ImageData:
             input = replace(input, image_size=int(image_size))
         if resize is not None:
             input = replace(input, resize=resize)
-        items = split_items(items, config.valid_fraction, config.seed)
+        items = list(items)
+        negatives = [item.path for item in items if item.label == UNKNOWN_FOLDER]
+        if unknown is not None:
+            negatives += find_images(_folder_of_negatives(unknown))
+        items = split_items([item for item in items if item.label != UNKNOWN_FOLDER],
+                            config.valid_fraction, config.seed)
         if not items:
             raise DataError("No images given.")
         copy_side = round(input.image_size * COPY_SCALE) if config.cache else None
@@ -173,9 +184,10 @@ class ImageData:
             if verdict.copy:
                 copies[item.path] = Path(verdict.copy)
         classes = _check_classes(items, usable, report)
+        negatives = _readable(negatives, report)
         data = cls(usable, classes=classes, input=input, config=config,
                    augment=augment or None, backbone=backbone, report=report, copies=copies,
-                   hashes=hashes, fixed_size=image_size is not None)
+                   hashes=hashes, fixed_size=image_size is not None, negatives=negatives)
         if verbose:
             data.print_summary()
         return data
@@ -211,7 +223,8 @@ class ImageData:
         return ImageData(items, classes=self.classes, input=input or self.input,
                          config=self.config, augment=self.augment,
                          backbone=backbone or self.backbone, report=self.report,
-                         copies=self.copies, hashes=self.hashes, fixed_size=self.fixed_size)
+                         copies=self.copies, hashes=self.hashes, fixed_size=self.fixed_size,
+                         negatives=self.negatives)
 
     def subset(self, per_class: int, *, seed: int | None = None) -> ImageData:
         """The same data with at most per_class training pictures of each class (seeded).
@@ -261,6 +274,7 @@ class ImageData:
             "leakage": [(str(a), str(b)) for a, b in self.report.leakage],
             "duplicates": [(str(a), str(b)) for a, b in self.report.duplicates],
             "few_images": self.report.few_images,
+            "unknown_pictures": len(self.negatives),
         }
 
     def print_summary(self, console=None) -> None:
@@ -365,6 +379,24 @@ class ImageData:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{split}={len(items)}" for split, items in self.items.items() if items)
         return f"ImageData({len(self.classes)} classes, {sizes}, image_size={self.input.image_size})"
+
+
+def _folder_of_negatives(folder: str | os.PathLike) -> Path:
+    path = Path(folder)
+    if not path.is_dir():
+        raise DataError(f"No such folder of unknown pictures: {path}")
+    return path
+
+
+def _readable(paths: list[Path], report: DataReport) -> list[Path]:
+    """The pictures of none of the classes that can be read; the others are listed skipped."""
+    from imgclf.verify import verify_files
+
+    verdicts = verify_files(paths, copy_side=None, show_progress=False) if paths else []
+    for path, verdict in zip(paths, verdicts):
+        if not verdict.ok:
+            report.skipped.append((path, verdict.error or "unreadable"))
+    return [path for path, verdict in zip(paths, verdicts) if verdict.ok]
 
 
 def _check_classes(items: list[Item], usable: list[Item], report: DataReport) -> list[str]:

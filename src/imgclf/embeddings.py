@@ -126,20 +126,29 @@ def plain_embeddings(network: Classifier, data: ImageData, split: str, *, cached
     cached: the network's backbone is the pretrained one the cache was made with (probe mode,
     head-only epochs); otherwise one pass of the forward loop with these weights.
     """
-    from imgclf.inference import run
-    from imgclf.transforms import eval_transform
-
     if cached:
         return compute_embeddings(network, data, split, show_progress=show_progress)
     items = [item for item in data.items[split] if item.label in data.class_index]
-    outputs = run(network, [item.path for item in items], transform=eval_transform(data.input),
-                  embeddings=True, probabilities=False, num_workers=data.config.num_workers,
-                  show_progress=show_progress, description=f"Embedding {split} pictures")
-    ok = outputs.ok
-    return Embeddings(features=outputs.embeddings[ok],
+    features, ok = picture_embeddings(network, data, [item.path for item in items],
+                                      show_progress=show_progress,
+                                      description=f"Embedding {split} pictures")
+    return Embeddings(features=features,
                       targets=np.array([data.class_index[item.label]
                                         for item, good in zip(items, ok) if good]),
                       groups=np.flatnonzero(ok), computed=int(ok.sum()))
+
+
+def picture_embeddings(network: Classifier, data: ImageData, paths: Sequence[Path], *,
+                       show_progress: bool = True, description: str = "Embedding pictures"
+                       ) -> tuple[np.ndarray, np.ndarray]:
+    """(embeddings of the readable pictures, which were readable): one pass of the loop."""
+    from imgclf.inference import run
+    from imgclf.transforms import eval_transform
+
+    outputs = run(network, list(paths), transform=eval_transform(data.input), embeddings=True,
+                  probabilities=False, num_workers=data.config.num_workers,
+                  show_progress=show_progress, description=description)
+    return outputs.embeddings[outputs.ok], outputs.ok
 
 
 def _save(target: Path, row: np.ndarray) -> None:

@@ -28,6 +28,9 @@ SPLIT_FOLDERS = {
     "test": "test", "testing": "test",
 }
 SPLITS = ("train", "valid", "test")
+# A class folder of this name holds pictures of none of the classes: the unknown detector is
+# tuned on them and they are reported apart; they are never a class.
+UNKNOWN_FOLDER = "_unknown"
 
 
 @dataclass(frozen=True)

@@ -325,7 +325,7 @@ class Learner:
     def _fit_detector(self, backbone_trained: bool, valid: np.ndarray | None) -> None:
         """The "unknown" detector of the final weights: their training embeddings as its bank,
         calibrated on their validation embeddings (unknown.py)."""
-        from imgclf.embeddings import plain_embeddings
+        from imgclf.embeddings import picture_embeddings, plain_embeddings
         from imgclf.unknown import fit_detector
 
         bank = plain_embeddings(self.network, self.data, "train", cached=not backbone_trained,
@@ -338,10 +338,16 @@ class Learner:
         def head(embeddings: torch.Tensor) -> torch.Tensor:
             return self.network.head(embeddings.to(self.device)).float().cpu()
 
+        negatives = None
+        if self.data.negatives:  # an _unknown folder: tunes the detector
+            negatives = torch.from_numpy(picture_embeddings(
+                self.network, self.data, self.data.negatives, show_progress=self.verbose,
+                description="Embedding the unknown folder")[0])
         detector, self.unknown = fit_detector(
             torch.from_numpy(bank.features), torch.from_numpy(bank.targets), head,
             valid=torch.from_numpy(valid) if valid is not None and len(valid) else None,
-            acceptance=self.config.unknown_acceptance, seed=self.config.seed)
+            negatives=negatives, acceptance=self.config.unknown_acceptance,
+            seed=self.config.seed)
         self.network.detector = detector.to(self.device)
 
     def _call(self, hook: str, **arguments) -> None:

@@ -61,6 +61,10 @@ class UnknownConfig:
     calibrated_on: str = "valid"
     # training pictures in the detector's bank
     bank_size: int = 0
+    # pictures of none of the classes it was tuned on (an _unknown folder), and the share of
+    # them it calls unknown
+    negatives: int = 0
+    negatives_flagged: float | None = None
 
     def __post_init__(self):
         if not 0 < self.acceptance <= 1:
@@ -113,30 +117,58 @@ class Detector(nn.Module):
                    softmax_weight=config.softmax_weight)
 
 
+# With pictures of none of the classes (an _unknown folder), these settings are tried and the
+# one that calls most of them unknown at the chosen acceptance is kept.
+TUNING = tuple((k, weight) for k in (1, 5, 10, 20) for weight in (0.0, 0.2, 0.5))
+
+
 def fit_detector(train: torch.Tensor, train_targets: torch.Tensor, head: nn.Module, *,
-                 valid: torch.Tensor | None = None, acceptance: float = DEFAULT_ACCEPTANCE,
-                 k: int = KNN_K, seed: int = 42) -> tuple[Detector, UnknownConfig]:
+                 valid: torch.Tensor | None = None, negatives: torch.Tensor | None = None,
+                 acceptance: float = DEFAULT_ACCEPTANCE, seed: int = 42
+                 ) -> tuple[Detector, UnknownConfig]:
     """A detector from training embeddings, calibrated on validation embeddings.
 
     head: the network's head, which turns embeddings into class scores. Without validation
     embeddings, each training picture is scored with its own row left out of the bank, so no
-    picture vouches for itself.
+    picture vouches for itself. negatives: embeddings of pictures of none of the classes; with
+    them, k and the softmax weight are chosen from TUNING (most of them called unknown, then
+    the higher AUROC), and the share called unknown is reported.
     """
     keep = _sample(len(train), MAX_BANK, seed)
     bank, labels = train[keep], train_targets[keep]
-    k = max(1, min(k, int(torch.bincount(labels).clamp_min(1).min()) - 1))
-    detector = Detector(bank, labels, torch.zeros(0), k=k)
+    largest_k = max(1, int(torch.bincount(labels).clamp_min(1).min()) - 1)
+    tried = [(KNN_K, SOFTMAX_WEIGHT)] if negatives is None or not len(negatives) else TUNING
+    best = None
     with torch.no_grad():
-        if valid is not None and len(valid):
-            calibration = detector(head(valid), valid)
-            source = "valid"
-        else:
-            calibration = detector(head(bank), bank, exclude=torch.arange(len(bank)))
-            source = "train (left out)"
-    detector = Detector(bank, labels, calibration, k=k)
-    config = UnknownConfig(k=k, acceptance=acceptance, threshold=detector.threshold(acceptance),
-                           calibrated_on=source, bank_size=len(bank))
-    return detector, config
+        for k, weight in dict.fromkeys((min(k, largest_k), w) for k, w in tried):
+            detector = Detector(bank, labels, torch.zeros(0), k=k, softmax_weight=weight)
+            if valid is not None and len(valid):
+                calibration, source = detector(head(valid), valid), "valid"
+            else:
+                calibration = detector(head(bank), bank, exclude=torch.arange(len(bank)))
+                source = "train (left out)"
+            detector = Detector(bank, labels, calibration, k=k, softmax_weight=weight)
+            config = UnknownConfig(k=k, softmax_weight=weight, acceptance=acceptance,
+                                   threshold=detector.threshold(acceptance),
+                                   calibrated_on=source, bank_size=len(bank))
+            if negatives is not None and len(negatives):
+                strange = detector(head(negatives), negatives).numpy()
+                flagged = float((strange > config.threshold).mean())
+                config = dataclasses.replace(config, negatives=len(negatives),
+                                             negatives_flagged=flagged)
+                key = (flagged, _auroc(calibration.numpy(), strange))
+            else:
+                key = (0.0, 0.0)
+            if best is None or key > best[0]:
+                best = (key, detector, config)
+    return best[1], best[2]
+
+
+def _auroc(inside: np.ndarray, outside: np.ndarray) -> float:
+    from sklearn.metrics import roc_auc_score
+
+    labels = np.r_[np.zeros(len(inside)), np.ones(len(outside))]
+    return float(roc_auc_score(labels, np.r_[inside, outside]))
 
 
 def threshold_for(calibration: np.ndarray, acceptance: float) -> float:
