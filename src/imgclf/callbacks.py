@@ -72,8 +72,7 @@ class ConsoleLog:
             console().print(
                 f"Unknown pictures: outlier threshold {unknown.threshold:.3f} accepts "
                 f"{unknown.acceptance:.0%} of the "
-                + ("validation" if unknown.calibrated_on == "valid" else "training (left out)")
-                + " pictures"
+                + unknown.calibrated_on.replace("valid", "validation") + " pictures"
                 + (f"; the _unknown folder: {unknown.negatives} pictures, "
                    f"{unknown.negatives_flagged:.0%} called unknown" if unknown.negatives else ""),
                 highlight=False)

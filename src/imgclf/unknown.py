@@ -43,6 +43,10 @@ SOFTMAX_WEIGHT = 0.2
 MAX_BANK = 2048
 # The share of in-domain pictures accepted by default.
 DEFAULT_ACCEPTANCE = 0.95
+# With fewer validation pictures than this, a quantile of their scores is mostly noise (the 95th
+# of 5 scores is nearly their largest): the training pictures' scores, each with itself left
+# out of the bank, are added to them.
+MIN_CALIBRATION = 50
 
 
 @dataclass(frozen=True)
@@ -57,7 +61,8 @@ class UnknownConfig:
     acceptance: float = DEFAULT_ACCEPTANCE
     # pictures with an outlier score above this are "unknown"
     threshold: float = float("inf")
-    # where the in-domain scores behind the threshold came from: "valid" or "train (left out)"
+    # where the in-domain scores behind the threshold came from: "valid", "train (left out)"
+    # or both
     calibrated_on: str = "valid"
     # training pictures in the detector's bank
     bank_size: int = 0
@@ -129,8 +134,8 @@ def fit_detector(train: torch.Tensor, train_targets: torch.Tensor, head: nn.Modu
     """A detector from training embeddings, calibrated on validation embeddings.
 
     head: the network's head, which turns embeddings into class scores. Without validation
-    embeddings, each training picture is scored with its own row left out of the bank, so no
-    picture vouches for itself. negatives: embeddings of pictures of none of the classes; with
+    embeddings, or with fewer than MIN_CALIBRATION, each training picture is scored with its own
+    row left out of the bank (no picture vouches for itself) and those scores count too. negatives: embeddings of pictures of none of the classes; with
     them, k and the softmax weight are chosen from TUNING (most of them called unknown, then
     the higher AUROC), and the share called unknown is reported.
     """
@@ -142,11 +147,14 @@ def fit_detector(train: torch.Tensor, train_targets: torch.Tensor, head: nn.Modu
     with torch.no_grad():
         for k, weight in dict.fromkeys((min(k, largest_k), w) for k, w in tried):
             detector = Detector(bank, labels, torch.zeros(0), k=k, softmax_weight=weight)
+            scores, sources = [], []
             if valid is not None and len(valid):
-                calibration, source = detector(head(valid), valid), "valid"
-            else:
-                calibration = detector(head(bank), bank, exclude=torch.arange(len(bank)))
-                source = "train (left out)"
+                scores.append(detector(head(valid), valid))
+                sources.append("valid")
+            if sum(map(len, scores)) < MIN_CALIBRATION:
+                scores.append(detector(head(bank), bank, exclude=torch.arange(len(bank))))
+                sources.append("train (left out)")
+            calibration, source = torch.cat(scores), " + ".join(sources)
             detector = Detector(bank, labels, calibration, k=k, softmax_weight=weight)
             config = UnknownConfig(k=k, softmax_weight=weight, acceptance=acceptance,
                                    threshold=detector.threshold(acceptance),
