@@ -267,3 +267,6 @@ def test_a_probe_run_resumes_past_its_probe(colours, tmp_path, monkeypatch):
     resumed = Learner.resume(tmp_path / "run", data, verbose=False)
     assert [row["phase"] for row in resumed.history] == ["probe", "all"]
     assert (tmp_path / "run" / FINAL).is_file()
+    # resuming a finished run says so (its best.imgclf now holds a detector too)
+    again = Learner.resume(tmp_path / "run", data, verbose=False)
+    assert len(again.history) == 2 and again.unknown is not None

@@ -196,3 +196,39 @@ def test_an_unknown_folder_tunes_the_detector_and_is_no_class(shapes, tmp_path, 
                  "--unknown-folder", str(tmp_path / "others"), "--out", str(tmp_path / "m")]) == 0
     assert "the _unknown folder: 6 pictures" in " ".join(capsys.readouterr().err.split())
     assert load(tmp_path / "m" / "model.imgclf").info.unknown.negatives == 6
+
+
+def test_the_bank_keeps_every_class_and_lone_pictures_do_not_loosen_the_threshold():
+    import torch
+
+    from imgclf.unknown import MAX_BANK, _sample, fit_detector
+
+    targets = torch.cat([torch.zeros(10_000, dtype=torch.long), torch.ones(5, dtype=torch.long)])
+    kept = _sample(targets, MAX_BANK, seed=42)
+    assert len(kept) <= MAX_BANK + 5 and int((targets[kept] == 1).sum()) == 5
+    # classes of 8, 8, 1 and 1 training pictures and 8 validation pictures: the two lone
+    # pictures have no neighbour of their class once left out, and must not set the threshold
+    generator = torch.Generator().manual_seed(0)
+    centres = torch.randn(4, 32, generator=generator) * 5
+    labels = torch.tensor([0] * 8 + [1] * 8 + [2, 3])
+    train = centres[labels] + torch.randn(len(labels), 32, generator=generator) * 0.1
+    valid = centres[torch.tensor([0, 1] * 4)] + torch.randn(8, 32, generator=generator) * 0.1
+    head = torch.nn.Linear(32, 4)
+    with torch.no_grad():
+        head.weight.copy_(centres)
+        head.bias.zero_()
+    detector, config = fit_detector(train, labels, head, valid=valid)
+    assert config.calibrated_on == "valid + train (left out)" and config.threshold < 0.5
+    strangers = torch.randn(5, 32, generator=generator) * 5
+    assert (detector(head(strangers), strangers) > config.threshold).all()
+
+
+def test_pictures_anywhere_under_an_unknown_folder_are_no_class(shapes, tmp_path):
+    import shutil
+
+    data_folder, _, _ = shapes
+    shutil.copytree(data_folder, tmp_path / "data")
+    _strangers(tmp_path / "data" / "_unknown" / "cars", count=3)
+    data = ImageData.from_folder(tmp_path / "data", image_size=SIZE, num_workers=0,
+                                 verbose=False)
+    assert data.classes == ["circles", "squares"] and len(data.negatives) == 3

@@ -201,8 +201,8 @@ class TrainConfig:
     # "cpu", "cuda", "mps", or None for the fastest one present.
     device: str | None = None
     # Share of in-domain pictures the "unknown" detector accepts: its threshold is set so that
-    # this share of the validation pictures (or of the training pictures, each left out of the
-    # detector's bank in turn, when there is no validation split) is not called unknown.
+    # this share of the validation pictures is not called unknown (with fewer than 50 of them,
+    # the training pictures count too, each left out of the detector's bank in turn).
     unknown_acceptance: float = 0.95
 
     def __post_init__(self):

@@ -150,10 +150,12 @@ class ImageData:
         if resize is not None:
             input = replace(input, resize=resize)
         items = list(items)
-        negatives = [item.path for item in items if item.label == UNKNOWN_FOLDER]
+        is_negative = [item.label == UNKNOWN_FOLDER or UNKNOWN_FOLDER in item.path.parts[:-1]
+                       for item in items]
+        negatives = [item.path for item, negative in zip(items, is_negative) if negative]
         if unknown is not None:
             negatives += find_images(_folder_of_negatives(unknown))
-        items = split_items([item for item in items if item.label != UNKNOWN_FOLDER],
+        items = split_items([item for item, negative in zip(items, is_negative) if not negative],
                             config.valid_fraction, config.seed)
         if not items:
             raise DataError("No images given.")

@@ -228,7 +228,8 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
     Args:
         model: a Predictor, a Learner, or a model file path.
         split: "valid" or "test".
-        tta: test-time augmentation: average each picture with its mirror image.
+        tta: test-time augmentation: average each picture with its mirror image (the outlier
+            scores come from the plain picture).
         unknown: pictures of none of the classes (a folder or files): how many the model
             calls unknown, and how well its outlier score tells them apart (AUROC).
 
@@ -287,6 +288,8 @@ def _strangers(predictor: Predictor, unknown: Any, batch_size: int, show_progres
         raise DataError(f"No pictures in {unknown}: nothing to test the unknown answer on.")
     outputs = predictor.outputs(paths, batch_size=batch_size, show_progress=show_progress,
                                 description="Evaluating unknown pictures")
+    if not outputs.ok.any():
+        raise DataError(f"No picture in {unknown} could be read.")
     return {"strangers": [p for p, ok in zip(paths, outputs.ok) if ok],
             "stranger_scores": outputs.outlier[outputs.ok]}
 

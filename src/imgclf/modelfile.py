@@ -102,11 +102,11 @@ class ModelInfo:
             metrics=dict(values.get("metrics") or {}),
             best_epoch=values.get("best_epoch"),
             history=tuple(values.get("history") or ()),
-            training=_config(TrainConfig, values.get("training")),
-            data=_config(DataConfig, values.get("data")),
-            augment=_config(AugmentConfig, values.get("augment")),
+            training=config_from_dict(TrainConfig, values.get("training")),
+            data=config_from_dict(DataConfig, values.get("data")),
+            augment=config_from_dict(AugmentConfig, values.get("augment")),
             counts=dict(values.get("counts") or {}),
-            unknown=_config(UnknownConfig, values.get("unknown")),
+            unknown=config_from_dict(UnknownConfig, values.get("unknown")),
             created=values.get("created"),
             checkpoint=values.get("checkpoint"),
         )
@@ -117,7 +117,9 @@ def _known(config: type, values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if key in names}
 
 
-def _config(config: type, values: dict[str, Any] | None):
+def config_from_dict(config: type, values: dict[str, Any] | None):
+    """A settings dataclass from JSON values; keys it does not know (from newer files) are
+    ignored, and lists become tuples."""
     if not values:
         return None
     known = _known(config, values)

@@ -15,7 +15,7 @@ import torch
 
 from imgclf.config import InputConfig
 from imgclf.errors import ImgclfError, ModelFileError
-from imgclf.modelfile import ModelInfo
+from imgclf.modelfile import ModelInfo, config_from_dict
 from imgclf.unknown import UnknownConfig
 
 ONNX_HINT = "ONNX needs the onnx extra: pip install 'imgclf[onnx]'"
@@ -96,7 +96,8 @@ def load_onnx(path: str | os.PathLike) -> tuple[OnnxModule, ModelInfo]:
         info = ModelInfo(backbone=meta.get("imgclf_backbone") or "unknown",
                          classes=tuple(json.loads(meta["imgclf_classes"])),
                          input=InputConfig.from_dict(values),
-                         unknown=UnknownConfig(**unknown["config"]) if unknown else None)
+                         unknown=config_from_dict(UnknownConfig,
+                                                  unknown["config"] if unknown else None))
         network.calibration = np.array(unknown["calibration"] if unknown else [], np.float32)
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFileError(f"{path} is an ONNX file but not one written by imgclf export "

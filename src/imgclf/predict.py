@@ -215,7 +215,8 @@ def _calibration(network: nn.Module):
     return getattr(getattr(network, "onnx", None), "calibration", np.zeros(0, np.float32))
 
 
-def load(path: str | os.PathLike, *, runtime: str = "torch") -> Predictor:
+def load(path: str | os.PathLike, *, runtime: str = "torch", acceptance: float | None = None
+         ) -> Predictor:
     """Load a model file for prediction (like fastai's load_learner, minus the pickle).
 
     Example:
@@ -223,4 +224,4 @@ def load(path: str | os.PathLike, *, runtime: str = "torch") -> Predictor:
         >>> model.predict("ant.jpg").label
         'ants'
     """
-    return Predictor.load(path, runtime=runtime)
+    return Predictor.load(path, runtime=runtime, acceptance=acceptance)

@@ -328,6 +328,11 @@ class Learner:
         from imgclf.embeddings import picture_embeddings, plain_embeddings
         from imgclf.unknown import fit_detector
 
+        if self.network.head.config.pool != "avg":  # its logits need unpooled features
+            console().print("[yellow]No unknown detector for pool='concat' heads yet: this "
+                            "model will always name a class.")
+            return
+
         bank = plain_embeddings(self.network, self.data, "train", cached=not backbone_trained,
                                 show_progress=self.verbose)
         if valid is None and self.data.valid:  # resumed after the last epoch: one more pass
@@ -384,8 +389,10 @@ class Learner:
         learner.best = saved.best
         if learner.best is not None and (output / BEST).exists():
             best_tensors, _ = load_model(output / BEST)
+            # a finished run's best.imgclf also holds its detector, refitted at every end
             learner._best_state = {k[len(MODEL_PREFIX):]: v for k, v in best_tensors.items()
-                                   if k.startswith(MODEL_PREFIX)}
+                                   if k.startswith(MODEL_PREFIX)
+                                   and not k.startswith(MODEL_PREFIX + "detector.")}
         plan, phase, epoch = saved.plan, saved.phase, saved.epoch + 1
         optimizer_state = saved.optimizer
         if epoch >= plan[phase].epochs:  # the phase had finished: start the next one afresh

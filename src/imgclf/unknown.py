@@ -139,7 +139,7 @@ def fit_detector(train: torch.Tensor, train_targets: torch.Tensor, head: nn.Modu
     them, k and the softmax weight are chosen from TUNING (most of them called unknown, then
     the higher AUROC), and the share called unknown is reported.
     """
-    keep = _sample(len(train), MAX_BANK, seed)
+    keep = _sample(train_targets, MAX_BANK, seed)
     bank, labels = train[keep], train_targets[keep]
     largest_k = max(1, int(torch.bincount(labels).clamp_min(1).min()) - 1)
     tried = [(KNN_K, SOFTMAX_WEIGHT)] if negatives is None or not len(negatives) else TUNING
@@ -152,7 +152,11 @@ def fit_detector(train: torch.Tensor, train_targets: torch.Tensor, head: nn.Modu
                 scores.append(detector(head(valid), valid))
                 sources.append("valid")
             if sum(map(len, scores)) < MIN_CALIBRATION:
-                scores.append(detector(head(bank), bank, exclude=torch.arange(len(bank))))
+                # a picture alone in its class has no neighbour of its class once left out
+                counts = torch.bincount(labels)
+                alone = counts[labels] < 2
+                left_out = detector(head(bank), bank, exclude=torch.arange(len(bank)))
+                scores.append(left_out[~alone])
                 sources.append("train (left out)")
             calibration, source = torch.cat(scores), " + ".join(sources)
             detector = Detector(bank, labels, calibration, k=k, softmax_weight=weight)
@@ -187,9 +191,16 @@ def threshold_for(calibration: np.ndarray, acceptance: float) -> float:
     return float(np.quantile(values, acceptance)) if len(values) else float("inf")
 
 
-def _sample(count: int, limit: int, seed: int) -> torch.Tensor:
-    """Indices of at most `limit` of `count` rows, drawn at random (seeded), in order."""
-    if count <= limit:
-        return torch.arange(count)
+def _sample(targets: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
+    """Indices of at most about `limit` rows, in order: every class keeps up to an equal share
+    (drawn at random, seeded), so a rare class is never left out of the bank."""
+    if len(targets) <= limit:
+        return torch.arange(len(targets))
     generator = torch.Generator().manual_seed(seed)
-    return torch.randperm(count, generator=generator)[:limit].sort().values
+    classes = torch.unique(targets)
+    share = max(KNN_K + 1, limit // len(classes))
+    keep = []
+    for label in classes:
+        rows = torch.nonzero(targets == label).flatten()
+        keep.append(rows[torch.randperm(len(rows), generator=generator)[:share]])
+    return torch.cat(keep).sort().values

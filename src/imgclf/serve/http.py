@@ -54,10 +54,13 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
     @app.get("/model")
     def model_info() -> dict:
         info = predictor.info
+        # no validation split gives NaN figures, which JSON cannot carry
+        metrics = {k: v if v == v else None for k, v in info.metrics.items()}
         return {"classes": predictor.classes, "backbone": info.backbone,
-                "input": predictor.input.to_dict(), "metrics": info.metrics,
+                "input": predictor.input.to_dict(), "metrics": metrics,
                 "imgclf_version": info.imgclf_version, "runtime": runtime,
-                "unknown": {**info.unknown.to_dict(), "threshold": predictor.threshold}
+                "unknown": {**info.unknown.to_dict(), "threshold": predictor.threshold,
+                            "acceptance": predictor.acceptance}
                 if info.unknown else None}
 
     @app.post("/predict")
