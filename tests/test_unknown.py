@@ -232,3 +232,11 @@ def test_pictures_anywhere_under_an_unknown_folder_are_no_class(shapes, tmp_path
     data = ImageData.from_folder(tmp_path / "data", image_size=SIZE, num_workers=0,
                                  verbose=False)
     assert data.classes == ["circles", "squares"] and len(data.negatives) == 3
+
+
+def test_predict_with_no_readable_picture_says_so_and_fails(shapes, tmp_path, capsys):
+    _, _, model = shapes
+    (tmp_path / "empty.jpg").write_bytes(b"")
+    assert main(["predict", str(model), str(tmp_path / "empty.jpg")]) == 1
+    err = capsys.readouterr().err
+    assert "empty file (0 bytes)" in err and "No picture could be read" in err
