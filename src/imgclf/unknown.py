@@ -135,36 +135,39 @@ def fit_detector(train: torch.Tensor, train_targets: torch.Tensor, head: nn.Modu
 
     head: the network's head, which turns embeddings into class scores. Without validation
     embeddings, or with fewer than MIN_CALIBRATION, each training picture is scored with its own
-    row left out of the bank (no picture vouches for itself) and those scores count too. negatives: embeddings of pictures of none of the classes; with
-    them, k and the softmax weight are chosen from TUNING (most of them called unknown, then
-    the higher AUROC), and the share called unknown is reported.
+    row left out of the bank (no picture vouches for itself) and those scores count too.
+    negatives: embeddings of pictures of none of the classes; with them, k and the softmax
+    weight are chosen from TUNING (most of them called unknown, then the higher AUROC), and the
+    share called unknown is reported.
     """
     keep = _sample(train_targets, MAX_BANK, seed)
     bank, labels = train[keep], train_targets[keep]
     largest_k = max(1, int(torch.bincount(labels).clamp_min(1).min()) - 1)
-    tried = [(KNN_K, SOFTMAX_WEIGHT)] if negatives is None or not len(negatives) else TUNING
+    use_negatives = negatives is not None and len(negatives) > 0
+    tried = TUNING if use_negatives else [(KNN_K, SOFTMAX_WEIGHT)]
+    use_valid = valid is not None and len(valid) > 0
+    use_train = not use_valid or len(valid) < MIN_CALIBRATION
+    # a picture alone in its class has no neighbour of its class once left out
+    alone = torch.bincount(labels)[labels] < 2
+    source = " + ".join(["valid"] * use_valid + ["train (left out)"] * use_train)
     best = None
-    with torch.no_grad():
+    with torch.no_grad():  # class scores once; each setting only re-ranks the neighbours
+        valid_logits = head(valid) if use_valid else None
+        bank_logits = head(bank) if use_train else None
+        negative_logits = head(negatives) if use_negatives else None
         for k, weight in dict.fromkeys((min(k, largest_k), w) for k, w in tried):
             detector = Detector(bank, labels, torch.zeros(0), k=k, softmax_weight=weight)
-            scores, sources = [], []
-            if valid is not None and len(valid):
-                scores.append(detector(head(valid), valid))
-                sources.append("valid")
-            if sum(map(len, scores)) < MIN_CALIBRATION:
-                # a picture alone in its class has no neighbour of its class once left out
-                counts = torch.bincount(labels)
-                alone = counts[labels] < 2
-                left_out = detector(head(bank), bank, exclude=torch.arange(len(bank)))
+            scores = [detector(valid_logits, valid)] if use_valid else []
+            if use_train:
+                left_out = detector(bank_logits, bank, exclude=torch.arange(len(bank)))
                 scores.append(left_out[~alone])
-                sources.append("train (left out)")
-            calibration, source = torch.cat(scores), " + ".join(sources)
-            detector = Detector(bank, labels, calibration, k=k, softmax_weight=weight)
+            calibration = torch.cat(scores)
+            detector.calibration = calibration.sort().values
             config = UnknownConfig(k=k, softmax_weight=weight, acceptance=acceptance,
                                    threshold=detector.threshold(acceptance),
                                    calibrated_on=source, bank_size=len(bank))
-            if negatives is not None and len(negatives):
-                strange = detector(head(negatives), negatives).numpy()
+            if use_negatives:
+                strange = detector(negative_logits, negatives).numpy()
                 flagged = float((strange > config.threshold).mean())
                 config = dataclasses.replace(config, negatives=len(negatives),
                                              negatives_flagged=flagged)
