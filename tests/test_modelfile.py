@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
 
 from imgclf import ImageData, ModelFileError, Predictor, train
-from imgclf.modelfile import FORMAT_VERSION, _checksum, load_model, save_model
+from imgclf.modelfile import FORMAT_VERSION, ModelInfo, _checksum, load_model, save_model
 
 
 @pytest.fixture
@@ -71,7 +72,8 @@ def test_metadata_without_a_network_is_refused(model, tmp_path):
     from safetensors.torch import save_file
 
     header = {"format": "imgclf", "format_version": str(FORMAT_VERSION),
-              "checksum": _checksum(tensors), "metadata": json.dumps(values)}
+              "metadata": json.dumps(values)}
+    header["checksum"] = _checksum(tensors, header)
     save_file(tensors, str(tmp_path / "bad.imgclf"), metadata=header)
     with pytest.raises(ModelFileError, match="does not describe a network"):
         load_model(tmp_path / "bad.imgclf")
@@ -84,3 +86,73 @@ def test_the_input_has_one_home(colours):
     assert info.input == learner.data.input and info.input.resize == "pad"
     assert info.input.image_size == 288  # probe mode's own size, the one it read pictures at
     assert "image_size" not in info.data.to_dict() and "resize" not in info.data.to_dict()
+
+
+def _edited(value):
+    """A different value of the same JSON kind."""
+    if isinstance(value, bool):
+        return not value
+    if isinstance(value, (int, float)):
+        return value + 1
+    if isinstance(value, str):
+        return value + "x"
+    if isinstance(value, list):
+        return list(reversed(value)) if len(set(map(str, value))) > 1 else value + [value[:1]]
+    if isinstance(value, dict):
+        return {**value, "edited": 1} if not value else {
+            key: _edited(item) if key == next(iter(value)) else item
+            for key, item in value.items()}
+    return "edited"  # None
+
+
+def _resave_with_header(source, target, change):
+    """Copy a model file, letting change() edit its header, keeping the old checksum."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as handle:
+        header = dict(handle.metadata())
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    change(header)
+    save_file(tensors, str(target), metadata=header)
+
+
+FIELDS = [field.name for field in dataclasses.fields(ModelInfo)]
+
+
+@pytest.mark.parametrize("name", FIELDS)
+def test_an_edit_to_any_metadata_field_is_refused(model, tmp_path, name):
+    _, path = model
+
+    def change(header):
+        values = json.loads(header["metadata"])
+        values[name] = _edited(values[name])
+        header["metadata"] = json.dumps(values)
+
+    _resave_with_header(path, tmp_path / "edited.imgclf", change)
+    with pytest.raises(ModelFileError, match="modified after it was saved"):
+        Predictor.load(tmp_path / "edited.imgclf")
+
+
+@pytest.mark.parametrize("edit", ["swap classes", "image size 999", "older format",
+                                  "no checksum", "reformatted json"])
+def test_the_header_itself_is_covered(model, tmp_path, edit):
+    _, path = model
+
+    def change(header):
+        values = json.loads(header["metadata"])
+        if edit == "swap classes":  # an ant labelled "bees 95%"
+            values["classes"] = values["classes"][::-1]
+        elif edit == "image size 999":
+            values["input"]["image_size"] = 999
+        elif edit == "older format":  # whose checksum covered the tensors only
+            header["format_version"] = "3"
+        elif edit == "no checksum":
+            del header["checksum"]
+        header["metadata"] = json.dumps(values, indent=1 if edit == "reformatted json" else None)
+
+    _resave_with_header(path, tmp_path / "edited.imgclf", change)
+    with pytest.raises(ModelFileError, match="modified after it was saved"):
+        Predictor.load(tmp_path / "edited.imgclf")
+    _resave_with_header(path, tmp_path / "same.imgclf", lambda header: None)
+    assert Predictor.load(tmp_path / "same.imgclf").classes == ["blue", "red"]

@@ -3,7 +3,8 @@
 One file, readable by any safetensors tool, never unpickled. The metadata is a ``ModelInfo``:
 everything needed to rebuild the network and use it offline (backbone, input config, classes,
 head) plus what it scored and how it was trained. This module is the only place that reads or
-writes it. A checksum over the tensors catches damage and edits.
+writes it. A SHA-256 checksum over the tensors and the whole header catches damage and edits
+(format 4 on; older files' checksums cover their tensors only).
 """
 
 from __future__ import annotations
@@ -24,10 +25,13 @@ from imgclf.errors import ModelFileError
 from imgclf.unknown import UnknownConfig
 
 FORMAT = "imgclf"
+# 4: the checksum covers the header (format, version, metadata) as well as the tensors.
 # 3: an "unknown" detector (tensors model.detector.* and ModelInfo.unknown). 2: the metadata
 # is a ModelInfo; resize lives in the input config. 1 (imgclf 0.1 before the ModelInfo).
 # Every older format still loads (without a detector, it says so).
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
+# the header fields the checksum covers, from format 4
+_CHECKED = ("format", "format_version", "metadata")
 SUFFIX = ".imgclf"
 
 
@@ -141,9 +145,9 @@ def save_model(path: str | os.PathLike, tensors: dict[str, torch.Tensor], info: 
     header = {
         "format": FORMAT,
         "format_version": str(FORMAT_VERSION),
-        "checksum": _checksum(tensors),
         "metadata": json.dumps(info.to_dict(), default=str),
     }
+    header["checksum"] = _checksum(tensors, header)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     save_file(tensors, str(temporary), metadata=header)
     os.replace(temporary, path)
@@ -174,13 +178,17 @@ def load_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelI
     if header.get("format") != FORMAT:
         raise ModelFileError(f"{path} is a safetensors file but not an imgclf model file "
                              "(no imgclf metadata). Export models with Learner.export().")
-    version = int(header.get("format_version", "0"))
+    try:
+        version = int(header.get("format_version", "0"))
+    except ValueError:
+        version = -1
     if version > FORMAT_VERSION:
         raise ModelFileError(f"{path} was written by a newer imgclf (format {version}; this one "
                              f"reads up to {FORMAT_VERSION}): pip install -U imgclf")
-    if header.get("checksum") != _checksum(tensors):
+    if header.get("checksum") != _checksum(tensors, header if version >= 4 else None):
         raise ModelFileError(f"{path} is damaged or was modified after it was saved: its "
-                             "weights do not match their checksum.")
+                             "weights or metadata do not match their checksum. Export the "
+                             "model again from its training run, or download it again.")
     try:
         values = json.loads(header["metadata"])
     except (KeyError, ValueError) as error:
@@ -193,10 +201,15 @@ def load_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelI
     return tensors, info
 
 
-def _checksum(tensors: dict[str, torch.Tensor]) -> str:
+def _checksum(tensors: dict[str, torch.Tensor], header: dict[str, str] | None = None) -> str:
+    """SHA-256 of every tensor (name, dtype, shape, bytes) and, given a header, of its format,
+    version and metadata strings (lengths first, so no two headers hash alike)."""
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].contiguous()
         digest.update(f"{name}|{tensor.dtype}|{tuple(tensor.shape)}|".encode())
         digest.update(tensor.reshape(-1).view(torch.uint8).numpy().tobytes())
+    for key in _CHECKED if header is not None else ():
+        value = str(header.get(key, "")).encode()
+        digest.update(f"{key}|{len(value)}|".encode() + value)
     return digest.hexdigest()
