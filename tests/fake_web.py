@@ -8,10 +8,10 @@ the collector must survive: broken bytes, HTML named .jpg, oversized files, redi
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import threading
-import time
 from collections import Counter
 from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -33,6 +33,7 @@ BAD = {
 }
 
 
+@functools.lru_cache(maxsize=None)
 def photo(label: str, number: int, size=(120, 90)) -> bytes:
     """A distinct JPEG per (label, number): red or blue tinted noise, easy to tell apart."""
     tint = {"red": (180, 20, 20), "blue": (20, 20, 180)}.get(label, (90, 90, 90))
@@ -55,6 +56,10 @@ class FakeWeb:
         self.limited_once: set[str] = set()
         self.api_limited_once = False
         self.base = ""
+        # set when the server stops: the slow picture waits for it, so it is slower than any
+        # timeout, however busy the machine
+        self.released = threading.Event()
+        photo("red", 998, size=(1600, 1200))  # the huge picture, made before any request
 
     def url(self, path: str) -> str:
         return f"{self.base}{path}"
@@ -93,7 +98,7 @@ class FakeWeb:
         if path == "/bad/huge.jpg":
             return 200, {"Content-Type": "image/jpeg"}, photo("red", 998, size=(1600, 1200))
         if path == "/bad/slow.jpg":
-            time.sleep(2.0)
+            self.released.wait(60)
             return 200, {"Content-Type": "image/jpeg"}, photo("red", 997)
         if path == "/bad/tiny.png":
             buffer = io.BytesIO()
@@ -231,5 +236,6 @@ def fake_web():
     try:
         yield web
     finally:
+        web.released.set()
         server.shutdown()
         server.server_close()
