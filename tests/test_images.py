@@ -82,7 +82,7 @@ def test_sixteen_bit_grey_is_scaled_not_clipped(tmp_path):
 
 
 def test_float_image_in_zero_to_one_is_scaled():
-    picture = Image.fromarray(np.full((4, 4), 0.5, dtype=np.float32), "F")
+    picture = Image.fromarray(np.full((8, 8), 0.5, dtype=np.float32), "F")
     buffer = io.BytesIO()
     picture.save(buffer, format="TIFF")
     assert abs(int(np.asarray(load_image(buffer.getvalue()))[0, 0, 0]) - 128) <= 1

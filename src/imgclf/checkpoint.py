@@ -14,7 +14,8 @@ from typing import Any
 
 import torch
 
-from imgclf.errors import ModelFileError
+from imgclf.data import ImageData
+from imgclf.errors import DataError, ModelFileError
 from imgclf.model import MODEL_PREFIX
 from imgclf.modelfile import SUFFIX, ModelInfo, load_model, save_model
 from imgclf.plan import Phase
@@ -71,6 +72,36 @@ def read_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(weights, replace(info, checkpoint=None),
                       [Phase.from_dict(p) for p in state["plan"]], state["phase"],
                       state["epoch"], optimizer, state.get("best"))
+
+
+def check_same_data(info: ModelInfo, data: ImageData, path: Path) -> None:
+    """Refuse to resume a run on other data or another split: trained pictures would move
+    into validation, and its figures would mean nothing.
+
+    Raises:
+        DataError: other classes, split settings or pictures than the run started with.
+    """
+    if list(info.classes) != data.classes:
+        raise DataError(f"{path} was trained on classes {list(info.classes)}, but the data has "
+                        f"{data.classes}: resume with the same data, or start a new run.")
+    saved = info.data
+    changed = [f"{name} {getattr(saved, name)} then, {getattr(data.config, name)} now"
+               for name in ("valid_fraction", "seed")
+               if saved is not None and getattr(saved, name) != getattr(data.config, name)]
+    if changed:
+        raise DataError(f"{path} split its pictures with other settings ({'; '.join(changed)}): "
+                        "resume with the run's own split settings (imgclf train --resume "
+                        "reads them from the checkpoint), or start a new run in another folder.")
+    if info.counts and info.counts != data.counts():
+        then, now = _pictures(info.counts), _pictures(data.counts())
+        raise DataError(f"The pictures changed since {path} was written ({then} then, {now} now), "
+                        "so its split would change too: start a new run in another folder.")
+
+
+def _pictures(counts: dict[str, dict[str, int]]) -> str:
+    total = {split: sum(row.get(split, 0) for row in counts.values())
+             for split in ("train", "valid")}
+    return f"{total['train']} training and {total['valid']} validation pictures"
 
 
 def _split_optimizer_state(state: dict) -> tuple[dict[str, torch.Tensor], dict]:

@@ -7,6 +7,7 @@ import json
 import sys
 from pathlib import Path
 
+from imgclf._files import atomic_open, safe_streams
 from imgclf._version import __version__
 from imgclf.config import (DEFAULT_BACKBONE, RESIZE_METHODS, TRAIN_MODES, CollectConfig,
                            DataConfig, HeadConfig, TrainConfig)
@@ -14,6 +15,7 @@ from imgclf.errors import ImgclfError
 
 
 def main(argv: list[str] | None = None) -> int:
+    safe_streams()  # a file name that is not UTF-8 prints as \xXX instead of failing
     parser = _parser()
     args = parser.parse_args(argv)
     if not getattr(args, "command", None):
@@ -100,7 +102,7 @@ def _parser() -> argparse.ArgumentParser:
     show.set_defaults(run=_show_batch, command="show-batch")
 
     train = commands.add_parser("train", help="fine-tune a backbone on labelled pictures")
-    _add_data_arguments(train)
+    _add_data_arguments(train, split_from_run=True)
     train.add_argument("--epochs", type=int, default=TrainConfig.epochs,
                        help="whole-network epochs")
     train.add_argument("--freeze-epochs", type=int, default=TrainConfig.freeze_epochs,
@@ -265,10 +267,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     predictor = Predictor.load(_model_path(args.model), acceptance=args.accept)
     info = predictor.info
     # Evaluate on the split the model was trained with, at its input, unless told otherwise.
-    saved = info.data or DataConfig()
-    for name in ("valid_fraction", "seed"):
-        if getattr(args, name) is None:
-            setattr(args, name, getattr(saved, name))
+    _fill_split(args, info.data)
     args.backbone = info.backbone
     args.image_size = args.image_size or info.input.image_size
     args.resize = args.resize or info.input.resize
@@ -296,15 +295,18 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
+    from imgclf.checkpoint import read_checkpoint
     from imgclf.training import CHECKPOINT, FINAL, Learner, train
 
     out = Path(args.out) if args.out else Path("models") / Path(args.data).resolve().name
-    data = load_data(args, unknown=args.unknown_folder)
     if args.resume:
         if not (out / CHECKPOINT).exists():
             raise ImgclfError(f"Nothing to resume: no {CHECKPOINT} in {out}.")
-        Learner.resume(out, data)
+        _fill_split(args, read_checkpoint(out / CHECKPOINT).info.data)
+        Learner.resume(out, load_data(args, unknown=args.unknown_folder))
     else:
+        _fill_split(args, None)
+        data = load_data(args, unknown=args.unknown_folder)
         config = TrainConfig(mode=args.mode, epochs=args.epochs, freeze_epochs=args.freeze_epochs,
                              learning_rate=args.learning_rate, seed=args.seed,
                              head_learning_rate=args.head_learning_rate,
@@ -314,6 +316,13 @@ def _train(args: argparse.Namespace) -> int:
         train(data, config=config, output=out, head=HeadConfig(pool=args.pool))
     print(f"Model: {out / FINAL}")
     return 0
+
+
+def _fill_split(args: argparse.Namespace, saved: DataConfig | None) -> None:
+    """Split settings not given on the command line: those a model or run was made with."""
+    for name in ("valid_fraction", "seed"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(saved or DataConfig(), name))
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -328,7 +337,7 @@ def _predict(args: argparse.Namespace) -> int:
     good = [(path, result) for path, result in zip(paths, results)
             if not isinstance(result, ImageError)]
     if args.csv:
-        with open(args.csv, "w", newline="", encoding="utf-8") as handle:
+        with atomic_open(args.csv, newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "label", "index", "probability", "unknown",
                              "outlier_score", *predictor.classes])
@@ -359,14 +368,21 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _add_data_arguments(parser: argparse.ArgumentParser, defaults_from_model: bool = False
-                        ) -> None:
-    """The data options; for a trained model, the split settings default to the model's own."""
+def _add_data_arguments(parser: argparse.ArgumentParser, defaults_from_model: bool = False,
+                        split_from_run: bool = False) -> None:
+    """The data options; for a trained model (or a resumed run) the split settings default to
+    its own (see _fill_split)."""
     parser.add_argument("data", help="folder of class folders (or train/ + valid/), or a CSV file")
+    split_saved = defaults_from_model or split_from_run
     parser.add_argument("--valid-fraction", type=float,
-                        default=None if defaults_from_model else DataConfig.valid_fraction)
-    parser.add_argument("--seed", type=int,
-                        default=None if defaults_from_model else DataConfig.seed)
+                        default=None if split_saved else DataConfig.valid_fraction,
+                        help=f"default {DataConfig.valid_fraction}"
+                             + ("; the model's own" if defaults_from_model else
+                                "; a resumed run's own" if split_from_run else ""))
+    parser.add_argument("--seed", type=int, default=None if split_saved else DataConfig.seed,
+                        help=f"default {DataConfig.seed}"
+                             + ("; the model's own" if defaults_from_model else
+                                "; a resumed run's own" if split_from_run else ""))
     if not defaults_from_model:  # a model knows its backbone
         parser.add_argument("--backbone", default=DEFAULT_BACKBONE,
                             help="decides the input size, mean and std")
@@ -404,7 +420,8 @@ def _data(args: argparse.Namespace) -> int:
 def _show_batch(args: argparse.Namespace) -> int:
     data = load_data(args)
     figure = data.show_batch(n=args.n, augment=args.augment, split=args.split)
-    figure.savefig(args.out, dpi=100)
+    with atomic_open(args.out, "wb") as handle:
+        figure.savefig(handle, dpi=100, format=Path(args.out).suffix[1:] or "png")
     print(f"Wrote {args.out}")
     return 0
 
@@ -467,7 +484,7 @@ def expand_paths(arguments: list[str]) -> list[Path]:
             if not found:
                 raise ImgclfError(f"No image files in folder {path}.")
             paths.extend(found)
-        elif path.is_file():
+        elif path.is_file() or path.is_symlink():  # a broken link is skipped, saying so
             paths.append(path)
         else:
             raise ImgclfError(f"No such file or folder: {path}")

@@ -47,6 +47,8 @@ class DataReport:
     leakage: list[tuple[Path, Path]] = field(default_factory=list)
     duplicates: list[tuple[Path, Path]] = field(default_factory=list)
     few_images: list[str] = field(default_factory=list)
+    # the split each skipped picture had been given: evaluate counts a split's skipped files
+    skipped_split: dict[Path, str | None] = field(default_factory=dict)
 
 
 class ImageData:
@@ -170,6 +172,7 @@ class ImageData:
         for item, verdict in zip(items, verdicts):
             if not verdict.ok:
                 report.skipped.append((item.path, verdict.error or "unreadable"))
+                report.skipped_split[item.path] = item.split
                 continue
             if verdict.suspicious:
                 report.suspicious.append((item.path, verdict.suspicious))
@@ -330,7 +333,9 @@ class ImageData:
         return torch.utils.data.DataLoader(
             dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
             num_workers=workers, collate_fn=collate, generator=generator,
-            persistent_workers=workers > 0,
+            # training workers start afresh each epoch, to read the epoch's augmentation seed
+            # (ImageFiles.seed); others live as long as the loader
+            persistent_workers=workers > 0 and not training,
             # a last batch of one picture breaks batch-norm statistics
             drop_last=training and len(dataset) > batch_size,
         )

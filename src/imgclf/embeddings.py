@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -21,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
+from imgclf._files import atomic_open
 from imgclf.errors import ImageError
 from imgclf.images import load_image
 
@@ -153,10 +153,8 @@ def picture_embeddings(network: Classifier, data: ImageData, paths: Sequence[Pat
 
 def _save(target: Path, row: np.ndarray) -> None:
     """Write one embedding atomically: a half-written file is never read back."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.stem}.{os.getpid()}.npy")
-    np.save(temporary, row.astype(np.float32))
-    os.replace(temporary, target)
+    with atomic_open(target, "wb") as handle:
+        np.save(handle, row.astype(np.float32))
 
 
 def fit_probe(network: Classifier, data: ImageData, *, views: int, seed: int,

@@ -259,7 +259,10 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
         targets=np.array([index[item.label] for item, ok in zip(items, good) if ok]),
         probabilities=outputs.probabilities[good],
         split=split,
-        skipped=[(e.source, e.reason) for e in outputs.errors],
+        # unreadable when the data was read, or now
+        skipped=[(str(path), reason) for path, reason in data.report.skipped
+                 if data.report.skipped_split.get(path) == split]
+        + [(e.source, e.reason) for e in outputs.errors],
         info=predictor.info,
         outlier_scores=outputs.outlier[good] if outputs.outlier is not None else None,
         threshold=predictor.threshold,

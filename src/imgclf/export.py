@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf import inference
+from imgclf._files import write_text
 from imgclf.errors import ImgclfError
 from imgclf.onnx_runtime import OnnxModule, OnnxNetwork, require
 
@@ -164,16 +165,16 @@ def export_space(model: str | os.PathLike, folder: str | os.PathLike, *,
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(model, folder / "model.imgclf")
-    (folder / "app.py").write_text(_APP)
+    write_text(folder / "app.py", _APP)
     gradio_version = _installed_version("gradio") or "5.0.0"
     # the model file holds every weight, so imgclf itself is all the Space needs
-    (folder / "requirements.txt").write_text(f"imgclf[serve]>={__version__}\n")
+    write_text(folder / "requirements.txt", f"imgclf[serve]>={__version__}\n")
     if examples:
         (folder / "examples").mkdir(exist_ok=True)
         for example in examples:
             shutil.copyfile(example, folder / "examples" / Path(example).name)
     accuracy = predictor.info.metrics.get("accuracy")
-    (folder / "README.md").write_text(_README.format(
+    write_text(folder / "README.md", _README.format(
         title=f"{' vs '.join(predictor.classes[:3])} classifier"[:60],
         gradio_version=gradio_version, backbone=predictor.info.backbone,
         count=len(predictor.classes), classes=", ".join(predictor.classes[:10]),

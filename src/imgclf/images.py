@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import io
 import os
 import warnings
@@ -23,6 +24,16 @@ _SIXTEEN_BIT_MODES = ("I;16", "I;16B", "I;16L", "I;16N")
 # A module-level filter, not catch_warnings(): that one is not thread-safe, and images are
 # read from worker threads.
 warnings.filterwarnings("ignore", category=UserWarning, module=r"PIL\.")
+# load_image refuses (or, for JPEG, shrinks while decoding) pictures over MAX_PIXELS itself,
+# with a message that says so: Pillow's own warning about them would only be noise.
+warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
+
+# The most pixels decoded at full size: Pillow's warning limit, about 89 megapixels (268 MB
+# as RGB). A larger JPEG is decoded at 1/2, 1/4 or 1/8 scale (fast, and no network needs more);
+# a larger picture of another format is refused.
+MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+# Fewer pixels a side than this hold nothing to classify (a 1x1 web beacon, say): refused.
+MIN_SIDE = 8
 
 # Magic bytes of common formats, to tell a damaged image from a file that never was one.
 _SIGNATURES = (
@@ -44,8 +55,9 @@ def load_image(source: ImageSource, *, max_side: int | None = None) -> Image.Ima
             pixels (JPEGs are then decoded at reduced size, which is much faster).
 
     Raises:
-        ImageError: the file is missing, empty, not an image, corrupt, truncated or too
-            large; the message names the file and the reason.
+        ImageError: the file is missing, empty, not an image, corrupt, truncated, smaller
+            than MIN_SIDE a side or (other than a JPEG) over MAX_PIXELS; the message names
+            the file and the reason.
 
     Example:
         >>> picture = load_image("photos/ant.jpg")
@@ -58,13 +70,16 @@ def load_image(source: ImageSource, *, max_side: int | None = None) -> Image.Ima
     try:
         with Image.open(stream) as opened:
             opened.seek(0)  # first frame of an animated GIF, WebP or APNG
-            if max_side is not None and opened.format == "JPEG":
-                opened.draft("RGB", (max_side, max_side))
+            problem = _size_problem(opened, max_side)
+            if problem:
+                raise ImageError(name, problem)
             opened.load()
             picture = _upright(opened)
             picture = to_rgb(picture)
-    except Image.DecompressionBombError as error:
-        raise ImageError(name, f"image too large to decode safely ({error})") from None
+    except ImageError:
+        raise
+    except Image.DecompressionBombError as error:  # over twice MAX_PIXELS, said at open
+        raise ImageError(name, f"too large to decode safely ({error})") from None
     except UnidentifiedImageError:
         raise ImageError(name, _not_an_image_reason(stream)) from None
     except (OSError, SyntaxError, ValueError, EOFError, IndexError, TypeError) as error:
@@ -77,6 +92,29 @@ def load_image(source: ImageSource, *, max_side: int | None = None) -> Image.Ima
     if max_side is not None and max(picture.size) > max_side:
         picture.thumbnail((max_side, max_side), Image.Resampling.BICUBIC)
     return picture
+
+
+def _size_problem(opened: Image.Image, max_side: int | None) -> str | None:
+    """Set a JPEG to decode at reduced scale where that is enough (for max_side, or to stay
+    under MAX_PIXELS); say why a picture too small or too large is refused undecoded."""
+    width, height = opened.size
+    if min(width, height) < MIN_SIDE:
+        return (f"too small to classify: {width}x{height} pixels (at least {MIN_SIDE} a side "
+                "needed)")
+    if opened.format == "JPEG":
+        scale = 1
+        while (width // scale) * (height // scale) > MAX_PIXELS and scale < 8:
+            scale *= 2
+        request = (width // scale, height // scale)
+        if max_side is not None:
+            request = (min(request[0], max_side), min(request[1], max_side))
+        if request != (width, height):
+            opened.draft("RGB", request)
+    pixels = opened.size[0] * opened.size[1]
+    if pixels <= MAX_PIXELS:
+        return None
+    return (f"too large: {width}x{height} is {pixels / 1e6:.0f} megapixels (imgclf reads up "
+            f"to {MAX_PIXELS / 1e6:.0f}); shrink it first")
 
 
 def to_rgb(picture: Image.Image) -> Image.Image:
@@ -133,7 +171,7 @@ def _open_source(source: ImageSource) -> tuple[str, BinaryIO]:
         return str(getattr(source, "name", "<stream>")), source  # type: ignore[return-value]
     path = Path(source)
     if not path.exists():
-        raise ImageError(str(path), "file not found")
+        raise ImageError(str(path), missing_reason(path))
     if path.is_dir():
         raise ImageError(str(path), "is a folder, not an image file")
     if path.stat().st_size == 0:
@@ -142,6 +180,20 @@ def _open_source(source: ImageSource) -> tuple[str, BinaryIO]:
         return str(path), open(path, "rb")
     except OSError as error:
         raise ImageError(str(path), f"cannot be opened ({error.strerror or error})") from None
+
+
+def missing_reason(path: Path) -> str:
+    """Why a path that does not exist cannot be read: missing, a broken link or a link loop."""
+    if not path.is_symlink():
+        return "file not found"
+    try:
+        path.resolve(strict=True)
+    except RuntimeError:  # Python before 3.13 says a loop this way
+        return "symbolic link loop: it leads back to itself"
+    except OSError as error:
+        if error.errno == errno.ELOOP:
+            return "symbolic link loop: it leads back to itself"
+    return f"broken symbolic link (to {os.readlink(path)}, which does not exist)"
 
 
 def sniff_format(head: bytes) -> str | None:

@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 
+from imgclf._files import atomic_path
 from imgclf._version import __version__
 from imgclf.config import AugmentConfig, DataConfig, HeadConfig, InputConfig, TrainConfig
 from imgclf.errors import ModelFileError
@@ -140,7 +141,6 @@ def save_model(path: str | os.PathLike, tensors: dict[str, torch.Tensor], info: 
     from safetensors.torch import save_file
 
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     header = {
         "format": FORMAT,
@@ -148,9 +148,8 @@ def save_model(path: str | os.PathLike, tensors: dict[str, torch.Tensor], info: 
         "metadata": json.dumps(info.to_dict(), default=str),
     }
     header["checksum"] = _checksum(tensors, header)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    save_file(tensors, str(temporary), metadata=header)
-    os.replace(temporary, path)
+    with atomic_path(path) as temporary:
+        save_file(tensors, str(temporary), metadata=header)
     return path
 
 

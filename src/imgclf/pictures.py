@@ -33,6 +33,9 @@ class ImageFiles:
         self.pictures = [Path(p) if isinstance(p, (str, os.PathLike)) else p for p in pictures]
         self.transform = transform
         self.targets = list(targets) if targets is not None else [-1] * len(self.pictures)
+        # When set, item i's random augmentation is drawn from a generator seeded by
+        # (seed, i): the same picture whatever process, worker or resumed run reads it.
+        self.seed: int | None = None
 
     @property
     def paths(self) -> list[Path]:
@@ -47,7 +50,13 @@ class ImageFiles:
             picture = to_rgb(source) if _is_pil(source) else load_image(source)
         except ImageError as error:
             return error
-        return self.transform(picture), self.targets[index], index
+        if self.seed is None:
+            return self.transform(picture), self.targets[index], index
+        import torch
+
+        with torch.random.fork_rng(devices=[]):  # leaves the caller's random state alone
+            torch.manual_seed(self.seed * 1_000_003 + index)
+            return self.transform(picture), self.targets[index], index
 
 
 def _is_pil(value: Any) -> bool:

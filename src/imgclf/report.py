@@ -13,6 +13,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from imgclf._files import write_text
+
 if TYPE_CHECKING:
     from imgclf.data import ImageData
     from imgclf.evaluation import Evaluation
@@ -45,11 +47,7 @@ def write_report(evaluation: Evaluation, path: str | os.PathLike, *,
     Example:
         >>> write_report(evaluate(model, data), "report.html", data=data)
     """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(render_report(evaluation, data=data, title=title, top_k=top_k),
-                    encoding="utf-8")
-    return path
+    return write_text(path, render_report(evaluation, data=data, title=title, top_k=top_k))
 
 
 def render_report(evaluation: Evaluation, *, data: ImageData | None = None,

@@ -11,6 +11,7 @@ import csv
 import os
 import random
 import re
+import warnings
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -46,14 +47,23 @@ class Item:
 
 
 def find_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
-    """Image files under a folder by suffix, sorted, hidden files and folders left out."""
+    """Image files under a folder by suffix, sorted, hidden files and folders left out.
+
+    Broken symbolic links and link loops with an image name are included, so that reading
+    them skips them with a reason instead of their vanishing without a word.
+    """
     root = Path(folder)
     pattern = "**/*" if recursive else "*"
     return sorted(
         p for p in root.glob(pattern)
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+        if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or _dangling(p))
         and not any(part.startswith(".") for part in p.relative_to(root).parts)
     )
+
+
+def _dangling(path: Path) -> bool:
+    """A symbolic link that leads to no file (missing target, or a loop)."""
+    return path.is_symlink() and not path.exists()
 
 
 def items_from_folder(root: str | os.PathLike) -> list[Item]:
@@ -69,6 +79,9 @@ def items_from_folder(root: str | os.PathLike) -> list[Item]:
     children = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
     split_dirs = {SPLIT_FOLDERS[name]: path for name, path in children.items()
                   if name in SPLIT_FOLDERS}
+    _warn_empty_folders([folder for split in split_dirs.values() for folder in
+                         split.iterdir() if folder.is_dir()] if "train" in split_dirs else
+                        list(children.values()))
     if "train" in split_dirs:
         items = []
         for split, folder in sorted(split_dirs.items()):
@@ -92,6 +105,14 @@ def items_from_folder(root: str | os.PathLike) -> list[Item]:
             f"No images found in {root}. Expected one folder per class, e.g. "
             f"{root}/cats/1.jpg and {root}/dogs/1.jpg ({', '.join(sorted(IMAGE_SUFFIXES))}).")
     return items
+
+
+def _warn_empty_folders(folders: list[Path]) -> None:
+    empty = sorted(str(folder) for folder in folders
+                   if not folder.name.startswith(".") and not find_images(folder))
+    if empty:
+        warnings.warn(f"{len(empty)} folder(s) hold no pictures and give no class: "
+                      f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}", stacklevel=3)
 
 
 def items_from_filenames(folder: str | os.PathLike,

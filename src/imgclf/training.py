@@ -9,10 +9,10 @@ loses at most one epoch: ``Learner.resume(folder, data)`` continues it.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
+from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -22,13 +22,13 @@ import torch
 import torch.nn.functional as F
 
 from imgclf import inference
+from imgclf._files import FolderLock, write_json
 from imgclf._progress import console
 from imgclf.callbacks import ConsoleLog
-from imgclf.checkpoint import (BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS, read_checkpoint,
-                               save_checkpoint)
+from imgclf.checkpoint import (BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS, check_same_data,
+                               read_checkpoint, save_checkpoint)
 from imgclf.config import HeadConfig, TrainConfig
 from imgclf.data import ImageData
-from imgclf.errors import ModelFileError
 from imgclf.lr_finder import LearningRates, find_learning_rate
 from imgclf.model import MODEL_PREFIX, Classifier, network_from_tensors
 from imgclf.modelfile import ModelInfo, load_model, save_model
@@ -154,26 +154,35 @@ class Learner:
     def _run(self, plan: list[Phase], *, start: tuple[int, int] = (0, 0),
              optimizer_state: dict | None = None) -> Learner:
         """Run phases from (phase, epoch); the heart of training, top to bottom."""
-        self.network.detector, self.unknown = None, None  # refitted when this run ends
-        self._save_settings(plan)
-        self._call("on_train_start", learner=self, plan=plan)
-        start_phase, start_epoch = start
-        try:
-            for index in range(start_phase, len(plan)):
-                if plan[index].kind == "probe":
-                    self._run_probe(plan, index)
-                else:
-                    resumed = index == start_phase
-                    self._run_one_cycle(plan, index, start_epoch if resumed else 0,
-                                        optimizer_state if resumed else None)
-        except KeyboardInterrupt:
-            self._call("on_train_interrupted", learner=self, reason="Interrupted")
-            raise
-        except Exception:
-            self._call("on_train_interrupted", learner=self, reason="Training failed")
-            raise
-        self._finish()
+        with self._holding_output() as lock:  # one run at a time writes an output folder
+            if lock is not None and lock.previous and self.verbose:
+                console().print(f"(The lock left in {self.output} by process "
+                                f"{lock.previous.get('pid')}, which ended, was taken over.)")
+            self.network.detector, self.unknown = None, None  # refitted when this run ends
+            self._save_settings(plan)
+            self._call("on_train_start", learner=self, plan=plan)
+            start_phase, start_epoch = start
+            try:
+                for index in range(start_phase, len(plan)):
+                    if plan[index].kind == "probe":
+                        self._run_probe(plan, index)
+                    else:
+                        resumed = index == start_phase
+                        self._run_one_cycle(plan, index, start_epoch if resumed else 0,
+                                            optimizer_state if resumed else None)
+            except KeyboardInterrupt:
+                self._call("on_train_interrupted", learner=self, reason="Interrupted")
+                raise
+            except Exception:
+                self._call("on_train_interrupted", learner=self, reason="Training failed")
+                raise
+            self._finish()
         return self
+
+    def _holding_output(self):
+        """The output folder's lock (refusing if another run holds it), or nothing to hold."""
+        return (FolderLock(self.output, "imgclf training run") if self.output is not None
+                else nullcontext())
 
     def _run_one_cycle(self, plan: list[Phase], index: int, first_epoch: int,
                        optimizer_state: dict | None) -> None:
@@ -286,11 +295,13 @@ class Learner:
         return inference.scores(outputs.probabilities[ok], targets)
 
     def seed_epoch(self, epoch: int, loader) -> None:
-        """Same seed, same batches and augmentation per epoch, also after a resume."""
+        """Same seed, same batches and augmentation per epoch, also after a resume and with
+        any number of DataLoader workers."""
         seed = self.config.seed * 1000 + epoch
         torch.manual_seed(seed)
         if loader.generator is not None:
             loader.generator.manual_seed(seed)
+        loader.dataset.seed = seed
 
     def _track_best(self, row: dict[str, Any]) -> None:
         monitor = self.config.monitor
@@ -319,7 +330,7 @@ class Learner:
             self.export(self.output / FINAL)
             if self._restored_best:  # the same weights, now with their detector
                 self.export(self.output / BEST)
-            (self.output / HISTORY).write_text(json.dumps(self.history, indent=1))
+            write_json(self.output / HISTORY, self.history, indent=1)
         self._call("on_train_end", learner=self)
 
     def _fit_detector(self, backbone_trained: bool, valid: np.ndarray | None) -> None:
@@ -374,10 +385,7 @@ class Learner:
         output = Path(output)
         saved = read_checkpoint(output / CHECKPOINT)
         info = saved.info
-        if list(info.classes) != data.classes:
-            raise ModelFileError(
-                f"The checkpoint was trained on classes {list(info.classes)}, but the data has "
-                f"{data.classes}: resume with the same data, or start a new run.")
+        check_same_data(info, data, output)
         network = network_from_tensors(saved.tensors, info, str(output / CHECKPOINT))
         if info.input != data.input:  # the run's own sizes: probe and auto mode change them
             data = data.with_input(info.input)
@@ -400,7 +408,8 @@ class Learner:
         if phase >= len(plan):
             if verbose:
                 console().print(f"{output} has finished training; nothing to resume.")
-            learner._finish()
+            with learner._holding_output():
+                learner._finish()
             return learner
         if verbose:
             console().print(f"Resuming {output} at epoch {len(learner.history)} "
@@ -486,8 +495,7 @@ class Learner:
 
     def _save_settings(self, plan: list[Phase]) -> None:
         if self.output is not None:
-            self.output.mkdir(parents=True, exist_ok=True)
-            (self.output / SETTINGS).write_text(json.dumps(self.settings(plan), indent=1))
+            write_json(self.output / SETTINGS, self.settings(plan), indent=1)
 
 
 def _timm_name(backbone: str) -> str | None:

@@ -15,9 +15,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from imgclf._files import atomic_open, write_json
 from imgclf._progress import progress
 from imgclf.errors import ImageError
-from imgclf.images import load_image
+from imgclf.images import load_image, missing_reason
 
 # Pictures with this many colours or fewer are drawings, icons or placeholders, not photos
 # (photos have thousands; some old GIF-converted photos have exactly 256).
@@ -91,6 +92,8 @@ def verify_files(paths: list[Path], *, copy_side: int | None, cache_dir: Path | 
 
 
 def _verify_one(path: Path, copy_side: int | None, copies: Path) -> Verdict:
+    if not path.exists():
+        return Verdict(error=missing_reason(path))
     try:
         data = path.read_bytes()
     except OSError as error:
@@ -131,17 +134,15 @@ def _save_copy(picture, shorter_side: int, target: Path) -> None:
     if scale < 1:
         size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
         picture = picture.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_suffix(f".{os.getpid()}.{threading.get_ident()}.tmp")
-    picture.save(temporary, format="JPEG", quality=95)
-    os.replace(temporary, target)  # never leave a half-written copy behind
+    with atomic_open(target, "wb") as handle:  # never leave a half-written copy behind
+        picture.save(handle, format="JPEG", quality=95)
 
 
 def _file_key(path: Path) -> str:
     try:
         stat = path.stat()
-    except OSError:
-        return f"{path.resolve()}|missing"
+    except OSError:  # resolve() would raise on a link loop
+        return f"{os.path.abspath(path)}|missing"
     return f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
 
 
@@ -175,7 +176,4 @@ class _Index:
     def save(self) -> None:
         if not self.changed:
             return
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = self.path.with_suffix(f".{os.getpid()}.tmp")
-        temporary.write_text(json.dumps({"version": _INDEX_VERSION, "entries": self.entries}))
-        os.replace(temporary, self.path)
+        write_json(self.path, {"version": _INDEX_VERSION, "entries": self.entries})

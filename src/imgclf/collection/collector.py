@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 
+from imgclf._files import atomic_open
 from imgclf.collection.dedupe import HashIndex, perceptual_hash
 from imgclf.collection.http import Http, Skip
 from imgclf.collection.manifest import MANIFEST, SKIPPED, Kept, RowWriter, Skipped, read_rows
@@ -338,9 +339,8 @@ class _Collector:
     def _save(self, candidate: _Candidate, label: str) -> Kept:
         name = f"{label}/{candidate.sha256[:16]}{candidate.extension}"
         target = self.root / name
-        temporary = target.with_name(f".{target.name}.part")
-        temporary.write_bytes(candidate.content)
-        os.replace(temporary, target)  # never a half-written picture under its real name
+        with atomic_open(target, "wb") as handle:  # never a half-written picture
+            handle.write(candidate.content)
         self.index.add(candidate.hash_value, name)
         found = candidate.found
         return Kept(name, label, found.query, found.provider, found.image_url, found.page_url,
