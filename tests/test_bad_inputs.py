@@ -273,3 +273,13 @@ def test_two_runs_in_one_process_cannot_share_a_folder(colours, tmp_path):
                 train(data, mode="probe", output=tmp_path / "run", verbose=False)
 
     train(data, mode="probe", output=tmp_path / "run", verbose=False, callbacks=[SecondRun()])
+
+
+def test_a_second_collection_into_a_folder_in_use_is_refused(tmp_path):
+    pytest.importorskip("httpx")
+    from imgclf import collect
+
+    with FolderLock(tmp_path / "data", "imgclf collection"):
+        with pytest.raises(ImgclfError, match="in use by another imgclf collection"):
+            collect(tmp_path / "data", ["cats"], per_class=1, providers="openverse",
+                    show_progress=False)

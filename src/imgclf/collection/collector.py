@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from itertools import zip_longest
 from pathlib import Path
 
-from imgclf._files import atomic_open
+from imgclf._files import FolderLock, atomic_open
 from imgclf.collection.dedupe import HashIndex, perceptual_hash
 from imgclf.collection.http import Http, Skip
 from imgclf.collection.manifest import MANIFEST, SKIPPED, Kept, RowWriter, Skipped, read_rows
@@ -152,9 +152,10 @@ def collect(folder: str | os.PathLike, classes: Mapping[str, Sequence[str]] | Se
                         connections=config.workers * 2)
     try:
         chain = _providers(providers, http)
-        collector = _Collector(root, config, http, show_progress)
-        return CollectReport(root, [collector.run(label, queries, chain)
-                                    for label, queries in classes.items()])
+        with FolderLock(root, "imgclf collection"):  # one collection at a time per folder
+            collector = _Collector(root, config, http, show_progress)
+            return CollectReport(root, [collector.run(label, queries, chain)
+                                        for label, queries in classes.items()])
     finally:
         if own_http:
             http.close()

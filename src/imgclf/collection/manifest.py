@@ -6,6 +6,8 @@ import csv
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 
+from imgclf._files import ESCAPE_BYTES
+
 MANIFEST = "manifest.csv"
 SKIPPED = "skipped.csv"
 
@@ -67,7 +69,7 @@ class RowWriter:
 
     def __init__(self, path: Path, kind):
         new = not path.exists() or path.stat().st_size == 0
-        self.handle = open(path, "a", newline="", encoding="utf-8")
+        self.handle = open(path, "a", newline="", encoding="utf-8", errors=ESCAPE_BYTES)
         self.writer = csv.writer(self.handle)
         if new:
             self.writer.writerow(_columns(kind))
