@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 
 from imgclf import inference
-from imgclf._files import write_text
+from imgclf._files import atomic_path, write_text
 from imgclf.errors import ImgclfError
 from imgclf.onnx_runtime import OnnxModule, OnnxNetwork, require
 
@@ -41,28 +41,28 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
     require("onnx")
     require("onnxruntime")
     predictor = Predictor.load(model)
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     network = _Exported(predictor.network).eval().to(memory_format=torch.contiguous_format)
     size = predictor.input.image_size
     example = torch.randn(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=1024)
     outputs = ["probabilities"] + (["outlier"] if predictor.has_detector else [])
-    torch.onnx.export(network, (example,), str(path), input_names=["images"],
-                      output_names=outputs, opset_version=opset, dynamo=True,
-                      dynamic_shapes={"images": {0: batch}}, external_data=False)
-    _write_metadata(path, predictor)
     pictures = [(tensor, -1, index)
                 for index, tensor in enumerate(_check_batch(predictor, check_images))]
-    expected = inference.run(predictor.network, pictures, num_workers=0)
-    actual = inference.run(OnnxModule(OnnxNetwork(path)), pictures, num_workers=0)
-    difference = float(np.abs(expected.probabilities - actual.probabilities).max())
-    if predictor.has_detector:  # the outlier score is computed in the graph too
-        difference = max(difference, float(np.abs(expected.outlier - actual.outlier).max()))
-    if difference > MATCH_TOLERANCE:
-        path.unlink()
-        raise ImgclfError(f"ONNX output differs from PyTorch by {difference:.2e} (more than "
-                          f"{MATCH_TOLERANCE}); the file was not kept.")
+    # written beside the target and moved there only once checked: a failed export leaves
+    # any earlier file as it was
+    with atomic_path(path) as temporary:
+        torch.onnx.export(network, (example,), str(temporary), input_names=["images"],
+                          output_names=outputs, opset_version=opset, dynamo=True,
+                          dynamic_shapes={"images": {0: batch}}, external_data=False)
+        _write_metadata(temporary, predictor)
+        expected = inference.run(predictor.network, pictures, num_workers=0)
+        actual = inference.run(OnnxModule(OnnxNetwork(temporary)), pictures, num_workers=0)
+        difference = float(np.abs(expected.probabilities - actual.probabilities).max())
+        if predictor.has_detector:  # the outlier score is computed in the graph too
+            difference = max(difference, float(np.abs(expected.outlier - actual.outlier).max()))
+        if difference > MATCH_TOLERANCE:
+            raise ImgclfError(f"ONNX output differs from PyTorch by {difference:.2e} (more "
+                              f"than {MATCH_TOLERANCE}); the file was not written.")
     return {"path": str(path), "max_difference": difference, "checked_images": len(pictures)}
 
 
@@ -164,7 +164,7 @@ def export_space(model: str | os.PathLike, folder: str | os.PathLike, *,
     predictor = Predictor.load(model)  # fails early on a bad model file
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(model, folder / "model.imgclf")
+    _copy(model, folder / "model.imgclf")
     write_text(folder / "app.py", _APP)
     gradio_version = _installed_version("gradio") or "5.0.0"
     # the model file holds every weight, so imgclf itself is all the Space needs
@@ -172,7 +172,7 @@ def export_space(model: str | os.PathLike, folder: str | os.PathLike, *,
     if examples:
         (folder / "examples").mkdir(exist_ok=True)
         for example in examples:
-            shutil.copyfile(example, folder / "examples" / Path(example).name)
+            _copy(example, folder / "examples" / Path(example).name)
     accuracy = predictor.info.metrics.get("accuracy")
     write_text(folder / "README.md", _README.format(
         title=f"{' vs '.join(predictor.classes[:3])} classifier"[:60],
@@ -180,6 +180,11 @@ def export_space(model: str | os.PathLike, folder: str | os.PathLike, *,
         count=len(predictor.classes), classes=", ".join(predictor.classes[:10]),
         accuracy=f"{accuracy:.1%}" if accuracy is not None else "not recorded"))
     return folder
+
+
+def _copy(source: str | os.PathLike, target: Path) -> None:
+    with atomic_path(target) as temporary:
+        shutil.copyfile(source, temporary)
 
 
 def _installed_version(name: str) -> str | None:
