@@ -1,9 +1,11 @@
-"""The HTTP API on a real server on 127.0.0.1: good pictures, bad uploads, concurrent clients."""
+"""The server on 127.0.0.1: the HTTP API (good pictures, bad uploads, endless bodies, concurrent
+clients, slow pictures) and the page's uploads, unreadable pictures and examples."""
 
 from __future__ import annotations
 
 import io
 from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
 
 import pytest
 
@@ -22,14 +24,32 @@ def photos(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def base_url(photos, tmp_path_factory):
+def model(photos, tmp_path_factory):
     import os
 
+    os.environ["IMGCLF_CACHE"] = str(tmp_path_factory.mktemp("cache"))
+    return probe_model(photos, tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def examples(photos, tmp_path_factory):
+    """An examples folder with one real picture and four files the page must not publish."""
+    folder = tmp_path_factory.mktemp("examples")
+    outside = tmp_path_factory.mktemp("private")
+    (folder / "ant.jpg").write_bytes((photos / "red" / "0.jpg").read_bytes())
+    (outside / "secret.txt").write_text("root:x:0:0:secret")
+    (folder / "passwd.jpg").symlink_to(outside / "secret.txt")  # the /etc/passwd trick
+    (folder / "elsewhere.jpg").symlink_to(photos / "blue" / "1.jpg")  # a picture, outside
+    (folder / "page.jpg").write_text("<html><body>404</body></html>")
+    (folder / "cut.jpg").write_bytes((photos / "red" / "1.jpg").read_bytes()[:300])
+    return folder
+
+
+@pytest.fixture(scope="module")
+def base_url(model, examples):
     from imgclf.serve.http import create_app
 
-    os.environ["IMGCLF_CACHE"] = str(tmp_path_factory.mktemp("cache"))
-    model = probe_model(photos, tmp_path_factory.mktemp("model"))
-    with running(create_app(model, max_upload_bytes=LIMIT)) as url:
+    with running(create_app(model, max_upload_bytes=LIMIT, examples=examples)) as url:
         yield url
 
 
@@ -104,3 +124,151 @@ def test_eight_concurrent_clients_all_get_answers(base_url, photos):
 def test_the_web_page_is_served(base_url):
     page = httpx.get(f"{base_url}/", follow_redirects=True)
     assert page.status_code == 200 and "gradio" in page.text.lower()
+
+
+# --- the page (Gradio): uploads, pictures it cannot read, examples --------------------------
+
+def upload(base_url: str, name: str, content: bytes) -> httpx.Response:
+    return httpx.post(f"{base_url}/gradio_api/upload", files={"files": (name, content)})
+
+
+def classify_on_the_page(base_url: str, path: str) -> str:
+    """Call the page's Classify button through Gradio's API; the event stream's text."""
+    started = httpx.post(f"{base_url}/gradio_api/call/classify",
+                         json={"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}]})
+    assert started.status_code == 200, started.text
+    event = started.json()["event_id"]
+    return httpx.get(f"{base_url}/gradio_api/call/classify/{event}", timeout=60).text
+
+
+def test_the_page_refuses_uploads_over_the_api_limit(base_url):
+    response = upload(base_url, "big.jpg", b"x" * (LIMIT + 1))
+    assert response.status_code == 413 and "maximum allowed size" in response.text
+
+
+def test_a_bad_picture_on_the_page_gets_imgclfs_reason_and_is_not_kept(base_url, photos):
+    path = upload(base_url, "page.jpg", b"<html><body>not found</body></html>").json()[0]
+    events = classify_on_the_page(base_url, path)
+    assert "event: error" in events
+    assert "Cannot read this picture: not an image: it is an HTML page" in events
+    for leak in ("UnidentifiedImageError", "Traceback", path, "gradio/"):
+        assert leak not in events
+    # the file is deleted at once: the server hosts nothing it could not read
+    assert httpx.get(f"{base_url}/gradio_api/file={path}").status_code != 200
+    good = upload(base_url, "red.jpg", (photos / "red" / "5.jpg").read_bytes()).json()[0]
+    events = classify_on_the_page(base_url, good)
+    assert "event: complete" in events and '"label": "red"' in events
+
+
+def test_classify_names_the_reason_not_the_temporary_file(model, tmp_path):
+    import gradio
+
+    from imgclf.predict import Predictor
+    from imgclf.serve.gradio_app import classify
+
+    predictor = Predictor.load(model)
+    bad = tmp_path / "gradio" / "abc123" / "photo.jpg"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"\xff\xd8\xff\xe0" + bytes(500))
+    with pytest.raises(gradio.Error) as caught:
+        classify(predictor, {"path": str(bad), "orig_name": "photo.jpg"})
+    assert caught.value.message.startswith("Cannot read this picture: corrupt image")
+    assert str(tmp_path) not in caught.value.message
+    assert not bad.exists()
+    assert classify(predictor, None) == {}
+
+
+def test_examples_are_only_real_pictures_inside_their_folder(examples, capsys):
+    from imgclf.serve.gradio_app import example_paths
+
+    assert example_paths(examples) == [str((examples / "ant.jpg").resolve())]
+    warnings = capsys.readouterr().err
+    for skipped in ("passwd.jpg", "elsewhere.jpg", "page.jpg", "cut.jpg"):
+        assert f"Skipping example {examples / skipped}" in warnings
+    assert "leads out of" in warnings and "HTML page" in warnings
+    # a list of paths is held to the same rules, each file to its own folder
+    assert example_paths([examples / "passwd.jpg", examples / "ant.jpg"]) == [
+        str((examples / "ant.jpg").resolve())]
+
+
+def test_the_page_publishes_only_the_good_example(base_url, examples):
+    config = httpx.get(f"{base_url}/config").json()
+    samples = [component["props"]["samples"] for component in config["components"]
+               if component.get("type") == "dataset"]
+    names = [sample[0]["orig_name"] for sample in samples[0]]
+    assert names == ["ant.jpg"]
+    secret = (examples / "passwd.jpg").resolve()
+    response = httpx.get(f"{base_url}/gradio_api/file={secret}")
+    assert response.status_code != 200 and "root:x" not in response.text
+
+
+def test_uploads_are_deleted_when_the_server_stops(model, photos):
+    import os
+
+    from imgclf.serve.http import create_app, own_gradio_folder
+
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    with own_gradio_folder() as folder:
+        with running(create_app(model)) as url:
+            path = upload(url, "red.jpg", (photos / "red" / "2.jpg").read_bytes()).json()[0]
+            assert Path(path).is_file() and Path(path).is_relative_to(folder)
+        assert not Path(path).exists()  # Gradio's delete_cache, at shutdown
+    assert not folder.exists()  # what `imgclf serve` does on its way out
+    assert os.environ.get("GRADIO_TEMP_DIR") == before
+
+
+# --- the API under load: endless bodies, slow pictures ---------------------------------------
+
+def endless(consumed: list[int], *, head: bytes = b"", total: int = 64 << 20):
+    """A chunked body of 64 MB that counts how much of it the client was asked to send."""
+    yield head
+    chunk = b"x" * (64 << 10)
+    while consumed[0] < total:
+        consumed[0] += len(chunk)
+        yield chunk
+
+
+@pytest.mark.parametrize("form", [False, True], ids=["raw", "multipart"])
+def test_an_endless_chunked_body_is_refused_without_reading_it(base_url, form):
+    consumed = [0]
+    head, headers = b"", {"content-type": "application/octet-stream"}
+    if form:
+        head = (b'--b0undary\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"'
+                b"\r\nContent-Type: image/jpeg\r\n\r\n")
+        headers = {"content-type": "multipart/form-data; boundary=b0undary"}
+    response = httpx.post(f"{base_url}/predict", content=endless(consumed, head=head),
+                          headers=headers, timeout=30)
+    assert response.status_code == 413 and "too large" in response.json()["error"]
+    # the server hung up near the limit (plus what the sockets' buffers hold), not at 64 MB
+    assert consumed[0] < 16 << 20, consumed[0]
+
+
+def test_a_slow_decode_holds_up_no_other_prediction(model, photos, monkeypatch):
+    import threading
+
+    import imgclf.images
+    import imgclf.pictures
+    from imgclf.serve.http import create_app
+
+    slow_picture = (photos / "blue" / "7.jpg").read_bytes()
+    decoding, release = threading.Event(), threading.Event()
+    real_load_image = imgclf.images.load_image
+
+    def load_image(source, **options):
+        if bytes(source) == slow_picture:  # a 90-megapixel PNG, say
+            decoding.set()
+            release.wait(30)
+        return real_load_image(source, **options)
+
+    # wherever the server reads pictures: its own decode step and the Predictor's loop
+    monkeypatch.setattr(imgclf.images, "load_image", load_image)
+    monkeypatch.setattr(imgclf.pictures, "load_image", load_image)
+    with running(create_app(model, with_gradio=False)) as url, ThreadPoolExecutor(1) as pool:
+        slow = pool.submit(httpx.post, f"{url}/predict", content=slow_picture, timeout=60)
+        assert decoding.wait(30)
+        quick = httpx.post(f"{url}/predict", content=(photos / "red" / "4.jpg").read_bytes(),
+                           timeout=15)
+        assert quick.status_code == 200 and quick.json()["label"] == "red"
+        assert not slow.done()  # still decoding, and the other client was answered
+        release.set()
+        assert slow.result().status_code == 200 and slow.result().json()["label"] == "blue"

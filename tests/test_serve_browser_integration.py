@@ -1,5 +1,6 @@
 """End to end in a real browser: headless Debian Chromium uploads an ant photo to the page and
-reads "ants", then a photo of an oxcart and reads that it is none of the classes."""
+reads "ants", then a photo of an oxcart and reads that it is none of the classes, then a web
+page saved as photo.jpg and reads imgclf's reason why it is no picture."""
 
 from __future__ import annotations
 
@@ -57,7 +58,17 @@ def test_upload_an_ant_photo_and_read_ants_then_an_oxcart_and_read_unknown(chrom
             timeout=60_000)
         page.screenshot(path=str(tmp_path / "unknown.png"), full_page=True)
         stranger = page.locator("#prediction").inner_text()
+        broken = tmp_path / "photo.jpg"  # a web page saved under a picture's name
+        broken.write_text("<html><body>Not found</body></html>")
+        page.set_input_files("input[type=file]", str(broken))
+        page.wait_for_function(
+            "() => /Cannot read this picture/.test(document.body.innerText)", timeout=60_000)
+        page.screenshot(path=str(tmp_path / "broken.png"), full_page=True)
+        complaint = page.locator("body").inner_text()
         browser.close()
     first_line = [line for line in text.splitlines() if line.strip() in ("ants", "bees")][0]
     assert first_line.strip() == "ants", text
     assert "Unknown: none of ants, bees (closest: " in stranger, stranger
+    # imgclf's reason, not Gradio's decoder naming a file in its temp folder
+    assert "not an image: it is an HTML page" in complaint, complaint
+    assert "UnidentifiedImageError" not in complaint and "gradio/" not in complaint

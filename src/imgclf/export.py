@@ -128,7 +128,7 @@ from imgclf.serve.gradio_app import build_app
 demo = build_app("model.imgclf", examples="examples")
 
 if __name__ == "__main__":
-    demo.launch()
+    demo.launch(max_file_size="10mb")  # imgclf serve's upload limit
 '''
 
 _README = """---

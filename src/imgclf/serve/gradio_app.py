@@ -3,11 +3,17 @@
 from __future__ import annotations
 
 import os
+import sys
 from pathlib import Path
 from typing import Any
 
 from imgclf.errors import ImageError, ImgclfError
+from imgclf.images import load_image
 from imgclf.serve import SERVE_HINT
+
+# Gradio's delete_cache: every 10 minutes, uploads older than an hour are deleted (and all of
+# them when the server stops), so pictures people send do not pile up in the temp folder.
+DELETE_UPLOADS = (600, 3600)
 
 
 def _gradio():
@@ -41,33 +47,64 @@ def unknown_text(classes: list[str], prediction) -> str:
             f"{prediction.probability:.0%})")
 
 
-def build_blocks(predictor, *, examples: str | os.PathLike | list | None = None, title: str | None = None):
-    """Gradio Blocks over a Predictor. examples: a folder of pictures or a list of paths."""
+def classify(predictor, picture: dict | str | os.PathLike | None) -> dict[str, float] | str:
+    """The page's answer for one picture: class probabilities, or the "unknown" text.
+
+    picture: Gradio's file data for an upload (a dict with the file's path in Gradio's
+    upload folder), or a path. imgclf's own reader reads it, so a file that is no picture
+    gets imgclf's reason, not a decoder's message naming a temporary file. An upload that
+    is no picture is deleted at once: the server keeps no file it cannot use.
+
+    Raises:
+        gradio.Error: the picture cannot be read; the message says why.
+    """
+    gr = _gradio()
+    upload = picture.get("path") if isinstance(picture, dict) else None
+    if upload is not None:
+        picture = upload
+    if not picture:
+        return {}
+    try:
+        prediction = predictor.predict(picture)
+    except ImageError as error:
+        if upload is not None:
+            Path(upload).unlink(missing_ok=True)
+        # the reason alone: the source is a temporary file's name; a user's bad file is no
+        # server fault, so no traceback in the server's console either
+        raise gr.Error(f"Cannot read this picture: {error.reason}",
+                       print_exception=False) from None
+    if prediction.unknown:  # no confident bar for a class it is not
+        return unknown_text(predictor.classes, prediction)
+    return prediction.probabilities
+
+
+def build_blocks(predictor, *, examples: str | os.PathLike | list | None = None,
+                 title: str | None = None):
+    """Gradio Blocks over a Predictor. examples: a folder of pictures or a list of paths.
+
+    Uploads are deleted an hour after they arrive and when the server stops; mount it with
+    ``max_file_size`` (``imgclf.serve.http.create_app`` does) to cap their size.
+    """
     gr = _gradio()
     title = title or f"{' / '.join(predictor.classes[:4])} classifier"
 
-    def classify(picture) -> dict[str, float] | str:
-        if picture is None:
-            return {}
-        try:
-            prediction = predictor.predict(picture)
-        except ImageError as error:
-            raise gr.Error(f"Cannot read this picture: {error.reason}") from None
-        if prediction.unknown:  # no confident bar for a class it is not
-            return unknown_text(predictor.classes, prediction)
-        return prediction.probabilities
+    def run(picture):
+        return classify(predictor, picture)
 
-    with gr.Blocks(title=title, analytics_enabled=False) as demo:
+    with gr.Blocks(title=title, analytics_enabled=False, delete_cache=DELETE_UPLOADS) as demo:
         gr.Markdown(f"# {title}\n{describe(predictor)}")
         with gr.Row():
-            image = gr.Image(type="pil", sources=["upload", "clipboard", "webcam"],
+            # type="filepath" and preprocess=False below: Gradio hands over the uploaded
+            # file unread, and imgclf's reader (not Gradio's PIL call) says what is wrong
+            image = gr.Image(type="filepath", sources=["upload", "clipboard", "webcam"],
                              label="Picture")
             label = gr.Label(num_top_classes=min(5, len(predictor.classes)), label="Prediction",
                              elem_id="prediction")
         button = gr.Button("Classify", variant="primary")
-        image.change(classify, inputs=image, outputs=label)
-        button.click(classify, inputs=image, outputs=label)
-        paths = _example_paths(examples)
+        image.change(run, inputs=image, outputs=label, preprocess=False,
+                     api_visibility="undocumented")
+        button.click(run, inputs=image, outputs=label, preprocess=False, api_name="classify")
+        paths = example_paths(examples)
         if paths:
             gr.Examples(paths, inputs=image)
     # one prediction at a time: requests wait in Gradio's queue instead of fighting for 2 cores
@@ -82,12 +119,44 @@ def build_app(model: str | os.PathLike, *, examples: Any = None, runtime: str = 
     return build_blocks(Predictor.load(model, runtime=runtime), examples=examples)
 
 
-def _example_paths(examples) -> list[str]:
+def example_paths(examples: str | os.PathLike | list | None, *, limit: int = 12
+                  ) -> list[str]:
+    """The example pictures the page may publish: real pictures inside their folder.
+
+    A file that imgclf cannot read, or a link that leads out of the folder (a stray
+    ``passwd.jpg -> /etc/passwd``), is skipped with a warning on stderr: whatever is listed
+    here is served to anyone who opens the page.
+    """
     from imgclf.sources import find_images
 
     if not examples:
         return []
     if isinstance(examples, (str, os.PathLike)):
         folder = Path(examples)
-        return [str(p) for p in find_images(folder)[:12]] if folder.is_dir() else []
-    return [str(p) for p in examples]
+        if not folder.is_dir():
+            return []
+        candidates = [(path, folder) for path in find_images(folder)]
+    else:
+        candidates = [(Path(path), Path(path).parent) for path in examples]
+    kept = []
+    for path, folder in candidates:
+        if len(kept) == limit:
+            break
+        reason = _unfit_example(path, folder)
+        if reason:
+            print(f"Skipping example {path}: {reason}", file=sys.stderr)
+        elif str(path.resolve()) not in kept:  # a link to another example: shown once
+            kept.append(str(path.resolve()))
+    return kept
+
+
+def _unfit_example(path: Path, folder: Path) -> str | None:
+    """Why a file must not be published as an example, or None."""
+    try:
+        load_image(path)  # first: a link loop has no resolved path
+    except ImageError as error:
+        return error.reason
+    resolved = path.resolve()
+    if not resolved.is_relative_to(folder.resolve()):
+        return f"it leads out of {folder} (to {resolved})"
+    return None

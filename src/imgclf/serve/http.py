@@ -2,22 +2,31 @@
 
 Bad requests get a 4xx and a one-line JSON message, never a stack trace. Predictions run one
 at a time behind a lock (a queue), which on a 2-core CPU is faster than running them side by
-side.
+side; pictures are decoded before they join that queue.
 
 No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at run
 time, and `Request` is imported inside create_app (fastapi is an optional extra).
 """
 
 
+import contextlib
 import os
+import shutil
+import tempfile
 import threading
+from pathlib import Path
 from typing import Any
 
 from imgclf.errors import ImageError, ImgclfError
 from imgclf.serve import SERVE_HINT
 
-# Uploads larger than this are refused with 413 before they are decoded.
+# Uploads larger than this are refused with 413 before they are decoded, on /predict and on
+# the Gradio page alike.
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
+# A multipart form may be this much larger than its file: boundaries, part headers, fields.
+FORM_OVERHEAD_BYTES = 64 * 1024
+# The most a form's text field may hold (a picture needs no field at all).
+FORM_FIELD_BYTES = 16 * 1024
 
 
 def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
@@ -33,19 +42,30 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
         from fastapi import FastAPI, Request
         from fastapi.responses import JSONResponse
         from starlette.concurrency import run_in_threadpool
+        from starlette.requests import ClientDisconnect
     except ImportError:
         raise ImgclfError(SERVE_HINT) from None
     from imgclf._version import __version__
+    from imgclf.images import load_image
     from imgclf.predict import Predictor
 
     predictor = model if isinstance(model, Predictor) else Predictor.load(
         model, runtime=runtime, acceptance=acceptance)
     lock = threading.Lock()
+    # A 10 MB upload can decode to half a gigabyte of pixels: a few decodes at a time, not
+    # one per waiting request, keep the server's memory bounded.
+    decoding = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
     app = FastAPI(title="imgclf", version=__version__, docs_url="/api/docs",
                   openapi_url="/api/openapi.json")
 
     def refuse(status: int, message: str) -> JSONResponse:
         return JSONResponse({"error": message}, status_code=status)
+
+    def too_large() -> JSONResponse:
+        # Connection: close makes uvicorn hang up rather than read (and throw away) the rest
+        # of a body that may go on for hundreds of megabytes
+        return JSONResponse({"error": f"Upload too large: over {_size(max_upload_bytes)}."},
+                            status_code=413, headers={"connection": "close"})
 
     @app.get("/health")
     def health() -> dict:
@@ -65,41 +85,46 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
 
     @app.post("/predict")
     async def predict(request: Request):
-        declared = request.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > max_upload_bytes + 4096:
-            return refuse(413, f"Upload too large: over {max_upload_bytes // 1024 // 1024} MB.")
-        content_type = request.headers.get("content-type", "")
         # Only multipart is a form: `curl --data-binary @photo.jpg` sends raw bytes labelled
         # application/x-www-form-urlencoded, and those bytes are the picture.
-        if content_type.startswith("multipart/form-data"):
-            try:
-                form = await request.form()
-            except Exception:  # noqa: BLE001 - malformed multipart bodies raise many types
-                return refuse(400, "Malformed multipart body.")
-            uploads = [value for value in form.values() if hasattr(value, "read")]
-            if not uploads:
-                return refuse(400, "No file in the form: send the picture as a file field.")
-            data = await uploads[0].read(max_upload_bytes + 1)
-        else:
-            data = bytearray()
-            async for chunk in request.stream():
-                data.extend(chunk)
-                if len(data) > max_upload_bytes:
-                    break
-            data = bytes(data)
+        is_form = request.headers.get("content-type", "").startswith("multipart/form-data")
+        limit = max_upload_bytes + (FORM_OVERHEAD_BYTES if is_form else 0)
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > limit:
+            return too_large()
+        # Counted as it arrives (a chunked upload declares no length): reading stops at the
+        # limit, and nothing past it is read, spooled to disk or kept.
+        body = _limited(request.stream(), limit)
+        try:
+            data = await (_form_file(request, body) if is_form else _join(body))
+        except _TooLarge:
+            return too_large()
+        except _NoFile:
+            return refuse(400, "No file in the form: send the picture as a file field.")
+        except ClientDisconnect:
+            return refuse(400, "The upload was cut off.")
+        except Exception:  # noqa: BLE001 - malformed multipart bodies raise many types
+            return refuse(400, "Malformed multipart body.")
         if len(data) > max_upload_bytes:
-            return refuse(413, f"Upload too large: over {max_upload_bytes // 1024 // 1024} MB.")
+            return too_large()
         if not data:
             return refuse(400, "Empty request: send a picture as the body or as a file field.")
 
-        def run():
+        def decode():
+            with decoding:
+                return load_image(data)
+
+        def run(picture):
             with lock:
-                return predictor.predict(data)
+                return predictor.predict(picture)
 
         try:
-            prediction = await run_in_threadpool(run)
+            # outside the lock: a slow picture (144 megapixels, say) holds up no one else's
+            # prediction; only the network's forward pass goes one at a time
+            picture = await run_in_threadpool(decode)
         except ImageError as error:
             return refuse(422, f"Not a readable picture: {error.reason}")
+        prediction = await run_in_threadpool(run, picture)
         return prediction.to_dict()
 
     @app.exception_handler(Exception)
@@ -112,18 +137,89 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
 
         from imgclf.serve.gradio_app import build_blocks
 
-        app = gradio.mount_gradio_app(app, build_blocks(predictor, examples=examples), path="/")
+        app = gradio.mount_gradio_app(app, build_blocks(predictor, examples=examples), path="/",
+                                      max_file_size=max_upload_bytes)
     return app
 
 
 def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 7860,
           runtime: str = "torch", examples: Any = None, acceptance: float | None = None
           ) -> None:
-    """Run the server until interrupted (what `imgclf serve` does)."""
+    """Run the server until interrupted (what `imgclf serve` does).
+
+    The page's uploads and copies of the examples go to a folder of this server's own,
+    removed when it stops.
+    """
     try:
         import uvicorn
     except ImportError:
         raise ImgclfError(SERVE_HINT) from None
-    app = create_app(model, runtime=runtime, examples=examples, acceptance=acceptance)
-    print(f"Serving {model} on http://{host}:{port} (API: POST /predict, GET /model)")
-    uvicorn.run(app, host=host, port=port, log_level="warning")
+    with own_gradio_folder():
+        app = create_app(model, runtime=runtime, examples=examples, acceptance=acceptance)
+        print(f"Serving {model} on http://{host}:{port} (API: POST /predict, GET /model)")
+        uvicorn.run(app, host=host, port=port, log_level="warning")
+
+
+@contextlib.contextmanager
+def own_gradio_folder():
+    """Point Gradio's upload folder (GRADIO_TEMP_DIR) at a new folder, removed afterwards.
+
+    Gradio reads the variable as the page is made and as each upload is checked, so this
+    wraps the server's whole life; it is process-wide, hence one server per process.
+    """
+    before = os.environ.get("GRADIO_TEMP_DIR")
+    folder = tempfile.mkdtemp(prefix="imgclf-serve-", dir=before)
+    os.environ["GRADIO_TEMP_DIR"] = folder
+    try:
+        yield Path(folder)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+        if before is None:
+            os.environ.pop("GRADIO_TEMP_DIR", None)
+        else:
+            os.environ["GRADIO_TEMP_DIR"] = before
+
+
+class _TooLarge(Exception):
+    """The request body passed the size limit (raised while it is read, not after)."""
+
+
+class _NoFile(Exception):
+    """A multipart form without a file field."""
+
+
+async def _limited(chunks, limit: int):
+    """The body's chunks, raising _TooLarge as soon as they add up to more than limit."""
+    size = 0
+    async for chunk in chunks:
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge
+        yield chunk
+
+
+async def _join(chunks) -> bytes:
+    return b"".join([chunk async for chunk in chunks])
+
+
+async def _form_file(request, chunks) -> bytes:
+    """The first file of a multipart form, parsed from the (size-limited) chunks."""
+    from starlette.formparsers import MultiPartParser
+
+    parser = MultiPartParser(request.headers, chunks, max_files=4, max_fields=16,
+                             max_part_size=FORM_FIELD_BYTES)
+    form = await parser.parse()
+    try:
+        uploads = [value for value in form.values() if hasattr(value, "read")]
+        if not uploads:
+            raise _NoFile
+        return await uploads[0].read()
+    finally:
+        await form.close()
+
+
+def _size(count: int) -> str:
+    """A byte count for people: "10 MB", "195 KB"."""
+    if count >= 1024 * 1024:
+        return f"{count / 1024 / 1024:.0f} MB"
+    return f"{count / 1024:.0f} KB"
