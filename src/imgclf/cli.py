@@ -7,10 +7,10 @@ import json
 import sys
 from pathlib import Path
 
-from imgclf._files import atomic_open, safe_streams
+from imgclf._files import atomic_open, printable, safe_streams
 from imgclf._version import __version__
-from imgclf.config import (DEFAULT_BACKBONE, RESIZE_METHODS, TRAIN_MODES, CollectConfig,
-                           DataConfig, HeadConfig, TrainConfig)
+from imgclf.config import (DEFAULT_BACKBONE, RESIZE_METHODS, TRAIN_MODES, CleanConfig,
+                           CollectConfig, DataConfig, HeadConfig, TrainConfig)
 from imgclf.errors import ImgclfError
 
 
@@ -135,6 +135,24 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out from its last checkpoint")
     train.set_defaults(run=_train, command="train")
+
+    clean = commands.add_parser(
+        "clean", help="find mislabelled, off-topic and duplicate pictures; fix them safely",
+        description="Examples: imgclf clean data/cats (writes data/cats/issues.csv); "
+                    "imgclf clean data/cats --auto; imgclf clean data/cats --apply "
+                    "decisions.csv; imgclf clean data/cats --undo")
+    _add_data_arguments(clean)
+    what = clean.add_mutually_exclusive_group()
+    what.add_argument("--auto", action="store_true",
+                      help=f"apply the sure fixes (score >= {CleanConfig.auto_score}): relabel, remove "
+                           "off-topic pictures, copies and unreadable files (files are moved "
+                           "to _removed/, never deleted)")
+    what.add_argument("--apply", metavar="CSV",
+                      help="apply decisions (columns path, action keep/relabel/remove, label)")
+    what.add_argument("--undo", action="store_true", help="move back every file cleaning moved")
+    clean.add_argument("--out", metavar="CSV", default=None,
+                       help="where to write the issues (default: issues.csv in the data folder)")
+    clean.set_defaults(run=_clean, command="clean")
 
     predict = commands.add_parser("predict", help="label pictures with a trained model file")
     predict.add_argument("model", help="a .imgclf model file (or a training output folder)")
@@ -316,6 +334,57 @@ def _train(args: argparse.Namespace) -> int:
         train(data, config=config, output=out, head=HeadConfig(pool=args.pool))
     print(f"Model: {out / FINAL}")
     return 0
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from imgclf.cleaning import find_issues
+    from imgclf.fixes import apply_decisions, correct_csv, read_decisions, undo
+
+    is_csv = args.data.lower().endswith(".csv")
+    root = Path(args.data).parent if is_csv else Path(args.data)
+    if args.undo:
+        if is_csv:
+            raise ImgclfError("CSV-labelled data is never moved: its corrected CSV is a new "
+                              "file beside the original, which is unchanged.")
+        moved = undo(root)
+        print(f"Moved back {len(moved)} file(s); see {root / 'cleaning-log.csv'}.")
+        return 0
+    decisions = read_decisions(args.apply) if args.apply else None
+    data = load_data(args)
+    if decisions is None:
+        issues = find_issues(data)
+        out = issues.to_csv(args.out or root / "issues.csv")
+        _print_issues(issues)
+        print(f"Wrote {len(issues.rows)} issue(s) to {out} ({issues.seconds:.0f} s)")
+        if not args.auto:
+            return 0
+        decisions = issues.auto_decisions()
+    if is_csv:
+        target = correct_csv(args.data, decisions)
+        print(f"Wrote the corrected labels to {target}; {args.data} is unchanged.")
+        return 0
+    applied = apply_decisions(root, decisions, classes=data.classes)
+    print(f"Moved {len(applied.moved)} file(s) ({applied.already} already moved, "
+          f"{len(applied.skipped)} not found); every move is in {root / 'cleaning-log.csv'}, "
+          f"and imgclf clean {args.data} --undo moves them back.")
+    return 0
+
+
+def _print_issues(issues) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from imgclf.cleaning import DESCRIPTIONS
+
+    table = Table(title=f"{issues.pictures} pictures examined")
+    for column in ("kind", "pictures", "what it means", "surest"):
+        table.add_column(column)
+    for kind, count in issues.summary().items():
+        if count:
+            top = issues.of_kind(kind)[0]
+            table.add_row(kind, str(count), DESCRIPTIONS[kind],
+                          f"{printable(top.path.name)} ({top.score:.2f})")
+    Console().print(table)
 
 
 def _fill_split(args: argparse.Namespace, saved: DataConfig | None) -> None:

@@ -254,3 +254,24 @@ class CollectConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True)
+class CleanConfig:
+    """How ``find_issues`` (``imgclf clean``) flags pictures, and how sure --auto must be."""
+
+    # Cross-validation folds for each picture's out-of-fold class probabilities.
+    folds: int = 5
+    # Regularisation (scikit-learn's C) of those folds' logistic regressions.
+    regularisation: float = 0.3
+    # Embeddings at least this similar (cosine) are one picture: re-encoded, resized or
+    # slightly cropped copies (bench/clean.py).
+    near_duplicate: float = 0.95
+    # Off-topic: an outlier score this many robust standard deviations (1.4826 x the median
+    # absolute deviation) above the median of the dataset's own scores.
+    off_topic_spread: float = 3.5
+    # --auto applies only findings at least this sure (Issue.score, 0 to 1).
+    auto_score: float = 0.9
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

@@ -32,6 +32,8 @@ SPLITS = ("train", "valid", "test")
 # A class folder of this name holds pictures of none of the classes: the unknown detector is
 # tuned on them and they are reported apart; they are never a class.
 UNKNOWN_FOLDER = "_unknown"
+# Where cleaning moves the pictures it removes (fixes.py): never read as data.
+REMOVED_FOLDER = "_removed"
 
 
 @dataclass(frozen=True)
@@ -47,7 +49,8 @@ class Item:
 
 
 def find_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Path]:
-    """Image files under a folder by suffix, sorted, hidden files and folders left out.
+    """Image files under a folder by suffix, sorted; hidden files and folders, and pictures
+    removed by cleaning (``_removed/``), left out.
 
     Broken symbolic links and link loops with an image name are included, so that reading
     them skips them with a reason instead of their vanishing without a word.
@@ -57,7 +60,8 @@ def find_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Pa
     return sorted(
         p for p in root.glob(pattern)
         if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or _dangling(p))
-        and not any(part.startswith(".") for part in p.relative_to(root).parts)
+        and not any(part.startswith(".") or part == REMOVED_FOLDER
+                    for part in p.relative_to(root).parts)
     )
 
 
@@ -76,7 +80,8 @@ def items_from_folder(root: str | os.PathLike) -> list[Item]:
         >>> items = items_from_folder("hymenoptera")   # train/ants, train/bees, val/ants, ...
     """
     root = _existing_folder(root)
-    children = {p.name.lower(): p for p in root.iterdir() if p.is_dir()}
+    children = {p.name.lower(): p for p in root.iterdir()
+                if p.is_dir() and p.name != REMOVED_FOLDER}
     split_dirs = {SPLIT_FOLDERS[name]: path for name, path in children.items()
                   if name in SPLIT_FOLDERS}
     _warn_empty_folders([folder for split in split_dirs.values() for folder in
@@ -109,7 +114,7 @@ def items_from_folder(root: str | os.PathLike) -> list[Item]:
 
 def _warn_empty_folders(folders: list[Path]) -> None:
     empty = sorted(str(folder) for folder in folders
-                   if not folder.name.startswith(".") and not find_images(folder))
+                   if not folder.name.startswith((".", REMOVED_FOLDER)) and not find_images(folder))
     if empty:
         warnings.warn(f"{len(empty)} folder(s) hold no pictures and give no class: "
                       f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}", stacklevel=3)

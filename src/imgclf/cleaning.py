@@ -1,0 +1,311 @@
+"""Find what is wrong with a dataset: likely label errors, off-topic pictures, duplicates.
+
+Everything comes from the cached backbone embeddings probe mode uses (so after a probe run
+it costs seconds, and never fine-tunes):
+
+- **label errors**: out-of-fold class probabilities of a cross-validated logistic regression
+  on the embeddings, ranked by cleanlab's confident learning (``find_label_issues``);
+- **off-topic pictures**: the "unknown" score of unknown.py (the distance to the k-th nearest
+  picture of the predicted class, plus the softmax term), each picture left out of the bank
+  so that it cannot vouch for itself, against a threshold robust to the outliers it seeks;
+- **duplicates**: the same content hash, or embeddings nearly the same (re-encoded, resized or
+  slightly cropped copies); within a class, across classes (a conflict) or across splits
+  (leakage);
+- what reading the data found: unreadable files, placeholders, tiny pictures.
+
+``find_issues(data)`` returns an ``Issues`` (data, like ``evaluate``); ``fixes.py`` applies
+the decisions taken on them, moving files and never deleting one.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from imgclf._files import atomic_open
+from imgclf.config import CleanConfig
+from imgclf.errors import DataError, ImgclfError
+from imgclf.fixes import Decision
+
+if TYPE_CHECKING:
+    from imgclf.data import ImageData
+
+# The kinds of issue, in the order a summary lists them.
+KINDS = ("label", "off_topic", "duplicate", "conflict", "leakage", "unreadable", "suspicious")
+DESCRIPTIONS = {
+    "label": "likely mislabelled",
+    "off_topic": "looks like none of the classes",
+    "duplicate": "a copy of another picture of its class",
+    "conflict": "a copy of a picture given another class",
+    "leakage": "a copy of a picture in another split",
+    "unreadable": "cannot be read",
+    "suspicious": "readable, but unlike a photo",
+}
+# What --auto does with each kind of issue at least CleanConfig.auto_score sure; suspicious
+# pictures (drawings, tiny ones) are only listed.
+AUTO_ACTIONS = {"label": "relabel", "off_topic": "remove", "duplicate": "remove",
+                "conflict": "remove", "leakage": "remove", "unreadable": "remove"}
+
+
+@dataclass(frozen=True)
+class Issue:
+    """One flagged picture.
+
+    score: how sure the finding is, 0 to 1 (label: the out-of-fold probability of the
+    suggested class; off_topic: how far above the threshold; duplicates: the similarity).
+    other: the picture it duplicates (duplicate, conflict, leakage).
+    """
+
+    path: Path
+    kind: str
+    label: str | None
+    split: str | None
+    score: float
+    suggested: str | None = None
+    other: Path | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["path"] = str(self.path)
+        values["other"] = str(self.other) if self.other else ""
+        return values
+
+
+COLUMNS = ("path", "kind", "label", "suggested", "score", "split", "other", "detail")
+
+
+@dataclass
+class Issues:
+    """Everything find_issues flagged, most certain first within each kind.
+
+    Example:
+        >>> issues = find_issues(ImageData.from_folder("cats"))
+        >>> issues.summary()
+        {'label': 12, 'off_topic': 4, 'duplicate': 3, ...}
+        >>> issues.to_csv("cats/issues.csv")
+    """
+
+    rows: list[Issue]
+    classes: list[str]
+    pictures: int  # how many pictures were examined
+    threshold: float  # the off-topic outlier-score threshold
+    seconds: float = 0.0
+
+    def summary(self) -> dict[str, int]:
+        return {kind: sum(issue.kind == kind for issue in self.rows) for kind in KINDS}
+
+    def of_kind(self, kind: str) -> list[Issue]:
+        return [issue for issue in self.rows if issue.kind == kind]
+
+    def paths(self, kind: str | None = None) -> set[Path]:
+        return {issue.path for issue in self.rows if kind is None or issue.kind == kind}
+
+    def auto_decisions(self, score: float = CleanConfig.auto_score) -> list[Decision]:
+        """The fixes sure enough to make without a look: each issue at least `score` sure
+        relabelled (label) or moved out (see AUTO_ACTIONS); one decision per picture."""
+        decisions: dict[Path, Decision] = {}
+        for issue in self.rows:
+            action = AUTO_ACTIONS.get(issue.kind)
+            if action and issue.score >= score and issue.path not in decisions:
+                decisions[issue.path] = Decision(issue.path, action,
+                                                 issue.suggested if action == "relabel" else None)
+        return list(decisions.values())
+
+    def to_csv(self, path: str | Path) -> Path:
+        """issues.csv: one row per issue (path, kind, given label, suggested label, score, ...)."""
+        import csv
+
+        with atomic_open(path, newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=COLUMNS, extrasaction="ignore")
+            writer.writeheader()
+            for issue in self.rows:
+                row = issue.to_dict()
+                row["score"] = f"{issue.score:.4f}"
+                writer.writerow({key: "" if value is None else value
+                                 for key, value in row.items()})
+        return Path(path)
+
+
+def find_issues(data: ImageData, *, config: CleanConfig = CleanConfig(),
+                show_progress: bool = True) -> Issues:
+    """Likely label errors, off-topic pictures, duplicates and unreadable files of a dataset.
+
+    Every labelled picture of every split is examined; embeddings come from (and go to) the
+    cache probe mode uses.
+
+    Example:
+        >>> issues = find_issues(ImageData.from_folder("cats", valid_fraction=0.2, seed=42))
+        >>> [(i.path.name, i.suggested) for i in issues.of_kind("label")][:2]
+        [('lion_12.jpg', 'house_cat'), ('tabby_3.jpg', 'wild_cat')]
+    """
+    import time
+
+    started = time.perf_counter()
+    items, features, missing = _embeddings(data, show_progress)
+    targets = np.array([data.class_index[item.label] for item in items])
+    if len(set(targets.tolist())) < 2:
+        raise DataError("Finding issues needs pictures of at least two classes.")
+    probabilities = out_of_fold_probabilities(features, targets, len(data.classes),
+                                              folds=config.folds, c=config.regularisation,
+                                              seed=data.config.seed)
+    outlier = left_out_scores(features, targets, probabilities)
+    threshold = robust_threshold(outlier, config.off_topic_spread)
+    rows = _read_problems(data, missing)
+    off_topic = outlier > threshold
+    rows += [Issue(item.path, "off_topic", item.label, item.split,
+                   score=float(min(1.0, (outlier[i] - threshold) / max(threshold, 1e-9))),
+                   suggested=data.classes[int(probabilities[i].argmax())],
+                   detail=f"outlier score {outlier[i]:.3f} > {threshold:.3f}")
+             for i, item in enumerate(items) if off_topic[i]]
+    rows += _label_issues(items, targets, probabilities, data.classes, exclude=off_topic)
+    rows += _duplicates(data, items, features, config.near_duplicate)
+    order = {kind: position for position, kind in enumerate(KINDS)}
+    rows.sort(key=lambda issue: (order[issue.kind], -issue.score, str(issue.path)))
+    return Issues(rows, list(data.classes), len(items), float(threshold),
+                  time.perf_counter() - started)
+
+
+def _embeddings(data: ImageData, show_progress: bool):
+    """(labelled items that could be embedded, their plain-view embeddings, the others)."""
+    from imgclf.config import TrainConfig
+    from imgclf.embeddings import compute_embeddings
+    from imgclf.model import Classifier
+    from imgclf.plan import data_for
+    from imgclf.sources import SPLITS
+
+    probe_data = data_for(TrainConfig(mode="probe"), data)  # the probe's own cache
+    network = Classifier.create(data.backbone, len(data.classes))
+    items, features, missing = [], [], []
+    for split in SPLITS:
+        labelled = [item for item in data.items[split] if item.label in data.class_index]
+        if not labelled:
+            continue
+        found = compute_embeddings(network, probe_data, split, show_progress=show_progress)
+        embedded = set(found.groups.tolist())
+        items += [item for position, item in enumerate(labelled) if position in embedded]
+        missing += [item for position, item in enumerate(labelled) if position not in embedded]
+        features.append(found.features[np.argsort(found.groups, kind="stable")])
+    return items, np.concatenate(features), missing
+
+
+def out_of_fold_probabilities(features: np.ndarray, targets: np.ndarray, num_classes: int, *,
+                              folds: int = CleanConfig.folds,
+                              c: float = CleanConfig.regularisation, seed: int = 42
+                              ) -> np.ndarray:
+    """Each picture's class probabilities from a logistic regression that never saw it."""
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import StratifiedKFold
+
+    per_class = np.bincount(targets, minlength=num_classes)
+    folds = int(max(2, min(folds, per_class[per_class > 0].min())))
+    probabilities = np.zeros((len(targets), num_classes))
+    splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    for train_rows, test_rows in splitter.split(features, targets):
+        model = LogisticRegression(C=c, max_iter=2000)
+        model.fit(features[train_rows], targets[train_rows])
+        probabilities[np.ix_(test_rows, model.classes_)] = model.predict_proba(features[test_rows])
+    return probabilities
+
+
+def left_out_scores(features: np.ndarray, targets: np.ndarray, probabilities: np.ndarray
+                    ) -> np.ndarray:
+    """The unknown detector's outlier score of every picture, with itself left out of the
+    bank (so it cannot vouch for itself) and its out-of-fold probabilities as class scores."""
+    import torch
+
+    from imgclf.unknown import Detector
+
+    bank = torch.from_numpy(features).float()
+    labels = torch.from_numpy(targets)
+    largest_k = max(1, int(torch.bincount(labels).clamp_min(1).min()) - 1)
+    detector = Detector(bank, labels, torch.zeros(0), k=min(5, largest_k))
+    logits = torch.from_numpy(np.log(np.clip(probabilities, 1e-9, 1))).float()
+    scores = []
+    with torch.no_grad():
+        for start in range(0, len(bank), 512):
+            rows = torch.arange(start, min(start + 512, len(bank)))
+            scores.append(detector(logits[rows], bank[rows], exclude=rows))
+    return torch.cat(scores).numpy()
+
+
+def robust_threshold(scores: np.ndarray, spread: float = CleanConfig.off_topic_spread) -> float:
+    """median + spread x 1.4826 x MAD: the outliers it looks for barely move it."""
+    median = float(np.median(scores))
+    deviation = 1.4826 * float(np.median(np.abs(scores - median)))
+    return median + spread * max(deviation, 1e-6)
+
+
+def _label_issues(items, targets, probabilities, classes, *, exclude) -> list[Issue]:
+    try:
+        from cleanlab.filter import find_label_issues
+    except ImportError:
+        raise ImgclfError("Finding label errors needs cleanlab: pip install 'imgclf[clean]'"
+                          ) from None
+
+    flagged = find_label_issues(targets, probabilities, filter_by="prune_by_noise_rate")
+    rows = []
+    for i in np.flatnonzero(flagged & ~exclude):
+        suggested = int(probabilities[i].argmax())
+        if suggested == targets[i]:
+            continue
+        rows.append(Issue(items[i].path, "label", items[i].label, items[i].split,
+                          score=float(probabilities[i, suggested]),
+                          suggested=classes[suggested],
+                          detail=f"p({classes[targets[i]]}) = {probabilities[i, targets[i]]:.2f}"))
+    return rows
+
+
+def _duplicates(data: ImageData, items, features: np.ndarray, near: float) -> list[Issue]:
+    """Exact copies (content hash) and near copies (embeddings), each reported once, on the
+    later picture (training pictures are kept over validation and test ones)."""
+    rank = {"train": 0, "valid": 1, "test": 2, None: 3}
+    order = sorted(range(len(items)), key=lambda i: (rank[items[i].split], str(items[i].path)))
+    items = [items[i] for i in order]
+    normalised = features[order] / np.linalg.norm(features[order], axis=1, keepdims=True)
+    hashes = [data.hashes.get(item.path) for item in items]
+    first_of_hash: dict[str, int] = {}
+    rows, taken = [], set()
+    for j, item in enumerate(items):
+        i = first_of_hash.setdefault(hashes[j], j) if hashes[j] else j
+        if i != j:
+            rows.append(_duplicate(items[i], item, 1.0, "the same file content"))
+            taken.add(j)
+    for start in range(0, len(items), 512):
+        similarity = normalised[start:start + 512] @ normalised.T
+        for row, j in enumerate(range(start, min(start + 512, len(items)))):
+            if j in taken:
+                continue
+            earlier = np.flatnonzero(similarity[row, :j] >= near)
+            earlier = [i for i in earlier if i not in taken]
+            if earlier:
+                i = max(earlier, key=lambda e: similarity[row, e])
+                rows.append(_duplicate(items[i], items[j], float(similarity[row, i]),
+                                       f"embeddings {similarity[row, i]:.3f} alike"))
+                taken.add(j)
+    return rows
+
+
+def _duplicate(kept, copy, score: float, how: str) -> Issue:
+    kind = ("leakage" if kept.split != copy.split else
+            "conflict" if kept.label != copy.label else "duplicate")
+    return Issue(copy.path, kind, copy.label, copy.split, score=score, other=kept.path,
+                 suggested=kept.label if kind == "conflict" else None,
+                 detail=f"{how} as {kept.path.name} ({kept.label}, {kept.split})")
+
+
+def _read_problems(data: ImageData, missing) -> list[Issue]:
+    report, split_of = data.report, data.report.skipped_split
+    rows = [Issue(Path(path), "unreadable", Path(path).parent.name, split_of.get(path), 1.0,
+                  detail=reason) for path, reason in report.skipped]
+    rows += [Issue(item.path, "unreadable", item.label, item.split, 1.0,
+                   detail="could not be embedded") for item in missing]
+    labels = {item.path: item for split in data.items.values() for item in split}
+    rows += [Issue(Path(path), "suspicious", getattr(labels.get(path), "label", None),
+                   getattr(labels.get(path), "split", None), 0.5, detail=reason)
+             for path, reason in report.suspicious]
+    return rows

@@ -1,0 +1,218 @@
+"""Apply cleaning decisions without ever losing a file: moves, never deletions, all logged.
+
+A decision is keep, relabel (to another class) or remove. For class folders, a removed picture
+moves to ``DATA/_removed/`` (its place under DATA kept) and a relabelled one to its new class
+folder beside the old; every move is written to ``DATA/cleaning-log.csv`` (and flushed to disk)
+before it is made, so an interrupted run can be rerun or undone with nothing lost: each logged
+move is found either done or not done on disk. ``undo`` moves everything back. CSV-labelled
+data gets a corrected copy of its CSV instead of moved files.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from imgclf._files import ESCAPE_BYTES, atomic_open
+from imgclf.errors import DataError
+from imgclf.sources import REMOVED_FOLDER
+
+ACTIONS = ("keep", "relabel", "remove")
+LOG = "cleaning-log.csv"
+DECISIONS = "decisions.csv"
+_LOG_COLUMNS = ("time", "action", "source", "target")
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What to do with one picture: keep it, relabel it to `label`, or remove it."""
+
+    path: Path
+    action: str
+    label: str | None = None
+
+    def __post_init__(self):
+        if self.action not in ACTIONS:
+            raise DataError(f"Unknown action {self.action!r} for {self.path}: use one of "
+                            f"{', '.join(ACTIONS)}.")
+        if self.action == "relabel" and not self.label:
+            raise DataError(f"Relabelling {self.path} needs the new label.")
+
+
+@dataclass
+class Applied:
+    """What apply_decisions did: moves made, moves found already made, decisions not
+    applicable (keep, or a file that is gone), and the corrected CSV if any."""
+
+    moved: list[tuple[Path, Path]] = field(default_factory=list)
+    already: int = 0
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    csv_file: Path | None = None
+
+
+def write_decisions(path: str | os.PathLike, decisions: Iterable[Decision]) -> Path:
+    """decisions.csv: path, action, label."""
+    with atomic_open(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "action", "label"])
+        for decision in decisions:
+            writer.writerow([str(decision.path), decision.action, decision.label or ""])
+    return Path(path)
+
+
+def record_decision(path: str | os.PathLike, decision: Decision) -> None:
+    """Append one decision to a decisions file as it is made (the last one per picture
+    counts), flushed, so closing a review page loses nothing."""
+    path = Path(path)
+    new = not path.exists() or path.stat().st_size == 0
+    with open(path, "a", newline="", encoding="utf-8", errors=ESCAPE_BYTES) as handle:
+        writer = csv.writer(handle)
+        if new:
+            writer.writerow(["path", "action", "label"])
+        writer.writerow([str(decision.path), decision.action, decision.label or ""])
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def read_decisions(path: str | os.PathLike) -> list[Decision]:
+    """The decisions of a decisions.csv, the last one per picture.
+
+    Raises:
+        DataError: missing, or without path and action columns.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"No decisions file at {path}.")
+    with open(path, newline="", encoding="utf-8", errors=ESCAPE_BYTES) as handle:
+        reader = csv.DictReader(handle)
+        if not {"path", "action"} <= set(reader.fieldnames or ()):
+            raise DataError(f"{path} needs the columns path, action and label "
+                            f"(it has {', '.join(reader.fieldnames or [])}).")
+        latest = {row["path"]: Decision(Path(row["path"]), row["action"].strip().lower(),
+                                        (row.get("label") or "").strip() or None)
+                  for row in reader if row.get("path")}
+    return list(latest.values())
+
+
+def apply_decisions(root: str | os.PathLike, decisions: Sequence[Decision], *,
+                    classes: Sequence[str] = ()) -> Applied:
+    """Move the pictures of class folders under root as decided, logging every move first.
+
+    A relabel to a class that is not a folder yet creates it (`classes`, if given, are the
+    known ones: another label is refused). Running it again finds the moves already made.
+    """
+    root = Path(root)
+    applied = Applied()
+    with open(root / LOG, "a", newline="", encoding="utf-8", errors=ESCAPE_BYTES) as log:
+        writer = csv.writer(log)
+        if log.tell() == 0:
+            writer.writerow(_LOG_COLUMNS)
+        done = {(source, target) for _, _, source, target in _log_rows(root)}
+        for decision in decisions:
+            if decision.action == "keep":
+                continue
+            if classes and decision.action == "relabel" and decision.label not in classes:
+                raise DataError(f"Cannot relabel {decision.path} to {decision.label!r}: the "
+                                f"classes are {', '.join(classes)}.")
+            source = Path(decision.path)
+            source = source if source.is_absolute() else root / source
+            earlier = [target for (from_, target) in done if from_ == str(source)]
+            if not source.exists():
+                if any(Path(target).exists() for target in earlier):
+                    applied.already += 1
+                else:
+                    applied.skipped.append((source, "no such file"))
+                continue
+            target = _free(_target(root, source, decision))
+            writer.writerow([time.strftime("%Y-%m-%d %H:%M:%S"), decision.action,
+                             str(source), str(target)])
+            log.flush()
+            os.fsync(log.fileno())  # the log knows of a move before it is made
+            target.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(source, target)
+            applied.moved.append((source, target))
+    return applied
+
+
+def undo(root: str | os.PathLike) -> list[tuple[Path, Path]]:
+    """Move back every logged move, latest first; returns (from, back to) pairs. Moves never
+    made, or already undone, are passed over; the undo is logged too."""
+    root = Path(root)
+    rows = _log_rows(root)
+    undone = {(target, source) for _, action, source, target in rows if action == "undo"}
+    moves = [(Path(source), Path(target)) for _, action, source, target in rows
+             if action != "undo" and (target, source) not in undone]
+    back = []
+    with open(root / LOG, "a", newline="", encoding="utf-8", errors=ESCAPE_BYTES) as log:
+        writer = csv.writer(log)
+        for source, target in reversed(moves):
+            if not target.exists() or source.exists():
+                continue  # never made (interrupted), or something new took its place
+            writer.writerow([time.strftime("%Y-%m-%d %H:%M:%S"), "undo", str(target),
+                             str(source)])
+            log.flush()
+            os.fsync(log.fileno())
+            source.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(target, source)
+            back.append((target, source))
+    return back
+
+
+def correct_csv(csv_file: str | os.PathLike, decisions: Sequence[Decision], *,
+                path_column: str = "path", label_column: str = "label",
+                root: str | os.PathLike | None = None) -> Path:
+    """A corrected copy of a labels CSV (``NAME.cleaned.csv`` beside it): relabelled rows get
+    their new label, removed rows are left out; the original is not touched."""
+    csv_file = Path(csv_file)
+    base = Path(root) if root is not None else csv_file.parent
+    by_path = {_resolved(decision.path, base): decision for decision in decisions}
+    with open(csv_file, newline="", encoding="utf-8-sig", errors=ESCAPE_BYTES) as handle:
+        reader = csv.DictReader(handle)
+        columns, rows = list(reader.fieldnames or ()), list(reader)
+    target = csv_file.with_name(f"{csv_file.stem}.cleaned.csv")
+    with atomic_open(target, newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=columns)
+        writer.writeheader()
+        for row in rows:
+            decision = by_path.get(_resolved(Path(row[path_column]), base))
+            if decision is not None and decision.action == "remove":
+                continue
+            if decision is not None and decision.action == "relabel":
+                row = {**row, label_column: decision.label}
+            writer.writerow(row)
+    return target
+
+
+def _resolved(path: Path, base: Path) -> str:
+    return os.path.normpath(path if path.is_absolute() else base / path)
+
+
+def _target(root: Path, source: Path, decision: Decision) -> Path:
+    if decision.action == "remove":
+        try:
+            return root / REMOVED_FOLDER / source.relative_to(root)
+        except ValueError:
+            raise DataError(f"{source} is not inside {root}: nothing outside the data folder "
+                            "is moved.") from None
+    return source.parent.parent / decision.label / source.name
+
+
+def _free(target: Path) -> Path:
+    """target, or target with -1, -2, ... before its suffix if that name is taken."""
+    candidate, number = target, 0
+    while candidate.exists():
+        number += 1
+        candidate = target.with_name(f"{target.stem}-{number}{target.suffix}")
+    return candidate
+
+
+def _log_rows(root: Path) -> list[tuple[str, str, str, str]]:
+    path = root / LOG
+    if not path.exists():
+        return []
+    with open(path, newline="", encoding="utf-8", errors=ESCAPE_BYTES) as handle:
+        return [tuple(row[:4]) for row in list(csv.reader(handle))[1:] if len(row) >= 4]

@@ -1,0 +1,190 @@
+"""Cleaning: planted label flips, copies and off-topic pictures are found; decisions move files
+(never delete them), are logged, can be undone byte for byte, and survive an interruption."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import os
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image, ImageDraw
+
+from imgclf import ImageData
+from imgclf.cli import main
+from imgclf.errors import DataError
+from imgclf.fixes import (LOG, Decision, apply_decisions, correct_csv, read_decisions,
+                          record_decision, undo, write_decisions)
+
+pytest.importorskip("cleanlab")
+
+
+def _shapes(path: Path, kind: str, seed: int, size: int = 96) -> Path:
+    """A picture of a few circles or squares on a random background: each one different."""
+    rng = np.random.default_rng(seed)
+    picture = Image.new("RGB", (size, size), tuple(int(v) for v in rng.integers(0, 255, 3)))
+    draw = ImageDraw.Draw(picture)
+    for _ in range(int(rng.integers(2, 5))):
+        x, y = (int(v) for v in rng.integers(0, size - 30, 2))
+        side = int(rng.integers(18, 30))
+        colour = tuple(int(v) for v in rng.integers(0, 255, 3))
+        (draw.ellipse if kind == "circles" else draw.rectangle)((x, y, x + side, y + side),
+                                                                 fill=colour)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    picture.save(path, quality=92)
+    return path
+
+
+@pytest.fixture
+def dirty(tmp_path):
+    """circles/ and squares/ (24 each), with one square filed under circles, a re-encoded copy
+    and a photo of noise that is neither."""
+    root = tmp_path / "shapes"
+    for index in range(24):
+        _shapes(root / "circles" / f"c{index}.jpg", "circles", index)
+        _shapes(root / "squares" / f"s{index}.jpg", "squares", 1000 + index)
+    flipped = _shapes(root / "circles" / "odd.jpg", "squares", 5000)
+    copy = root / "squares" / "s3-copy.jpg"
+    Image.open(root / "squares" / "s3.jpg").save(copy, quality=60)
+    noise = np.random.default_rng(7).integers(0, 255, (96, 96, 3)).astype("uint8")
+    stranger = root / "squares" / "stranger.jpg"
+    Image.fromarray(noise).save(stranger)
+    return root, {"flipped": flipped, "copy": (root / "squares" / "s3.jpg", copy),
+                  "stranger": stranger}
+
+
+def test_planted_problems_are_found(dirty):
+    from imgclf.cleaning import find_issues
+
+    root, planted = dirty
+    data = ImageData.from_folder(root, image_size=64, num_workers=0, verbose=False)
+    issues = find_issues(data, show_progress=False)
+    labels = {issue.path: issue for issue in issues.of_kind("label")}
+    assert planted["flipped"] in labels and labels[planted["flipped"]].suggested == "squares"
+    pairs = {frozenset((issue.path, issue.other)) for issue in issues.rows
+             if issue.kind in ("duplicate", "leakage", "conflict")}
+    assert frozenset(planted["copy"]) in pairs
+    assert planted["stranger"] in issues.paths("off_topic") | issues.paths("suspicious")
+    flagged = issues.paths()
+    assert len(flagged) <= 0.25 * issues.pictures  # not everything is a problem
+
+
+def _tree(root: Path) -> dict[str, str]:
+    """relative path -> sha256 of every file under root (the cleaning log left out)."""
+    return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOG}
+
+
+def _folders(tmp_path) -> Path:
+    root = tmp_path / "data"
+    for label in ("cats", "dogs"):
+        for index in range(4):
+            _shapes(root / label / f"{label}{index}.jpg", "circles", index + 10 * len(label))
+    return root
+
+
+def test_apply_moves_logs_and_undo_restores_every_byte(tmp_path):
+    root = _folders(tmp_path)
+    before = _tree(root)
+    decisions = [Decision(root / "cats" / "cats0.jpg", "remove"),
+                 Decision(Path("cats/cats1.jpg"), "relabel", "dogs"),  # relative to the data
+                 Decision(root / "dogs" / "dogs0.jpg", "keep")]
+    applied = apply_decisions(root, decisions, classes=["cats", "dogs"])
+    assert [(s.name, t.relative_to(root).as_posix()) for s, t in applied.moved] == [
+        ("cats0.jpg", "_removed/cats/cats0.jpg"), ("cats1.jpg", "dogs/cats1.jpg")]
+    assert sorted(_tree(root).values()) == sorted(before.values())  # moved, not lost
+    data = ImageData.from_folder(root, num_workers=0, verbose=False)
+    assert data.counts()["cats"]["train"] + data.counts()["cats"]["valid"] == 2  # _removed unread
+    with open(root / LOG, newline="") as handle:
+        assert [row["action"] for row in csv.DictReader(handle)] == ["remove", "relabel"]
+    again = apply_decisions(root, decisions)  # rerun: finds the moves made
+    assert (again.moved, again.already) == ([], 2)
+    assert len(undo(root)) == 2
+    assert _tree(root) == before
+    assert undo(root) == []  # nothing left to undo
+
+
+def test_a_name_already_taken_gets_a_number(tmp_path):
+    root = _folders(tmp_path)
+    shutil.copyfile(root / "cats" / "cats2.jpg", root / "dogs" / "cats2.jpg")
+    applied = apply_decisions(root, [Decision(root / "cats" / "cats2.jpg", "relabel", "dogs")])
+    assert applied.moved[0][1].name == "cats2-1.jpg"
+    undo(root)
+    assert (root / "cats" / "cats2.jpg").is_file() and (root / "dogs" / "cats2.jpg").is_file()
+
+
+def test_an_interrupted_apply_can_be_rerun_or_undone(tmp_path, monkeypatch):
+    root = _folders(tmp_path)
+    before = _tree(root)
+    decisions = [Decision(root / "cats" / f"cats{i}.jpg", "remove") for i in range(3)]
+    real_replace, calls = os.replace, []
+
+    def crash_on_second(source, target):
+        calls.append(source)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # after the log line, before the move
+        real_replace(source, target)
+
+    monkeypatch.setattr("imgclf.fixes.os.replace", crash_on_second)
+    with pytest.raises(KeyboardInterrupt):
+        apply_decisions(root, decisions)
+    monkeypatch.setattr("imgclf.fixes.os.replace", real_replace)
+    assert sorted(_tree(root).values()) == sorted(before.values())  # nothing lost
+    assert len(undo(root)) == 1  # the one move made; the logged one never made is passed over
+    assert _tree(root) == before
+    applied = apply_decisions(root, decisions)  # and a rerun finishes the job
+    assert len(applied.moved) == 3 and not (root / "cats" / "cats0.jpg").exists()
+
+
+def test_decisions_round_trip_and_the_last_one_counts(tmp_path):
+    path = tmp_path / "decisions.csv"
+    record_decision(path, Decision(Path("a.jpg"), "remove"))
+    record_decision(path, Decision(Path("a.jpg"), "relabel", "dogs"))
+    record_decision(path, Decision(Path("b.jpg"), "keep"))
+    assert read_decisions(path) == [Decision(Path("a.jpg"), "relabel", "dogs"),
+                                    Decision(Path("b.jpg"), "keep")]
+    write_decisions(tmp_path / "again.csv", read_decisions(path))
+    assert read_decisions(tmp_path / "again.csv") == read_decisions(path)
+    with pytest.raises(DataError, match="Unknown action"):
+        Decision(Path("a.jpg"), "delete")
+    with pytest.raises(DataError, match="new label"):
+        Decision(Path("a.jpg"), "relabel")
+
+
+def test_a_relabel_to_an_unknown_class_is_refused(tmp_path):
+    root = _folders(tmp_path)
+    with pytest.raises(DataError, match="classes are cats, dogs"):
+        apply_decisions(root, [Decision(root / "cats" / "cats0.jpg", "relabel", "cows")],
+                        classes=["cats", "dogs"])
+    assert (root / "cats" / "cats0.jpg").is_file()
+
+
+def test_csv_labelled_data_gets_a_corrected_csv(tmp_path):
+    root = _folders(tmp_path)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\n" + "".join(
+        f"data/{p.parent.name}/{p.name},{p.parent.name}\n" for p in sorted(root.rglob("*.jpg"))))
+    target = correct_csv(labels, [Decision(Path("data/cats/cats0.jpg"), "remove"),
+                                  Decision(tmp_path / "data/cats/cats1.jpg", "relabel", "dogs")])
+    with open(target, newline="") as handle:
+        rows = {row["path"]: row["label"] for row in csv.DictReader(handle)}
+    assert "data/cats/cats0.jpg" not in rows and rows["data/cats/cats1.jpg"] == "dogs"
+    assert len(rows) == 7 and labels.read_text().count("\n") == 9  # the original unchanged
+
+
+def test_cli_clean_auto_then_undo(dirty, capsys):
+    root, planted = dirty
+    before = _tree(root)
+    arguments = ["clean", str(root), "--image-size", "64"]
+    assert main(arguments) == 0
+    assert "label" in capsys.readouterr().out and (root / "issues.csv").is_file()
+    assert main([*arguments, "--auto"]) == 0
+    assert "every move is in" in capsys.readouterr().out
+    assert not planted["flipped"].exists()  # relabelled to squares
+    assert (root / "squares" / "odd.jpg").exists()
+    assert sorted(v for k, v in _tree(root).items() if k != "issues.csv") == sorted(before.values())
+    assert main(["clean", str(root), "--undo"]) == 0
+    assert {k: v for k, v in _tree(root).items() if k != "issues.csv"} == before
