@@ -58,7 +58,11 @@ mkdir -p "$venv_root"
 # The venv is shared by clones: point its editable install (and so the imgclf command) at this
 # checkout, and put this checkout's source first on the path, so that two clones testing at
 # the same time each import their own code.
-_pip install -q --no-deps --no-build-isolation -e "$IMGCLF_ROOT" >/dev/null
+# (under the lock: two shells sourcing this at once would both rewrite bin/imgclf)
+(
+  flock 9
+  _pip install -q --no-deps --no-build-isolation -e "$IMGCLF_ROOT" >/dev/null
+) 9>"$IMGCLF_VENV.lock"
 export PYTHONPATH="$IMGCLF_ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$IMGCLF_VENV/bin:$PATH"
 export IMGCLF_VENV
