@@ -72,6 +72,21 @@ def test_planted_problems_are_found(dirty):
     assert len(flagged) <= 0.25 * issues.pictures  # not everything is a problem
 
 
+def test_the_report_shows_the_issues_and_reads_them_back(dirty, tmp_path, capsys):
+    root, planted = dirty
+    arguments = [str(root), "--image-size", "64"]
+    assert main(["clean", *arguments]) == 0
+    assert main(["train", *arguments, "--mode", "probe", "--out", str(tmp_path / "m")]) == 0
+    assert main(["evaluate", str(tmp_path / "m" / "model.imgclf"), str(root), "--report",
+                 str(tmp_path / "report.html")]) == 0
+    page = (tmp_path / "report.html").read_text()
+    assert "Issues found in the data" in page and "odd.jpg" in page
+    from imgclf.cleaning import Issues
+
+    again = Issues.from_csv(root / "issues.csv")
+    assert planted["flipped"] in again.paths("label")
+
+
 def _tree(root: Path) -> dict[str, str]:
     """relative path -> sha256 of every file under root (the cleaning log left out)."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
@@ -188,3 +203,13 @@ def test_cli_clean_auto_then_undo(dirty, capsys):
     assert sorted(v for k, v in _tree(root).items() if k != "issues.csv") == sorted(before.values())
     assert main(["clean", str(root), "--undo"]) == 0
     assert {k: v for k, v in _tree(root).items() if k != "issues.csv"} == before
+
+
+def test_paths_as_issues_csv_gives_them_are_found(tmp_path, monkeypatch):
+    """issues.csv names files as `imgclf clean data` was given them: relative to the folder
+    it ran in, not to the data folder."""
+    _folders(tmp_path)
+    monkeypatch.chdir(tmp_path)
+    applied = apply_decisions(Path("data"), [Decision(Path("data/cats/cats0.jpg"), "remove")])
+    assert applied.moved and (tmp_path / "data" / "_removed" / "cats" / "cats0.jpg").is_file()
+    assert len(undo(Path("data"))) == 1 and (tmp_path / "data" / "cats" / "cats0.jpg").is_file()

@@ -29,22 +29,11 @@ import numpy as np
 from imgclf._files import atomic_open
 from imgclf.config import CleanConfig
 from imgclf.errors import DataError, ImgclfError
-from imgclf.fixes import Decision
+from imgclf.fixes import COLUMNS, KINDS, Decision
 
 if TYPE_CHECKING:
     from imgclf.data import ImageData
 
-# The kinds of issue, in the order a summary lists them.
-KINDS = ("label", "off_topic", "duplicate", "conflict", "leakage", "unreadable", "suspicious")
-DESCRIPTIONS = {
-    "label": "likely mislabelled",
-    "off_topic": "looks like none of the classes",
-    "duplicate": "a copy of another picture of its class",
-    "conflict": "a copy of a picture given another class",
-    "leakage": "a copy of a picture in another split",
-    "unreadable": "cannot be read",
-    "suspicious": "readable, but unlike a photo",
-}
 # What --auto does with each kind of issue at least CleanConfig.auto_score sure; suspicious
 # pictures (drawings, tiny ones) are only listed.
 AUTO_ACTIONS = {"label": "relabel", "off_topic": "remove", "duplicate": "remove",
@@ -76,7 +65,6 @@ class Issue:
         return values
 
 
-COLUMNS = ("path", "kind", "label", "suggested", "score", "split", "other", "detail")
 
 
 @dataclass
@@ -92,7 +80,7 @@ class Issues:
 
     rows: list[Issue]
     classes: list[str]
-    pictures: int  # how many pictures were examined
+    pictures: int  # how many pictures were examined (0: not known, read from a CSV)
     threshold: float  # the off-topic outlier-score threshold
     seconds: float = 0.0
 
@@ -115,6 +103,20 @@ class Issues:
                 decisions[issue.path] = Decision(issue.path, action,
                                                  issue.suggested if action == "relabel" else None)
         return list(decisions.values())
+
+    @classmethod
+    def from_csv(cls, path: str | Path) -> Issues:
+        """Issues read back from an issues.csv (the classes and threshold are not kept)."""
+        import csv
+
+        from imgclf._files import ESCAPE_BYTES
+
+        with open(path, newline="", encoding="utf-8", errors=ESCAPE_BYTES) as handle:
+            rows = [Issue(Path(row["path"]), row["kind"], row["label"] or None,
+                          row["split"] or None, float(row["score"] or 0),
+                          row["suggested"] or None, Path(row["other"]) if row["other"] else None,
+                          row["detail"]) for row in csv.DictReader(handle)]
+        return cls(rows, [], 0, float("nan"))
 
     def to_csv(self, path: str | Path) -> Path:
         """issues.csv: one row per issue (path, kind, given label, suggested label, score, ...)."""
@@ -150,20 +152,23 @@ def find_issues(data: ImageData, *, config: CleanConfig = CleanConfig(),
     targets = np.array([data.class_index[item.label] for item in items])
     if len(set(targets.tolist())) < 2:
         raise DataError("Finding issues needs pictures of at least two classes.")
-    probabilities = out_of_fold_probabilities(features, targets, len(data.classes),
-                                              folds=config.folds, c=config.regularisation,
-                                              seed=data.config.seed)
+    options = dict(folds=config.folds, c=config.regularisation, seed=data.config.seed)
+    probabilities = out_of_fold_probabilities(features, targets, len(data.classes), **options)
     outlier = left_out_scores(features, targets, probabilities)
-    threshold = robust_threshold(outlier, config.off_topic_spread)
-    rows = _read_problems(data, missing)
+    median, deviation = robust_spread(outlier)
+    threshold = median + config.off_topic_spread * deviation
     off_topic = outlier > threshold
+    rows = _read_problems(data, missing)
     rows += [Issue(item.path, "off_topic", item.label, item.split,
-                   score=float(min(1.0, (outlier[i] - threshold) / max(threshold, 1e-9))),
-                   suggested=data.classes[int(probabilities[i].argmax())],
+                   # 1 at 1.5 robust deviations past the threshold
+                   score=float(np.clip((outlier[i] - threshold) / (1.5 * deviation), 0, 1)),
                    detail=f"outlier score {outlier[i]:.3f} > {threshold:.3f}")
              for i, item in enumerate(items) if off_topic[i]]
+    if off_topic.any():  # off-topic pictures teach the folds nothing about the classes
+        probabilities = out_of_fold_probabilities(features, targets, len(data.classes),
+                                                  exclude=off_topic, **options)
     rows += _label_issues(items, targets, probabilities, data.classes, exclude=off_topic)
-    rows += _duplicates(data, items, features, config.near_duplicate)
+    rows += _duplicates(data, items, features, config, show_progress)
     order = {kind: position for position, kind in enumerate(KINDS)}
     rows.sort(key=lambda issue: (order[issue.kind], -issue.score, str(issue.path)))
     return Issues(rows, list(data.classes), len(items), float(threshold),
@@ -195,9 +200,12 @@ def _embeddings(data: ImageData, show_progress: bool):
 
 def out_of_fold_probabilities(features: np.ndarray, targets: np.ndarray, num_classes: int, *,
                               folds: int = CleanConfig.folds,
-                              c: float = CleanConfig.regularisation, seed: int = 42
-                              ) -> np.ndarray:
-    """Each picture's class probabilities from a logistic regression that never saw it."""
+                              c: float = CleanConfig.regularisation, seed: int = 42,
+                              exclude: np.ndarray | None = None) -> np.ndarray:
+    """Each picture's class probabilities from a logistic regression that never saw it.
+
+    exclude: pictures never trained on (each still gets its probabilities).
+    """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedKFold
 
@@ -206,6 +214,8 @@ def out_of_fold_probabilities(features: np.ndarray, targets: np.ndarray, num_cla
     probabilities = np.zeros((len(targets), num_classes))
     splitter = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
     for train_rows, test_rows in splitter.split(features, targets):
+        if exclude is not None:
+            train_rows = train_rows[~exclude[train_rows]]
         model = LogisticRegression(C=c, max_iter=2000)
         model.fit(features[train_rows], targets[train_rows])
         probabilities[np.ix_(test_rows, model.classes_)] = model.predict_proba(features[test_rows])
@@ -233,11 +243,11 @@ def left_out_scores(features: np.ndarray, targets: np.ndarray, probabilities: np
     return torch.cat(scores).numpy()
 
 
-def robust_threshold(scores: np.ndarray, spread: float = CleanConfig.off_topic_spread) -> float:
-    """median + spread x 1.4826 x MAD: the outliers it looks for barely move it."""
+def robust_spread(scores: np.ndarray) -> tuple[float, float]:
+    """(median, 1.4826 x median absolute deviation): a centre and a standard deviation that
+    the outliers being looked for barely move."""
     median = float(np.median(scores))
-    deviation = 1.4826 * float(np.median(np.abs(scores - median)))
-    return median + spread * max(deviation, 1e-6)
+    return median, max(1.4826 * float(np.median(np.abs(scores - median))), 1e-6)
 
 
 def _label_issues(items, targets, probabilities, classes, *, exclude) -> list[Issue]:
@@ -260,14 +270,22 @@ def _label_issues(items, targets, probabilities, classes, *, exclude) -> list[Is
     return rows
 
 
-def _duplicates(data: ImageData, items, features: np.ndarray, near: float) -> list[Issue]:
-    """Exact copies (content hash) and near copies (embeddings), each reported once, on the
-    later picture (training pictures are kept over validation and test ones)."""
+def _duplicates(data: ImageData, items, features: np.ndarray, config: CleanConfig,
+                show_progress: bool) -> list[Issue]:
+    """Exact copies (content hash) and near copies (perceptual hash, or embeddings), each
+    reported once, on the later picture (training pictures are kept over validation and
+    test ones)."""
     rank = {"train": 0, "valid": 1, "test": 2, None: 3}
     order = sorted(range(len(items)), key=lambda i: (rank[items[i].split], str(items[i].path)))
     items = [items[i] for i in order]
-    normalised = features[order] / np.linalg.norm(features[order], axis=1, keepdims=True)
+    # square root, then centred: raw pooled features are all positive, and any two photos
+    # of one domain look alike (cosine 0.8); so would a picture and its JPEG copy (0.9)
+    rooted = np.sqrt(np.clip(features[order], 0, None))
+    rooted -= rooted.mean(axis=0)
+    normalised = rooted / np.maximum(np.linalg.norm(rooted, axis=1, keepdims=True), 1e-12)
     hashes = [data.hashes.get(item.path) for item in items]
+    perceptual = _perceptual_hashes([item.path for item in items], show_progress)
+    readable = perceptual.any(axis=1)  # a picture that could not be hashed has no bits set
     first_of_hash: dict[str, int] = {}
     rows, taken = [], set()
     for j, item in enumerate(items):
@@ -275,19 +293,67 @@ def _duplicates(data: ImageData, items, features: np.ndarray, near: float) -> li
         if i != j:
             rows.append(_duplicate(items[i], item, 1.0, "the same file content"))
             taken.add(j)
-    for start in range(0, len(items), 512):
-        similarity = normalised[start:start + 512] @ normalised.T
-        for row, j in enumerate(range(start, min(start + 512, len(items)))):
-            if j in taken:
+    chunks = range(0, len(items), 256)
+    nearest = np.concatenate([_nearest(normalised, start) for start in chunks])
+    median, deviation = robust_spread(nearest) if len(nearest) else (1.0, 0.0)
+    near_enough = max(config.near_duplicate, median + config.duplicate_spread * deviation)
+    for start in chunks:
+        stop = min(start + 256, len(items))
+        similarity = normalised[start:stop] @ normalised.T
+        bits = _BITS[perceptual[start:stop, None, :] ^ perceptual[None, :, :]].sum(axis=2)
+        bits[~readable[start:stop]] = 64
+        bits[:, ~readable] = 64
+        alike = bits <= config.duplicate_distance
+        # pictures alike bit for bit first: stronger evidence than embeddings
+        score = np.where(alike, 2 - bits / 64, similarity)
+        near = alike | (similarity >= near_enough)
+        for row, j in enumerate(range(start, stop)):
+            earlier = [i for i in np.flatnonzero(near[row, :j]) if i not in taken]
+            if j in taken or not earlier:
                 continue
-            earlier = np.flatnonzero(similarity[row, :j] >= near)
-            earlier = [i for i in earlier if i not in taken]
-            if earlier:
-                i = max(earlier, key=lambda e: similarity[row, e])
-                rows.append(_duplicate(items[i], items[j], float(similarity[row, i]),
-                                       f"embeddings {similarity[row, i]:.3f} alike"))
-                taken.add(j)
+            i = max(earlier, key=lambda e: score[row, e])
+            if alike[row, i]:
+                found, how = 1 - bits[row, i] / 64, f"pictures {bits[row, i]} bits apart"
+            else:
+                found, how = similarity[row, i], f"embeddings {similarity[row, i]:.3f} alike"
+            rows.append(_duplicate(items[i], items[j], float(found), how))
+            taken.add(j)
     return rows
+
+
+def _nearest(normalised: np.ndarray, start: int) -> np.ndarray:
+    """Each picture's similarity to its nearest other picture, for rows start:start+256."""
+    similarity = normalised[start:start + 256] @ normalised.T
+    rows = np.arange(len(similarity))
+    similarity[rows, rows + start] = -1.0
+    return similarity.max(axis=1)
+
+
+# set bits of every byte value: Hamming distances of packed hashes
+_BITS = np.unpackbits(np.arange(256, dtype=np.uint8)[:, None], axis=1).sum(axis=1)
+
+
+def _perceptual_hashes(paths: list[Path], show_progress: bool) -> np.ndarray:
+    """pHash of every picture as 8 bytes (zeros for one that cannot be read), decoded on
+    threads."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
+
+    from imgclf._progress import progress
+    from imgclf.collection.dedupe import perceptual_hash
+    from imgclf.errors import ImageError
+    from imgclf.images import load_image
+
+    def one(path: Path) -> np.ndarray:
+        try:
+            return np.packbits(perceptual_hash(load_image(path, max_side=256)).hash.ravel())
+        except ImageError:
+            return np.zeros(8, np.uint8)
+
+    with ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1)) as pool:
+        rows = list(progress(pool.map(one, paths), total=len(paths), enabled=show_progress,
+                             description="Hashing pictures"))
+    return np.stack(rows) if rows else np.zeros((0, 8), np.uint8)
 
 
 def _duplicate(kept, copy, score: float, how: str) -> Issue:

@@ -139,6 +139,7 @@ def _parser() -> argparse.ArgumentParser:
     clean = commands.add_parser(
         "clean", help="find mislabelled, off-topic and duplicate pictures; fix them safely",
         description="Examples: imgclf clean data/cats (writes data/cats/issues.csv); "
+                    "imgclf clean data/cats --review (a page to decide on each picture); "
                     "imgclf clean data/cats --auto; imgclf clean data/cats --apply "
                     "decisions.csv; imgclf clean data/cats --undo")
     _add_data_arguments(clean)
@@ -150,8 +151,14 @@ def _parser() -> argparse.ArgumentParser:
     what.add_argument("--apply", metavar="CSV",
                       help="apply decisions (columns path, action keep/relabel/remove, label)")
     what.add_argument("--undo", action="store_true", help="move back every file cleaning moved")
+    what.add_argument("--review", action="store_true",
+                      help="then serve a page to keep, relabel or remove each flagged "
+                           "picture (each decision saved at once to decisions.csv in the data "
+                           "folder; its Apply button moves the files)")
     clean.add_argument("--out", metavar="CSV", default=None,
                        help="where to write the issues (default: issues.csv in the data folder)")
+    clean.add_argument("--port", type=int, default=7861,
+                       help="port of the --review page, on 127.0.0.1")
     clean.set_defaults(run=_clean, command="clean")
 
     predict = commands.add_parser("predict", help="label pictures with a trained model file")
@@ -307,7 +314,11 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"  {summary['strangers_flagged']:.1%} of {summary['strangers']} pictures in "
                   f"{args.unknown} called unknown (AUROC {summary['unknown_auroc']:.4f})")
     if args.report:
-        evaluation.report(args.report, data=data)
+        from imgclf.cleaning import Issues
+
+        found = _data_root(args.data) / "issues.csv"  # from imgclf clean, if it ran
+        evaluation.report(args.report, data=data,
+                          issues=Issues.from_csv(found) if found.is_file() else None)
         print(f"Wrote {args.report}")
     return 0
 
@@ -341,7 +352,7 @@ def _clean(args: argparse.Namespace) -> int:
     from imgclf.fixes import apply_decisions, correct_csv, read_decisions, undo
 
     is_csv = args.data.lower().endswith(".csv")
-    root = Path(args.data).parent if is_csv else Path(args.data)
+    root = _data_root(args.data)
     if args.undo:
         if is_csv:
             raise ImgclfError("CSV-labelled data is never moved: its corrected CSV is a new "
@@ -356,6 +367,12 @@ def _clean(args: argparse.Namespace) -> int:
         out = issues.to_csv(args.out or root / "issues.csv")
         _print_issues(issues)
         print(f"Wrote {len(issues.rows)} issue(s) to {out} ({issues.seconds:.0f} s)")
+        if args.review:
+            from imgclf.serve.review import serve_review
+
+            serve_review(out, root, data.classes, port=args.port,
+                         csv_file=args.data if is_csv else None)
+            return 0
         if not args.auto:
             return 0
         decisions = issues.auto_decisions()
@@ -370,11 +387,16 @@ def _clean(args: argparse.Namespace) -> int:
     return 0
 
 
+def _data_root(data: str) -> Path:
+    """The folder a dataset's cleaning files go in: the data folder, or a CSV file's."""
+    return Path(data).parent if data.lower().endswith(".csv") else Path(data)
+
+
 def _print_issues(issues) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from imgclf.cleaning import DESCRIPTIONS
+    from imgclf.fixes import DESCRIPTIONS
 
     table = Table(title=f"{issues.pictures} pictures examined")
     for column in ("kind", "pictures", "what it means", "surest"):

@@ -262,15 +262,25 @@ class CleanConfig:
 
     # Cross-validation folds for each picture's out-of-fold class probabilities.
     folds: int = 5
-    # Regularisation (scikit-learn's C) of those folds' logistic regressions.
-    regularisation: float = 0.3
-    # Embeddings at least this similar (cosine) are one picture: re-encoded, resized or
-    # slightly cropped copies (bench/clean.py).
-    near_duplicate: float = 0.95
+    # Regularisation (scikit-learn's C) of those folds' logistic regressions: 0.1 found the
+    # most flipped labels at the best precision in bench/clean.py (0.03 to 1 tried).
+    regularisation: float = 0.1
+    # Two pictures are one when their perceptual hashes (pHash, 64 bits) differ in at most
+    # this many bits (re-encoded or resized copies: 0-2; distinct photos: 14 and more)...
+    duplicate_distance: int = 8
+    # ... or when their embeddings, square-rooted and centred on the dataset's mean, are at
+    # least this similar (cosine; hymenoptera: cropped copies 0.80-0.91, distinct photos at
+    # most 0.67) and the similarity stands out: this many robust deviations above the median
+    # similarity of a picture to its nearest other one (pictures of one plain kind, all alike
+    # to a network, are not all copies).
+    near_duplicate: float = 0.75
+    duplicate_spread: float = 3.0
     # Off-topic: an outlier score this many robust standard deviations (1.4826 x the median
     # absolute deviation) above the median of the dataset's own scores.
     off_topic_spread: float = 3.5
-    # --auto applies only findings at least this sure (Issue.score, 0 to 1).
+    # --auto applies only findings at least this sure (Issue.score, 0 to 1): a label whose
+    # suggested class has this out-of-fold probability, a picture 1.35 robust deviations or
+    # more past the off-topic threshold, a copy this alike.
     auto_score: float = 0.9
 
     def to_dict(self) -> dict[str, Any]:

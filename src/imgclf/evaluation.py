@@ -212,11 +212,13 @@ class Evaluation:
 
         return plot_per_class(self.per_class())
 
-    def report(self, path: str | os.PathLike, *, data: ImageData | None = None) -> Path:
-        """Write the self-contained HTML report (see report.py)."""
+    def report(self, path: str | os.PathLike, *, data: ImageData | None = None,
+               issues: Any = None) -> Path:
+        """Write the self-contained HTML report (see report.py); issues: what find_issues
+        (imgclf clean) flagged in the data, shown in its data section."""
         from imgclf.report import write_report
 
-        return write_report(self, path, data=data)
+        return write_report(self, path, data=data, issues=issues)
 
 
 def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", tta: bool = False,

@@ -21,6 +21,20 @@ from imgclf._files import ESCAPE_BYTES, atomic_open
 from imgclf.errors import DataError
 from imgclf.sources import REMOVED_FOLDER
 
+# The kinds of issue cleaning.find_issues reports, in the order a summary lists them, with what
+# each means; and the columns of issues.csv. Here, not in cleaning.py, so that the review page
+# (serve/, which must not import training code) reads the same words.
+DESCRIPTIONS = {
+    "label": "likely mislabelled",
+    "off_topic": "looks like none of the classes",
+    "duplicate": "a copy of another picture of its class",
+    "conflict": "a copy of a picture given another class",
+    "leakage": "a copy of a picture in another split",
+    "unreadable": "cannot be read",
+    "suspicious": "readable, but unlike a photo",
+}
+KINDS = tuple(DESCRIPTIONS)
+COLUMNS = ("path", "kind", "label", "suggested", "score", "split", "other", "detail")
 ACTIONS = ("keep", "relabel", "remove")
 LOG = "cleaning-log.csv"
 DECISIONS = "decisions.csv"
@@ -105,7 +119,7 @@ def apply_decisions(root: str | os.PathLike, decisions: Sequence[Decision], *,
     A relabel to a class that is not a folder yet creates it (`classes`, if given, are the
     known ones: another label is refused). Running it again finds the moves already made.
     """
-    root = Path(root)
+    root = Path(os.path.abspath(root))
     applied = Applied()
     with open(root / LOG, "a", newline="", encoding="utf-8", errors=ESCAPE_BYTES) as log:
         writer = csv.writer(log)
@@ -118,8 +132,7 @@ def apply_decisions(root: str | os.PathLike, decisions: Sequence[Decision], *,
             if classes and decision.action == "relabel" and decision.label not in classes:
                 raise DataError(f"Cannot relabel {decision.path} to {decision.label!r}: the "
                                 f"classes are {', '.join(classes)}.")
-            source = Path(decision.path)
-            source = source if source.is_absolute() else root / source
+            source = _source(decision.path, root)
             earlier = [target for (from_, target) in done if from_ == str(source)]
             if not source.exists():
                 if any(Path(target).exists() for target in earlier):
@@ -185,6 +198,16 @@ def correct_csv(csv_file: str | os.PathLike, decisions: Sequence[Decision], *,
                 row = {**row, label_column: decision.label}
             writer.writerow(row)
     return target
+
+
+def _source(path: Path, root: Path) -> Path:
+    """A decision's file: as given if it exists there (issues.csv names files as `imgclf
+    clean` was given them), else relative to the data folder; absolute either way, since
+    undo reads it back from the log."""
+    path = Path(path)
+    if not path.is_absolute() and not path.exists():
+        path = root / path
+    return Path(os.path.abspath(path))
 
 
 def _resolved(path: Path, base: Path) -> str:

@@ -16,6 +16,7 @@ import numpy as np
 from imgclf._files import write_text
 
 if TYPE_CHECKING:
+    from imgclf.cleaning import Issues
     from imgclf.data import ImageData
     from imgclf.evaluation import Evaluation
 
@@ -41,17 +42,20 @@ pre{white-space:pre-wrap;font-size:.85em}
 
 
 def write_report(evaluation: Evaluation, path: str | os.PathLike, *,
-                 data: ImageData | None = None, title: str | None = None, top_k: int = 12) -> Path:
+                 data: ImageData | None = None, title: str | None = None, top_k: int = 12,
+                 issues: Issues | None = None) -> Path:
     """Render the report and write it; returns the path.
 
     Example:
         >>> write_report(evaluate(model, data), "report.html", data=data)
     """
-    return write_text(path, render_report(evaluation, data=data, title=title, top_k=top_k))
+    return write_text(path, render_report(evaluation, data=data, title=title, top_k=top_k,
+                                          issues=issues))
 
 
 def render_report(evaluation: Evaluation, *, data: ImageData | None = None,
-                  title: str | None = None, top_k: int = 12) -> str:
+                  title: str | None = None, top_k: int = 12, issues: Issues | None = None
+                  ) -> str:
     """The report as one HTML string."""
     info = evaluation.info
     summary = evaluation.summary()
@@ -81,6 +85,8 @@ def render_report(evaluation: Evaluation, *, data: ImageData | None = None,
 
         parts += ["<h2>Training</h2>", _figure(plot_history(history))]
     parts += ["<h2>Data</h2>", _data_section(evaluation, data)]
+    if issues is not None:
+        parts += ["<h3>Issues found in the data (imgclf clean)</h3>", _issues(issues, top_k)]
     settings = {k: v for k, v in info.to_dict().items()
                 if k in ("backbone", "input", "head", "training", "data", "augment")} if info else {}
     if settings:
@@ -201,6 +207,27 @@ def _data_section(evaluation: Evaluation, data: ImageData | None) -> str:
             items = "".join(f"<tr><td>{_e(a)}</td><td>{_e(b)}</td></tr>" for a, b in rows[:100])
             parts.append(f"<h3>{_e(name)}: {len(rows)}</h3><table>{items}</table>")
     return "\n".join(parts) or "<p>No data summary available.</p>"
+
+
+def _issues(issues: Issues, k: int) -> str:
+    """Counts per kind, then the surest few of each kind as thumbnails."""
+    counts = {kind: count for kind, count in issues.summary().items() if count}
+    if not counts:
+        return "<p>No issues found.</p>"
+    parts = ["<p>" + ", ".join(f"{count} {_e(kind.replace('_', '-'))}"
+                               for kind, count in counts.items())
+             + (f" among {issues.pictures} pictures" if issues.pictures else "")
+             + "; the full list is issues.csv, and "
+             "<code>imgclf clean DATA --review</code> shows them to fix.</p><div class=grid>"]
+    shown = max(1, k // len(counts))
+    for kind in counts:
+        for issue in issues.of_kind(kind)[:shown]:
+            change = (f"{_e(issue.label)} &rarr; {_e(issue.suggested)}" if issue.suggested
+                      else _e(issue.label))
+            parts.append(_thumbnail(issue.path, f"<div class=wrong>{_e(kind)}</div>",
+                                    f"<div>{change}, score {issue.score:.2f}</div>",
+                                    f"<div class=sub>{_e(issue.detail)}</div>"))
+    return "\n".join(parts) + "</div>"
 
 
 def _figure(figure) -> str:
