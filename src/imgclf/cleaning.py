@@ -168,7 +168,8 @@ def find_issues(data: ImageData, *, config: CleanConfig = CleanConfig(),
         probabilities = out_of_fold_probabilities(features, targets, len(data.classes),
                                                   exclude=off_topic, **options)
     rows += _label_issues(items, targets, probabilities, data.classes, exclude=off_topic)
-    rows += _duplicates(data, items, features, config, show_progress)
+    believed = probabilities[np.arange(len(targets)), targets]
+    rows += _duplicates(data, items, features, believed, config, show_progress)
     order = {kind: position for position, kind in enumerate(KINDS)}
     rows.sort(key=lambda issue: (order[issue.kind], -issue.score, str(issue.path)))
     return Issues(rows, list(data.classes), len(items), float(threshold),
@@ -270,14 +271,15 @@ def _label_issues(items, targets, probabilities, classes, *, exclude) -> list[Is
     return rows
 
 
-def _duplicates(data: ImageData, items, features: np.ndarray, config: CleanConfig,
-                show_progress: bool) -> list[Issue]:
+def _duplicates(data: ImageData, items, features: np.ndarray, believed: np.ndarray,
+                config: CleanConfig, show_progress: bool) -> list[Issue]:
     """Exact copies (content hash) and near copies (perceptual hash, or embeddings), each
-    reported once, on the later picture (training pictures are kept over validation and
-    test ones)."""
+    reported once: on the later picture (training pictures are kept over validation and
+    test ones), but of two copies given different classes, on the one whose label the
+    out-of-fold probe believes less (`believed`: its probability of the given label)."""
     rank = {"train": 0, "valid": 1, "test": 2, None: 3}
     order = sorted(range(len(items)), key=lambda i: (rank[items[i].split], str(items[i].path)))
-    items = [items[i] for i in order]
+    items, believed = [items[i] for i in order], believed[order]
     # square root, then centred: raw pooled features are all positive, and any two photos
     # of one domain look alike (cosine 0.8); so would a picture and its JPEG copy (0.9)
     rooted = np.sqrt(np.clip(features[order], 0, None))
@@ -288,11 +290,17 @@ def _duplicates(data: ImageData, items, features: np.ndarray, config: CleanConfi
     readable = perceptual.any(axis=1)  # a picture that could not be hashed has no bits set
     first_of_hash: dict[str, int] = {}
     rows, taken = [], set()
+    def flag(i: int, j: int, score: float, how: str) -> None:
+        conflict = items[i].label != items[j].label and items[i].split == items[j].split
+        if conflict and believed[i] < believed[j]:
+            i, j = j, i
+        rows.append(_duplicate(items[i], items[j], score, how))
+        taken.add(j)
+
     for j, item in enumerate(items):
         i = first_of_hash.setdefault(hashes[j], j) if hashes[j] else j
         if i != j:
-            rows.append(_duplicate(items[i], item, 1.0, "the same file content"))
-            taken.add(j)
+            flag(i, j, 1.0, "the same file content")
     chunks = range(0, len(items), 256)
     nearest = np.concatenate([_nearest(normalised, start) for start in chunks])
     median, deviation = robust_spread(nearest) if len(nearest) else (1.0, 0.0)
@@ -316,8 +324,7 @@ def _duplicates(data: ImageData, items, features: np.ndarray, config: CleanConfi
                 found, how = 1 - bits[row, i] / 64, f"pictures {bits[row, i]} bits apart"
             else:
                 found, how = similarity[row, i], f"embeddings {similarity[row, i]:.3f} alike"
-            rows.append(_duplicate(items[i], items[j], float(found), how))
-            taken.add(j)
+            flag(i, j, float(found), how)
     return rows
 
 
