@@ -300,3 +300,27 @@ def test_a_probe_run_resumes_past_its_probe(colours, tmp_path, monkeypatch):
     # resuming a finished run says so (its best.imgclf now holds a detector too)
     again = Learner.resume(tmp_path / "run", data, verbose=False)
     assert len(again.history) == 2 and again.unknown is not None
+
+
+@pytest.mark.parametrize("losses, epochs_run", [
+    ((0.10, 0.20, 0.30, 0.40), 2),  # the first whole-network epoch loses to the probe: stop
+    ((0.10, 0.05, 0.20, 0.30), 3),  # one epoch helps, the next does not: stop there
+    ((0.10, 0.09, 0.08, 0.07), 4),  # every epoch helps: all of them run
+])
+def test_auto_mode_stops_when_fine_tuning_does_not_help(make_photo, tmp_path, monkeypatch,
+                                                        losses, epochs_run, capsys):
+    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
+        for index in range(22):  # auto fine-tunes from 20 training pictures a class
+            make_photo(f"data/{label}/{index}.jpg", size=(40, 40), tint=tint, noise=70)
+    data = ImageData.from_folder(tmp_path / "data", image_size=32, batch_size=16,
+                                 valid_fraction=0.1, num_workers=0, verbose=False)
+    monkeypatch.setattr(Learner, "validate", lambda self: {  # one scripted loss per epoch
+        "valid_loss": losses[min(len(self.history), 3)], "accuracy": 1.0, "error_rate": 0.0})
+    learner = train(data, mode="auto", epochs=3, output=tmp_path / "run", verbose=True)
+    assert len(learner.history) == epochs_run
+    best = min(range(epochs_run), key=lambda epoch: losses[epoch])
+    assert learner.best["epoch"] == best
+    stopped = "Stopping early" in capsys.readouterr().err
+    assert stopped == (epochs_run < 4)
+    again = Learner.resume(tmp_path / "run", data, verbose=False)  # a finished run
+    assert len(again.history) == epochs_run

@@ -118,6 +118,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--monitor", default=TrainConfig.monitor,
                        choices=["valid_loss", "accuracy", "error_rate"],
                        help="which validation figure picks the best epoch")
+    train.add_argument("--patience", type=int, default=TrainConfig.patience,
+                       help="auto mode: stop after this many whole-network epochs that do not "
+                            "beat the best one (0: run them all)")
     train.add_argument("--restore-best", action="store_true",
                        help="end with the best epoch's weights, not the last")
     train.add_argument("--device", default=None, help="cpu, cuda or mps (default: fastest)")
@@ -341,6 +344,7 @@ def _train(args: argparse.Namespace) -> int:
                              head_learning_rate=args.head_learning_rate,
                              label_smoothing=args.label_smoothing, monitor=args.monitor,
                              restore_best=args.restore_best, device=args.device,
+                             patience=args.patience,
                              unknown_acceptance=args.accept)
         train(data, config=config, output=out, head=HeadConfig(pool=args.pool))
     print(f"Model: {out / FINAL}")

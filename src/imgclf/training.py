@@ -166,10 +166,13 @@ class Learner:
                 for index in range(start_phase, len(plan)):
                     if plan[index].kind == "probe":
                         self._run_probe(plan, index)
-                    else:
-                        resumed = index == start_phase
-                        self._run_one_cycle(plan, index, start_epoch if resumed else 0,
-                                            optimizer_state if resumed else None)
+                        continue
+                    resumed = index == start_phase
+                    stopped = self._run_one_cycle(plan, index, start_epoch if resumed else 0,
+                                                  optimizer_state if resumed else None)
+                    if stopped or (index < len(plan) - 1 and self._not_helping()):
+                        self._stop_early(plan)
+                        break
             except KeyboardInterrupt:
                 self._call("on_train_interrupted", learner=self, reason="Interrupted")
                 raise
@@ -185,7 +188,8 @@ class Learner:
                 else nullcontext())
 
     def _run_one_cycle(self, plan: list[Phase], index: int, first_epoch: int,
-                       optimizer_state: dict | None) -> None:
+                       optimizer_state: dict | None) -> bool:
+        """One one-cycle phase; True if it stopped before its last epoch (_not_helping)."""
         phase = plan[index]
         self.network.freeze() if phase.frozen else self.network.unfreeze()
         self._backbone_trained = self._backbone_trained or not phase.frozen
@@ -205,6 +209,30 @@ class Learner:
                                            f"{phase.name} {epoch + 1}/{phase.epochs}")
             self._end_epoch({"phase": phase.name, "train_loss": train_loss}, started,
                             plan, index, epoch, optimizer)
+            if epoch < phase.epochs - 1 and self._not_helping():
+                return True
+        return False
+
+    def _not_helping(self) -> bool:
+        """auto mode: the last `patience` epochs all failed to beat the best one (see
+        TrainConfig.patience)."""
+        patience = self.config.patience
+        if self.config.mode != "auto" or not patience or len(self.history) <= patience:
+            return False
+        return self.best is not None and self.best["epoch"] < len(self.history) - patience
+
+    def _stop_early(self, plan: list[Phase]) -> None:
+        """End the plan here: say why, and mark the checkpoint finished (a resume ends too)."""
+        best, last = self.best, self.history[-1]
+        if self.verbose:
+            console().print(
+                f"Stopping early: {self.config.patience} whole-network epoch(s) did not beat "
+                f"the {best['phase']} epoch's {self.config.monitor} ({last[self.config.monitor]:.4f}"
+                f" vs {best[self.config.monitor]:.4f}); keeping it.")
+        if self.output is not None:
+            save_checkpoint(self.output / CHECKPOINT, self.network, self.info(), plan=plan,
+                            phase=len(plan) - 1, epoch=plan[-1].epochs - 1, optimizer=None,
+                            best=self.best)
 
     def _run_probe(self, plan: list[Phase], index: int) -> None:
         """The probe phase: a logistic regression on cached embeddings becomes the head."""
