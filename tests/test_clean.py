@@ -88,9 +88,11 @@ def test_the_report_shows_the_issues_and_reads_them_back(dirty, tmp_path, capsys
 
 
 def _tree(root: Path) -> dict[str, str]:
-    """relative path -> sha256 of every file under root (the cleaning log left out)."""
+    """relative path -> sha256 of every file under root (the cleaning log and imgclf's hidden
+    lock file left out)."""
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file() and p.name != LOG}
+            for p in sorted(root.rglob("*"))
+            if p.is_file() and p.name != LOG and not p.name.startswith(".")}
 
 
 def _folders(tmp_path) -> Path:
@@ -213,3 +215,60 @@ def test_paths_as_issues_csv_gives_them_are_found(tmp_path, monkeypatch):
     applied = apply_decisions(Path("data"), [Decision(Path("data/cats/cats0.jpg"), "remove")])
     assert applied.moved and (tmp_path / "data" / "_removed" / "cats" / "cats0.jpg").is_file()
     assert len(undo(Path("data"))) == 1 and (tmp_path / "data" / "cats" / "cats0.jpg").is_file()
+
+
+def test_undo_twice_after_two_applies_moves_nothing_new(tmp_path):
+    root = _folders(tmp_path)
+    before = _tree(root)
+    first = [Decision(root / "cats" / "cats0.jpg", "relabel", "dogs")]
+    apply_decisions(root, first)
+    undo(root)
+    apply_decisions(root, first)  # again, after the undo
+    undo(root)
+    assert _tree(root) == before
+    shutil.copyfile(root / "dogs" / "dogs1.jpg", root / "dogs" / "cats0.jpg")  # a new file
+    assert undo(root) == [] and (root / "dogs" / "cats0.jpg").is_file()
+
+
+def test_a_broken_link_can_be_removed_and_restored(tmp_path):
+    root = _folders(tmp_path)
+    (root / "cats" / "gone.jpg").symlink_to("nowhere.jpg")
+    applied = apply_decisions(root, [Decision(root / "cats" / "gone.jpg", "remove")])
+    assert len(applied.moved) == 1 and (root / "_removed" / "cats" / "gone.jpg").is_symlink()
+    assert len(undo(root)) == 1 and (root / "cats" / "gone.jpg").is_symlink()
+
+
+def test_nothing_moves_out_of_the_data_folder(tmp_path):
+    root = tmp_path / "pets"  # labels from file names: no class folders
+    _shapes(root / "cat_1.jpg", "circles", 1)
+    with pytest.raises(DataError, match="not in a class folder"):
+        apply_decisions(root, [Decision(root / "cat_1.jpg", "relabel", "dog")])
+    _shapes(tmp_path / "elsewhere.jpg", "circles", 2)
+    with pytest.raises(DataError, match="not inside"):
+        apply_decisions(root, [Decision(tmp_path / "elsewhere.jpg", "remove")])
+    assert (root / "cat_1.jpg").is_file() and not (tmp_path / "dog").exists()
+
+
+def test_moves_wait_for_no_one(tmp_path):
+    from imgclf._files import FolderLock
+    from imgclf.errors import ImgclfError
+
+    root = _folders(tmp_path)
+    with FolderLock(root, "imgclf clean"):
+        with pytest.raises(ImgclfError, match="in use by another imgclf clean"):
+            apply_decisions(root, [Decision(root / "cats" / "cats0.jpg", "remove")])
+    assert (root / "cats" / "cats0.jpg").is_file()
+
+
+def test_a_csv_as_from_csv_reads_it_is_corrected(tmp_path, monkeypatch):
+    """items_from_csv names files with the CSV's folder in front, as issues.csv then does."""
+    root = _folders(tmp_path / "lists")
+    labels = tmp_path / "lists" / "labels.csv"
+    labels.write_text("path,label\n" + "".join(
+        f"data/{p.parent.name}/{p.name},{p.parent.name}\n" for p in sorted(root.rglob("*.jpg"))))
+    monkeypatch.chdir(tmp_path)
+    target = correct_csv(Path("lists/labels.csv"),
+                         [Decision(Path("lists/data/cats/cats0.jpg"), "remove")])
+    assert "data/cats/cats0.jpg" not in target.read_text() and target.read_text().count("\n") == 8
+    with pytest.raises(DataError, match="nothing to correct"):
+        correct_csv(Path("lists/labels.csv"), [Decision(Path("other/x.jpg"), "remove")])

@@ -159,7 +159,9 @@ def test_apply_moves_the_decided_files_logs_them_and_undo_brings_them_back(flagg
     assert captions[0].endswith("| moved") and captions[2].endswith("| moved")
     with pytest.raises(gr.Error, match="already moved"):
         page.on_decide("remove", files["cats/cat1.jpg"], None, ALL, ALL, paths)
-    assert page.on_apply(ALL, ALL, None)[0].startswith("Moved 0 file(s) (2 already moved)")
+    # applied decisions are set aside: a second Apply has nothing to carry out again
+    assert page.on_apply(ALL, ALL, None)[0].startswith("No decisions yet")
+    assert list(root.glob("decisions-applied-*.csv"))
     assert len(undo(root)) == 2 and (root / "cats" / "cat1.jpg").is_file()
 
 

@@ -52,9 +52,12 @@ def safe_streams() -> None:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+def atomic_path(path: str | os.PathLike, *, durable: bool = True) -> Iterator[Path]:
     """A temporary path beside `path` to write to; it replaces `path` only if the block ends
     without an error, so readers see the old file or the whole new one, never half of it.
+
+    durable: flush the file and its folder to the disk too, so that a power cut cannot leave
+    an empty file under the name either (False for caches, which are safe to lose).
 
     Example:
         >>> with atomic_path("model.imgclf") as temporary:
@@ -66,17 +69,37 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     try:
         yield temporary
+        if durable:
+            _sync(temporary)
         os.replace(temporary, path)
+        if durable:
+            _sync(path.parent)
     finally:
         temporary.unlink(missing_ok=True)
 
 
+def _sync(path: Path) -> None:
+    """fsync a file or folder (folders cannot be opened on Windows: skipped there)."""
+    try:
+        handle = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(handle)
+    except OSError:
+        pass
+    finally:
+        os.close(handle)
+
+
 @contextmanager
-def atomic_open(path: str | os.PathLike, mode: str = "w", **options) -> Iterator[IO]:
+def atomic_open(path: str | os.PathLike, mode: str = "w", *, durable: bool = True,
+                **options) -> Iterator[IO]:
     """open() for writing, atomically; text is UTF-8 and never fails on a file name."""
     if "b" not in mode:
         options = {"encoding": "utf-8", "errors": ESCAPE_BYTES, **options}
-    with atomic_path(path) as temporary, open(temporary, mode, **options) as handle:
+    with atomic_path(path, durable=durable) as temporary, \
+            open(temporary, mode, **options) as handle:
         yield handle
 
 

@@ -152,7 +152,8 @@ def find_issues(data: ImageData, *, config: CleanConfig = CleanConfig(),
     targets = np.array([data.class_index[item.label] for item in items])
     if len(set(targets.tolist())) < 2:
         raise DataError("Finding issues needs pictures of at least two classes.")
-    options = dict(folds=config.folds, c=config.regularisation, seed=data.config.seed)
+    options = dict(folds=config.folds, regularisation=config.regularisation,
+                   seed=data.config.seed)
     probabilities = out_of_fold_probabilities(features, targets, len(data.classes), **options)
     outlier = left_out_scores(features, targets, probabilities)
     median, deviation = robust_spread(outlier)
@@ -201,7 +202,8 @@ def _embeddings(data: ImageData, show_progress: bool):
 
 def out_of_fold_probabilities(features: np.ndarray, targets: np.ndarray, num_classes: int, *,
                               folds: int = CleanConfig.folds,
-                              c: float = CleanConfig.regularisation, seed: int = 42,
+                              regularisation: float = CleanConfig.regularisation,
+                              seed: int = 42,
                               exclude: np.ndarray | None = None) -> np.ndarray:
     """Each picture's class probabilities from a logistic regression that never saw it.
 
@@ -217,7 +219,7 @@ def out_of_fold_probabilities(features: np.ndarray, targets: np.ndarray, num_cla
     for train_rows, test_rows in splitter.split(features, targets):
         if exclude is not None:
             train_rows = train_rows[~exclude[train_rows]]
-        model = LogisticRegression(C=c, max_iter=2000)
+        model = LogisticRegression(C=regularisation, max_iter=2000)
         model.fit(features[train_rows], targets[train_rows])
         probabilities[np.ix_(test_rows, model.classes_)] = model.predict_proba(features[test_rows])
     return probabilities

@@ -153,7 +153,7 @@ def picture_embeddings(network: Classifier, data: ImageData, paths: Sequence[Pat
 
 def _save(target: Path, row: np.ndarray) -> None:
     """Write one embedding atomically: a half-written file is never read back."""
-    with atomic_open(target, "wb") as handle:
+    with atomic_open(target, "wb", durable=False) as handle:  # a cache
         np.save(handle, row.astype(np.float32))
 
 

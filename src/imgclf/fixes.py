@@ -17,7 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgclf._files import ESCAPE_BYTES, atomic_open
+from imgclf._files import ESCAPE_BYTES, FolderLock, atomic_open
 from imgclf.errors import DataError
 from imgclf.sources import REMOVED_FOLDER
 
@@ -59,13 +59,12 @@ class Decision:
 
 @dataclass
 class Applied:
-    """What apply_decisions did: moves made, moves found already made, decisions not
-    applicable (keep, or a file that is gone), and the corrected CSV if any."""
+    """What apply_decisions did: moves made, moves found already made, and decisions for
+    files that are gone."""
 
     moved: list[tuple[Path, Path]] = field(default_factory=list)
     already: int = 0
     skipped: list[tuple[Path, str]] = field(default_factory=list)
-    csv_file: Path | None = None
 
 
 def write_decisions(path: str | os.PathLike, decisions: Iterable[Decision]) -> Path:
@@ -104,8 +103,8 @@ def read_decisions(path: str | os.PathLike) -> list[Decision]:
     with open(path, newline="", encoding="utf-8", errors=ESCAPE_BYTES) as handle:
         reader = csv.DictReader(handle)
         if not {"path", "action"} <= set(reader.fieldnames or ()):
-            raise DataError(f"{path} needs the columns path, action and label "
-                            f"(it has {', '.join(reader.fieldnames or [])}).")
+            raise DataError(f"{path} needs the columns path and action (and label, for "
+                            f"relabels); it has {', '.join(reader.fieldnames or [])}.")
         latest = {row["path"]: Decision(Path(row["path"]), row["action"].strip().lower(),
                                         (row.get("label") or "").strip() or None)
                   for row in reader if row.get("path")}
@@ -121,7 +120,8 @@ def apply_decisions(root: str | os.PathLike, decisions: Sequence[Decision], *,
     """
     root = Path(os.path.abspath(root))
     applied = Applied()
-    with open(root / LOG, "a", newline="", encoding="utf-8", errors=ESCAPE_BYTES) as log:
+    with FolderLock(root, "imgclf clean"), \
+            open(root / LOG, "a", newline="", encoding="utf-8", errors=ESCAPE_BYTES) as log:
         writer = csv.writer(log)
         if log.tell() == 0:
             writer.writerow(_LOG_COLUMNS)
@@ -132,10 +132,10 @@ def apply_decisions(root: str | os.PathLike, decisions: Sequence[Decision], *,
             if classes and decision.action == "relabel" and decision.label not in classes:
                 raise DataError(f"Cannot relabel {decision.path} to {decision.label!r}: the "
                                 f"classes are {', '.join(classes)}.")
-            source = _source(decision.path, root)
+            source = locate(decision.path, root)
             earlier = [target for (from_, target) in done if from_ == str(source)]
-            if not source.exists():
-                if any(Path(target).exists() for target in earlier):
+            if not os.path.lexists(source):  # lexists: a broken link can be moved too
+                if any(os.path.lexists(target) for target in earlier):
                     applied.already += 1
                 else:
                     applied.skipped.append((source, "no such file"))
@@ -152,18 +152,15 @@ def apply_decisions(root: str | os.PathLike, decisions: Sequence[Decision], *,
 
 
 def undo(root: str | os.PathLike) -> list[tuple[Path, Path]]:
-    """Move back every logged move, latest first; returns (from, back to) pairs. Moves never
-    made, or already undone, are passed over; the undo is logged too."""
-    root = Path(root)
-    rows = _log_rows(root)
-    undone = {(target, source) for _, action, source, target in rows if action == "undo"}
-    moves = [(Path(source), Path(target)) for _, action, source, target in rows
-             if action != "undo" and (target, source) not in undone]
+    """Move back every logged move not undone yet, latest first; returns (from, back to)
+    pairs. Moves never made are passed over; the undo is logged too."""
+    root = Path(os.path.abspath(root))
     back = []
-    with open(root / LOG, "a", newline="", encoding="utf-8", errors=ESCAPE_BYTES) as log:
+    with FolderLock(root, "imgclf clean"), \
+            open(root / LOG, "a", newline="", encoding="utf-8", errors=ESCAPE_BYTES) as log:
         writer = csv.writer(log)
-        for source, target in reversed(moves):
-            if not target.exists() or source.exists():
+        for source, target in reversed(_standing_moves(_log_rows(root))):
+            if not os.path.lexists(target) or os.path.lexists(source):
                 continue  # never made (interrupted), or something new took its place
             writer.writerow([time.strftime("%Y-%m-%d %H:%M:%S"), "undo", str(target),
                              str(source)])
@@ -182,16 +179,20 @@ def correct_csv(csv_file: str | os.PathLike, decisions: Sequence[Decision], *,
     their new label, removed rows are left out; the original is not touched."""
     csv_file = Path(csv_file)
     base = Path(root) if root is not None else csv_file.parent
-    by_path = {_resolved(decision.path, base): decision for decision in decisions}
+    by_path = {str(locate(decision.path, base)): decision for decision in decisions
+               if decision.action != "keep"}
     with open(csv_file, newline="", encoding="utf-8-sig", errors=ESCAPE_BYTES) as handle:
         reader = csv.DictReader(handle)
         columns, rows = list(reader.fieldnames or ()), list(reader)
+    matched = [by_path.get(os.path.abspath(base / row[path_column])) for row in rows]
+    if by_path and not any(matched):
+        raise DataError(f"None of the {len(by_path)} decision(s) names a file of {csv_file} "
+                        f"(read relative to {base}): nothing to correct.")
     target = csv_file.with_name(f"{csv_file.stem}.cleaned.csv")
     with atomic_open(target, newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=columns)
         writer.writeheader()
-        for row in rows:
-            decision = by_path.get(_resolved(Path(row[path_column]), base))
+        for row, decision in zip(rows, matched):
             if decision is not None and decision.action == "remove":
                 continue
             if decision is not None and decision.action == "relabel":
@@ -200,27 +201,25 @@ def correct_csv(csv_file: str | os.PathLike, decisions: Sequence[Decision], *,
     return target
 
 
-def _source(path: Path, root: Path) -> Path:
-    """A decision's file: as given if it exists there (issues.csv names files as `imgclf
-    clean` was given them), else relative to the data folder; absolute either way, since
-    undo reads it back from the log."""
-    path = Path(path)
-    if not path.is_absolute() and not path.exists():
-        path = root / path
+def locate(path: str | os.PathLike, root: str | os.PathLike) -> Path:
+    """A file named in issues.csv or decisions.csv, made absolute: a relative path is taken
+    as given where something is there (issues.csv names files as `imgclf clean` was given
+    them), else from the data folder. Absolute, since undo reads it back from the log."""
+    path = Path(path).expanduser()
+    if not path.is_absolute() and not os.path.lexists(path):
+        path = Path(root) / path
     return Path(os.path.abspath(path))
 
 
-def _resolved(path: Path, base: Path) -> str:
-    return os.path.normpath(path if path.is_absolute() else base / path)
-
-
 def _target(root: Path, source: Path, decision: Decision) -> Path:
+    if not source.is_relative_to(root):
+        raise DataError(f"{source} is not inside {root}: nothing outside the data folder "
+                        "is moved.")
     if decision.action == "remove":
-        try:
-            return root / REMOVED_FOLDER / source.relative_to(root)
-        except ValueError:
-            raise DataError(f"{source} is not inside {root}: nothing outside the data folder "
-                            "is moved.") from None
+        return root / REMOVED_FOLDER / source.relative_to(root)
+    if source.parent == root or not source.parent.parent.is_relative_to(root):
+        raise DataError(f"Cannot relabel {source}: it is not in a class folder under {root} "
+                        "(labels from file names: rename the file instead).")
     return source.parent.parent / decision.label / source.name
 
 
@@ -231,6 +230,21 @@ def _free(target: Path) -> Path:
         number += 1
         candidate = target.with_name(f"{target.stem}-{number}{target.suffix}")
     return candidate
+
+
+def _standing_moves(rows: list[tuple[str, str, str, str]]) -> list[tuple[Path, Path]]:
+    """The logged moves, in order, less those an "undo" row has moved back since."""
+    moves: list[tuple[Path, Path]] = []
+    for _, action, source, target in rows:
+        if action != "undo":
+            moves.append((Path(source), Path(target)))
+            continue
+        # an undo row moved `source` (the move's target) back to `target` (its source)
+        for position in range(len(moves) - 1, -1, -1):
+            if moves[position] == (Path(target), Path(source)):
+                del moves[position]
+                break
+    return moves
 
 
 def _log_rows(root: Path) -> list[tuple[str, str, str, str]]:

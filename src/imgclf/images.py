@@ -31,7 +31,11 @@ warnings.filterwarnings("ignore", category=Image.DecompressionBombWarning)
 # The most pixels decoded at full size: Pillow's warning limit, about 89 megapixels (268 MB
 # as RGB). A larger JPEG is decoded at 1/2, 1/4 or 1/8 scale (fast, and no network needs more);
 # a larger picture of another format is refused.
-MAX_PIXELS = Image.MAX_IMAGE_PIXELS or 89_478_485
+MAX_PIXELS = 89_478_485
+# ... in place of Pillow's own guard, which refuses any picture over twice its limit as the file
+# opens, before a large JPEG can be set to decode at reduced scale (phones take 200-megapixel
+# photos). Process-wide: imgclf reads every picture through load_image.
+Image.MAX_IMAGE_PIXELS = None
 # Fewer pixels a side than this hold nothing to classify (a 1x1 web beacon, say): refused.
 MIN_SIDE = 8
 

@@ -134,7 +134,7 @@ def _save_copy(picture, shorter_side: int, target: Path) -> None:
     if scale < 1:
         size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))
         picture = picture.resize(size, Image.Resampling.BICUBIC, reducing_gap=3.0)
-    with atomic_open(target, "wb") as handle:  # never leave a half-written copy behind
+    with atomic_open(target, "wb", durable=False) as handle:  # a cache: never half-written
         picture.save(handle, format="JPEG", quality=95)
 
 

@@ -25,7 +25,7 @@ from typing import Any, Sequence
 from imgclf._files import ESCAPE_BYTES, printable
 from imgclf.errors import DataError, ImageError, ImgclfError
 from imgclf.fixes import DECISIONS, LOG, Applied, Decision, apply_decisions, correct_csv
-from imgclf.fixes import DESCRIPTIONS, read_decisions, record_decision
+from imgclf.fixes import DESCRIPTIONS, locate, read_decisions, record_decision
 from imgclf.images import load_image
 from imgclf.serve.gradio_app import _gradio
 from imgclf.sources import REMOVED_FOLDER
@@ -81,7 +81,7 @@ def read_issues(issues_file: str | os.PathLike, root: str | os.PathLike) -> list
         for row in reader:
             if not row.get("path"):
                 continue
-            path = _located(row["path"], root)
+            path = locate(row["path"], root)
             picture = pictures.setdefault(
                 path, Flagged(path, row.get("label") or None, row.get("split") or None))
             picture.issues.append({key: value or "" for key, value in row.items() if key})
@@ -116,7 +116,7 @@ class ReviewPage:
         """The decisions in the file so far, by absolute path (the last per picture)."""
         if not self.decisions_file.is_file() or self.decisions_file.stat().st_size == 0:
             return {}
-        return {str(_located(str(decision.path), self.root)): decision
+        return {str(locate(str(decision.path), self.root)): decision
                 for decision in read_decisions(self.decisions_file)}
 
     def listing(self, kind: str = ALL, label: str = ALL) -> list[Flagged]:
@@ -184,7 +184,7 @@ class ReviewPage:
             if issue.get("detail"):
                 text += f"; {_markdown(issue['detail'])}"
             if issue.get("other"):
-                text += f"; copy of {self._code(_located(issue['other'], self.root))}"
+                text += f"; copy of {self._code(locate(issue['other'], self.root))}"
             found.append(text)
         decision = self.decisions().get(path)
         state = [f"Decision: **{_markdown(_decision_text(decision))}**" if decision else
@@ -239,12 +239,23 @@ class ReviewPage:
         if self.csv_file is not None:
             target = correct_csv(self.csv_file, decisions,
                                  root=Path(os.path.abspath(self.csv_file)).parent)
+            self._archive_decisions()
             return (f"Wrote the corrected labels to {self._code(target)}; "
                     f"{self._code(self.csv_file)} is unchanged.")
         applied = apply_decisions(self.root, decisions, classes=self.classes)
         for source, target in applied.moved:
             self.moved[str(source)] = target
+        self._archive_decisions()
         return self._applied_text(applied)
+
+    def _archive_decisions(self) -> None:
+        """Applied decisions move aside (decisions-applied-TIME.csv), so that a later Apply,
+        after an undo say, does not carry them out again."""
+        import time
+
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.decisions_file.rename(self.decisions_file.with_name(
+            f"{self.decisions_file.stem}-applied-{stamp}{self.decisions_file.suffix}"))
 
     def _applied_text(self, applied: Applied, limit: int = 50) -> str:
         lines = [f"Moved {len(applied.moved)} file(s)"
@@ -281,7 +292,7 @@ class ReviewPage:
                     gr.update(value=None), gr.update(value=None, visible=False))
         picture = self.by_path[path]
         others = [issue["other"] for issue in picture.issues if issue.get("other")]
-        other = (gr.update(value=self.picture(_located(others[0], self.root),
+        other = (gr.update(value=self.picture(locate(others[0], self.root),
                                               PREVIEW_SIDE // 2), visible=True)
                  if others else gr.update(value=None, visible=False))
         default = picture.suggested if picture.suggested != picture.label else None
@@ -472,17 +483,6 @@ def placeholder(text: str, side: int = THUMBNAIL_SIDE):
     ImageDraw.Draw(card).multiline_text((side // 16, side // 16), "\n".join(lines),
                                         fill=(60, 60, 60), font=font)
     return card
-
-
-def _located(path: str, root: Path) -> Path:
-    """An issues.csv or decisions.csv path made absolute: a relative one is taken from the
-    current folder where the file is there (or nowhere), else from the data folder."""
-    candidate = Path(path).expanduser()
-    if candidate.is_absolute():
-        return Path(os.path.abspath(candidate))
-    if not candidate.exists() and (root / candidate).exists():
-        return Path(os.path.abspath(root / candidate))
-    return Path(os.path.abspath(candidate))
 
 
 def _decision_text(decision: Decision) -> str:
