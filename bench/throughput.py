@@ -1,0 +1,187 @@
+"""How fast the backbone's forward pass runs on this CPU in each runtime, against the CPU's peak.
+
+For the default backbone (EfficientNet-Lite0) at the training size (224) and the probe size
+(288), batch 1 and 32: pictures/second in PyTorch eager (channels_last, inference mode),
+torch.compile, ONNX Runtime and OpenVINO (each skipped, with the reason, when it is not
+installed or fails); the forward pass's GFLOP/s (FLOPs counted by torch.utils.flop_counter) and
+its share of the peak assumed for this CPU (cores x 32 single-precision FLOPs per cycle, AVX2
+with two FMA units, at the clock /proc/cpuinfo reports); single-picture latency p50/p99
+through Predictor (decode included). Every runtime's pooled embeddings are checked against
+PyTorch's (max absolute difference). Prints one JSON line.
+
+Run: python bench/throughput.py [--seconds 4] [--runtimes torch,onnxruntime,openvino,compile]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imgclf.config import DEFAULT_BACKBONE
+from imgclf.model import Classifier
+
+RUNTIMES = ("torch", "compile", "onnxruntime", "openvino")
+# torch.compile is opt-in (--runtimes): measured once at 224 px it gained 1.2x over eager, and
+# at 288 px, compiled after 224, it ran past a 15-minute limit.
+DEFAULT_RUNTIMES = ("torch", "onnxruntime", "openvino")
+
+
+class Pooled(torch.nn.Module):
+    """The backbone's average-pooled features: what embeddings and the probe's head use."""
+
+    def __init__(self, network: Classifier):
+        super().__init__()
+        self.backbone = network.backbone
+
+    def forward(self, images):
+        return self.backbone.forward_features(images).mean(dim=(2, 3))
+
+
+def rate(run, batch: np.ndarray, seconds: float) -> float:
+    """Pictures per second of run(batch), after a warm-up."""
+    start = time.perf_counter()
+    while time.perf_counter() - start < 1.0:
+        run(batch)
+    done, start = 0, time.perf_counter()
+    while time.perf_counter() - start < seconds or done < 3 * len(batch):
+        run(batch)
+        done += len(batch)
+    return done / (time.perf_counter() - start)
+
+
+def build(runtime: str, module: torch.nn.Module, size: int, folder: Path):
+    """A function numpy batch -> numpy embeddings, for one runtime."""
+    if runtime in ("torch", "compile"):
+        network = module.eval().to(memory_format=torch.channels_last)
+        if runtime == "compile":
+            network = torch.compile(network)
+
+        def run(batch):
+            with torch.inference_mode():
+                images = torch.from_numpy(batch).to(memory_format=torch.channels_last)
+                return network(images).numpy()
+        return run
+    path = folder / f"pooled_{size}.onnx"
+    if not path.exists():
+        example = torch.randn(2, 3, size, size)
+        with contextlib.redirect_stdout(sys.stderr):  # its progress lines: not the JSON line
+            torch.onnx.export(module.eval(), (example,), str(path), input_names=["images"],
+                              output_names=["embeddings"], dynamo=True, external_data=False,
+                              dynamic_shapes={"images": {0: torch.export.Dim("batch",
+                                                                             max=1024)}})
+    if runtime == "onnxruntime":
+        import onnxruntime
+
+        session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        return lambda batch: session.run(None, {"images": batch})[0]
+    import openvino
+
+    compiled = openvino.Core().compile_model(str(path), "CPU")
+    return lambda batch: compiled(batch)[0]
+
+
+def peak_gflops() -> tuple[float, str]:
+    cores = os.cpu_count() or 1
+    mhz = 0.0
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("cpu MHz"):
+                mhz = max(mhz, float(line.split(":")[1]))
+    except OSError:
+        pass
+    ghz = mhz / 1000 or 2.0
+    return cores * 32 * ghz, f"{cores} cores x 32 FLOP/cycle (AVX2, 2 FMA units) x {ghz:.2f} GHz"
+
+
+def flops(module: torch.nn.Module, size: int) -> float:
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with counter, torch.inference_mode():
+        module(torch.randn(1, 3, size, size))
+    return float(counter.get_total_flops())
+
+
+def predictor_latency(seconds: float) -> dict:
+    """p50/p99 of Predictor.predict on one JPEG (bytes), a probe model on generated photos."""
+    from PIL import Image
+
+    from imgclf import ImageData, train
+
+    work = Path(tempfile.mkdtemp(prefix="imgclf-throughput-"))
+    rng = np.random.default_rng(0)
+    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
+        (work / label).mkdir()
+        for index in range(8):
+            pixels = np.clip(rng.integers(0, 70, (300, 400, 3)) + np.array(tint), 0, 255)
+            Image.fromarray(pixels.astype("uint8")).save(work / label / f"{index}.jpg")
+    data = ImageData.from_folder(work, image_size=224, num_workers=0, verbose=False)
+    predictor = train(data, mode="probe", verbose=False).predictor()
+    photo = (work / "red" / "0.jpg").read_bytes()
+    for _ in range(5):
+        predictor.predict(photo)
+    times, start = [], time.perf_counter()
+    while time.perf_counter() - start < seconds or len(times) < 30:
+        begin = time.perf_counter()
+        predictor.predict(photo)
+        times.append((time.perf_counter() - begin) * 1000)
+    return {"image_size": 224, "p50_ms": round(statistics.median(times), 1),
+            "p99_ms": round(float(np.percentile(times, 99)), 1), "calls": len(times)}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--seconds", type=float, default=4.0)
+    parser.add_argument("--runtimes", default=",".join(DEFAULT_RUNTIMES),
+                        help=f"any of {', '.join(RUNTIMES)}")
+    args = parser.parse_args()
+    torch.manual_seed(0)
+    module = Pooled(Classifier.create(DEFAULT_BACKBONE, 2)).eval()
+    peak, assumption = peak_gflops()
+    result = {"benchmark": "throughput", "backbone": DEFAULT_BACKBONE, "cpus": os.cpu_count(),
+              "torch": torch.__version__, "threads": torch.get_num_threads(),
+              "peak_gflops": round(peak, 1), "peak_assumed": assumption, "runs": []}
+    folder = Path(tempfile.mkdtemp(prefix="imgclf-onnx-"))
+    for size in (224, 288):
+        picture_flops = flops(module, size)
+        reference = None
+        for runtime in args.runtimes.split(","):
+            row = {"runtime": runtime, "image_size": size,
+                   "gflop_per_picture": round(picture_flops / 1e9, 3)}
+            try:
+                run = build(runtime, module, size, folder)
+                probe = np.random.default_rng(1).standard_normal((4, 3, size, size)) \
+                    .astype(np.float32)
+                embeddings = run(probe)
+                if runtime == "torch":
+                    reference = embeddings
+                elif reference is not None:
+                    row["max_difference"] = float(np.abs(embeddings - reference).max())
+                for batch_size in (1, 32):
+                    batch = np.random.default_rng(2).standard_normal(
+                        (batch_size, 3, size, size)).astype(np.float32)
+                    pictures = rate(run, batch, args.seconds)
+                    gflops = pictures * picture_flops / 1e9
+                    row[f"batch_{batch_size}"] = {
+                        "pictures_per_second": round(pictures, 1),
+                        "gflops": round(gflops, 1), "share_of_peak": round(gflops / peak, 3)}
+            except Exception as error:  # noqa: BLE001 - a runtime missing or failing is a result
+                row["skipped"] = f"{type(error).__name__}: {str(error)[:200]}"
+            result["runs"].append(row)
+            print(json.dumps(row), flush=True, file=sys.stderr)
+    result["predictor"] = predictor_latency(args.seconds)
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
