@@ -1,0 +1,254 @@
+"""Command line: each command parses its arguments, calls one library function and formats.
+
+This module holds the parser (every command, option and default); ``commands.py`` holds what
+each command does.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+from imgclf._files import safe_streams
+from imgclf._version import __version__
+from imgclf.cli import commands as handlers
+from imgclf.cli.commands import print_error
+from imgclf.config import (DEFAULT_BACKBONE, RESIZE_METHODS, TRAIN_MODES, CleanConfig,
+                           CollectConfig, DataConfig, HeadConfig, TrainConfig)
+from imgclf.errors import ImgclfError
+
+__all__ = ["main"]
+
+
+def main(argv: list[str] | None = None) -> int:
+    safe_streams()  # a file name that is not UTF-8 prints as \xXX instead of failing
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "command", None):
+        parser.print_help()
+        return 2
+    try:
+        return args.run(args) or 0
+    except ImgclfError as error:
+        print_error(str(error))
+        return 1
+    except KeyboardInterrupt:
+        print_error("Interrupted.")
+        return 130
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="imgclf", description="Train, evaluate and serve image classifiers.")
+    parser.add_argument("--version", action="version", version=f"imgclf {__version__}")
+    commands = parser.add_subparsers(title="commands", metavar="COMMAND")
+
+    backbones = commands.add_parser(
+        "backbones", help="list backbones, their size, ImageNet accuracy and offline availability")
+    backbones.add_argument("--json", action="store_true", help="print JSON lines instead")
+    backbones.set_defaults(run=handlers._backbones, command="backbones")
+
+    imagenet = commands.add_parser(
+        "imagenet", help="classify photos into the 1000 ImageNet classes (checks a backbone)")
+    imagenet.add_argument("paths", nargs="+", help="image files or folders")
+    imagenet.add_argument("--backbone", default=DEFAULT_BACKBONE)
+    imagenet.add_argument("--top-k", type=int, default=1, help="classes to show per photo")
+    imagenet.add_argument("--batch-size", type=int, default=32)
+    imagenet.add_argument("--json", action="store_true", help="print JSON lines instead")
+    imagenet.set_defaults(run=handlers._imagenet, command="imagenet")
+
+    collect = commands.add_parser(
+        "collect", help="build class folders from web image search, with a licence manifest",
+        description='Example: imgclf collect --out data/cats "house_cat=house cat,tabby cat" '
+                    '"wild_cat=lion,tiger,leopard,wild cat" --per-class 150')
+    collect.add_argument("classes", nargs="+", metavar="CLASS=QUERY[,QUERY...]",
+                         help="one class per argument; its queries are merged into one folder")
+    collect.add_argument("--out", required=True, help="dataset folder (class folders go inside)")
+    collect.add_argument("--per-class", type=int, default=CollectConfig.per_class,
+                         help="pictures to have in each class folder")
+    collect.add_argument("--provider", default=None,
+                         help="provider or comma-separated fallback chain: duckduckgo, openverse, "
+                              "wikimedia, pexels, unsplash, pixabay, flickr, serpapi (default: "
+                              "the keyless three, then keyed ones whose key is set)")
+    collect.add_argument("--max-side", type=int, default=CollectConfig.max_side,
+                         help="shrink larger pictures to this longer side (0 keeps originals)")
+    collect.add_argument("--max-megabytes", type=float, default=CollectConfig.max_megabytes,
+                         help="abandon downloads larger than this")
+    collect.add_argument("--workers", type=int, default=CollectConfig.workers,
+                         help="downloads at once")
+    collect.add_argument("--timeout", type=float, default=CollectConfig.timeout,
+                         help="seconds to wait for a server")
+    collect.set_defaults(run=handlers._collect, command="collect")
+
+    imports = commands.add_parser("import", help="import a Kaggle or Hugging Face dataset")
+    sources = imports.add_subparsers(title="sources", metavar="SOURCE")
+    kaggle = sources.add_parser("kaggle", help="a Kaggle dataset, OWNER/DATASET")
+    kaggle.add_argument("dataset", help="OWNER/DATASET, e.g. alxmamaev/flowers-recognition")
+    kaggle.add_argument("--out", required=True, help="folder to unzip it into")
+    kaggle.set_defaults(run=handlers._import_kaggle, command="import kaggle")
+    hub = sources.add_parser("huggingface", help="a Hugging Face image dataset, as class folders")
+    hub.add_argument("name", help="Hub dataset name (e.g. beans) or a save_to_disk folder")
+    hub.add_argument("--out", required=True, help="folder for the class folders")
+    hub.add_argument("--split", default=None, help="only this split (default: all)")
+    hub.add_argument("--image-column", default=None, help="default: the Image feature")
+    hub.add_argument("--label-column", default=None, help="default: the ClassLabel feature")
+    hub.set_defaults(run=handlers._import_huggingface, command="import huggingface")
+
+    data = commands.add_parser(
+        "data", help="check a dataset: counts per class, skipped, suspicious and leaked files")
+    _add_data_arguments(data)
+    data.set_defaults(run=handlers._data, command="data")
+
+    show = commands.add_parser("show-batch", help="save a picture of a batch as the network sees it")
+    _add_data_arguments(show)
+    show.add_argument("--n", type=int, default=8, help="pictures to show")
+    show.add_argument("--augment", action="store_true", help="show training augmentation")
+    show.add_argument("--split", default="train", choices=["train", "valid", "test"])
+    show.add_argument("--out", default="batch.png", help="PNG file to write")
+    show.set_defaults(run=handlers._show_batch, command="show-batch")
+
+    train = commands.add_parser("train", help="fine-tune a backbone on labelled pictures")
+    _add_data_arguments(train, split_from_run=True)
+    train.add_argument("--epochs", type=int, default=TrainConfig.epochs,
+                       help="whole-network epochs")
+    train.add_argument("--freeze-epochs", type=int, default=TrainConfig.freeze_epochs,
+                       help="head-only epochs first")
+    train.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate,
+                       help="peak rate of the head when the whole network trains")
+    train.add_argument("--head-learning-rate", type=float,
+                       default=TrainConfig.head_learning_rate,
+                       help="peak rate of the head-only epochs")
+    train.add_argument("--label-smoothing", type=float, default=TrainConfig.label_smoothing)
+    train.add_argument("--pool", default=HeadConfig.pool, choices=["avg", "concat"],
+                       help="head pooling")
+    train.add_argument("--monitor", default=TrainConfig.monitor,
+                       choices=["valid_loss", "accuracy", "error_rate"],
+                       help="which validation figure picks the best epoch")
+    train.add_argument("--patience", type=int, default=TrainConfig.patience,
+                       help="auto mode: stop after this many whole-network epochs that do not "
+                            "beat the best one (0: run them all)")
+    train.add_argument("--restore-best", action="store_true",
+                       help="end with the best epoch's weights, not the last")
+    train.add_argument("--device", default=None, help="cpu, cuda or mps (default: fastest)")
+    train.add_argument("--out", default=None, help="output folder (default: models/<data name>)")
+    train.add_argument("--mode", default=TrainConfig.mode, choices=TRAIN_MODES,
+                       help="auto (default): probe for tiny data, else probe then fine-tune, "
+                            "keeping the better; probe: a head on cached embeddings, in "
+                            "seconds; fine_tune: head epochs, then the whole network")
+    train.add_argument("--accept", type=float, default=TrainConfig.unknown_acceptance,
+                       metavar="SHARE", help="share of in-domain pictures the unknown detector "
+                                             "accepts; the threshold is set from validation")
+    train.add_argument("--unknown-folder", metavar="DIR", default=None,
+                       help="pictures of none of the classes, to tune the unknown detector "
+                            "(a class folder named _unknown works too)")
+    train.add_argument("--resume", action="store_true",
+                       help="continue the interrupted run in --out from its last checkpoint")
+    train.set_defaults(run=handlers._train, command="train")
+
+    clean = commands.add_parser(
+        "clean", help="find mislabelled, off-topic and duplicate pictures; fix them safely",
+        description="Examples: imgclf clean data/cats (writes data/cats/issues.csv); "
+                    "imgclf clean data/cats --review (a page to decide on each picture); "
+                    "imgclf clean data/cats --auto; imgclf clean data/cats --apply "
+                    "decisions.csv; imgclf clean data/cats --undo")
+    _add_data_arguments(clean)
+    what = clean.add_mutually_exclusive_group()
+    what.add_argument("--auto", action="store_true",
+                      help=f"apply the sure fixes (score >= {CleanConfig.auto_score}): relabel, remove "
+                           "off-topic pictures, copies and unreadable files (files are moved "
+                           "to _removed/, never deleted)")
+    what.add_argument("--apply", metavar="CSV",
+                      help="apply decisions (columns path, action keep/relabel/remove, label)")
+    what.add_argument("--undo", action="store_true", help="move back every file cleaning moved")
+    what.add_argument("--review", action="store_true",
+                      help="then serve a page to keep, relabel or remove each flagged "
+                           "picture (each decision saved at once to decisions.csv in the data "
+                           "folder; its Apply button moves the files)")
+    clean.add_argument("--out", metavar="CSV", default=None,
+                       help="where to write the issues (default: issues.csv in the data folder)")
+    clean.add_argument("--port", type=int, default=7861,
+                       help="port of the --review page, on 127.0.0.1")
+    clean.set_defaults(run=handlers._clean, command="clean")
+
+    predict = commands.add_parser("predict", help="label pictures with a trained model file")
+    predict.add_argument("model", help="a .imgclf model file (or a training output folder)")
+    predict.add_argument("paths", nargs="+", help="image files or folders")
+    predict.add_argument("--top-k", type=int, default=1, help="classes to show per picture")
+    predict.add_argument("--batch-size", type=int, default=32)
+    output = predict.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="one JSON object per line")
+    output.add_argument("--csv", metavar="FILE", help="write a CSV file instead")
+    _add_accept_argument(predict)
+    predict.set_defaults(run=handlers._predict, command="predict")
+
+    evaluate = commands.add_parser(
+        "evaluate", help="metrics, confusion matrix, top losses and an HTML report")
+    evaluate.add_argument("model", help="a .imgclf model file (or a training output folder)")
+    _add_data_arguments(evaluate, defaults_from_model=True)
+    evaluate.add_argument("--split", default="valid", choices=["valid", "test"])
+    evaluate.add_argument("--report", metavar="HTML", help="write the self-contained HTML report")
+    evaluate.add_argument("--tta", action="store_true",
+                          help="test-time augmentation: average each picture with its mirror")
+    evaluate.add_argument("--json", action="store_true", help="print the summary as JSON")
+    evaluate.add_argument("--unknown", metavar="DIR", default=None,
+                          help="folder of pictures of none of the classes: how many are called "
+                               "unknown")
+    _add_accept_argument(evaluate)
+    evaluate.set_defaults(run=handlers._evaluate, command="evaluate")
+
+    serve = commands.add_parser("serve", help="web page and JSON API for a model")
+    serve.add_argument("model", help="a .imgclf model file (or a training output folder)")
+    serve.add_argument("--host", default="127.0.0.1")
+    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
+                       help="onnx: onnxruntime, with the file `imgclf export MODEL --onnx "
+                            "MODEL.onnx` wrote beside the model file (or give the .onnx file)")
+    serve.add_argument("--examples", default=None,
+                       help="folder of example pictures (default: examples/ beside the model)")
+    _add_accept_argument(serve)
+    serve.set_defaults(run=handlers._serve, command="serve")
+
+    export = commands.add_parser("export", help="export a model to ONNX or a Hugging Face Space")
+    export.add_argument("model", help="a .imgclf model file (or a training output folder)")
+    export.add_argument("--onnx", metavar="FILE", help="write an ONNX file (checked against torch)")
+    export.add_argument("--check-images", nargs="*", default=[],
+                        help="real pictures for the ONNX output check")
+    export.add_argument("--space", metavar="DIR", help="write a Hugging Face Space folder")
+    export.add_argument("--examples", nargs="*", default=[], help="example pictures for the Space")
+    export.set_defaults(run=handlers._export, command="export")
+    return parser
+
+
+def _add_accept_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--accept", type=float, default=None, metavar="SHARE",
+                        help="share of in-domain pictures the unknown detector accepts, e.g. "
+                             "0.99 (default: the model's own, 0.95 unless trained otherwise)")
+
+
+def _add_data_arguments(parser: argparse.ArgumentParser, defaults_from_model: bool = False,
+                        split_from_run: bool = False) -> None:
+    """The data options; for a trained model (or a resumed run) the split settings default to
+    its own (see _fill_split)."""
+    parser.add_argument("data", help="folder of class folders (or train/ + valid/), or a CSV file")
+    split_saved = defaults_from_model or split_from_run
+    parser.add_argument("--valid-fraction", type=float,
+                        default=None if split_saved else DataConfig.valid_fraction,
+                        help=f"default {DataConfig.valid_fraction}"
+                             + ("; the model's own" if defaults_from_model else
+                                "; a resumed run's own" if split_from_run else ""))
+    parser.add_argument("--seed", type=int, default=None if split_saved else DataConfig.seed,
+                        help=f"default {DataConfig.seed}"
+                             + ("; the model's own" if defaults_from_model else
+                                "; a resumed run's own" if split_from_run else ""))
+    if not defaults_from_model:  # a model knows its backbone
+        parser.add_argument("--backbone", default=DEFAULT_BACKBONE,
+                            help="decides the input size, mean and std")
+    parser.add_argument("--image-size", type=int, default=None,
+                        help="side of the square input (default: the backbone's; probe and "
+                             "auto modes read at 1.3x it)")
+    parser.add_argument("--resize", default=None, choices=RESIZE_METHODS,
+                        help="how pictures become square (default: crop)")
+    parser.add_argument("--batch-size", type=int, default=DataConfig.batch_size)
+    parser.add_argument("--balance", action="store_true",
+                        help="draw every class equally often in training")
+    parser.add_argument("--label-pattern", default=None,
+                        help="read labels from file names with this regular expression")

