@@ -29,7 +29,7 @@ import numpy as np
 from imgclf._files import atomic_open
 from imgclf.config import CleanConfig
 from imgclf.errors import DataError, ImgclfError
-from imgclf.fixes import COLUMNS, KINDS, Decision
+from imgclf.fixes import COLUMNS, KINDS, Decision, read_table
 
 if TYPE_CHECKING:
     from imgclf.data import ImageData
@@ -106,16 +106,16 @@ class Issues:
 
     @classmethod
     def from_csv(cls, path: str | Path) -> Issues:
-        """Issues read back from an issues.csv (the classes and threshold are not kept)."""
-        import csv
+        """Issues read back from an issues.csv (the classes and threshold are not kept).
 
-        from imgclf._files import ESCAPE_BYTES
-
-        with open(path, newline="", encoding="utf-8", errors=ESCAPE_BYTES) as handle:
-            rows = [Issue(Path(row["path"]), row["kind"], row["label"] or None,
-                          row["split"] or None, float(row["score"] or 0),
-                          row["suggested"] or None, Path(row["other"]) if row["other"] else None,
-                          row["detail"]) for row in csv.DictReader(handle)]
+        Raises:
+            DataError: no such file, or not an issues file.
+        """
+        rows = [Issue(Path(row["path"]), row["kind"], row.get("label") or None,
+                      row.get("split") or None, float(row.get("score") or 0),
+                      row.get("suggested") or None,
+                      Path(row["other"]) if row.get("other") else None, row.get("detail", ""))
+                for row in read_table(path, ("path", "kind"), "issues file")]
         return cls(rows, [], 0, float("nan"))
 
     def to_csv(self, path: str | Path) -> Path:

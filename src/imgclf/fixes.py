@@ -91,23 +91,37 @@ def record_decision(path: str | os.PathLike, decision: Decision) -> None:
         os.fsync(handle.fileno())
 
 
+def read_table(path: str | os.PathLike, needs: Sequence[str], what: str, *, hint: str = ""
+               ) -> list[dict[str, str]]:
+    """The rows of one of cleaning's CSV files (issues, decisions), blanks as "".
+
+    Raises:
+        DataError: no such file (`what` names it for people, "issues file"; `hint` says
+            what to do), or it lacks a column of `needs`.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise DataError(f"No {what} at {path}{hint}.")
+    with open(path, newline="", encoding="utf-8-sig", errors=ESCAPE_BYTES) as handle:
+        reader = csv.DictReader(handle)
+        columns = reader.fieldnames or []
+        if not set(needs) <= set(columns):
+            named = " and ".join([", ".join(needs[:-1]), needs[-1]] if len(needs) > 1 else needs)
+            raise DataError(f"{path} is not an imgclf {what}: it needs the columns {named} "
+                            f"(it has {', '.join(columns) or 'none'}).")
+        return [{key: value or "" for key, value in row.items() if key}
+                for row in reader if row.get("path")]
+
+
 def read_decisions(path: str | os.PathLike) -> list[Decision]:
     """The decisions of a decisions.csv, the last one per picture.
 
     Raises:
         DataError: missing, or without path and action columns.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise DataError(f"No decisions file at {path}.")
-    with open(path, newline="", encoding="utf-8", errors=ESCAPE_BYTES) as handle:
-        reader = csv.DictReader(handle)
-        if not {"path", "action"} <= set(reader.fieldnames or ()):
-            raise DataError(f"{path} needs the columns path and action (and label, for "
-                            f"relabels); it has {', '.join(reader.fieldnames or [])}.")
-        latest = {row["path"]: Decision(Path(row["path"]), row["action"].strip().lower(),
-                                        (row.get("label") or "").strip() or None)
-                  for row in reader if row.get("path")}
+    rows = read_table(path, ("path", "action"), "decisions file")
+    latest = {row["path"]: Decision(Path(row["path"]), row["action"].strip().lower(),
+                                    row.get("label", "").strip() or None) for row in rows}
     return list(latest.values())
 
 

@@ -12,7 +12,6 @@ CSV-labelled data, ``fixes.correct_csv``), which logs every move in DATA/cleanin
 
 from __future__ import annotations
 
-import csv
 import functools
 import os
 import shutil
@@ -22,10 +21,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-from imgclf._files import ESCAPE_BYTES, printable
+from imgclf._files import printable
 from imgclf.errors import DataError, ImageError, ImgclfError
 from imgclf.fixes import DECISIONS, LOG, Applied, Decision, apply_decisions, correct_csv
-from imgclf.fixes import DESCRIPTIONS, locate, read_decisions, record_decision
+from imgclf.fixes import (DESCRIPTIONS, locate, read_decisions, read_table,
+                          record_decision)
 from imgclf.images import load_image
 from imgclf.serve.gradio_app import _gradio
 from imgclf.sources import REMOVED_FOLDER
@@ -68,23 +68,14 @@ def read_issues(issues_file: str | os.PathLike, root: str | os.PathLike) -> list
     Raises:
         DataError: no such file, or it lacks the path and kind columns.
     """
-    issues_file, root = Path(issues_file), Path(os.path.abspath(root))
-    if not issues_file.is_file():
-        raise DataError(f"No issues file at {issues_file}: run imgclf clean {root} first.")
-    with open(issues_file, newline="", encoding="utf-8", errors=ESCAPE_BYTES) as handle:
-        reader = csv.DictReader(handle)
-        if not {"path", "kind"} <= set(reader.fieldnames or ()):
-            raise DataError(f"{issues_file} is not an issues file from imgclf clean: it needs "
-                            f"the columns path and kind (it has "
-                            f"{', '.join(reader.fieldnames or []) or 'none'}).")
-        pictures: dict[Path, Flagged] = {}
-        for row in reader:
-            if not row.get("path"):
-                continue
-            path = locate(row["path"], root)
-            picture = pictures.setdefault(
-                path, Flagged(path, row.get("label") or None, row.get("split") or None))
-            picture.issues.append({key: value or "" for key, value in row.items() if key})
+    root = Path(os.path.abspath(root))
+    pictures: dict[Path, Flagged] = {}
+    for row in read_table(issues_file, ("path", "kind"), "issues file",
+                          hint=f": run imgclf clean {root} first"):
+        path = locate(row["path"], root)
+        picture = pictures.setdefault(
+            path, Flagged(path, row.get("label") or None, row.get("split") or None))
+        picture.issues.append(row)
     return list(pictures.values())
 
 
