@@ -27,6 +27,7 @@ from imgclf.images import load_image
 if TYPE_CHECKING:
     from imgclf.data import ImageData
     from imgclf.model import Classifier
+    from imgclf.unknown import Detector, UnknownConfig
 
 
 @dataclass(frozen=True)
@@ -149,6 +150,40 @@ def picture_embeddings(network: Classifier, data: ImageData, paths: Sequence[Pat
                   probabilities=False, num_workers=data.config.num_workers,
                   show_progress=show_progress, description=description)
     return outputs.embeddings[outputs.ok], outputs.ok
+
+
+def fit_unknown(network: Classifier, data: ImageData, valid: np.ndarray | None, *,
+                cached: bool, acceptance: float, seed: int, show_progress: bool = True
+                ) -> tuple[Detector, UnknownConfig] | None:
+    """The "unknown" detector of a trained network: its training pictures' embeddings as the
+    bank, calibrated on the validation embeddings `valid` and tuned on data.negatives (an
+    _unknown folder), if any (unknown.fit_detector). None for heads it cannot serve yet.
+
+    cached: the backbone is the pretrained one (probe mode): the bank is read from the cache.
+    """
+    from imgclf._progress import console
+    from imgclf.unknown import fit_detector
+
+    if network.head.config.pool != "avg":  # its logits need unpooled features
+        console().print("[yellow]No unknown detector for pool='concat' heads yet: this model "
+                        "will always name a class.")
+        return None
+    bank = plain_embeddings(network, data, "train", cached=cached, show_progress=show_progress)
+    network.eval()
+    device = next(network.parameters()).device
+
+    def head(embeddings: torch.Tensor) -> torch.Tensor:
+        return network.head(embeddings.to(device)).float().cpu()
+
+    negatives = None
+    if data.negatives:
+        negatives = torch.from_numpy(picture_embeddings(
+            network, data, data.negatives, show_progress=show_progress,
+            description="Embedding the unknown folder")[0])
+    return fit_detector(
+        torch.from_numpy(bank.features), torch.from_numpy(bank.targets), head,
+        valid=torch.from_numpy(valid) if valid is not None and len(valid) else None,
+        negatives=negatives, acceptance=acceptance, seed=seed)
 
 
 def _save(target: Path, row: np.ndarray) -> None:

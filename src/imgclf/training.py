@@ -362,37 +362,18 @@ class Learner:
         self._call("on_train_end", learner=self)
 
     def _fit_detector(self, backbone_trained: bool, valid: np.ndarray | None) -> None:
-        """The "unknown" detector of the final weights: their training embeddings as its bank,
-        calibrated on their validation embeddings (unknown.py)."""
-        from imgclf.embeddings import picture_embeddings, plain_embeddings
-        from imgclf.unknown import fit_detector
+        """The "unknown" detector of the final weights (embeddings.fit_unknown)."""
+        from imgclf.embeddings import fit_unknown
 
-        if self.network.head.config.pool != "avg":  # its logits need unpooled features
-            console().print("[yellow]No unknown detector for pool='concat' heads yet: this "
-                            "model will always name a class.")
-            return
-
-        bank = plain_embeddings(self.network, self.data, "train", cached=not backbone_trained,
-                                show_progress=self.verbose)
         if valid is None and self.data.valid:  # resumed after the last epoch: one more pass
             self.validate()
             valid = self._valid_embeddings
-        self.network.eval()
-
-        def head(embeddings: torch.Tensor) -> torch.Tensor:
-            return self.network.head(embeddings.to(self.device)).float().cpu()
-
-        negatives = None
-        if self.data.negatives:  # an _unknown folder: tunes the detector
-            negatives = torch.from_numpy(picture_embeddings(
-                self.network, self.data, self.data.negatives, show_progress=self.verbose,
-                description="Embedding the unknown folder")[0])
-        detector, self.unknown = fit_detector(
-            torch.from_numpy(bank.features), torch.from_numpy(bank.targets), head,
-            valid=torch.from_numpy(valid) if valid is not None and len(valid) else None,
-            negatives=negatives, acceptance=self.config.unknown_acceptance,
-            seed=self.config.seed)
-        self.network.detector = detector.to(self.device)
+        fitted = fit_unknown(self.network, self.data, valid, cached=not backbone_trained,
+                             acceptance=self.config.unknown_acceptance, seed=self.config.seed,
+                             show_progress=self.verbose)
+        if fitted is not None:
+            detector, self.unknown = fitted
+            self.network.detector = detector.to(self.device)
 
     def _call(self, hook: str, **arguments) -> None:
         for callback in self.callbacks:
