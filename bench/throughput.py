@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from backbone_speed import images_per_second as rate  # bench/: the same timing loop
 from imgclf.config import DEFAULT_BACKBONE
 from imgclf.model import Classifier
 
@@ -45,18 +46,6 @@ class Pooled(torch.nn.Module):
 
     def forward(self, images):
         return self.backbone.forward_features(images).mean(dim=(2, 3))
-
-
-def rate(run, batch: np.ndarray, seconds: float) -> float:
-    """Pictures per second of run(batch), after a warm-up."""
-    start = time.perf_counter()
-    while time.perf_counter() - start < 1.0:
-        run(batch)
-    done, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or done < 3 * len(batch):
-        run(batch)
-        done += len(batch)
-    return done / (time.perf_counter() - start)
 
 
 def build(runtime: str, module: torch.nn.Module, size: int, folder: Path):

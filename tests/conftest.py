@@ -87,3 +87,17 @@ def colour_model(tmp_path_factory):
 
     photos = colour_photos(tmp_path_factory.mktemp("photos"))
     return photos, probe_model(photos, tmp_path_factory.mktemp("model"))
+
+
+@pytest.fixture(scope="module")
+def chromium():
+    """Debian's headless Chromium and playwright for the browser tests, or a skip saying why."""
+    import shutil
+
+    path = shutil.which("chromium")
+    if path is None:
+        pytest.skip("Debian's chromium is not installed (apt-get install chromium); "
+                    ".ci/run installs it where it can")
+    pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
+    pytest.importorskip("gradio", reason="needs the serve extra")
+    return path

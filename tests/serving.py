@@ -11,6 +11,12 @@ import numpy as np
 from PIL import Image
 
 
+# Headless Chromium for the browser tests (the `chromium` fixture in conftest.py finds it).
+BROWSER_FLAGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync"]
+
+
 def colour_photos(root: Path, per_class: int = 12) -> Path:
     for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
         (root / label).mkdir(parents=True, exist_ok=True)

@@ -4,28 +4,13 @@ another by clicking, presses Apply, and the files move, each move logged."""
 from __future__ import annotations
 
 import csv
-import shutil
 
 import pytest
 
-from tests.serving import running
+from tests.serving import BROWSER_FLAGS, running
 from tests.test_review import _photo, write_issues
 
 pytestmark = pytest.mark.integration
-
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium); "
-                    ".ci/run installs it where it can")
-    pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
-    pytest.importorskip("gradio", reason="needs the serve extra")
-    return path
 
 
 def test_relabel_and_remove_by_clicking_then_apply_moves_both(chromium, tmp_path):
@@ -51,7 +36,7 @@ def test_relabel_and_remove_by_clicking_then_apply_moves_both(chromium, tmp_path
         page = ReviewPage(issues, root, ["cats", "dogs"])
         app = mount_gradio_app(FastAPI(), page.build(), path="/")
         with running(app) as url, sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+            browser = playwright.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
             tab = browser.new_page(viewport={"width": 1400, "height": 1000})
             tab.goto(url)
             thumbnails = tab.locator("#flagged button.thumbnail-item")

@@ -4,27 +4,12 @@ page saved as photo.jpg and reads imgclf's reason why it is no picture."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 
 from tests.conftest import shared_dataset
-from tests.serving import running
+from tests.serving import BROWSER_FLAGS, running
 
 pytestmark = pytest.mark.integration
-
-FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-         "--disable-component-update", "--disable-sync"]
-
-
-@pytest.fixture(scope="module")
-def chromium():
-    path = shutil.which("chromium")
-    if path is None:
-        pytest.skip("Debian's chromium is not installed (apt-get install chromium); "
-                    ".ci/run installs it where it can")
-    pytest.importorskip("playwright.sync_api", reason="needs the playwright package")
-    return path
 
 
 def test_upload_an_ant_photo_and_read_ants_then_an_oxcart_and_read_unknown(chromium, tmp_path):
@@ -40,7 +25,7 @@ def test_upload_an_ant_photo_and_read_ants_then_an_oxcart_and_read_unknown(chrom
     ant = sorted((data_folder / "val" / "ants").glob("*.jpg"))[0]
     with running(create_app(tmp_path / "model" / "model.imgclf")) as url, \
             sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=chromium, args=FLAGS)
+        browser = playwright.chromium.launch(executable_path=chromium, args=BROWSER_FLAGS)
         page = browser.new_page()
         page.goto(url, wait_until="networkidle")
         page.set_input_files("input[type=file]", str(ant))
