@@ -34,8 +34,8 @@ from imgclf.fixes import COLUMNS, KINDS, Decision, read_table
 if TYPE_CHECKING:
     from imgclf.data import ImageData
 
-# What --auto does with each kind of issue at least CleanConfig.auto_score sure; suspicious
-# pictures (drawings, tiny ones) are only listed.
+# What --auto does with each kind of issue sure enough (CleanConfig.auto_score and
+# auto_label_score); suspicious pictures (drawings, tiny ones) are only listed.
 AUTO_ACTIONS = {"label": "relabel", "off_topic": "remove", "duplicate": "remove",
                 "conflict": "remove", "leakage": "remove", "unreadable": "remove"}
 
@@ -93,13 +93,15 @@ class Issues:
     def paths(self, kind: str | None = None) -> set[Path]:
         return {issue.path for issue in self.rows if kind is None or issue.kind == kind}
 
-    def auto_decisions(self, score: float = CleanConfig.auto_score) -> list[Decision]:
-        """The fixes sure enough to make without a look: each issue at least `score` sure
-        relabelled (label) or moved out (see AUTO_ACTIONS); one decision per picture."""
+    def auto_decisions(self, config: CleanConfig = CleanConfig()) -> list[Decision]:
+        """The fixes sure enough to make without a look: each label issue at least
+        config.auto_label_score sure relabelled, each other issue at least config.auto_score
+        sure moved out (see AUTO_ACTIONS); one decision per picture."""
         decisions: dict[Path, Decision] = {}
         for issue in self.rows:
             action = AUTO_ACTIONS.get(issue.kind)
-            if action and issue.score >= score and issue.path not in decisions:
+            needed = config.auto_label_score if issue.kind == "label" else config.auto_score
+            if action and issue.score >= needed and issue.path not in decisions:
                 decisions[issue.path] = Decision(issue.path, action,
                                                  issue.suggested if action == "relabel" else None)
         return list(decisions.values())
@@ -152,23 +154,22 @@ def find_issues(data: ImageData, *, config: CleanConfig = CleanConfig(),
     targets = np.array([data.class_index[item.label] for item in items])
     if len(set(targets.tolist())) < 2:
         raise DataError("Finding issues needs pictures of at least two classes.")
-    options = dict(folds=config.folds, regularisation=config.regularisation,
-                   seed=data.config.seed)
-    probabilities = out_of_fold_probabilities(features, targets, len(data.classes), **options)
-    outlier = left_out_scores(features, targets, probabilities)
-    median, deviation = robust_spread(outlier)
-    threshold = median + config.off_topic_spread * deviation
-    off_topic = outlier > threshold
+    screened = screen(features, targets, len(data.classes), config=config,
+                      seed=data.config.seed)
+    probabilities, outlier, threshold = (screened.probabilities, screened.outlier,
+                                         screened.threshold)
     rows = _read_problems(data, missing)
     rows += [Issue(item.path, "off_topic", item.label, item.split,
                    # 1 at 1.5 robust deviations past the threshold
-                   score=float(np.clip((outlier[i] - threshold) / (1.5 * deviation), 0, 1)),
+                   score=float(np.clip((outlier[i] - threshold) / (1.5 * screened.deviation),
+                                       0, 1)),
                    detail=f"outlier score {outlier[i]:.3f} > {threshold:.3f}")
-             for i, item in enumerate(items) if off_topic[i]]
-    if off_topic.any():  # off-topic pictures teach the folds nothing about the classes
-        probabilities = out_of_fold_probabilities(features, targets, len(data.classes),
-                                                  exclude=off_topic, **options)
-    rows += _label_issues(items, targets, probabilities, data.classes, exclude=off_topic)
+             for i, item in enumerate(items) if screened.off_topic[i]]
+    rows += [Issue(items[i].path, "label", items[i].label, items[i].split,
+                   score=float(probabilities[i].max()),
+                   suggested=data.classes[int(probabilities[i].argmax())],
+                   detail=f"p({data.classes[targets[i]]}) = {probabilities[i, targets[i]]:.2f}")
+             for i in np.flatnonzero(screened.mislabelled)]
     believed = probabilities[np.arange(len(targets)), targets]
     rows += _duplicates(data, items, features, believed, config, show_progress)
     order = {kind: position for position, kind in enumerate(KINDS)}
@@ -253,24 +254,46 @@ def robust_spread(scores: np.ndarray) -> tuple[float, float]:
     return median, max(1.4826 * float(np.median(np.abs(scores - median))), 1e-6)
 
 
-def _label_issues(items, targets, probabilities, classes, *, exclude) -> list[Issue]:
+@dataclass(frozen=True)
+class Screening:
+    """What the embeddings alone say of each picture (find_issues' first two findings)."""
+
+    probabilities: np.ndarray  # (pictures, classes): out-of-fold, off-topic ones left out
+    outlier: np.ndarray  # (pictures,) left-out outlier scores
+    threshold: float  # outlier scores above it are off-topic
+    deviation: float  # the scores' robust standard deviation
+    off_topic: np.ndarray  # (pictures,) bool
+    mislabelled: np.ndarray  # (pictures,) bool: likely label errors (never off-topic ones)
+
+
+def screen(features: np.ndarray, targets: np.ndarray, num_classes: int, *,
+           config: CleanConfig = CleanConfig(), seed: int = 42) -> Screening:
+    """Off-topic pictures and likely label errors from embeddings and given labels.
+
+    Label errors are cleanlab's pick (confident learning, prune_by_noise_rate) plus every
+    picture that the out-of-fold probe gives another class at least config.label_confidence:
+    cleanlab's noise-rate estimate is diluted by clean splits (validation pictures are
+    examined too) and so leaves out clear flips.
+    """
     try:
         from cleanlab.filter import find_label_issues
     except ImportError:
         raise ImgclfError("Finding label errors needs cleanlab: pip install 'imgclf[clean]'"
                           ) from None
 
+    options = dict(folds=config.folds, regularisation=config.regularisation, seed=seed)
+    probabilities = out_of_fold_probabilities(features, targets, num_classes, **options)
+    outlier = left_out_scores(features, targets, probabilities)
+    median, deviation = robust_spread(outlier)
+    threshold = median + config.off_topic_spread * deviation
+    off_topic = outlier > threshold
+    if off_topic.any():  # off-topic pictures teach the folds nothing about the classes
+        probabilities = out_of_fold_probabilities(features, targets, num_classes,
+                                                  exclude=off_topic, **options)
     flagged = find_label_issues(targets, probabilities, filter_by="prune_by_noise_rate")
-    rows = []
-    for i in np.flatnonzero(flagged & ~exclude):
-        suggested = int(probabilities[i].argmax())
-        if suggested == targets[i]:
-            continue
-        rows.append(Issue(items[i].path, "label", items[i].label, items[i].split,
-                          score=float(probabilities[i, suggested]),
-                          suggested=classes[suggested],
-                          detail=f"p({classes[targets[i]]}) = {probabilities[i, targets[i]]:.2f}"))
-    return rows
+    flagged |= probabilities.max(axis=1) >= config.label_confidence
+    flagged &= ~off_topic & (probabilities.argmax(axis=1) != targets)
+    return Screening(probabilities, outlier, float(threshold), deviation, off_topic, flagged)
 
 
 def _duplicates(data: ImageData, items, features: np.ndarray, believed: np.ndarray,

@@ -153,9 +153,10 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_arguments(clean)
     what = clean.add_mutually_exclusive_group()
     what.add_argument("--auto", action="store_true",
-                      help=f"apply the sure fixes (score >= {CleanConfig.auto_score}): relabel, remove "
-                           "off-topic pictures, copies and unreadable files (files are moved "
-                           "to _removed/, never deleted)")
+                      help=f"apply the sure fixes: relabel (score >= "
+                           f"{CleanConfig.auto_label_score}), remove off-topic pictures, copies "
+                           f"and unreadable files (score >= {CleanConfig.auto_score}; files are "
+                           "moved to _removed/, never deleted)")
     what.add_argument("--apply", metavar="CSV",
                       help="apply decisions (columns path, action keep/relabel/remove, label)")
     what.add_argument("--undo", action="store_true", help="move back every file cleaning moved")
