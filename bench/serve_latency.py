@@ -37,7 +37,6 @@ def main() -> None:
     import httpx
 
     from imgclf import ImageData, Predictor, train
-    from imgclf.export import export_onnx
     from imgclf.serve.http import create_app
     from tests.serving import running
 
@@ -54,15 +53,11 @@ def main() -> None:
         model = folder / "model.imgclf"
     pictures = [p.read_bytes() for p in sorted((DATA / "val").glob("*/*.jpg"))[:20]]
     result = {"benchmark": "serve_latency", "model": model.name, "cpus": os.cpu_count()}
-    result["torch"] = latencies(Predictor.load(model), pictures, args.repeats)
-    onnx_model = folder / "model_copy.imgclf"
-    onnx_model.write_bytes(model.read_bytes())
-    # what `imgclf export MODEL --onnx` does; runtime="onnx" then finds the file beside it
-    export_onnx(onnx_model, onnx_model.with_suffix(".onnx"), check_images=[
-        p for p in sorted((DATA / "val").glob("*/*.jpg"))[:8]])
-    result["onnx"] = latencies(Predictor.load(onnx_model, runtime="onnx"), pictures, args.repeats)
-    for runtime, path in (("torch", model), ("onnx", onnx_model)):
-        with running(create_app(path, runtime=runtime, with_gradio=False)) as url:
+    for runtime in ("torch", "onnx"):  # onnx: the default, its graph built once and cached
+        result[runtime] = latencies(Predictor.load(model, runtime=runtime), pictures,
+                                    args.repeats)
+    for runtime in ("torch", "onnx"):
+        with running(create_app(model, runtime=runtime, with_gradio=False)) as url:
             def ask(index: int) -> int:
                 return httpx.post(f"{url}/predict", content=pictures[index % len(pictures)],
                                   timeout=120).status_code

@@ -6,7 +6,7 @@ torch.compile, ONNX Runtime and OpenVINO (each skipped, with the reason, when it
 installed or fails); the forward pass's GFLOP/s (FLOPs counted by torch.utils.flop_counter) and
 its share of the peak assumed for this CPU (cores x 32 single-precision FLOPs per cycle, AVX2
 with two FMA units, at the clock /proc/cpuinfo reports); single-picture latency p50/p99
-through Predictor (decode included). Every runtime's pooled embeddings are checked against
+through Predictor (decode included) with PyTorch and with onnxruntime (the default). Every runtime's pooled embeddings are checked against
 PyTorch's (max absolute difference). Prints one JSON line.
 
 Run: python bench/throughput.py [--seconds 4] [--runtimes torch,onnxruntime,openvino,compile]
@@ -102,10 +102,12 @@ def flops(module: torch.nn.Module, size: int) -> float:
 
 
 def predictor_latency(seconds: float) -> dict:
-    """p50/p99 of Predictor.predict on one JPEG (bytes), a probe model on generated photos."""
+    """p50/p99 of Predictor.predict on one JPEG (bytes), a probe model file on generated
+    photos, loaded with each runtime and timed in turn (interleaved: the machine's load hits
+    both alike)."""
     from PIL import Image
 
-    from imgclf import ImageData, train
+    from imgclf import ImageData, Predictor, train
 
     work = Path(tempfile.mkdtemp(prefix="imgclf-throughput-"))
     rng = np.random.default_rng(0)
@@ -115,17 +117,22 @@ def predictor_latency(seconds: float) -> dict:
             pixels = np.clip(rng.integers(0, 70, (300, 400, 3)) + np.array(tint), 0, 255)
             Image.fromarray(pixels.astype("uint8")).save(work / label / f"{index}.jpg")
     data = ImageData.from_folder(work, image_size=224, num_workers=0, verbose=False)
-    predictor = train(data, mode="probe", verbose=False).predictor()
+    model = train(data, mode="probe", verbose=False).export(work / "model.imgclf")
+    predictors = {runtime: Predictor.load(model, runtime=runtime) for runtime in ("torch", "onnx")}
     photo = (work / "red" / "0.jpg").read_bytes()
-    for _ in range(5):
-        predictor.predict(photo)
-    times, start = [], time.perf_counter()
-    while time.perf_counter() - start < seconds or len(times) < 30:
-        begin = time.perf_counter()
-        predictor.predict(photo)
-        times.append((time.perf_counter() - begin) * 1000)
-    return {"image_size": 224, "p50_ms": round(statistics.median(times), 1),
-            "p99_ms": round(float(np.percentile(times, 99)), 1), "calls": len(times)}
+    times: dict[str, list[float]] = {runtime: [] for runtime in predictors}
+    for predictor in predictors.values():
+        for _ in range(5):
+            predictor.predict(photo)
+    start = time.perf_counter()
+    while time.perf_counter() - start < 2 * seconds or len(times["torch"]) < 30:
+        for runtime, predictor in predictors.items():
+            begin = time.perf_counter()
+            predictor.predict(photo)
+            times[runtime].append((time.perf_counter() - begin) * 1000)
+    return {runtime: {"image_size": 224, "p50_ms": round(statistics.median(values), 1),
+                      "p99_ms": round(float(np.percentile(values, 99)), 1),
+                      "calls": len(values)} for runtime, values in times.items()}
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="needs the onnx extra")
 
-from imgclf import ModelFileError, Predictor  # noqa: E402
+from imgclf import Predictor  # noqa: E402
 from imgclf.cli import main  # noqa: E402
 from imgclf.export import OnnxNetwork, export_onnx, export_space  # noqa: E402
 
@@ -34,31 +34,22 @@ def test_onnx_matches_pytorch_with_any_batch_size(model, tmp_path):
         assert output.shape == (batch, 2) and np.allclose(output.sum(axis=1), 1, atol=1e-5)
 
 
-def test_onnx_runtime_needs_an_exported_file_and_never_exports_itself(model, tmp_path):
-    _, path = model
-    copy = tmp_path / "copy.imgclf"
-    copy.write_bytes(path.read_bytes())
-    with pytest.raises(ModelFileError, match="imgclf export"):
-        Predictor.load(copy, runtime="onnx")
-    assert not copy.with_suffix(".onnx").exists()
-    export_onnx(copy, copy.with_suffix(".onnx"))
-    copy.write_bytes(path.read_bytes())  # the model changed after the export: refused
-    with pytest.raises(ModelFileError, match="older than the model file"):
-        Predictor.load(copy, runtime="onnx")
-
-
 def test_onnx_runtime_predicts_the_same_labels(model):
     photos, path = model
     images = sorted(photos.glob("*/*.jpg"))
     export_onnx(path, path.with_suffix(".onnx"))
-    torch_predictor = Predictor.load(path)
+    torch_predictor = Predictor.load(path, runtime="torch")
     onnx_predictor = Predictor.load(path, runtime="onnx")
+    assert (torch_predictor.runtime, onnx_predictor.runtime) == ("torch", "onnx")
     assert onnx_predictor.info == torch_predictor.info  # the model file's full information
-    assert Predictor.load(path.with_suffix(".onnx")).classes == ["blue", "red"]
+    exported = Predictor.load(path.with_suffix(".onnx"))
+    assert exported.classes == ["blue", "red"] and exported.runtime == "onnx"
     for image in images[:8]:
-        a, b = torch_predictor.predict(image), onnx_predictor.predict(image)
-        assert a.label == b.label
+        a, b, c = (torch_predictor.predict(image), onnx_predictor.predict(image),
+                   exported.predict(image))
+        assert a.label == b.label == c.label
         assert a.probabilities == pytest.approx(b.probabilities, abs=1e-4)
+        assert a.probabilities == pytest.approx(c.probabilities, abs=1e-4)
     batch = onnx_predictor.predict_batch(images, show_progress=False)
     assert [p.label for p in batch] == [p.label for p in
                                         torch_predictor.predict_batch(images, show_progress=False)]

@@ -324,3 +324,67 @@ def test_auto_mode_stops_when_fine_tuning_does_not_help(make_photo, tmp_path, mo
     assert stopped == (epochs_run < 4)
     again = Learner.resume(tmp_path / "run", data, verbose=False)  # a finished run
     assert len(again.history) == epochs_run
+
+
+def test_epochs_that_fit_a_time_limit():
+    from imgclf.plan import describe_seconds, fit_epochs
+
+    # 100 s spent, epochs of 50 s, 10 s into the first: it ends at 140 s
+    assert fit_epochs(4, limit=1000, spent=100, epoch_seconds=50, into_epoch=10) == 4
+    assert fit_epochs(4, limit=240, spent=100, epoch_seconds=50, into_epoch=10) == 3
+    assert fit_epochs(4, limit=189, spent=100, epoch_seconds=50, into_epoch=10) == 1
+    assert fit_epochs(4, limit=139, spent=100, epoch_seconds=50, into_epoch=10) == 0
+    assert [describe_seconds(s) for s in (45, 200, 3900)] == ["45 s", "3 min 20 s", "1 h 5 min"]
+
+
+@pytest.mark.parametrize("room, epochs_run", [
+    (None, 3),  # no limit: every epoch
+    (7.5, 2),  # the probe's time plus 7.5 s: two whole-network epochs of 3 s
+    (0.0, 0),  # no time left after the probe: it is kept, unchanged
+])
+def test_auto_mode_fits_its_epochs_to_the_time_limit(make_photo, tmp_path, monkeypatch, capsys,
+                                                      room, epochs_run):
+    import time
+
+    import imgclf.training
+
+    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
+        for index in range(22):
+            make_photo(f"data/{label}/{index}.jpg", size=(40, 40), tint=tint, noise=70)
+    data = ImageData.from_folder(tmp_path / "data", image_size=32, batch_size=8,
+                                 valid_fraction=0.1, num_workers=0, verbose=False)
+    monkeypatch.setattr(Learner, "validate", lambda self: {  # every epoch helps
+        "valid_loss": 1.0 / (1 + len(self.history)), "accuracy": 1.0, "error_rate": 0.0})
+    real_step = Learner.train_step
+
+    def slow_step(self, *arguments):  # 0.6 s a batch, 5 batches an epoch: 3 s
+        time.sleep(0.6)
+        return real_step(self, *arguments)
+
+    monkeypatch.setattr(Learner, "train_step", slow_step)
+    probe = {}
+
+    class AfterProbe:
+        def on_epoch_end(self, learner, row):
+            if row["phase"] == "probe":
+                probe["spent"] = time.perf_counter() - learner._started
+                probe["head"] = learner.network.head.linear.weight.detach().clone()
+
+    if room is not None:  # the limit: what the probe took, plus room
+        monkeypatch.setattr(imgclf.training, "time_limit",
+                            lambda config, device: probe.get("spent", 0.0) + room)
+    learner = train(data, mode="auto", epochs=3, output=tmp_path / "run", verbose=True,
+                    time_limit=0 if room is None else 1e9, callbacks=[AfterProbe()])
+    said = capsys.readouterr().err
+    assert len(learner.history) == 1 + epochs_run
+    settings = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert settings["plan"][-1]["epochs"] == (epochs_run or 3)
+    if room is None:
+        assert "Time limit" not in said
+    elif epochs_run:
+        assert f"running {epochs_run} of 3" in said
+    else:
+        assert "does not fit; keeping the probe epoch" in said
+        assert torch.equal(learner.network.head.linear.weight, probe["head"])
+    again = Learner.resume(tmp_path / "run", data, verbose=False)  # a finished run
+    assert len(again.history) == 1 + epochs_run

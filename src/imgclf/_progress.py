@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from typing import Callable, TypeVar
 
 T = TypeVar("T")
@@ -35,6 +36,22 @@ def progress(items: Iterable[T], *, total: int | None, description: str, enabled
         for item in items:
             yield item
             bar.advance(task, weight(item))
+
+
+@contextmanager
+def status(message: str, *, enabled: bool = True) -> Iterator[None]:
+    """A spinner with a message while a step of unknown length runs (a terminal), or the
+    message once (a log)."""
+    if not enabled:
+        yield
+        return
+    out = console()
+    if not out.is_terminal:
+        out.print(f"{message}...")
+        yield
+        return
+    with out.status(message):
+        yield
 
 
 def data_summary_tables(summary: dict) -> list:

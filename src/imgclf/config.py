@@ -11,6 +11,10 @@ DEFAULT_BACKBONE = "efficientnet_lite0"
 RESIZE_METHODS = ("crop", "squish", "pad")
 AUGMENT_POLICIES = (None, "randaugment", "trivialaugment")
 TRAIN_MODES = ("auto", "probe", "fine_tune")
+# What runs the network outside training (Predictor.load(runtime=...), --runtime): auto is
+# onnxruntime where it is installed and the network is on the CPU (bench/throughput.py: 2.5x
+# PyTorch eager on a 2-core CPU), else PyTorch.
+RUNTIMES = ("auto", "onnx", "torch")
 
 
 @dataclass(frozen=True)
@@ -202,6 +206,10 @@ class TrainConfig:
     # 0.085, 0.084 (accuracy 0.967 then 0.961-0.967): once one epoch at the schedule's peak
     # rate loses to the probe, the decaying ones never came back.
     patience: int = 1
+    # Seconds the whole run may take (AutoGluon's time_limit): whole-network epochs are
+    # planned to fit, from the cost of the first batches (plan.fit_epochs). None: 10 minutes
+    # for auto mode on the CPU (plan.DEFAULT_TIME_LIMIT), no limit otherwise; 0: no limit.
+    time_limit: float | None = None
     # Seed for the head's initialisation and the order and augmentation of batches.
     seed: int = 42
     # "cpu", "cuda", "mps", or None for the fastest one present.
@@ -221,6 +229,8 @@ class TrainConfig:
                              f"{self.unknown_acceptance}")
         if self.mode not in TRAIN_MODES:
             raise ValueError(f"mode must be one of {', '.join(TRAIN_MODES)}, not {self.mode!r}")
+        if self.time_limit is not None and self.time_limit < 0:
+            raise ValueError(f"time_limit must be >= 0 seconds, not {self.time_limit}")
         if self.monitor not in ("valid_loss", "accuracy", "error_rate"):
             raise ValueError(f"monitor must be valid_loss, accuracy or error_rate, not "
                              f"{self.monitor!r}")

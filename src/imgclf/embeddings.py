@@ -77,14 +77,17 @@ def embedding_folder(data: ImageData) -> Path:
 
 
 def compute_embeddings(network: Classifier, data: ImageData, split: str, *, views: int = 1,
-                       batch_size: int = 32, show_progress: bool = True) -> Embeddings:
+                       batch_size: int = 32, show_progress: bool = True,
+                       runtime: str = "auto") -> Embeddings:
     """Pooled features of a split's pictures: view 0 plus `views - 1` augmented views each.
 
-    Cached rows are read from disk; only missing ones go through the network, and each batch
-    is saved as it is done, so an interrupted run keeps what it computed.
+    Cached rows are read from disk; only missing ones go through the network (by default
+    through onnxruntime on the CPU, see onnx_runtime.accelerated), and each batch is saved as
+    it is done, so an interrupted run keeps what it computed.
     """
-    from imgclf.sources import SPLITS
     from imgclf.inference import batches
+    from imgclf.onnx_runtime import accelerated
+    from imgclf.sources import SPLITS
     from imgclf.transforms import eval_transform, train_transform
 
     if split not in SPLITS:
@@ -104,7 +107,9 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
         dataset = _Views([(p, d, v) for p, d, v, _ in jobs], eval_transform(data.input),
                          # augmented views at the size of the plain one: one head sees both
                          train_transform(replace(data.input, train_size=None), data.augment))
-        for batch in batches(network, dataset, batch_size=batch_size,
+        runner = accelerated(network, data.input.image_size, runtime=runtime,
+                             embeddings_only=True, show_progress=show_progress)
+        for batch in batches(runner, dataset, batch_size=batch_size,
                              num_workers=data.config.num_workers, probabilities=False,
                              embeddings=True, show_progress=show_progress,
                              description=f"Embedding {split} pictures"):

@@ -40,7 +40,7 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
 
     require("onnx")
     require("onnxruntime")
-    predictor = Predictor.load(model)
+    predictor = Predictor.load(model, runtime="torch")
     network = _Exported(predictor.network).eval().to(memory_format=torch.contiguous_format)
     size = predictor.input.image_size
     example = torch.randn(2, 3, size, size)
@@ -161,7 +161,7 @@ def export_space(model: str | os.PathLike, folder: str | os.PathLike, *,
     from imgclf._version import __version__
     from imgclf.predict import Predictor
 
-    predictor = Predictor.load(model)  # fails early on a bad model file
+    predictor = Predictor.load(model, runtime="torch")  # fails early on a bad model file
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     _copy(model, folder / "model.imgclf")

@@ -80,6 +80,8 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = 32,
     if network.training:  # eval() walks every module: 1.7 ms, a served picture's 3%
         network.eval()
     device = next(network.parameters()).device
+    layout = (torch.channels_last if getattr(network, "channels_last", True)
+              else torch.contiguous_format)
     rows = progress(loader, total=len(dataset), description=description, enabled=show_progress,
                     weight=lambda batch: (0 if batch[0] is None else len(batch[0])) + len(batch[3]),
                     transient=transient)
@@ -88,8 +90,9 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = 32,
             if images is None:
                 yield Batch([], None, None, None, errors)
                 continue
-            # channels_last: 1.6x faster at batch 32 on a 2-core CPU (bench/backbone_speed.py)
-            images = images.to(device, memory_format=torch.channels_last)
+            # channels_last: 1.6x faster at batch 32 on a 2-core CPU (bench/backbone_speed.py);
+            # onnxruntime takes pictures as they are
+            images = images.to(device, memory_format=layout)
             scores, pooled, outlier = _forward(network, images, embeddings)
             probability = None
             if probabilities:

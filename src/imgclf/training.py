@@ -32,8 +32,9 @@ from imgclf.data import ImageData
 from imgclf.lr_finder import LearningRates, find_learning_rate
 from imgclf.model import MODEL_PREFIX, Classifier, network_from_tensors
 from imgclf.modelfile import ModelInfo, load_model, save_model
-from imgclf.plan import (DISCRIMINATIVE, Phase, data_for, fine_tune_phases, one_cycle,
-                         plan_for, probe_phase, probe_views)
+from imgclf.plan import (DISCRIMINATIVE, TIMED_STEPS, Phase, data_for, fine_tune_phases,
+                         fit_to_time, one_cycle, plan_for, probe_phase, probe_views,
+                         time_limit)
 from imgclf.unknown import UnknownConfig
 
 if TYPE_CHECKING:
@@ -92,6 +93,9 @@ class Learner:
         self._valid_embeddings: np.ndarray | None = None
         self._best_valid_embeddings: np.ndarray | None = None
         self._valid_loader = None
+        self._validate_seconds: float | None = None  # the last validation pass's
+        self._started = time.perf_counter()  # when the current run began (the time limit)
+        self._out_of_time = ""  # why the time limit ended a run, when it did
 
     @classmethod
     def create(cls, data: ImageData, *, head: HeadConfig = HeadConfig(),
@@ -159,6 +163,7 @@ class Learner:
                 console().print(f"(The lock left in {self.output} by process "
                                 f"{lock.previous.get('pid')}, which ended, was taken over.)")
             self.network.detector, self.unknown = None, None  # refitted when this run ends
+            self._started = time.perf_counter()
             self._save_settings(plan)
             self._call("on_train_start", learner=self, plan=plan)
             start_phase, start_epoch = start
@@ -168,10 +173,12 @@ class Learner:
                         self._run_probe(plan, index)
                         continue
                     resumed = index == start_phase
-                    stopped = self._run_one_cycle(plan, index, start_epoch if resumed else 0,
-                                                  optimizer_state if resumed else None)
-                    if stopped or (index < len(plan) - 1 and self._not_helping()):
-                        self._stop_early(plan)
+                    why = self._run_one_cycle(plan, index, start_epoch if resumed else 0,
+                                              optimizer_state if resumed else None)
+                    if why is None and index < len(plan) - 1 and self._not_helping():
+                        why = self._not_helping_reason()
+                    if why is not None:
+                        self._stop_early(plan, why)
                         break
             except KeyboardInterrupt:
                 self._call("on_train_interrupted", learner=self, reason="Interrupted")
@@ -188,8 +195,13 @@ class Learner:
                 else nullcontext())
 
     def _run_one_cycle(self, plan: list[Phase], index: int, first_epoch: int,
-                       optimizer_state: dict | None) -> bool:
-        """One one-cycle phase; True if it stopped before its last epoch (_not_helping)."""
+                       optimizer_state: dict | None) -> str | None:
+        """One one-cycle phase; why it stopped before its last epoch, or None.
+
+        Under a time limit, a phase begun afresh times its first batches, then keeps the
+        epochs that fit (fewer, a shorter schedule: plan[index] changes) or none at all (the
+        weights it began with restored).
+        """
         phase = plan[index]
         self.network.freeze() if phase.frozen else self.network.unfreeze()
         self._backbone_trained = self._backbone_trained or not phase.frozen
@@ -201,17 +213,53 @@ class Learner:
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
         loader = self.data.train_loader()
-        total_steps = phase.epochs * len(loader)
-        for epoch in range(first_epoch, phase.epochs):
+        limit = time_limit(self.config, self.device.type)
+        fit = self._fitter(plan, index, len(loader), limit) if limit and not first_epoch else None
+        epoch = first_epoch
+        while epoch < plan[index].epochs:
             started = time.perf_counter()
             self.seed_epoch(len(self.history), loader)
-            train_loss = self._train_epoch(loader, optimizer, epoch * len(loader), total_steps,
-                                           f"{phase.name} {epoch + 1}/{phase.epochs}")
+            name = f"{phase.name} {epoch + 1}/{plan[index].epochs}"
+            train_loss = self._train_epoch(loader, optimizer, epoch * len(loader),
+                                           plan[index].epochs * len(loader), name,
+                                           fit if epoch == first_epoch else None)
+            if train_loss is None:  # not one epoch fits
+                return self._out_of_time
             self._end_epoch({"phase": phase.name, "train_loss": train_loss}, started,
                             plan, index, epoch, optimizer)
-            if epoch < phase.epochs - 1 and self._not_helping():
-                return True
-        return False
+            if epoch < plan[index].epochs - 1 and self._not_helping():
+                return self._not_helping_reason()
+            epoch += 1
+        return None
+
+    def _fitter(self, plan: list[Phase], index: int, steps_per_epoch: int, limit: float):
+        """The function _train_epoch calls with the seconds a training step takes: it fits
+        plan[index]'s epochs to the time left and returns their steps (0: none fit)."""
+        phase = plan[index]
+        snapshot = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+        valid_pictures = len(self.data.items["valid"])
+
+        def fit(step_seconds: float, into_epoch: float, finished: bool = False) -> int:
+            epochs, message = fit_to_time(
+                phase, limit=limit, spent=time.perf_counter() - self._started,
+                into_epoch=into_epoch, epoch_seconds=step_seconds * steps_per_epoch + (
+                    # validation: as long as the last one, or forward passes a third of a step
+                    self._validate_seconds if self._validate_seconds is not None
+                    else step_seconds / 3 * valid_pictures / self.data.config.batch_size),
+                # an epoch already finished is kept whatever the time
+                kept=self.history[-1]["phase"] if self.history and not finished else None)
+            if not epochs:
+                self.network.load_state_dict(snapshot)
+                self._out_of_time = message
+                return 0
+            if epochs < phase.epochs:
+                plan[index] = replace(phase, epochs=epochs)
+                self._save_settings(plan)
+            if self.verbose:
+                console().print(message, soft_wrap=True)
+            return epochs * steps_per_epoch
+
+        return fit
 
     def _not_helping(self) -> bool:
         """auto mode: the last `patience` epochs all failed to beat the best one (see
@@ -221,14 +269,16 @@ class Learner:
             return False
         return self.best is not None and self.best["epoch"] < len(self.history) - patience
 
-    def _stop_early(self, plan: list[Phase]) -> None:
+    def _not_helping_reason(self) -> str:
+        best, last, monitor = self.best, self.history[-1], self.config.monitor
+        return (f"Stopping early: {self.config.patience} whole-network epoch(s) did not beat "
+                f"the {best['phase']} epoch's {monitor} ({last[monitor]:.4f} vs "
+                f"{best[monitor]:.4f}); keeping it.")
+
+    def _stop_early(self, plan: list[Phase], why: str) -> None:
         """End the plan here: say why, and mark the checkpoint finished (a resume ends too)."""
-        best, last = self.best, self.history[-1]
         if self.verbose:
-            console().print(
-                f"Stopping early: {self.config.patience} whole-network epoch(s) did not beat "
-                f"the {best['phase']} epoch's {self.config.monitor} ({last[self.config.monitor]:.4f}"
-                f" vs {best[self.config.monitor]:.4f}); keeping it.")
+            console().print(why, soft_wrap=True)
         if self.output is not None:
             save_checkpoint(self.output / CHECKPOINT, self.network, self.info(), plan=plan,
                             phase=len(plan) - 1, epoch=plan[-1].epochs - 1, optimizer=None,
@@ -257,9 +307,13 @@ class Learner:
         self._call("on_epoch_end", learner=self, row=row)
 
     def _train_epoch(self, loader, optimizer, first_step: int, total_steps: int,
-                     description: str) -> float:
+                     description: str, fit=None) -> float | None:
+        """One epoch of the schedule; its mean loss. fit: called with the seconds a step
+        takes once TIMED_STEPS have run (see _fitter); None returned if it says stop."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+        began = time.perf_counter()
+        timed_from = None
         self.network.train()
         trainable = [p for group in optimizer.param_groups for p in group["params"]]
         losses = []
@@ -278,6 +332,17 @@ class Learner:
                 loss = self.train_step(images, targets, optimizer, trainable)
                 losses.append(loss)
                 bar.update(task, advance=1, loss=sum(losses) / len(losses))
+                if fit is not None and len(losses) == TIMED_STEPS[0]:
+                    timed_from = time.perf_counter()
+                elif fit is not None and len(losses) == TIMED_STEPS[1]:
+                    per_step = (time.perf_counter() - timed_from) / (TIMED_STEPS[1]
+                                                                     - TIMED_STEPS[0])
+                    total_steps, fit = fit(per_step, time.perf_counter() - began), None
+                    if not total_steps:
+                        return None
+        if fit is not None and losses:  # an epoch shorter than TIMED_STEPS: timed whole
+            fit((time.perf_counter() - began) / len(losses), time.perf_counter() - began,
+                finished=True)
         return sum(losses) / max(1, len(losses))
 
     def train_step(self, images, targets, optimizer, trainable) -> float:
@@ -314,9 +379,11 @@ class Learner:
             self._valid_loader = self.data.loader("valid", augment=False, shuffle=False,
                                                   batch_size=VALID_BATCH_SIZE)
         dataset = self._valid_loader.dataset
+        started = time.perf_counter()
         outputs = inference.run(self.network, self._valid_loader, embeddings=True,
                                 show_progress=self.verbose, description="Validating",
                                 transient=True)
+        self._validate_seconds = time.perf_counter() - started
         ok = outputs.ok
         self._valid_embeddings = outputs.embeddings[ok]
         targets = [t for t, good in zip(dataset.targets, ok) if good]
@@ -498,6 +565,7 @@ class Learner:
             "input": self.data.input.to_dict(), "data": self.data.config.to_dict(),
             "augment": self.data.augment.to_dict() if self.data.augment else None,
             "head": self.network.head.config.to_dict(), "training": self.config.to_dict(),
+            "time_limit_seconds": time_limit(self.config, self.device.type),
             "plan": [asdict(phase) for phase in plan or []],
             "output": str(self.output) if self.output else None,
         }

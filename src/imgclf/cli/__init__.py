@@ -12,8 +12,8 @@ from imgclf._files import safe_streams
 from imgclf._version import __version__
 from imgclf.cli import commands as handlers
 from imgclf.cli.commands import print_error
-from imgclf.config import (DEFAULT_BACKBONE, RESIZE_METHODS, TRAIN_MODES, CleanConfig,
-                           CollectConfig, DataConfig, HeadConfig, TrainConfig)
+from imgclf.config import (DEFAULT_BACKBONE, RESIZE_METHODS, RUNTIMES, TRAIN_MODES,
+                           CleanConfig, CollectConfig, DataConfig, HeadConfig, TrainConfig)
 from imgclf.errors import ImgclfError
 
 __all__ = ["main"]
@@ -126,6 +126,11 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, default=TrainConfig.patience,
                        help="auto mode: stop after this many whole-network epochs that do not "
                             "beat the best one (0: run them all)")
+    train.add_argument("--time-limit", type=duration, default=TrainConfig.time_limit,
+                       metavar="TIME",
+                       help="how long the whole run may take, e.g. 90s, 10m, 1h (whole-network "
+                            "epochs are planned to fit; 0: no limit; default: 10m for auto "
+                            "mode on the CPU, else none)")
     train.add_argument("--restore-best", action="store_true",
                        help="end with the best epoch's weights, not the last")
     train.add_argument("--device", default=None, help="cpu, cuda or mps (default: fastest)")
@@ -200,9 +205,6 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("model", help="a .imgclf model file (or a training output folder)")
     serve.add_argument("--host", default="127.0.0.1")
     serve.add_argument("--port", type=int, default=7860)
-    serve.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
-                       help="onnx: onnxruntime, with the file `imgclf export MODEL --onnx "
-                            "MODEL.onnx` wrote beside the model file (or give the .onnx file)")
     serve.add_argument("--examples", default=None,
                        help="folder of example pictures (default: examples/ beside the model)")
     _add_accept_argument(serve)
@@ -219,7 +221,27 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def duration(text: str) -> float:
+    """Seconds from "90", "90s", "10m", "1.5h" (the --time-limit argument)."""
+    units = {"s": 1, "m": 60, "h": 3600}
+    text = text.strip().lower()
+    scale = units.get(text[-1:], None)
+    try:
+        value = float(text[:-1] if scale else text) * (scale or 1)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time: give seconds, or a number "
+                                         f"followed by s, m or h (90s, 10m, 1h)") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError("a time limit cannot be negative")
+    return value
+
+
 def _add_accept_argument(parser: argparse.ArgumentParser) -> None:
+    """--accept, and --runtime: what every command that runs a model file takes."""
+    parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
+                        help="what runs the network: auto (onnxruntime on the CPU where "
+                             "installed, about 2.5x faster; built once per model and cached), "
+                             "onnx or torch (default: auto)")
     parser.add_argument("--accept", type=float, default=None, metavar="SHARE",
                         help="share of in-domain pictures the unknown detector accepts, e.g. "
                              "0.99 (default: the model's own, 0.95 unless trained otherwise)")

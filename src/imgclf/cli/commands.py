@@ -85,7 +85,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from imgclf.evaluation import evaluate
     from imgclf.predict import Predictor
 
-    predictor = Predictor.load(_model_path(args.model), acceptance=args.accept)
+    predictor = Predictor.load(_model_path(args.model), runtime=args.runtime,
+                               acceptance=args.accept)
     info = predictor.info
     # Evaluate on the split the model was trained with, at its input, unless told otherwise.
     _fill_split(args, info.data)
@@ -137,7 +138,7 @@ def _train(args: argparse.Namespace) -> int:
                              head_learning_rate=args.head_learning_rate,
                              label_smoothing=args.label_smoothing, monitor=args.monitor,
                              restore_best=args.restore_best, device=args.device,
-                             patience=args.patience,
+                             patience=args.patience, time_limit=args.time_limit,
                              unknown_acceptance=args.accept)
         train(data, config=config, output=out, head=HeadConfig(pool=args.pool))
     print(f"Model: {out / FINAL}")
@@ -219,7 +220,8 @@ def _predict(args: argparse.Namespace) -> int:
     from imgclf.errors import ImageError
     from imgclf.predict import Predictor
 
-    predictor = Predictor.load(_model_path(args.model), acceptance=args.accept)
+    predictor = Predictor.load(_model_path(args.model), runtime=args.runtime,
+                               acceptance=args.accept)
     paths = expand_paths(args.paths)
     results = predictor.predict_batch(paths, batch_size=args.batch_size)
     good = [(path, result) for path, result in zip(paths, results)

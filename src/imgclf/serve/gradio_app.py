@@ -112,7 +112,7 @@ def build_blocks(predictor, *, examples: str | os.PathLike | list | None = None,
     return demo
 
 
-def build_app(model: str | os.PathLike, *, examples: Any = None, runtime: str = "torch"):
+def build_app(model: str | os.PathLike, *, examples: Any = None, runtime: str = "auto"):
     """The Gradio app for a model file (what a Hugging Face Space's app.py calls)."""
     from imgclf.predict import Predictor
 

@@ -1,0 +1,105 @@
+"""onnxruntime is the default CPU runtime: built once per weights and size, cached, the same
+answers as PyTorch, and PyTorch where onnxruntime is missing."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+pytest.importorskip("onnxruntime", reason="needs the onnx extra")
+
+from imgclf import ImageData, ImgclfError, Predictor  # noqa: E402
+from imgclf import onnx_runtime  # noqa: E402
+from imgclf.embeddings import compute_embeddings  # noqa: E402
+from imgclf.model import Classifier  # noqa: E402
+
+
+def cached_runtimes(cache) -> list:
+    return sorted((cache / "runtimes").glob("*.onnx")) if (cache / "runtimes").exists() else []
+
+
+def test_a_model_file_is_built_once_and_cached(colour_model, private_cache):
+    photos, path = colour_model
+    first = Predictor.load(path)
+    assert first.runtime == "onnx"  # the default on the CPU
+    built = cached_runtimes(private_cache)
+    assert len(built) == 1
+    stamp = built[0].stat().st_mtime_ns
+    again = Predictor.load(path)
+    assert cached_runtimes(private_cache) == built and built[0].stat().st_mtime_ns == stamp
+    picture = sorted(photos.glob("red/*.jpg"))[0]
+    assert again.predict(picture).probabilities == pytest.approx(
+        Predictor.load(path, runtime="torch").predict(picture).probabilities, abs=1e-4)
+
+
+def test_other_weights_get_their_own_runtime(private_cache):
+    import torch
+
+    network = Classifier.create("efficientnet_lite0", 2).eval()
+    onnx_runtime.accelerated(network, 64, show_progress=False)
+    with torch.no_grad():
+        network.head.linear.weight.add_(1.0)
+    onnx_runtime.accelerated(network, 64, show_progress=False)
+    # the backbone's own graph ignores the head: one more file, shared by both heads
+    onnx_runtime.accelerated(network, 64, embeddings_only=True, show_progress=False)
+    onnx_runtime.accelerated(Classifier.create("efficientnet_lite0", 3), 64,
+                             embeddings_only=True, show_progress=False)
+    assert len(cached_runtimes(private_cache)) == 3
+
+
+def test_embeddings_match_pytorch_and_each_other(colours, private_cache):
+    data = ImageData.from_folder(colours, image_size=64, num_workers=0, verbose=False)
+    network = Classifier.create(data.backbone, len(data.classes))
+    fast = compute_embeddings(network, data, "train", show_progress=False)
+    assert cached_runtimes(private_cache)  # onnxruntime computed them
+    for row in (private_cache / "embeddings").rglob("*.npy"):
+        row.unlink()
+    slow = compute_embeddings(network, data, "train", show_progress=False, runtime="torch")
+    assert fast.computed == slow.computed == len(data.items["train"])
+    scale = np.abs(slow.features).max()
+    assert np.abs(fast.features - slow.features).max() <= 1e-4 * max(1.0, scale)
+
+
+def test_without_onnxruntime_pytorch_runs_it_and_says_how_to_install(colour_model,
+                                                                      monkeypatch, capsys):
+    photos, path = colour_model
+
+    def missing(module, hint=onnx_runtime.ONNX_HINT):
+        raise ImgclfError(hint)
+
+    monkeypatch.setattr(onnx_runtime, "require", missing)
+    monkeypatch.setattr(onnx_runtime, "_NOTED", set())
+    predictor = Predictor.load(path)
+    assert predictor.runtime == "torch"
+    assert predictor.predict(sorted(photos.glob("blue/*.jpg"))[0]).label == "blue"
+    assert "pip install 'imgclf[onnx]'" in capsys.readouterr().err
+    with pytest.raises(ImgclfError, match=r"pip install 'imgclf\[onnx\]'"):
+        Predictor.load(path, runtime="onnx")
+
+
+def test_a_runtime_that_does_not_match_is_never_cached(colour_model, monkeypatch,
+                                                       private_cache, capsys):
+    _, path = colour_model
+    monkeypatch.setattr(onnx_runtime, "RUNTIME_TOLERANCE", -1.0)  # nothing can match
+    monkeypatch.setattr(onnx_runtime, "_NOTED", set())
+    assert Predictor.load(path).runtime == "torch"
+    assert "differ from PyTorch" in capsys.readouterr().err
+    assert cached_runtimes(private_cache) == []
+    with pytest.raises(ImgclfError, match="differ from PyTorch"):
+        Predictor.load(path, runtime="onnx")
+
+
+def test_the_cli_takes_a_runtime(colour_model, capsys):
+    from imgclf.cli import main
+
+    photos, path = colour_model
+    picture = str(sorted(photos.glob("red/*.jpg"))[0])
+    answers = {}
+    for runtime in ("torch", "onnx"):
+        assert main(["predict", str(path), picture, "--json", "--runtime", runtime]) == 0
+        answers[runtime] = capsys.readouterr().out
+    import json
+
+    torch_row, onnx_row = (json.loads(answers[r].splitlines()[0]) for r in ("torch", "onnx"))
+    assert torch_row["label"] == onnx_row["label"] == "red"
+    assert torch_row["probability"] == pytest.approx(onnx_row["probability"], abs=2e-4)
