@@ -175,10 +175,17 @@ class Predictor:
             raise result.errors[0]
         return self._prediction(result, 0)
 
-    def predict_batch(self, paths: Sequence[str | os.PathLike], *, batch_size: int = 32,
-                      show_progress: bool = True) -> list[Prediction | ImageError]:
-        """Predictions for many files, in order; an unreadable file gives its ImageError."""
-        result = self.outputs(paths, batch_size=batch_size, show_progress=show_progress)
+    def predict_batch(self, paths: Sequence[ImageSource | Image.Image], *, batch_size: int = 32,
+                      show_progress: bool = True, num_workers: int | None = None
+                      ) -> list[Prediction | ImageError]:
+        """Predictions for many pictures (files, bytes or PIL images), in order; an unreadable
+        one gives its ImageError.
+
+        num_workers: DataLoader processes that read files (default: one fewer than the
+        cores); 0 for pictures already in memory.
+        """
+        result = self.outputs(paths, batch_size=batch_size, show_progress=show_progress,
+                              num_workers=num_workers)
         by_source = {error.source: error for error in result.errors}
         return [self._prediction(result, position) if ok else
                 by_source.get(str(path), ImageError(str(path), "could not be read"))

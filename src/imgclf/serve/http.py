@@ -1,19 +1,21 @@
 """The HTTP server: a JSON API (POST /predict, GET /health, GET /model) with the Gradio page at /.
 
-Bad requests get a 4xx and a one-line JSON message, never a stack trace. Predictions run one
-at a time behind a lock (a queue), which on a 2-core CPU is faster than running them side by
-side; pictures are decoded before they join that queue.
+Bad requests get a 4xx and a one-line JSON message, never a stack trace. Uploads are decoded
+side by side, then their pictures join a bounded queue whose worker runs the waiting ones as
+one batch (batching.py); a full queue answers 503 with Retry-After.
 
 No `from __future__ import annotations` here: FastAPI reads the endpoint annotations at run
 time, and `Request` is imported inside create_app (fastapi is an optional extra).
 """
 
 
+import asyncio
 import contextlib
 import os
 import shutil
 import tempfile
 import threading
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -29,10 +31,13 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 FORM_FIELD_BYTES = 16 * 1024
 
 
-def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
+def create_app(model: str | os.PathLike | Any, *, runtime: str = "auto",
                max_upload_bytes: int = MAX_UPLOAD_BYTES, examples: Any = None,
-               with_gradio: bool = True, acceptance: float | None = None):
+               with_gradio: bool = True, acceptance: float | None = None,
+               batching: dict | None = None):
     """A FastAPI app serving a model file (or a Predictor).
+
+    batching: Batcher's settings (max_batch, max_wait, max_queue), if not its defaults.
 
     Example:
         >>> import uvicorn
@@ -49,9 +54,11 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
     from imgclf.images import load_image
     from imgclf.predict import Predictor
 
+    from imgclf.serve.batching import Batcher, QueueFull
+
     predictor = model if isinstance(model, Predictor) else Predictor.load(
         model, runtime=runtime, acceptance=acceptance)
-    lock = threading.Lock()
+    batcher = Batcher(predictor, **(batching or {}))
     # A 10 MB upload can decode to half a gigabyte of pixels: a few decodes at a time, not
     # one per waiting request, keep the server's memory bounded.
     decoding = threading.BoundedSemaphore(max(1, min(4, os.cpu_count() or 1)))
@@ -78,7 +85,7 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
         metrics = {k: v if v == v else None for k, v in info.metrics.items()}
         return {"classes": predictor.classes, "backbone": info.backbone,
                 "input": predictor.input.to_dict(), "metrics": metrics,
-                "imgclf_version": info.imgclf_version, "runtime": runtime,
+                "imgclf_version": info.imgclf_version, "runtime": predictor.runtime,
                 "unknown": {**info.unknown.to_dict(), "threshold": predictor.threshold,
                             "acceptance": predictor.acceptance}
                 if info.unknown else None}
@@ -114,17 +121,17 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
             with decoding:
                 return load_image(data)
 
-        def run(picture):
-            with lock:
-                return predictor.predict(picture)
-
         try:
-            # outside the lock: a slow picture (144 megapixels, say) holds up no one else's
-            # prediction; only the network's forward pass goes one at a time
+            # before the queue: a slow picture (144 megapixels, say) holds up no one else's
+            # prediction; only forward passes wait their turn
             picture = await run_in_threadpool(decode)
         except ImageError as error:
             return refuse(422, f"Not a readable picture: {error.reason}")
-        prediction = await run_in_threadpool(run, picture)
+        try:
+            prediction = await asyncio.wrap_future(batcher.submit(picture))
+        except QueueFull:
+            return JSONResponse({"error": "The server is busy: try again in a second."},
+                                status_code=503, headers={"retry-after": "1"})
         return prediction.to_dict()
 
     @app.exception_handler(Exception)
@@ -132,6 +139,8 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
         return JSONResponse({"error": f"Internal error ({type(error).__name__})."},
                             status_code=500)
 
+    weakref.finalize(app, batcher.close)  # its worker ends with the app
+    app.state.batcher = batcher
     if with_gradio:
         import gradio
 
@@ -143,7 +152,7 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "torch",
 
 
 def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 7860,
-          runtime: str = "torch", examples: Any = None, acceptance: float | None = None
+          runtime: str = "auto", examples: Any = None, acceptance: float | None = None
           ) -> None:
     """Run the server until interrupted (what `imgclf serve` does).
 
