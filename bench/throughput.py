@@ -2,12 +2,14 @@
 
 For the default backbone (EfficientNet-Lite0) at the training size (224) and the probe size
 (288), batch 1 and 32: pictures/second in PyTorch eager (channels_last, inference mode),
-torch.compile, ONNX Runtime and OpenVINO (each skipped, with the reason, when it is not
-installed or fails); the forward pass's GFLOP/s (FLOPs counted by torch.utils.flop_counter) and
-its share of the peak assumed for this CPU (cores x 32 single-precision FLOPs per cycle, AVX2
-with two FMA units, at the clock /proc/cpuinfo reports); single-picture latency p50/p99
-through Predictor (decode included) with PyTorch and with onnxruntime (the default). Every runtime's pooled embeddings are checked against
-PyTorch's (max absolute difference). Prints one JSON line.
+torch.compile, ONNX Runtime, ONNX Runtime with post-training static int8 quantization
+(calibrated on 64 hymenoptera photos) and OpenVINO (each skipped, with the reason, when it is
+not installed or fails); the forward pass's GFLOP/s (FLOPs counted by torch.utils.flop_counter)
+and its share of the peak assumed for this CPU (cores x 32 single-precision FLOPs per cycle,
+two 256-bit FMA units, at the clock /proc/cpuinfo reports); single-picture latency p50/p99
+through Predictor (decode included) with PyTorch and with onnxruntime (the default). Every
+runtime's pooled embeddings are checked against PyTorch's: the largest difference on random
+input, the lowest cosine similarity on 16 photos. Prints one JSON line.
 
 Run: python bench/throughput.py [--seconds 4] [--runtimes torch,onnxruntime,openvino,compile]
 """
@@ -31,10 +33,10 @@ from backbone_speed import images_per_second as rate  # bench/: the same timing 
 from imgclf.config import DEFAULT_BACKBONE
 from imgclf.model import Classifier
 
-RUNTIMES = ("torch", "compile", "onnxruntime", "openvino")
+RUNTIMES = ("torch", "compile", "onnxruntime", "onnxruntime-int8", "openvino")
 # torch.compile is opt-in (--runtimes): measured once at 224 px it gained 1.2x over eager, and
 # at 288 px, compiled after 224, it ran past a 15-minute limit.
-DEFAULT_RUNTIMES = ("torch", "onnxruntime", "openvino")
+DEFAULT_RUNTIMES = ("torch", "onnxruntime", "onnxruntime-int8", "openvino")
 
 
 class Pooled(torch.nn.Module):
@@ -68,7 +70,9 @@ def build(runtime: str, module: torch.nn.Module, size: int, folder: Path):
                               output_names=["embeddings"], dynamo=True, external_data=False,
                               dynamic_shapes={"images": {0: torch.export.Dim("batch",
                                                                              max=1024)}})
-    if runtime == "onnxruntime":
+    if runtime == "onnxruntime-int8":
+        path = quantized(path, size, folder)
+    if runtime.startswith("onnxruntime"):
         import onnxruntime
 
         session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
@@ -77,6 +81,50 @@ def build(runtime: str, module: torch.nn.Module, size: int, folder: Path):
 
     compiled = openvino.Core().compile_model(str(path), "CPU")
     return lambda batch: compiled(batch)[0]
+
+
+def real_pictures(size: int, count: int = 64) -> np.ndarray:
+    """Hymenoptera's first training photos as the model reads them (random ones without it)."""
+    from dataclasses import replace
+
+    from PIL import Image
+
+    from imgclf.backbones import input_config
+    from imgclf.transforms import eval_transform
+
+    folder = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
+    paths = sorted(folder.glob("train/*/*.jpg"))[:count]
+    if not paths:
+        return np.random.default_rng(3).standard_normal((count, 3, size, size)).astype(np.float32)
+    transform = eval_transform(replace(input_config(DEFAULT_BACKBONE), image_size=size))
+    return np.stack([transform(Image.open(p).convert("RGB")).numpy() for p in paths])
+
+
+def quantized(path: Path, size: int, folder: Path) -> Path:
+    """onnxruntime's post-training static int8 quantization (QDQ, per channel), calibrated on
+    real photos. (QOperator format fails on this graph: "Graph is not a DAG".)"""
+    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    calibration = real_pictures(size)
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self.start = 0
+
+        def get_next(self):
+            if self.start >= len(calibration):
+                return None
+            self.start += 8
+            return {"images": calibration[self.start - 8:self.start]}
+
+    prepared, target = folder / f"pre_{size}.onnx", folder / f"int8_{size}.onnx"
+    quant_pre_process(str(path), str(prepared))
+    quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
+                    per_channel=True, activation_type=QuantType.QUInt8,
+                    weight_type=QuantType.QInt8)
+    return target
 
 
 def peak_gflops() -> tuple[float, str]:
@@ -89,7 +137,8 @@ def peak_gflops() -> tuple[float, str]:
     except OSError:
         pass
     ghz = mhz / 1000 or 2.0
-    return cores * 32 * ghz, f"{cores} cores x 32 FLOP/cycle (AVX2, 2 FMA units) x {ghz:.2f} GHz"
+    return cores * 32 * ghz, (f"{cores} cores x 32 FLOP/cycle (two 256-bit FMA units) x "
+                              f"{ghz:.2f} GHz")
 
 
 def flops(module: torch.nn.Module, size: int) -> float:
@@ -161,8 +210,14 @@ def main() -> None:
                 embeddings = run(probe)
                 if runtime == "torch":
                     reference = embeddings
+                    reference_real = run(real_pictures(size, 16))
                 elif reference is not None:
                     row["max_difference"] = float(np.abs(embeddings - reference).max())
+                    # on photos: how far each embedding turns from PyTorch's (1 = the same)
+                    ours = run(real_pictures(size, 16))
+                    row["cosine_min"] = round(float(np.min(
+                        (ours * reference_real).sum(axis=1) / np.linalg.norm(ours, axis=1)
+                        / np.linalg.norm(reference_real, axis=1))), 5)
                 for batch_size in (1, 32):
                     batch = np.random.default_rng(2).standard_normal(
                         (batch_size, 3, size, size)).astype(np.float32)
