@@ -123,6 +123,9 @@ def main() -> None:
             "recall_lowest": round(float(table["recall"].min()), 3),
             "seeds_on_target": int(((table["recall"] >= 0.9)
                                     & (table["precision"] >= 0.8)).sum()),
+            "accuracy_after_auto_lowest": round(float(table["accuracy_after_auto"].min()), 4),
+            "seeds_after_auto_within_1_point": int(
+                (table["accuracy_after_auto"] >= result["accuracy_undamaged"] - 0.01).sum()),
             "settings": {"regularisation": config.regularisation,
                          "label_confidence": config.label_confidence,
                          "auto_label_score": config.auto_label_score}}
