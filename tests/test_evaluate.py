@@ -11,7 +11,7 @@ import pytest
 
 from imgclf import Evaluation, ImageData, evaluate, train
 from imgclf.cli import main
-from imgclf.plots import confused_subset
+from imgclf.plots import confused_subset, plot_confusion_matrix
 
 
 @pytest.fixture
@@ -78,6 +78,29 @@ def test_many_classes_show_the_most_confused_sub_matrix():
     assert set(confused_subset(matrix, max_classes=2)) == {5, 77}
 
 
+def test_the_sub_matrix_shows_the_most_confused_pairs_whole():
+    # 120 breeds: a few busy classes each in many one-off mistakes, and ten strong pairs
+    # (7 to 3 mistakes) between otherwise clean classes, as a 120-breed evaluation had
+    rng = np.random.default_rng(0)
+    matrix = np.diag(np.full(120, 20))
+    for busy in range(100, 120):
+        for other in rng.choice(100, 12, replace=False):
+            matrix[busy, other] += 1
+            matrix[other, busy] += 1
+    strong = [(59, 58, 7), (12, 13, 6), (40, 41, 6), (70, 71, 5), (2, 3, 5), (80, 81, 4),
+              (20, 21, 4), (90, 91, 4), (30, 31, 3), (50, 51, 3)]
+    for actual, predicted, count in strong:
+        matrix[actual, predicted] += count
+    classes = [f"breed_{i:03d}" for i in range(120)]
+    keep = set(confused_subset(matrix, max_classes=20))
+    top = sorted(((a, p, int(matrix[a, p])) for a in range(120) for p in range(120)
+                  if a != p and matrix[a, p]), key=lambda t: (-t[2], t[0], t[1]))[:10]
+    assert all(a in keep and p in keep for a, p, _ in top)  # every top-10 pair, whole
+    assert {59, 58} <= keep
+    figure = plot_confusion_matrix(matrix, classes, max_classes=20)
+    assert "breed_059" in [t.get_text() for t in figure.axes[0].get_yticklabels()]
+
+
 def test_plots_are_drawn_from_the_data(known):
     figure = known.plot_confusion_matrix()
     texts = [t.get_text() for t in figure.axes[0].texts]
@@ -126,3 +149,14 @@ def test_cli_evaluate_writes_the_report(colours, tmp_path, capsys):
     summary = json.loads(capsys.readouterr().out.splitlines()[0])
     assert summary["pictures"] == 4 and summary["split"] == "valid"  # 2 of 12 per class
     assert (tmp_path / "r.html").stat().st_size > 20_000
+
+
+def test_a_probe_models_report_has_no_one_dot_training_chart(colour_model, tmp_path):
+    from imgclf import load
+
+    photos, path = colour_model
+    data = ImageData.from_folder(photos, image_size=64, num_workers=0, verbose=False)
+    evaluation = evaluate(load(path), data, show_progress=False)
+    text = evaluation.report(tmp_path / "probe.html", data=data).read_text()
+    training = text.split("<h2>Training</h2>")[1].split("<h2>")[0]
+    assert "One probe step" in training and "data:image/png" not in training

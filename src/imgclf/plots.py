@@ -59,10 +59,12 @@ def plot_lr_find(learning_rates: Sequence[float], losses: Sequence[float],
 
 
 def confused_subset(matrix, max_classes: int) -> list[int]:
-    """Indices of the classes most involved in mistakes, at most max_classes, in class order.
+    """Indices of the classes of the most-confused pairs, at most max_classes, in class order.
 
-    With 120 dog breeds the full matrix is unreadable; the classes that take part in the most
-    off-diagonal counts are the ones worth looking at.
+    With 120 dog breeds the full matrix is unreadable. As in the fastai tutorial, which builds
+    its sub-matrix from ``most_confused()[:5]``, the classes come from the pairs with the most
+    mistakes, first to last, so every top pair that fits is shown whole; a class in many small
+    mistakes does not push out the pair with the most.
     """
     import numpy as np
 
@@ -71,9 +73,25 @@ def confused_subset(matrix, max_classes: int) -> list[int]:
         return list(range(size))
     mistakes = np.asarray(matrix, dtype=float).copy()
     np.fill_diagonal(mistakes, 0)
+    actual, predicted = np.nonzero(mistakes)
+    # most mistakes first; ties: the pair with the more confused classes, then class order
     involvement = mistakes.sum(axis=0) + mistakes.sum(axis=1)
-    chosen = np.argsort(-involvement, kind="stable")[:max_classes]
-    return sorted(int(i) for i in chosen)
+    order = sorted(zip(actual.tolist(), predicted.tolist()), key=lambda pair: (
+        -mistakes[pair], -(involvement[pair[0]] + involvement[pair[1]]), pair))
+    chosen: list[int] = []
+    for pair in order:
+        new = [index for index in pair if index not in chosen]
+        if len(chosen) + len(new) <= max_classes:
+            chosen += new
+        if len(chosen) == max_classes:
+            break
+    # room left (the next pair did not fit whole): the classes in the most mistakes
+    for index in np.argsort(-involvement, kind="stable"):
+        if len(chosen) >= max_classes:
+            break
+        if int(index) not in chosen:
+            chosen.append(int(index))
+    return sorted(chosen)
 
 
 def plot_confusion_matrix(matrix, classes: Sequence[str], *, normalize: bool = False,

@@ -80,10 +80,17 @@ def render_report(evaluation: Evaluation, *, data: ImageData | None = None,
     if evaluation.outlier_scores is not None:
         parts += ["<h2>Unknown pictures</h2>", _unknown(evaluation, top_k)]
     history = info.history if info else ()
-    if history:
+    if len(history) > 1:
         from imgclf.plots import plot_history
 
         parts += ["<h2>Training</h2>", _figure(plot_history(history))]
+    elif history:  # one row (a probe): a chart of one dot says nothing a sentence cannot
+        row = history[0]
+        parts += ["<h2>Training</h2>", f"<p>One {_e(str(row.get('phase', 'epoch')))} step: "
+                  f"train loss {row.get('train_loss', float('nan')):.4f}, validation loss "
+                  f"{row.get('valid_loss', float('nan')):.4f}, accuracy "
+                  f"{row.get('accuracy', float('nan')):.4f}, "
+                  f"{row.get('seconds', 0):.0f} s.</p>"]
     parts += ["<h2>Data</h2>", _data_section(evaluation, data)]
     if issues is not None:
         parts += ["<h3>Issues found in the data (imgclf clean)</h3>", _issues(issues, top_k)]
