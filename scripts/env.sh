@@ -3,7 +3,10 @@
 # The venv lives outside the clone, keyed by the dependency list, so CI and fresh clones
 # reuse it instead of reinstalling ~6 GB of PyTorch on every run, while any change to the
 # dependencies builds a new one from scratch (so a missing install step cannot hide).
-set -euo pipefail
+#
+# Sourcing it leaves the shell's options as they were (no `set -e` in an interactive
+# terminal, where the first mistyped command would close it): a failing step returns 1, which
+# stops a script that runs under `set -e`, as scripts/main.sh and scripts/test.sh do.
 
 IMGCLF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
@@ -32,12 +35,13 @@ spec = [project.get("dependencies", []), project.get("optional-dependencies", {}
         sys.argv[2], sys.argv[3], platform.python_version(), platform.machine()]
 print(hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12])
 PY
-)
+) || return 1
 venv_root=${IMGCLF_VENV_ROOT:-$HOME/.cache/imgclf/venvs}
 IMGCLF_VENV=$venv_root/$key
-mkdir -p "$venv_root"
+mkdir -p "$venv_root" || return 1
 
 (
+  set -euo pipefail  # in this subshell only
   flock 9  # two runs at once wait for one build
   if [ ! -f "$IMGCLF_VENV/.ready" ]; then
     echo "Setting up $IMGCLF_VENV (first run only: a few minutes, PyTorch is large)..." >&2
@@ -53,16 +57,17 @@ mkdir -p "$venv_root"
     # keep the two newest environments; older ones only fill the disk
     ls -1dt "$venv_root"/*/ 2>/dev/null | tail -n +3 | xargs -r rm -rf
   fi
-) 9>"$IMGCLF_VENV.lock"
+) 9>"$IMGCLF_VENV.lock" || return 1
 
 # The venv is shared by clones: point its editable install (and so the imgclf command) at this
 # checkout, and put this checkout's source first on the path, so that two clones testing at
 # the same time each import their own code.
 # (under the lock: two shells sourcing this at once would both rewrite bin/imgclf)
 (
+  set -euo pipefail
   flock 9
   _pip install -q --no-deps --no-build-isolation -e "$IMGCLF_ROOT" >/dev/null
-) 9>"$IMGCLF_VENV.lock"
+) 9>"$IMGCLF_VENV.lock" || return 1
 export PYTHONPATH="$IMGCLF_ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$IMGCLF_VENV/bin:$PATH"
 export IMGCLF_VENV
