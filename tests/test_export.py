@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -69,11 +71,45 @@ def test_space_folder_is_complete_and_its_app_builds(model, tmp_path):
     _, path = model
     folder = export_space(path, tmp_path / "space")
     assert sorted(p.name for p in folder.iterdir()) == [
-        "README.md", "app.py", "model.imgclf", "requirements.txt"]
+        "README.md", "app.py", "imgclf", "model.imgclf", "requirements.txt"]
     readme = (folder / "README.md").read_text()
     assert readme.startswith("---\n") and "sdk: gradio" in readme and "app_file: app.py" in readme
-    assert "imgclf[serve]" in (folder / "requirements.txt").read_text()
-    code = "import runpy; print(type(runpy.run_path('app.py')['demo']).__name__)"
+    # no package index has to have this imgclf: the folder carries it, and pins the rest
+    requirements = (folder / "requirements.txt").read_text().splitlines()
+    assert not any(line.startswith("imgclf") for line in requirements)
+    assert any(line.startswith("torch==") for line in requirements)
+    assert any(line.startswith("gradio==") for line in requirements)
+    assert (folder / "imgclf" / "serve" / "gradio_app.py").exists()
+    assert not list(folder.rglob("__pycache__"))
+    # the app runs on the folder's own imgclf, not the one installed here
+    code = ("import runpy, imgclf; print(type(runpy.run_path('app.py')['demo']).__name__, "
+            "imgclf.__file__)")
+    environment = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     result = subprocess.run([sys.executable, "-c", code], cwd=folder, capture_output=True,
-                            text=True, timeout=300)
-    assert result.stdout.strip() == "Blocks", result.stderr[-2000:]
+                            text=True, timeout=300, env=environment)
+    kind, source = result.stdout.split()
+    assert kind == "Blocks", result.stderr[-2000:]
+    assert Path(source).resolve().is_relative_to(folder.resolve())
+
+
+def test_a_fresh_venv_can_install_the_space_from_its_requirements_alone(model, tmp_path):
+    """The Space's requirements.txt resolves in a new virtualenv against the package index
+    (pip's dry run: every requirement found, nothing installed), the bug being a requirement
+    no index has (imgclf[serve]>=0.1.0)."""
+    _, path = model
+    folder = export_space(path, tmp_path / "space")
+    venv = tmp_path / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
+    python = venv / "bin" / "python"
+    result = subprocess.run(
+        [sys.executable, "-m", "pip", "--python", str(python), "install", "--dry-run",
+         "--ignore-installed", "--quiet", "--report", str(tmp_path / "report.json"),
+         "-r", str(folder / "requirements.txt")],
+        capture_output=True, text=True, timeout=900)
+    if result.returncode and ("connection" in result.stderr.lower()
+                              or "network" in result.stderr.lower()):
+        pytest.skip(f"no package index reachable: {result.stderr[-300:]}")
+    assert result.returncode == 0, result.stderr[-3000:]
+    chosen = {entry["metadata"]["name"].lower()
+              for entry in json.loads((tmp_path / "report.json").read_text())["install"]}
+    assert {"torch", "gradio", "timm", "onnxruntime"} <= chosen and "imgclf" not in chosen

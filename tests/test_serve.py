@@ -272,3 +272,12 @@ def test_a_slow_decode_holds_up_no_other_prediction(model, photos, monkeypatch):
         assert not slow.done()  # still decoding, and the other client was answered
         release.set()
         assert slow.result().status_code == 200 and slow.result().json()["label"] == "blue"
+
+
+def test_the_page_title_reads_as_a_title():
+    from imgclf.serve.gradio_app import page_title
+
+    assert page_title(["ants", "bees"]) == "Ants or bees?"
+    assert page_title(["house_cat", "wild_cat", "dog"]) == "House cat, wild cat or dog?"
+    many = ["dress", "hat", "longsleeve", "outwear", "pants", "shirt", "shoes", "shorts"]
+    assert page_title(many) == "A classifier of 8 classes"

@@ -148,7 +148,8 @@ license: apache-2.0
 An image classifier made with [imgclf](https://pypi.org/project/imgclf/): {backbone} fine-tuned
 on {count} classes ({classes}). Validation accuracy: {accuracy}.
 
-Run it locally: `pip install -r requirements.txt && python app.py`.
+Run it locally: `pip install -r requirements.txt && python app.py`. The folder carries its
+own copy of imgclf {version} (`imgclf/`); requirements.txt pins what it needs.
 """
 
 
@@ -167,8 +168,11 @@ def export_space(model: str | os.PathLike, folder: str | os.PathLike, *,
     _copy(model, folder / "model.imgclf")
     write_text(folder / "app.py", _APP)
     gradio_version = _installed_version("gradio") or "5.0.0"
-    # the model file holds every weight, so imgclf itself is all the Space needs
-    write_text(folder / "requirements.txt", f"imgclf[serve]>={__version__}\n")
+    # imgclf itself travels in the folder (no package index has to have this version), and
+    # requirements.txt pins what it needs to serve to the versions it was made with
+    _vendor_imgclf(folder / "imgclf")
+    write_text(folder / "requirements.txt", "".join(
+        f"{name}\n" for name in serving_requirements()))
     if examples:
         (folder / "examples").mkdir(exist_ok=True)
         for example in examples:
@@ -178,8 +182,43 @@ def export_space(model: str | os.PathLike, folder: str | os.PathLike, *,
         title=f"{' vs '.join(predictor.classes[:3])} classifier"[:60],
         gradio_version=gradio_version, backbone=predictor.info.backbone,
         count=len(predictor.classes), classes=", ".join(predictor.classes[:10]),
-        accuracy=f"{accuracy:.1%}" if accuracy is not None else "not recorded"))
+        accuracy=f"{accuracy:.1%}" if accuracy is not None else "not recorded",
+        version=__version__))
     return folder
+
+
+def serving_requirements() -> list[str]:
+    """What imgclf needs to serve a model: its own dependencies and its serve extra, pinned
+    to the installed versions ("torch==2.14.1"), or as it asks where one is not installed."""
+    import re
+    from importlib.metadata import PackageNotFoundError, requires
+
+    try:
+        wanted = requires("imgclf") or []
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        raise ImgclfError("imgclf is not installed (pip install -e .), so its requirements "
+                          "are not known: the Space folder cannot list them.") from None
+    lines = []
+    for requirement in wanted:
+        spec, _, marker = requirement.partition(";")
+        if "extra" in marker and '"serve"' not in marker.replace("'", '"'):
+            continue
+        name = re.split(r"[\s<>=!~\[]", spec.strip(), maxsplit=1)[0]
+        version = _installed_version(name)
+        line = f"{name}=={version}" if version else spec.strip()
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+def _vendor_imgclf(target: Path) -> None:
+    """Copy the imgclf package that is running into target (no caches, no compiled files)."""
+    import imgclf
+
+    source = Path(imgclf.__file__).parent
+    if target.exists():
+        shutil.rmtree(target)
+    shutil.copytree(source, target, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
 
 
 def _copy(source: str | os.PathLike, target: Path) -> None:

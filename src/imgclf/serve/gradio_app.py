@@ -40,6 +40,14 @@ def describe(predictor) -> str:
     return "  \n".join(lines)
 
 
+def page_title(classes: list[str]) -> str:
+    """"Ants or bees?", "Cat, dog or fox?"; past three classes: "A classifier of 10 classes"."""
+    names = [name.replace("_", " ") for name in classes]
+    if len(names) <= 3:
+        return (", ".join(names[:-1]) + " or " + names[-1]).capitalize() + "?"
+    return f"A classifier of {len(names)} classes"
+
+
 def unknown_text(classes: list[str], prediction) -> str:
     """What the page shows for a picture of none of the classes."""
     shown = ", ".join(classes[:8]) + (", ..." if len(classes) > 8 else "")
@@ -86,7 +94,7 @@ def build_blocks(predictor, *, examples: str | os.PathLike | list | None = None,
     ``max_file_size`` (``imgclf.serve.http.create_app`` does) to cap their size.
     """
     gr = _gradio()
-    title = title or f"{' / '.join(predictor.classes[:4])} classifier"
+    title = title or page_title(predictor.classes)
 
     def run(picture):
         return classify(predictor, picture)
