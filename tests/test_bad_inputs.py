@@ -142,6 +142,16 @@ def test_predict_skips_a_bad_file_and_says_why(planted, kind, tmp_path, capsys):
     assert "No picture could be read" in capsys.readouterr().err
     with pytest.raises(ImageError, match=reason):
         load(model).predict(bad)
+    # --json and --csv keep the bad file as a row with its error
+    assert main(["predict", model, str(good), str(bad), "--json"]) == 0
+    rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [row["path"] for row in rows] == [str(good), str(bad)]
+    assert rows[0]["label"] == "blue" and re.search(reason, rows[1]["error"])
+    assert main(["predict", model, str(good), str(bad), "--csv", str(tmp_path / "p.csv")]) == 0
+    table = list(csv.DictReader(io.StringIO((tmp_path / "p.csv").read_text(encoding="utf-8"))))
+    assert [row["path"] for row in table] == [str(good), str(bad)]
+    assert table[0]["label"] == "blue" and table[0]["error"] == ""
+    assert table[1]["label"] == "" and re.search(reason, table[1]["error"])
 
 
 @pytest.mark.parametrize("kind", UPLOADS)
@@ -210,7 +220,9 @@ def test_names_that_are_not_utf8_survive_the_csv_and_the_report(planted, tmp_pat
     assert main(["predict", model, str(folder), "--csv", str(tmp_path / "out.csv")]) == 0
     text = (tmp_path / "out.csv").read_bytes().decode("utf-8")  # valid UTF-8
     rows = list(csv.DictReader(io.StringIO(text)))
-    assert len(rows) == 5 and any(row["path"].endswith("caf\\xe9.jpg") for row in rows)
+    read = [row for row in rows if not row["error"]]  # the bad files are rows with an error
+    assert len(read) == 5 and any(row["path"].endswith("caf\\xe9.jpg") for row in read)
+    assert len(rows) == 5 + len(BAD)
     report = evaluation.report(tmp_path / "report.html", data=data)
     assert report.stat().st_size > 10_000
     report.read_bytes().decode("utf-8")

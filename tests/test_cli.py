@@ -37,3 +37,48 @@ def test_wrong_path_is_a_clear_error_not_a_traceback(tmp_path, capsys):
 def test_empty_folder_is_a_clear_error(tmp_path, capsys):
     assert main(["imagenet", str(tmp_path)]) == 1
     assert "No image files in folder" in capsys.readouterr().err
+
+
+def test_lr_find_plots_and_suggests_a_rate(colours, tmp_path, capsys):
+    assert main(["lr-find", str(colours), "--image-size", "32", "--steps", "12",
+                 "--out", str(tmp_path / "lr.png")]) == 0
+    said = capsys.readouterr().out
+    assert "Suggested learning rate" in said and "--head-learning-rate" in said
+    assert (tmp_path / "lr.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def test_csv_columns_and_augmentation_are_flags(colours, tmp_path, capsys):
+    import csv
+
+    rows = [(str(path), path.parent.name, "valid" if index % 4 == 0 else "train")
+            for index, path in enumerate(sorted(colours.glob("*/*.jpg")))]
+    with open(tmp_path / "labels.csv", "w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["file", "colour", "part"])
+        writer.writerows(rows)
+    assert main(["train", str(tmp_path / "labels.csv"), "--path-column", "file",
+                 "--label-column", "colour", "--split-column", "part", "--mode", "probe",
+                 "--image-size", "32", "--no-flip", "--rotate", "0", "--augment-policy",
+                 "trivialaugment", "--out", str(tmp_path / "run")]) == 0
+    settings = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert settings["classes"] == ["blue", "red"]
+    assert settings["augment"]["flip"] is False and settings["augment"]["rotate"] == 0
+    assert settings["augment"]["policy"] == "trivialaugment"
+    from imgclf import load
+
+    counts = load(tmp_path / "run" / "model.imgclf", runtime="torch").info.counts
+    # the split column decided the split: every fourth picture validates
+    assert sum(row["valid"] for row in counts.values()) == 6
+    assert main(["train", str(tmp_path / "labels.csv"), "--mode", "probe",
+                 "--out", str(tmp_path / "bad")]) == 1  # its columns are not path/label
+    assert "path" in capsys.readouterr().err
+
+
+def test_pictures_in_a_flat_folder_point_to_label_pattern(tmp_path, make_photo, capsys):
+    for index in range(4):
+        make_photo(f"flat/great_pyrenees_{index}.jpg")
+        make_photo(f"flat/pug_{index}.jpg")
+    assert main(["data", str(tmp_path / "flat")]) == 1
+    assert "--label-pattern" in capsys.readouterr().err
+    assert main(["data", str(tmp_path / "flat"), "--label-pattern",
+                 r"^(.+)_\d+\.\w+$"]) == 0

@@ -165,6 +165,34 @@ def test_small_classes_get_a_warning(class_folders, make_photo):
     assert data.report.few_images == ["birds"]
 
 
+def test_warnings_read_as_imgclf_messages(class_folders, make_photo):
+    import warnings
+
+    from imgclf.errors import ImgclfWarning
+
+    for index in range(3):
+        make_photo(f"data/birds/{index}.jpg")
+    with pytest.warns(ImgclfWarning) as caught:
+        ImageData.from_folder(class_folders, **QUIET)
+    shown = warnings.formatwarning(caught[0].message, caught[0].category, caught[0].filename,
+                                   caught[0].lineno)
+    assert shown.startswith("imgclf: Class(es) birds") and "UserWarning" not in shown
+    assert ".py" not in shown  # no file name or source line
+
+
+def test_a_split_that_comes_with_the_data_says_valid_fraction_does_not_apply(make_photo,
+                                                                              tmp_path):
+    for label in ("ants", "bees"):
+        for index in range(6):
+            make_photo(f"data/train/{label}/{index}.jpg")
+        for index in range(4):
+            make_photo(f"data/val/{label}/{index}.jpg")
+    with pytest.warns(UserWarning, match=r"8 of 20 pictures \(40%\).*valid_fraction=0.2 does "
+                                         r"not apply"):
+        data = ImageData.from_folder(tmp_path / "data", valid_fraction=0.2, seed=42, **QUIET)
+    assert len(data.items["valid"]) == 8
+
+
 def test_verification_is_cached_until_the_file_changes(class_folders, monkeypatch):
     ImageData.from_folder(class_folders, **QUIET)
     decoded = []

@@ -81,3 +81,14 @@ def test_the_model_file_holds_the_figures_evaluate_gives(mode, colours, tmp_path
     assert evaluation.loss == pytest.approx(saved["valid_loss"], abs=1e-6)
     assert evaluation.accuracy == saved["accuracy"]
     assert evaluation.error_rate == pytest.approx(saved["error_rate"], abs=1e-12)
+
+
+def test_a_prediction_unpacks_like_fastais_tuple(colour_model):
+    from imgclf import Predictor
+
+    photos, path = colour_model
+    prediction = Predictor.load(path).predict(sorted(photos.glob("red/*.jpg"))[0])
+    label, index, probabilities = prediction  # as `model.predict(...)` in the tutorials
+    assert (label, index) == ("red", 1)  # the classes: blue, red
+    assert probabilities == prediction.probabilities and max(probabilities.values()) > 0.5
+    assert prediction.label == "red"  # the fields stay

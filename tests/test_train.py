@@ -212,7 +212,7 @@ def test_cli_train_then_predict(colours, tmp_path, capsys):
     csv_path = tmp_path / "out.csv"
     assert main(["predict", str(out / FINAL), str(colours / "blue"), "--csv", str(csv_path)]) == 0
     header = csv_path.read_text().splitlines()[0]
-    assert header == "path,label,index,probability,unknown,outlier_score,blue,red"
+    assert header == "path,label,index,probability,unknown,outlier_score,blue,red,error"
 
 
 def test_cli_resume_without_a_checkpoint_says_so(colours, tmp_path, capsys):
@@ -388,3 +388,30 @@ def test_auto_mode_fits_its_epochs_to_the_time_limit(make_photo, tmp_path, monke
         assert torch.equal(learner.network.head.linear.weight, probe["head"])
     again = Learner.resume(tmp_path / "run", data, verbose=False)  # a finished run
     assert len(again.history) == 1 + epochs_run
+
+
+def test_a_weights_file_trains_the_backbone_it_holds(colours, tmp_path, private_cache, capsys):
+    from safetensors.torch import save_file
+
+    from imgclf import DataError
+    from imgclf.backbones import create_backbone
+    from imgclf.embeddings import embedding_folder
+
+    random = create_backbone("efficientnet_lite0", pretrained=False, imagenet_head=True)
+    save_file({k: v.contiguous() for k, v in random.state_dict().items()},
+              tmp_path / "random.safetensors")
+    data = ImageData.from_folder(colours, image_size=64, num_workers=0, verbose=False)
+    learner = train(data, weights=tmp_path / "random.safetensors", mode="probe",
+                    output=tmp_path / "run", verbose=False)
+    settings = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert settings["weights"] == str((tmp_path / "random.safetensors").resolve())
+    # its embeddings are cached apart from the ImageNet weights' ones
+    assert embedding_folder(learner.data) != embedding_folder(data)
+    stem = random.conv_stem.weight
+    assert torch.equal(learner.network.backbone.conv_stem.weight.cpu(), stem)
+    assert main(["train", str(colours), "--mode", "probe", "--image-size", "64",
+                 "--weights", str(tmp_path / "random.safetensors"),
+                 "--out", str(tmp_path / "cli")]) == 0
+    assert json.loads((tmp_path / "cli" / "settings.json").read_text())["weights"]
+    with pytest.raises(DataError, match="Weights file not found"):
+        train(data, weights=tmp_path / "missing.safetensors", mode="probe", verbose=False)

@@ -15,6 +15,16 @@ def console():
     return Console(stderr=True)
 
 
+def bar(*columns, transient: bool = False, enabled: bool = True):
+    """A rich Progress on stderr. A transient bar (one repeated every epoch) is left out when
+    stderr is no terminal: it would leave only a blank line in the log."""
+    from rich.progress import Progress
+
+    out = console()
+    return Progress(*columns, console=out, transient=transient,
+                    disable=not enabled or (transient and not out.is_terminal))
+
+
 def progress(items: Iterable[T], *, total: int | None, description: str, enabled: bool = True,
              weight: Callable[[T], int] = lambda item: 1, transient: bool = False
              ) -> Iterator[T]:
@@ -26,16 +36,16 @@ def progress(items: Iterable[T], *, total: int | None, description: str, enabled
     if not enabled:
         yield from items
         return
-    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn,
-                               TimeElapsedColumn, TimeRemainingColumn)
+    from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    with Progress(*columns, console=console(), transient=transient) as bar:
-        task = bar.add_task(description, total=total)
+    with bar(*columns, transient=transient) as shown:
+        task = shown.add_task(description, total=total)
         for item in items:
             yield item
-            bar.advance(task, weight(item))
+            shown.advance(task, weight(item))
 
 
 @contextmanager

@@ -234,7 +234,9 @@ def _create_from_hub(backbone: Backbone) -> nn.Module:
         return BackboneError(
             f"The ImageNet weights of '{backbone.name}' are not on this computer and cannot be "
             f"downloaded ({reason}). Offline you can use {', '.join(offline_backbones())}, or "
-            f"pass weights='path/to/weights.safetensors'; online, run once to fill the cache."
+            f"give a file of its weights: imgclf train DATA --backbone {backbone.name} "
+            f"--weights FILE.safetensors (in Python: train(data, weights='FILE.safetensors')); "
+            f"online, run once to fill the cache."
         )
 
     if not _hub_cached(backbone.timm_name):

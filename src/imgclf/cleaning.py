@@ -187,7 +187,7 @@ def _embeddings(data: ImageData, show_progress: bool):
     from imgclf.sources import SPLITS
 
     probe_data = data_for(TrainConfig(mode="probe"), data)  # the probe's own cache
-    network = Classifier.create(data.backbone, len(data.classes))
+    network = Classifier.create(data.backbone, len(data.classes), weights=data.weights)
     items, features, missing = [], [], []
     for split in SPLITS:
         labelled = [item for item in data.items[split] if item.label in data.class_index]

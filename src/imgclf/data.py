@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgclf.config import DEFAULT_BACKBONE, AugmentConfig, DataConfig, InputConfig
-from imgclf.errors import DataError, ImageError
+from imgclf.errors import DataError, ImageError, ImgclfWarning
 from imgclf.pictures import ImageFiles, collate, default_workers
 from imgclf.sources import (SPLITS, UNKNOWN_FOLDER, Item, find_images, items_from_csv,
                             items_from_dataframe, items_from_filenames, items_from_folder,
@@ -65,7 +65,8 @@ class ImageData:
                  config: DataConfig = DataConfig(), augment: AugmentConfig | None = AugmentConfig(),
                  backbone: str = DEFAULT_BACKBONE, report: DataReport | None = None,
                  copies: dict[Path, Path] | None = None, hashes: dict[Path, str] | None = None,
-                 fixed_size: bool = False, negatives: Sequence[Path] = ()):
+                 fixed_size: bool = False, negatives: Sequence[Path] = (),
+                 weights: str | None = None):
         self.classes = list(classes)
         self.class_index = {label: i for i, label in enumerate(self.classes)}
         # the input the network sees: size, normalisation, resize method (the one home)
@@ -77,6 +78,8 @@ class ImageData:
         self.config = config
         self.augment = augment
         self.backbone = backbone
+        # a weights file for the backbone instead of its ImageNet ones (None: those)
+        self.weights = weights
         self.report = report or DataReport()
         self.copies = copies or {}
         # content hash of every verified file: the key of cached copies and embeddings
@@ -89,8 +92,8 @@ class ImageData:
     def from_folder(cls, folder: str | os.PathLike, **options) -> ImageData:
         """Class folders (``folder/<class>/*.jpg``) or ``train/`` + ``valid/`` folders.
 
-        Options are those of ``from_items``: image_size, resize, augment, backbone, verbose,
-        and the DataConfig fields (valid_fraction, seed, batch_size, balance, num_workers,
+        Options are those of ``from_items``: image_size, resize, augment, backbone, weights,
+        verbose, and the DataConfig fields (valid_fraction, seed, batch_size, balance, num_workers,
         cache).
         """
         return cls.from_items(items_from_folder(folder), **options)
@@ -124,7 +127,7 @@ class ImageData:
                    resize: str | None = None, augment: AugmentConfig | bool = True,
                    backbone: str = DEFAULT_BACKBONE, config: DataConfig | None = None,
                    unknown: str | os.PathLike | None = None, verbose: bool = True,
-                   **options) -> ImageData:
+                   weights: str | os.PathLike | None = None, **options) -> ImageData:
         """Split, verify every file once, check the classes, and build the dataset.
 
         Args:
@@ -136,6 +139,8 @@ class ImageData:
                 batch_size=16, balance, num_workers, cache): DataConfig holds the defaults.
             unknown: a folder of pictures of none of the classes (optional; a class folder
                 named ``_unknown`` counts too): the unknown detector is tuned on them.
+            weights: a ``.safetensors`` or ``.pth`` file of the backbone's weights, for a
+                backbone whose ImageNet weights are not on this computer (or your own).
 
         Bad files are skipped and listed; an empty dataset, a single class or a class left
         without usable pictures raise DataError saying what to do.
@@ -157,10 +162,12 @@ class ImageData:
         negatives = [item.path for item, negative in zip(items, is_negative) if negative]
         if unknown is not None:
             negatives += find_images(_folder_of_negatives(unknown))
-        items = split_items([item for item, negative in zip(items, is_negative) if not negative],
-                            config.valid_fraction, config.seed)
+        items = [item for item, negative in zip(items, is_negative) if not negative]
+        presplit = sum(item.split is not None for item in items)
+        items = split_items(items, config.valid_fraction, config.seed)
         if not items:
             raise DataError("No images given.")
+        _say_where_the_split_comes_from(items, presplit, config.valid_fraction)
         copy_side = round(input.image_size * COPY_SCALE) if config.cache else None
         paths = [item.path for item in items]
         # only training pictures are read from copies (see ImageData.source)
@@ -192,19 +199,22 @@ class ImageData:
         negatives = _readable(negatives, report)
         data = cls(usable, classes=classes, input=input, config=config,
                    augment=augment or None, backbone=backbone, report=report, copies=copies,
-                   hashes=hashes, fixed_size=image_size is not None, negatives=negatives)
+                   hashes=hashes, fixed_size=image_size is not None, negatives=negatives,
+                   weights=_weights_file(weights))
         if verbose:
             data.print_summary()
         return data
 
-    def for_backbone(self, backbone: str) -> ImageData:
-        """The same pictures prepared for another backbone's input size, mean and std."""
+    def for_backbone(self, backbone: str, *, weights: str | os.PathLike | None = None
+                     ) -> ImageData:
+        """The same pictures prepared for another backbone's input size, mean and std
+        (weights: a file of its weights, as in ``from_items``)."""
         from imgclf.backbones import input_config_for
 
         input = replace(input_config_for(backbone), resize=self.input.resize)
         if self.fixed_size:
             input = replace(input, image_size=self.input.image_size)
-        return self._with(input=input, backbone=backbone)
+        return self._with(input=input, backbone=backbone, weights=_weights_file(weights))
 
     def with_image_size(self, image_size: int, *, train_size: int | None = None) -> ImageData:
         """The same pictures at another input size (the backbone's mean, std and crop kept).
@@ -223,13 +233,14 @@ class ImageData:
         return self._with(input=input)
 
     def _with(self, *, input: InputConfig | None = None, backbone: str | None = None,
-              items: Sequence[Item] | None = None) -> ImageData:
+              items: Sequence[Item] | None = None, weights: str | None = None) -> ImageData:
         items = [item for split in SPLITS for item in self.items[split]] if items is None else items
         return ImageData(items, classes=self.classes, input=input or self.input,
                          config=self.config, augment=self.augment,
                          backbone=backbone or self.backbone, report=self.report,
                          copies=self.copies, hashes=self.hashes, fixed_size=self.fixed_size,
-                         negatives=self.negatives)
+                         negatives=self.negatives,
+                         weights=weights if backbone else self.weights)
 
     def subset(self, per_class: int, *, seed: int | None = None) -> ImageData:
         """The same data with at most per_class training pictures of each class (seeded).
@@ -432,5 +443,28 @@ def _check_classes(items: list[Item], usable: list[Item], report: DataReport) ->
         warnings.warn(
             f"Class(es) {', '.join(report.few_images)} have fewer than {FEW_IMAGES} training "
             "pictures; results will be unreliable. 20 or more per class is a good start.",
-            stacklevel=3)
+            ImgclfWarning, stacklevel=3)
     return classes
+
+
+def _say_where_the_split_comes_from(items: list[Item], presplit: int,
+                                    valid_fraction: float) -> None:
+    """Warn when train/ and val/ folders (or a split column) decided the split and it is far
+    from valid_fraction, which then did nothing: no silent choice."""
+    held_out = sum(item.split in ("valid", "test") for item in items)
+    share = held_out / len(items)
+    if presplit == len(items) and abs(share - valid_fraction) > 0.02:
+        warnings.warn(f"The split comes with the data (train/ and val/ folders, or a split "
+                      f"column): {held_out} of {len(items)} pictures ({share:.0%}) are held "
+                      f"out for validation or testing; valid_fraction={valid_fraction:g} does "
+                      f"not apply.", ImgclfWarning, stacklevel=4)
+
+
+def _weights_file(weights: str | os.PathLike | None) -> str | None:
+    """A backbone weights file's absolute path, or a DataError saying it is missing."""
+    if weights is None:
+        return None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise DataError(f"Weights file not found: {path}")
+    return str(path.resolve())

@@ -70,7 +70,8 @@ def embedding_folder(data: ImageData) -> Path:
     from imgclf.verify import cache_root
 
     key = json.dumps({"version": 4, "backbone": data.backbone, "input": data.input.to_dict(),
-                      "augment": data.augment.to_dict() if data.augment else None},
+                      "augment": data.augment.to_dict() if data.augment else None,
+                      **({"weights": _hash_file(Path(data.weights))} if data.weights else {})},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_root() / "embeddings" / data.backbone / digest
@@ -211,7 +212,7 @@ def fit_probe(network: Classifier, data: ImageData, *, views: int, seed: int,
         raise ValueError("probe fits a linear layer on average-pooled features: use the "
                          "default HeadConfig (pool='avg', hidden=0)")
     train = compute_embeddings(network, data, "train", views=views, show_progress=show_progress)
-    fit = fit_linear_head(train, len(data.classes), seed=seed)
+    fit = fit_linear_head(train, len(data.classes), seed=seed, show_progress=show_progress)
     linear = network.head.linear
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(fit.weight))
@@ -235,7 +236,7 @@ class HeadFit:
 
 def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
                     candidates: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
-                    folds: int = 5, seed: int = 42) -> HeadFit:
+                    folds: int = 5, seed: int = 42, show_progress: bool = False) -> HeadFit:
     """Multinomial logistic regression (L-BFGS); C chosen by grouped cross-validated log loss.
 
     Views of one picture always fall in the same fold, so the choice is not fooled by a
@@ -252,7 +253,11 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
     if folds >= 2 and len(candidates) > 1:
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         splits = list(splitter.split(features, targets, groups))
-        for c in candidates:
+        from imgclf._progress import progress
+
+        for c in progress(candidates, total=len(candidates), enabled=show_progress,
+                          description="Fitting the head (choosing its regularisation)",
+                          transient=True):
             losses, hits = [], []
             for train_rows, test_rows in splits:
                 model = LogisticRegression(C=c, max_iter=2000)

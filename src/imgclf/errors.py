@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import warnings
+
 
 class ImgclfError(Exception):
     """Base class of every error imgclf raises on purpose."""
@@ -39,3 +41,19 @@ class ModelFileError(ImgclfError):
 
 class CollectError(ImgclfError):
     """Image collection cannot go on as asked (unknown provider, missing key, ...)."""
+
+
+class ImgclfWarning(UserWarning):
+    """Something worth knowing about the data or a run that does not stop it (a class with
+    few pictures, an empty folder, a setting that does not apply). Printed as
+    ``imgclf: message``, not with Python's file and source line."""
+
+
+def _format_warning(message, category, filename, lineno, line=None):
+    if issubclass(category, ImgclfWarning):
+        return f"imgclf: {message}\n"
+    return _python_format(message, category, filename, lineno, line)
+
+
+_python_format = warnings.formatwarning
+warnings.formatwarning = _format_warning  # only ImgclfWarning reads differently

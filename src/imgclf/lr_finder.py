@@ -58,7 +58,17 @@ def find_learning_rate(learner: Learner, start: float = 1e-7, end: float = 10.0,
     rates, losses, smooth, best = [], [], 0.0, float("inf")
     network.train()
     step = 0
+    from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    from imgclf._progress import bar as progress_bar
+
+    columns = (TextColumn("Finding a learning rate"), BarColumn(), MofNCompleteColumn(),
+               TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
+    bar = progress_bar(*columns, enabled=learner.verbose)
+    task = bar.add_task("lr_find", total=steps)
     try:
+        bar.start()
         while step < steps:
             for images, targets, _indices, _errors in loader:
                 if images is None:
@@ -73,9 +83,11 @@ def find_learning_rate(learner: Learner, start: float = 1e-7, end: float = 10.0,
                 losses.append(smoothed)
                 best = min(best, smoothed)
                 step += 1
+                bar.advance(task)
                 if step >= steps or not math.isfinite(smoothed) or smoothed > 4 * best:
                     step = steps
                     break
     finally:
+        bar.stop()
         network.load_state_dict(saved)
     return LearningRates(rates, losses)

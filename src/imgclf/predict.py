@@ -51,6 +51,14 @@ class Prediction:
     # how strange the picture is to the model (higher = stranger); None: no detector
     outlier_score: float | None = None
 
+    def __iter__(self):
+        """label, index, probabilities: unpacks like fastai's predict tuple.
+
+        Example:
+            >>> label, index, probabilities = model.predict("ant.jpg")
+        """
+        return iter((self.label, self.index, self.probabilities))
+
     @property
     def closest(self) -> str:
         """The most probable class, whether or not the picture is unknown."""

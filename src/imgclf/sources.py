@@ -18,7 +18,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from imgclf.errors import DataError
+from imgclf.errors import DataError, ImgclfWarning
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".ppm"}
@@ -103,8 +103,10 @@ def items_from_folder(root: str | os.PathLike) -> list[Item]:
         if loose:
             raise DataError(
                 f"{len(loose)} picture(s) lie directly in {root} (e.g. {loose[0].name}). Put "
-                f"one folder per class: {root}/cats/1.jpg, {root}/dogs/1.jpg, ... or use "
-                "ImageData.from_filenames to read labels from file names.")
+                f"one folder per class: {root}/cats/1.jpg, {root}/dogs/1.jpg, ... or read "
+                f"labels from the file names: imgclf train {root} --label-pattern "
+                f"'^(.+)_\\d+\\.\\w+$' (great_pyrenees_173.jpg -> great_pyrenees), or "
+                f"ImageData.from_filenames in Python.")
     if not items:
         raise DataError(
             f"No images found in {root}. Expected one folder per class, e.g. "
@@ -117,7 +119,8 @@ def _warn_empty_folders(folders: list[Path]) -> None:
                    if not folder.name.startswith((".", REMOVED_FOLDER)) and not find_images(folder))
     if empty:
         warnings.warn(f"{len(empty)} folder(s) hold no pictures and give no class: "
-                      f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}", stacklevel=3)
+                      f"{', '.join(empty[:5])}{', ...' if len(empty) > 5 else ''}",
+                      ImgclfWarning, stacklevel=3)
 
 
 def items_from_filenames(folder: str | os.PathLike,

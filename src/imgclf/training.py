@@ -9,6 +9,7 @@ loses at most one epoch: ``Learner.resume(folder, data)`` continues it.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -23,6 +24,7 @@ import torch.nn.functional as F
 
 from imgclf import inference
 from imgclf._files import FolderLock, write_json
+from imgclf._progress import bar as progress_bar
 from imgclf._progress import console
 from imgclf.callbacks import ConsoleLog
 from imgclf.checkpoint import (BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS, check_same_data,
@@ -102,7 +104,8 @@ class Learner:
                config: TrainConfig = TrainConfig(), **options) -> Learner:
         """A new learner: data.backbone with ImageNet weights, a new head, backbone frozen."""
         torch.manual_seed(config.seed)  # the head's initial weights
-        network = Classifier.create(data.backbone, len(data.classes), head=head)
+        network = Classifier.create(data.backbone, len(data.classes), head=head,
+                                    weights=data.weights)
         network.freeze()
         return cls(data, network, config=config, **options)
 
@@ -310,7 +313,8 @@ class Learner:
                      description: str, fit=None) -> float | None:
         """One epoch of the schedule; its mean loss. fit: called with the seconds a step
         takes once TIMED_STEPS have run (see _fitter); None returned if it says stop."""
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+        from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
 
         began = time.perf_counter()
         timed_from = None
@@ -318,9 +322,9 @@ class Learner:
         trainable = [p for group in optimizer.param_groups for p in group["params"]]
         losses = []
         columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4f}"))
-        with Progress(*columns, console=console(), transient=True,
-                      disable=not self.verbose) as bar:
+                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
+                   TextColumn("eta"), TimeRemainingColumn())
+        with progress_bar(*columns, transient=True, enabled=self.verbose) as bar:
             task = bar.add_task(description, total=len(loader), loss=float("nan"))
             for step, (images, targets, _indices, _errors) in enumerate(loader, first_step):
                 for group in optimizer.param_groups:
@@ -462,6 +466,10 @@ class Learner:
         saved = read_checkpoint(output / CHECKPOINT)
         info = saved.info
         check_same_data(info, data, output)
+        if data.weights is None and (output / SETTINGS).exists():  # the run's own weights file
+            weights = json.loads((output / SETTINGS).read_text(encoding="utf-8")).get("weights")
+            if weights:
+                data = data.for_backbone(data.backbone, weights=weights)
         network = network_from_tensors(saved.tensors, info, str(output / CHECKPOINT))
         if info.input != data.input:  # the run's own sizes: probe and auto mode change them
             data = data.with_input(info.input)
@@ -560,7 +568,8 @@ class Learner:
     def settings(self, plan: list[Phase] | None = None) -> dict[str, Any]:
         """The fully resolved settings of this run, as printed at the start and saved."""
         return {
-            "backbone": self.data.backbone, "classes": self.data.classes,
+            "backbone": self.data.backbone, "weights": self.data.weights,
+            "classes": self.data.classes,
             "device": str(self.device), "threads": torch.get_num_threads(),
             "input": self.data.input.to_dict(), "data": self.data.config.to_dict(),
             "augment": self.data.augment.to_dict() if self.data.augment else None,
@@ -581,13 +590,16 @@ def _timm_name(backbone: str) -> str | None:
     return get_backbone(backbone).timm_name
 
 
-def train(data: ImageData, *, backbone: str | None = None, output: str | os.PathLike | None = None,
-          head: HeadConfig = HeadConfig(), config: TrainConfig | None = None,
-          verbose: bool = True, callbacks: Sequence[Any] = (), **training) -> Learner:
+def train(data: ImageData, *, backbone: str | None = None, weights: str | os.PathLike | None = None,
+          output: str | os.PathLike | None = None, head: HeadConfig = HeadConfig(),
+          config: TrainConfig | None = None, verbose: bool = True, callbacks: Sequence[Any] = (),
+          **training) -> Learner:
     """Train a classifier on the data: the five-line quick start in one call.
 
     Args:
         backbone: defaults to the backbone the data was prepared for.
+        weights: a ``.safetensors`` or ``.pth`` file of the backbone's weights instead of its
+            ImageNet ones (a backbone that is not on this computer offline, say).
         output: folder for the settings, checkpoints, the best and final model, the history.
         config: a TrainConfig; or give its fields as keywords (mode="auto", epochs=4,
             freeze_epochs=2, learning_rate=1e-3, ...): TrainConfig holds every default.
@@ -603,7 +615,9 @@ def train(data: ImageData, *, backbone: str | None = None, output: str | os.Path
         >>> model.predict("tiger.jpg").label
         'wild_cat'
     """
-    if backbone is not None and backbone != data.backbone:
+    if weights is not None:
+        data = data.for_backbone(backbone or data.backbone, weights=weights)
+    elif backbone is not None and backbone != data.backbone:
         data = data.for_backbone(backbone)
     if config is None:
         training.setdefault("seed", data.config.seed)

@@ -12,8 +12,9 @@ from imgclf._files import safe_streams
 from imgclf._version import __version__
 from imgclf.cli import commands as handlers
 from imgclf.cli.commands import print_error
-from imgclf.config import (DEFAULT_BACKBONE, RESIZE_METHODS, RUNTIMES, TRAIN_MODES,
-                           CleanConfig, CollectConfig, DataConfig, HeadConfig, TrainConfig)
+from imgclf.config import (AUGMENT_POLICIES, DEFAULT_BACKBONE, RESIZE_METHODS, RUNTIMES,
+                           TRAIN_MODES, AugmentConfig, CleanConfig, CollectConfig, DataConfig,
+                           HeadConfig, TrainConfig)
 from imgclf.errors import ImgclfError
 
 __all__ = ["main"]
@@ -104,10 +105,22 @@ def _parser() -> argparse.ArgumentParser:
     show.add_argument("--augment", action="store_true", help="show training augmentation")
     show.add_argument("--split", default="train", choices=["train", "valid", "test"])
     show.add_argument("--out", default="batch.png", help="PNG file to write")
+    _add_augment_arguments(show)
     show.set_defaults(run=handlers._show_batch, command="show-batch")
+
+    finder = commands.add_parser(
+        "lr-find", help="train briefly at rising learning rates: plot the loss, suggest a rate")
+    _add_data_arguments(finder)
+    finder.add_argument("--whole-network", action="store_true",
+                        help="train the whole network (the rate of fine-tuning's later epochs, "
+                             "--learning-rate); default: the head alone (--head-learning-rate)")
+    finder.add_argument("--steps", type=int, default=100, help="training steps at most")
+    finder.add_argument("--out", default="lr_find.png", help="PNG file for the plot")
+    finder.set_defaults(run=handlers._lr_find, command="lr-find")
 
     train = commands.add_parser("train", help="fine-tune a backbone on labelled pictures")
     _add_data_arguments(train, split_from_run=True)
+    _add_augment_arguments(train)
     train.add_argument("--epochs", type=int, default=TrainConfig.epochs,
                        help="whole-network epochs")
     train.add_argument("--freeze-epochs", type=int, default=TrainConfig.freeze_epochs,
@@ -221,6 +234,29 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _add_augment_arguments(parser: argparse.ArgumentParser) -> None:
+    """Training augmentation (AugmentConfig): every field, its default from there."""
+    group = parser.add_argument_group("augmentation (training pictures)")
+    group.add_argument("--no-augment", action="store_true",
+                       help="no augmentation at all: training pictures as validation sees them")
+    group.add_argument("--no-flip", action="store_true",
+                       help="never mirror (text, digits, objects with a left and right)")
+    for name, text in (("min_scale", "random crops keep at least this share of the area"),
+                       ("rotate", "largest rotation, degrees either way"),
+                       ("zoom", "largest zoom factor (1: none)"),
+                       ("warp", "perspective strength, 0 to 1"),
+                       ("brightness", "largest relative change"), ("contrast", ""),
+                       ("saturation", ""),
+                       ("probability", "chance each change is applied to a picture")):
+        default = getattr(AugmentConfig, name)
+        group.add_argument("--" + name.replace("_", "-"), type=float, default=default,
+                           help=f"{text} (default: {default})" if text
+                           else f"default: {default}")
+    group.add_argument("--augment-policy", default=AugmentConfig.policy,
+                       choices=[p for p in AUGMENT_POLICIES if p],
+                       help="an automatic policy on top (default: none)")
+
+
 def duration(text: str) -> float:
     """Seconds from "90", "90s", "10m", "1.5h" (the --time-limit argument)."""
     units = {"s": 1, "m": 60, "h": 3600}
@@ -265,6 +301,9 @@ def _add_data_arguments(parser: argparse.ArgumentParser, defaults_from_model: bo
     if not defaults_from_model:  # a model knows its backbone
         parser.add_argument("--backbone", default=DEFAULT_BACKBONE,
                             help="decides the input size, mean and std")
+        parser.add_argument("--weights", default=None, metavar="FILE",
+                            help="a .safetensors or .pth file of the backbone's weights, "
+                                 "instead of its ImageNet ones")
     parser.add_argument("--image-size", type=int, default=None,
                         help="side of the square input (default: the backbone's; probe and "
                              "auto modes read at 1.3x it)")
@@ -274,4 +313,12 @@ def _add_data_arguments(parser: argparse.ArgumentParser, defaults_from_model: bo
     parser.add_argument("--balance", action="store_true",
                         help="draw every class equally often in training")
     parser.add_argument("--label-pattern", default=None,
-                        help="read labels from file names with this regular expression")
+                        help="read labels from file names with this regular expression, its "
+                             "first group the label, e.g. '^(.+)_\\d+\\.\\w+$'")
+    parser.add_argument("--path-column", default="path",
+                        help="CSV data: the column of picture paths (default: path)")
+    parser.add_argument("--label-column", default="label",
+                        help="CSV data: the column of labels (default: label)")
+    parser.add_argument("--split-column", default=None,
+                        help="CSV data: a column saying train/valid/test, or a true/false "
+                             "column such as fastai's is_valid (default: a seeded split)")

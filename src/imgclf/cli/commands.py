@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from imgclf._files import atomic_open, printable
-from imgclf.config import CollectConfig, DataConfig, HeadConfig, TrainConfig
+from imgclf.config import AugmentConfig, CollectConfig, DataConfig, HeadConfig, TrainConfig
 from imgclf.errors import ImgclfError
 
 
@@ -226,26 +226,35 @@ def _predict(args: argparse.Namespace) -> int:
     results = predictor.predict_batch(paths, batch_size=args.batch_size)
     good = [(path, result) for path, result in zip(paths, results)
             if not isinstance(result, ImageError)]
+    # --csv and --json keep every file: an unreadable one is a row with its error
     if args.csv:
         with atomic_open(args.csv, newline="") as handle:
             writer = csv.writer(handle)
             writer.writerow(["path", "label", "index", "probability", "unknown",
-                             "outlier_score", *predictor.classes])
-            for path, result in good:
+                             "outlier_score", *predictor.classes, "error"])
+            for path, result in zip(paths, results):
+                if isinstance(result, ImageError):
+                    writer.writerow([path, "", "", "", "", "", *("" for _ in predictor.classes),
+                                     result.reason])
+                    continue
                 score = "" if result.outlier_score is None else f"{result.outlier_score:.4f}"
                 writer.writerow([path, result.label, result.index, f"{result.probability:.4f}",
                                  int(result.unknown), score,
-                                 *(f"{result.probabilities[c]:.4f}" for c in predictor.classes)])
-        print(f"Wrote {len(good)} predictions to {args.csv}")
-    for path, result in good if not args.csv else ():
+                                 *(f"{result.probabilities[c]:.4f}" for c in predictor.classes),
+                                 ""])
+        print(f"Wrote {len(good)} predictions to {args.csv}"
+              + (f" ({len(results) - len(good)} unreadable file(s) with their error)"
+                 if len(good) < len(results) else ""))
+    for path, result in zip(paths, results) if not args.csv else ():
         if args.json:
-            print(json.dumps({
+            print(json.dumps({"path": str(path), "error": result.reason}
+                             if isinstance(result, ImageError) else {
                 "path": str(path), "label": result.label, "index": result.index,
                 "closest": result.closest, "probability": round(result.probability, 4),
                 "unknown": result.unknown, "outlier_score": result.outlier_score,
                 "top": [{"label": label, "probability": round(p, 4)}
                         for label, p in result.top(args.top_k)]}))
-        else:
+        elif not isinstance(result, ImageError):
             print(f"{path}\t{result.describe(args.top_k)}")
     if not predictor.has_detector:
         print("This model file has no detector for unknown pictures (made before imgclf 0.2): "
@@ -265,15 +274,48 @@ def load_data(args: argparse.Namespace, **options):
     common = dict(backbone=args.backbone, image_size=args.image_size, resize=args.resize,
                   valid_fraction=args.valid_fraction, seed=args.seed,
                   batch_size=args.batch_size, balance=args.balance, **options)
+    if getattr(args, "weights", None):
+        common["weights"] = args.weights
+    if hasattr(args, "no_augment"):  # train and show-batch take augmentation flags
+        common["augment"] = augment_config(args)
     if args.label_pattern:
         return ImageData.from_filenames(args.data, args.label_pattern, **common)
     if args.data.lower().endswith(".csv"):
-        return ImageData.from_csv(args.data, **common)
+        return ImageData.from_csv(args.data, path_column=args.path_column,
+                                  label_column=args.label_column,
+                                  split_column=args.split_column, **common)
     return ImageData.from_folder(args.data, **common)
+
+
+def augment_config(args: argparse.Namespace) -> AugmentConfig | bool:
+    """The augmentation flags as an AugmentConfig (False: --no-augment)."""
+    if args.no_augment:
+        return False
+    return AugmentConfig(min_scale=args.min_scale, flip=not args.no_flip, rotate=args.rotate,
+                         zoom=args.zoom, warp=args.warp, brightness=args.brightness,
+                         contrast=args.contrast, saturation=args.saturation,
+                         probability=args.probability, policy=args.augment_policy)
 
 
 def _data(args: argparse.Namespace) -> int:
     load_data(args)
+    return 0
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    from imgclf.training import Learner
+
+    data = load_data(args)
+    learner = Learner.create(data, config=TrainConfig(seed=args.seed))
+    if args.whole_network:
+        learner.network.unfreeze()
+    found = learner.lr_find(steps=args.steps)
+    with atomic_open(args.out, "wb") as handle:
+        found.plot().savefig(handle, dpi=100, format="png")
+    part = "--learning-rate" if args.whole_network else "--head-learning-rate"
+    print(f"Suggested learning rate: {found.suggestion:.2g} (steepest fall of the loss); the "
+          f"lowest loss / 10: {found.minimum:.2g}. Plot: {args.out}. Use it: imgclf train "
+          f"{args.data} --mode fine_tune {part} {found.suggestion:.2g}")
     return 0
 
 
