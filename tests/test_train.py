@@ -415,3 +415,31 @@ def test_a_weights_file_trains_the_backbone_it_holds(colours, tmp_path, private_
     assert json.loads((tmp_path / "cli" / "settings.json").read_text())["weights"]
     with pytest.raises(DataError, match="Weights file not found"):
         train(data, weights=tmp_path / "missing.safetensors", mode="probe", verbose=False)
+
+
+def test_every_long_phase_shows_a_bar_and_logs_get_no_blank_lines(colours, monkeypatch, capsys):
+    import io
+
+    from rich.console import Console
+
+    import imgclf._progress
+
+    data = ImageData.from_folder(colours, image_size=32, batch_size=8, num_workers=0,
+                                 verbose=False)
+    terminal = io.StringIO()
+    monkeypatch.setattr(imgclf._progress, "console", lambda: Console(
+        file=terminal, force_terminal=True, width=160))
+    learner = Learner.create(data)
+    learner.lr_find(steps=6)
+    train(data, mode="probe")
+    train(data, mode="fine_tune", epochs=1, freeze_epochs=0)
+    shown = terminal.getvalue()
+    for phase in ("Finding a learning rate", "Embedding train pictures",
+                  "Fitting the head", "all 1/1", "Validating"):
+        assert phase in shown, phase
+    assert "eta" in shown
+    monkeypatch.undo()  # a log: stderr is no terminal
+    capsys.readouterr()
+    train(data, mode="fine_tune", epochs=1, freeze_epochs=1)
+    log = capsys.readouterr().err
+    assert "epoch" in log and "\n\n" not in log
