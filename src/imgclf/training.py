@@ -375,15 +375,28 @@ class Learner:
 
         Through the one forward loop, on the original files, exactly as ``evaluate`` and
         Predictor read them: the figures a run prints and saves are the ones they give. The
-        same pass gives the embeddings the "unknown" detector is calibrated on.
+        same pass gives the embeddings the "unknown" detector is calibrated on. While the
+        backbone is the pretrained one (the probe, head-only epochs), that pass is the cached
+        embeddings' (the same loop, through onnxruntime on the CPU) and the head runs on them.
         """
         if not self.data.valid:
             return inference.scores(np.zeros((0, len(self.data.classes))), [])
+        started = time.perf_counter()
+        if not self._backbone_trained and self.network.head.config.pool == "avg":
+            from imgclf.embeddings import compute_embeddings
+
+            found = compute_embeddings(self.network, self.data, "valid",
+                                       show_progress=self.verbose)
+            self.network.eval()
+            with torch.inference_mode():
+                logits = self.network.head(torch.from_numpy(found.features).to(self.device))
+            self._validate_seconds = time.perf_counter() - started
+            self._valid_embeddings = found.features
+            return inference.scores(logits.float().softmax(dim=1).cpu().numpy(), found.targets)
         if self._valid_loader is None:  # kept: its worker starts once, not every epoch
             self._valid_loader = self.data.loader("valid", augment=False, shuffle=False,
                                                   batch_size=VALID_BATCH_SIZE)
         dataset = self._valid_loader.dataset
-        started = time.perf_counter()
         outputs = inference.run(self.network, self._valid_loader, embeddings=True,
                                 show_progress=self.verbose, description="Validating",
                                 transient=True)
