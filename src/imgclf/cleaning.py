@@ -339,7 +339,8 @@ def _duplicates(data: ImageData, items, features: np.ndarray, believed: np.ndarr
         alike = bits <= config.duplicate_distance
         # pictures alike bit for bit first: stronger evidence than embeddings
         score = np.where(alike, 2 - bits / 64, similarity)
-        near = alike | (similarity >= near_enough)
+        cropped = (bits <= config.crop_distance) & (similarity >= config.crop_similarity)
+        near = alike | (similarity >= near_enough) | cropped
         for row, j in enumerate(range(start, stop)):
             earlier = [i for i in np.flatnonzero(near[row, :j]) if i not in taken]
             if j in taken or not earlier:
@@ -347,8 +348,11 @@ def _duplicates(data: ImageData, items, features: np.ndarray, believed: np.ndarr
             i = max(earlier, key=lambda e: score[row, e])
             if alike[row, i]:
                 found, how = 1 - bits[row, i] / 64, f"pictures {bits[row, i]} bits apart"
-            else:
+            elif similarity[row, i] >= near_enough:
                 found, how = similarity[row, i], f"embeddings {similarity[row, i]:.3f} alike"
+            else:  # both fairly close: a crop
+                found, how = similarity[row, i], (f"pictures {bits[row, i]} bits apart and "
+                                                  f"embeddings {similarity[row, i]:.3f} alike")
             flag(i, j, float(found), how)
     return rows
 
