@@ -227,6 +227,13 @@ def test_probe_tests_larger_than_pretrained_and_trains_on_pretrained_crops(colou
     data = ImageData.from_folder(colours, num_workers=0, verbose=False)  # no image_size given
     learner = train(data, mode="probe", output=tmp_path / "run", verbose=False)
     assert (learner.data.input.image_size, learner.data.input.train_size) == (288, 224)
+    import contextlib
+    import io
+
+    log = io.StringIO()
+    with contextlib.redirect_stderr(log):  # what the run says is the size it reads at
+        train(data, mode="probe", verbose=True)
+    assert "image size 288 (training crops 224)" in " ".join(log.getvalue().split())
     assert learner.data.loader("train").dataset[0][0].shape[-1] == 224
     assert learner.data.loader("valid").dataset[0][0].shape[-1] == 288
     predictor = Predictor.load(tmp_path / "run" / FINAL)
