@@ -8,6 +8,10 @@
 # terminal, where the first mistyped command would close it): a failing step returns 1, which
 # stops a script that runs under `set -e`, as scripts/main.sh and scripts/test.sh do.
 
+if [ "${BASH_SOURCE[0]}" = "$0" ]; then
+  echo "scripts/env.sh sets up the shell that sources it: source scripts/env.sh" >&2
+  exit 2
+fi
 IMGCLF_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 PYTHON=${PYTHON:-python3}
 
@@ -36,24 +40,27 @@ spec = [project.get("dependencies", []), project.get("optional-dependencies", {}
 print(hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12])
 PY
 ) || return 1
+if [ -z "$key" ]; then
+  echo "Could not read the dependency list from $IMGCLF_ROOT/pyproject.toml" >&2
+  return 1
+fi
 venv_root=${IMGCLF_VENV_ROOT:-$HOME/.cache/imgclf/venvs}
 IMGCLF_VENV=$venv_root/$key
 mkdir -p "$venv_root" || return 1
 
+# Each step is chained with && (set -e does nothing in a subshell that `|| return` tests):
+# a failed install never reaches .ready, so the next run builds again.
 (
-  set -euo pipefail  # in this subshell only
-  flock 9  # two runs at once wait for one build
+  flock 9 || exit 1  # two runs at once wait for one build
   if [ ! -f "$IMGCLF_VENV/.ready" ]; then
     echo "Setting up $IMGCLF_VENV (first run only: a few minutes, PyTorch is large)..." >&2
-    rm -rf "$IMGCLF_VENV"
-    "$PYTHON" -m venv "$IMGCLF_VENV"
-    _pip install -q setuptools wheel
-    if [ -n "$IMGCLF_TORCH" ]; then
-      # shellcheck disable=SC2086
-      _pip install -q $IMGCLF_TORCH
-    fi
-    _pip install -q -e "$IMGCLF_ROOT[$IMGCLF_EXTRAS]"
-    touch "$IMGCLF_VENV/.ready"
+    # shellcheck disable=SC2086
+    rm -rf "$IMGCLF_VENV" &&
+      "$PYTHON" -m venv "$IMGCLF_VENV" &&
+      _pip install -q setuptools wheel &&
+      { [ -z "$IMGCLF_TORCH" ] || _pip install -q $IMGCLF_TORCH; } &&
+      _pip install -q -e "$IMGCLF_ROOT[$IMGCLF_EXTRAS]" &&
+      touch "$IMGCLF_VENV/.ready" || exit 1
     # keep the two newest environments; older ones only fill the disk
     ls -1dt "$venv_root"/*/ 2>/dev/null | tail -n +3 | xargs -r rm -rf
   fi
@@ -64,9 +71,7 @@ mkdir -p "$venv_root" || return 1
 # the same time each import their own code.
 # (under the lock: two shells sourcing this at once would both rewrite bin/imgclf)
 (
-  set -euo pipefail
-  flock 9
-  _pip install -q --no-deps --no-build-isolation -e "$IMGCLF_ROOT" >/dev/null
+  flock 9 && _pip install -q --no-deps --no-build-isolation -e "$IMGCLF_ROOT" >/dev/null
 ) 9>"$IMGCLF_VENV.lock" || return 1
 export PYTHONPATH="$IMGCLF_ROOT/src${PYTHONPATH:+:$PYTHONPATH}"
 export PATH="$IMGCLF_VENV/bin:$PATH"

@@ -82,3 +82,17 @@ def test_pictures_in_a_flat_folder_point_to_label_pattern(tmp_path, make_photo, 
     assert "--label-pattern" in capsys.readouterr().err
     assert main(["data", str(tmp_path / "flat"), "--label-pattern",
                  r"^(.+)_\d+\.\w+$"]) == 0
+
+
+def test_time_limits_read_as_people_write_them():
+    import argparse
+
+    import pytest
+
+    from imgclf.cli import duration
+
+    assert [duration(text) for text in ("90", "90s", "10m", "1.5h", "0")] == [
+        90, 90, 600, 5400, 0]
+    for bad in ("nan", "-5m", "ten minutes", "inf"):
+        with pytest.raises(argparse.ArgumentTypeError):
+            duration(bad)

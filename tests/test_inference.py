@@ -90,5 +90,6 @@ def test_a_prediction_unpacks_like_fastais_tuple(colour_model):
     prediction = Predictor.load(path).predict(sorted(photos.glob("red/*.jpg"))[0])
     label, index, probabilities = prediction  # as `model.predict(...)` in the tutorials
     assert (label, index) == ("red", 1)  # the classes: blue, red
-    assert probabilities == prediction.probabilities and max(probabilities.values()) > 0.5
+    assert probabilities == list(prediction.probabilities.values())  # in class order
+    assert probabilities[index] == prediction.probability > 0.5  # as fastai's probs[idx]
     assert prediction.label == "red"  # the fields stay

@@ -103,3 +103,25 @@ def test_the_cli_takes_a_runtime(colour_model, capsys):
     torch_row, onnx_row = (json.loads(answers[r].splitlines()[0]) for r in ("torch", "onnx"))
     assert torch_row["label"] == onnx_row["label"] == "red"
     assert torch_row["probability"] == pytest.approx(onnx_row["probability"], abs=2e-4)
+
+
+def test_a_cached_file_cut_short_is_built_again(colour_model, private_cache):
+    _, path = colour_model
+    Predictor.load(path)
+    [built] = cached_runtimes(private_cache)
+    built.write_bytes(built.read_bytes()[:1000])  # a crash or a full disk, say
+    predictor = Predictor.load(path)
+    assert predictor.runtime == "onnx" and built.stat().st_size > 100_000
+
+
+def test_a_cache_that_cannot_be_written_falls_back_to_pytorch(colour_model, monkeypatch,
+                                                              tmp_path, capsys):
+    photos, path = colour_model
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    monkeypatch.setenv("IMGCLF_CACHE", str(blocked))  # runtimes/ cannot be made under a file
+    monkeypatch.setattr(onnx_runtime, "_NOTED", set())
+    predictor = Predictor.load(path)
+    assert predictor.runtime == "torch"
+    assert predictor.predict(sorted(photos.glob("red/*.jpg"))[0]).label == "red"
+    assert "PyTorch runs the network" in capsys.readouterr().err

@@ -10,6 +10,7 @@ the same network and model file as fine-tuning.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -71,7 +72,7 @@ def embedding_folder(data: ImageData) -> Path:
 
     key = json.dumps({"version": 4, "backbone": data.backbone, "input": data.input.to_dict(),
                       "augment": data.augment.to_dict() if data.augment else None,
-                      **({"weights": _hash_file(Path(data.weights))} if data.weights else {})},
+                      **({"weights": _weights_digest(data.weights)} if data.weights else {})},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_root() / "embeddings" / data.backbone / digest
@@ -294,6 +295,21 @@ def _full_weights(model: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]
     for row, label in enumerate(model.classes_):
         weight[label], bias[label] = coef[row], intercept[row]
     return weight.astype(np.float32), bias.astype(np.float32)
+
+
+def _weights_digest(path: str) -> str:
+    """A weights file's content hash, read once per version of the file (path, size, time)."""
+    stat = Path(path).stat()
+    return _digest_of(str(path), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=16)
+def _digest_of(path: str, size: int, modified: int) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _hash_file(path: Path) -> str:

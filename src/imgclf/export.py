@@ -205,7 +205,10 @@ def serving_requirements() -> list[str]:
             continue
         name = re.split(r"[\s<>=!~\[]", spec.strip(), maxsplit=1)[0]
         version = _installed_version(name)
-        line = f"{name}=={version}" if version else spec.strip()
+        # 2.14.1+cpu -> 2.14.1: a local label (a PyTorch index's build) is on no public index
+        line = f"{name}=={version.split('+')[0]}" if version else spec.strip()
+        kept = marker.strip() if "extra" not in marker else ""
+        line += f"; {kept}" if kept else ""
         if line not in lines:
             lines.append(line)
     return lines

@@ -14,6 +14,7 @@ Two uses:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -139,15 +140,22 @@ def accelerated(network: torch.nn.Module, image_size: int, *, runtime: str = "au
         return network
     graph = _Graph(network, embeddings_only).eval()
     path = _cache_path(graph, image_size)
-    if not path.is_file():
+    try:
         try:
+            onnx = OnnxNetwork(path) if path.is_file() else None
+        except ModelFileError:  # a cached file cut short (a crash, a full disk): build again
+            path.unlink(missing_ok=True)
+            onnx = None
+        if onnx is None:
             _build(graph, image_size, path, show_progress)
-        except (ImgclfError, RuntimeError, ValueError, TypeError) as error:
-            if runtime == "onnx":
-                raise ImgclfError(f"onnxruntime could not run this network: {error}") from None
-            _note_once(f"PyTorch runs the network: onnxruntime could not ({error}).")
-            return network
-    module = OnnxModule(OnnxNetwork(path))
+            onnx = OnnxNetwork(path)
+    except (ImgclfError, OSError, RuntimeError, ValueError, TypeError) as error:
+        # OSError: a cache folder that cannot be written (read-only, no home folder)
+        if runtime == "onnx":
+            raise ImgclfError(f"onnxruntime could not run this network: {error}") from None
+        _note_once(f"PyTorch runs the network: onnxruntime could not ({error}).")
+        return network
+    module = OnnxModule(onnx)
     detector = getattr(network, "detector", None)
     module.onnx.calibration = (detector.calibration.cpu().numpy() if detector is not None
                                else np.zeros(0, np.float32))
@@ -183,15 +191,34 @@ def _cache_path(graph: _Graph, image_size: int) -> Path:
     and the versions that shape the export."""
     from imgclf.verify import cache_root
 
+    import timm
+
     runtime = require("onnxruntime")
+    detector = getattr(graph.part, "detector", None)
     digest = hashlib.sha256(json.dumps(
         {"version": _CACHE_VERSION, "size": image_size, "outputs": graph.outputs,
-         "torch": torch.__version__, "onnxruntime": runtime.__version__}).encode())
+         "torch": torch.__version__, "onnxruntime": runtime.__version__,
+         "timm": timm.__version__, "code": _code_digest(),
+         # the detector's settings that are attributes, not tensors
+         "detector": [detector.k, detector.softmax_weight] if detector is not None else None,
+         }).encode())
     for name, tensor in graph.state_dict().items():
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
                       .numpy().tobytes())
     return cache_root() / "runtimes" / f"{digest.hexdigest()[:24]}.onnx"
+
+
+@functools.lru_cache(maxsize=1)
+def _code_digest() -> str:
+    """A hash of the code the graph is traced from (the network, its head and detector, this
+    file), so a change to it builds new graphs rather than serving stale ones."""
+    from imgclf import model, unknown
+
+    digest = hashlib.sha256()
+    for source in (model.__file__, unknown.__file__, __file__):
+        digest.update(Path(source).read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def _build(graph: _Graph, image_size: int, path: Path, show_progress: bool) -> None:

@@ -174,7 +174,7 @@ def fit_to_time(phase: Phase, *, limit: float, spent: float, epoch_seconds: floa
         return max(epochs, 1), f"{heading}: running {max(epochs, 1)} of {phase.epochs}."
     needed = spent - into_epoch + phase.epochs * epoch_seconds
     return 0, (f"{heading}, which does not fit; keeping the {kept} epoch. --time-limit "
-               f"{describe_seconds(needed * 1.1)} would run all {phase.epochs}.")
+               f"{math.ceil(needed * 1.1 / 60)}m would run all {phase.epochs}.")
 
 
 def describe_seconds(seconds: float) -> str:

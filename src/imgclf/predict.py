@@ -52,12 +52,15 @@ class Prediction:
     outlier_score: float | None = None
 
     def __iter__(self):
-        """label, index, probabilities: unpacks like fastai's predict tuple.
+        """label, index, probabilities (a list in class order): unpacks like fastai's predict
+        tuple, so ``probabilities[index]`` is the label's probability.
 
         Example:
             >>> label, index, probabilities = model.predict("ant.jpg")
+            >>> probabilities[index]
+            0.998
         """
-        return iter((self.label, self.index, self.probabilities))
+        return iter((self.label, self.index, list(self.probabilities.values())))
 
     @property
     def closest(self) -> str:

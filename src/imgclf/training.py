@@ -246,7 +246,8 @@ class Learner:
             epochs, message = fit_to_time(
                 phase, limit=limit, spent=time.perf_counter() - self._started,
                 into_epoch=into_epoch, epoch_seconds=step_seconds * steps_per_epoch + (
-                    # validation: as long as the last one, or forward passes a third of a step
+                    # validation: as long as the last PyTorch pass, or forward passes a third
+                    # of a step (the probe's validation ran on cached embeddings)
                     self._validate_seconds if self._validate_seconds is not None
                     else step_seconds / 3 * valid_pictures / self.data.config.batch_size),
                 # an epoch already finished is kept whatever the time
@@ -390,7 +391,7 @@ class Learner:
             self.network.eval()
             with torch.inference_mode():
                 logits = self.network.head(torch.from_numpy(found.features).to(self.device))
-            self._validate_seconds = time.perf_counter() - started
+            self._validate_seconds = None  # cached: says nothing of a PyTorch pass
             self._valid_embeddings = found.features
             return inference.scores(logits.float().softmax(dim=1).cpu().numpy(), found.targets)
         if self._valid_loader is None:  # kept: its worker starts once, not every epoch
@@ -481,8 +482,11 @@ class Learner:
         check_same_data(info, data, output)
         if data.weights is None and (output / SETTINGS).exists():  # the run's own weights file
             weights = json.loads((output / SETTINGS).read_text(encoding="utf-8")).get("weights")
-            if weights:
+            if weights and Path(weights).is_file():
                 data = data.for_backbone(data.backbone, weights=weights)
+            elif weights and verbose:  # the checkpoint holds every weight: only caches differ
+                console().print(f"[yellow]The run's weights file {weights} is gone; resuming "
+                                "from the checkpoint's weights (pass --weights to name it).")
         network = network_from_tensors(saved.tensors, info, str(output / CHECKPOINT))
         if info.input != data.input:  # the run's own sizes: probe and auto mode change them
             data = data.with_input(info.input)

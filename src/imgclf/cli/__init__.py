@@ -7,6 +7,7 @@ each command does.
 from __future__ import annotations
 
 import argparse
+import math
 
 from imgclf._files import safe_streams
 from imgclf._version import __version__
@@ -267,8 +268,8 @@ def duration(text: str) -> float:
     except ValueError:
         raise argparse.ArgumentTypeError(f"{text!r} is not a time: give seconds, or a number "
                                          f"followed by s, m or h (90s, 10m, 1h)") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError("a time limit cannot be negative")
+    if not math.isfinite(value) or value < 0:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a time limit: give 0 or more")
     return value
 
 

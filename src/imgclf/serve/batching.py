@@ -24,8 +24,9 @@ MAX_BATCH = 16
 # Seconds the worker waits for more pictures once it holds one: a hundredth of a forward pass
 # at 288 px, enough for requests arriving together to meet.
 MAX_WAIT = 0.002
-# Pictures waiting at most; one more is refused with 503. 64 pictures are 4 full batches:
-# about 1.5 s of work at 288 px on 2 cores, and at most 64 x 3 x 288 x 288 floats of memory.
+# Pictures waiting at most; one more is refused with 503. 64 pictures are 4 full batches,
+# about 1.5 s of work at 288 px on 2 cores. They wait decoded, at full size: a few MB each for
+# photos, more for huge ones (load_image refuses pictures over 89 megapixels).
 MAX_QUEUE = 64
 
 
@@ -47,6 +48,7 @@ class Batcher:
         self.predictor, self.max_batch, self.max_wait = predictor, max_batch, max_wait
         self._queue: queue.Queue = queue.Queue(maxsize=max_queue)
         self._closed = False
+        self._closing = threading.Lock()  # no picture slips in behind the stop sign
         self._worker = threading.Thread(target=self._work, name="imgclf-batcher", daemon=True)
         self._worker.start()
 
@@ -56,21 +58,30 @@ class Batcher:
         Raises:
             QueueFull: MAX_QUEUE pictures are already waiting.
         """
-        if self._closed:
-            raise RuntimeError("This Batcher is closed.")
         future: Future = Future()
-        try:
-            self._queue.put_nowait((picture, future))
-        except queue.Full:
-            raise QueueFull from None
+        with self._closing:
+            if self._closed:
+                raise RuntimeError("This Batcher is closed.")
+            try:
+                self._queue.put_nowait((picture, future))
+            except queue.Full:
+                raise QueueFull from None
         return future
 
     def close(self) -> None:
         """Finish the pictures already queued, then stop the worker."""
-        if not self._closed:
+        with self._closing:
+            if self._closed:
+                return
             self._closed = True
-            self._queue.put((None, None))  # waits for room: every picture before it is run
-            self._worker.join()
+        if threading.current_thread() is self._worker:  # garbage-collected on the worker
+            try:
+                self._queue.put_nowait((None, None))
+            except queue.Full:
+                pass  # the worker is daemonic: it ends with the process
+            return
+        self._queue.put((None, None))  # waits for room: every picture before it is run
+        self._worker.join()
 
     def _work(self) -> None:
         while True:
