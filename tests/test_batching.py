@@ -22,24 +22,25 @@ class Gated:
         self.gate, self.entered = threading.Event(), threading.Event()
         self.fail_after_first = False
 
-    def predict_batch(self, pictures, **options):
+    def predict_prepared(self, pictures):
         self.entered.set()
         assert self.gate.wait(30)
         self.sizes.append(len(pictures))
         if self.fail_after_first and len(self.sizes) > 1:
             raise RuntimeError("the network broke")
-        return self.predictor.predict_batch(pictures, **options)
+        return self.predictor.predict_prepared(pictures)
 
 
 @pytest.fixture
 def pictures(colour_model):
     photos, path = colour_model
     files = sorted(photos.glob("*/*.jpg"))[:10]
-    return Predictor.load(path), [load_image(p) for p in files]
+    predictor = Predictor.load(path)
+    return predictor, [predictor.transform(load_image(p)) for p in files], files
 
 
 def test_waiting_pictures_go_through_together_with_the_same_answers(pictures):
-    predictor, decoded = pictures
+    predictor, decoded, files = pictures
     gated = Gated(predictor)
     batcher = Batcher(gated)
     try:
@@ -51,14 +52,14 @@ def test_waiting_pictures_go_through_together_with_the_same_answers(pictures):
     finally:
         batcher.close()
     assert gated.sizes == [1, 9]  # the nine that queued meanwhile: one forward pass
-    for picture, answer in zip(decoded, answers):
-        alone = predictor.predict(picture)
+    for file, answer in zip(files, answers):
+        alone = predictor.predict(file)  # read from the file, as the CLI reads it
         assert answer.label == alone.label
         assert answer.probabilities == pytest.approx(alone.probabilities, abs=1e-5)
 
 
 def test_a_full_queue_refuses_at_once_and_an_error_reaches_every_request(pictures):
-    predictor, decoded = pictures
+    predictor, decoded, _ = pictures
     gated = Gated(predictor)
     batcher = Batcher(gated, max_queue=2)
     try:

@@ -202,6 +202,15 @@ class Predictor:
                 by_source.get(str(path), ImageError(str(path), "could not be read"))
                 for position, (path, ok) in enumerate(zip(paths, result.ok))]
 
+    def predict_prepared(self, tensors: Sequence[Any]) -> list[Prediction]:
+        """Predictions for pictures already read and transformed with ``self.transform``, as
+        one batch (the server's queue: each request prepares its picture on its own thread).
+        """
+        items = [(tensor, -1, position) for position, tensor in enumerate(tensors)]
+        result = inference.run(self.network, items, batch_size=max(1, len(items)),
+                               num_workers=0)
+        return [self._prediction(result, position) for position in range(len(items))]
+
     def _prediction(self, result: inference.Outputs, position: int) -> Prediction:
         row = result.probabilities[position]
         index = int(row.argmax())

@@ -1,6 +1,7 @@
 """Micro-batching: the pictures of concurrent requests go through the network together.
 
-``POST /predict`` decodes each upload on its own thread, then hands the picture to a Batcher:
+``POST /predict`` decodes and transforms each upload on its own thread (so the queue holds
+network-sized tensors, not full-size pictures), then hands it to a Batcher:
 one worker thread takes whatever pictures are waiting (up to MAX_BATCH, waiting at most
 MAX_WAIT for more once it has one) and runs them as one batch through ``Predictor``, the path
 every other prediction takes. The queue is bounded: past MAX_QUEUE waiting pictures a request
@@ -25,8 +26,7 @@ MAX_BATCH = 16
 # at 288 px, enough for requests arriving together to meet.
 MAX_WAIT = 0.002
 # Pictures waiting at most; one more is refused with 503. 64 pictures are 4 full batches,
-# about 1.5 s of work at 288 px on 2 cores. They wait decoded, at full size: a few MB each for
-# photos, more for huge ones (load_image refuses pictures over 89 megapixels).
+# about 1.5 s of work at 288 px on 2 cores, and 64 x 3 x 288 x 288 floats (64 MB) of memory.
 MAX_QUEUE = 64
 
 
@@ -39,7 +39,7 @@ class Batcher:
 
     Example:
         >>> batcher = Batcher(Predictor.load("ants.imgclf"))
-        >>> batcher.submit(load_image("ant.jpg")).result().label
+        >>> batcher.submit(predictor.transform(load_image("ant.jpg"))).result().label
         'ants'
     """
 
@@ -53,7 +53,8 @@ class Batcher:
         self._worker.start()
 
     def submit(self, picture: Any) -> Future:
-        """Queue a decoded picture; its Future gives the Prediction.
+        """Queue a picture prepared with ``predictor.transform``; its Future gives the
+        Prediction.
 
         Raises:
             QueueFull: MAX_QUEUE pictures are already waiting.
@@ -103,9 +104,8 @@ class Batcher:
         if not batch:
             return
         try:
-            results: list[Prediction | Exception] = self.predictor.predict_batch(
-                [picture for picture, _ in batch], batch_size=len(batch), show_progress=False,
-                num_workers=0)
+            results: list[Prediction | Exception] = self.predictor.predict_prepared(
+                [picture for picture, _ in batch])
         except Exception as error:  # noqa: BLE001 - handed to every waiting request
             results = [error] * len(batch)
         for (_, future), result in zip(batch, results):

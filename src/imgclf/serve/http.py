@@ -117,9 +117,9 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "auto",
         if not data:
             return refuse(400, "Empty request: send a picture as the body or as a file field.")
 
-        def decode():
+        def decode():  # read and transform here: the queue holds network-sized tensors
             with decoding:
-                return load_image(data)
+                return predictor.transform(load_image(data))
 
         try:
             # before the queue: a slow picture (144 megapixels, say) holds up no one else's
