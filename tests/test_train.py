@@ -353,6 +353,7 @@ def test_auto_mode_fits_its_epochs_to_the_time_limit(make_photo, tmp_path, monke
                                                       room, epochs_run):
     import time
 
+    import imgclf.epochs
     import imgclf.training
 
     for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
@@ -378,8 +379,9 @@ def test_auto_mode_fits_its_epochs_to_the_time_limit(make_photo, tmp_path, monke
                 probe["head"] = learner.network.head.linear.weight.detach().clone()
 
     if room is not None:  # the limit: what the probe took, plus room
-        monkeypatch.setattr(imgclf.training, "time_limit",
-                            lambda config, device: probe.get("spent", 0.0) + room)
+        for module in (imgclf.training, imgclf.epochs):
+            monkeypatch.setattr(module, "time_limit",
+                                lambda config, device: probe.get("spent", 0.0) + room)
     learner = train(data, mode="auto", epochs=3, output=tmp_path / "run", verbose=True,
                     time_limit=0 if room is None else 1e9, callbacks=[AfterProbe()])
     said = capsys.readouterr().err
