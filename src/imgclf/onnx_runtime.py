@@ -59,7 +59,11 @@ class OnnxNetwork:
                                                     providers=["CPUExecutionProvider"])
         except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types
             raise ModelFileError(f"{path} is not a readable ONNX file ({error})") from None
+        self.path = Path(path)
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        # a graph quantized by imgclf.quantize (a cached one, or an exported file)
+        self.int8 = (self.path.name.endswith(".int8.onnx")
+                     or self.metadata.get("imgclf_int8") == "true")
         self.outputs = [output.name for output in self.session.get_outputs()]
 
     def __call__(self, images: np.ndarray) -> np.ndarray:
@@ -138,23 +142,73 @@ def accelerated(network: torch.nn.Module, image_size: int, *, runtime: str = "au
         _note_once("PyTorch runs the network: pip install 'imgclf[onnx]' (onnxruntime) "
                    "for forward passes about 2.5x faster on the CPU.")
         return network
-    graph = _Graph(network, embeddings_only).eval()
-    path = _cache_path(graph, image_size)
     try:
-        try:
-            onnx = OnnxNetwork(path) if path.is_file() else None
-        except ModelFileError:  # a cached file cut short (a crash, a full disk): build again
-            path.unlink(missing_ok=True)
-            onnx = None
-        if onnx is None:
-            _build(graph, image_size, path, show_progress)
-            onnx = OnnxNetwork(path)
+        onnx = OnnxNetwork(cached_graph(network, image_size, embeddings_only=embeddings_only,
+                                        show_progress=show_progress))
     except (ImgclfError, OSError, RuntimeError, ValueError, TypeError) as error:
         # OSError: a cache folder that cannot be written (read-only, no home folder)
         if runtime == "onnx":
             raise ImgclfError(f"onnxruntime could not run this network: {error}") from None
         _note_once(f"PyTorch runs the network: onnxruntime could not ({error}).")
         return network
+    return _module(onnx, network)
+
+
+def cached_graph(network: torch.nn.Module, image_size: int, *, embeddings_only: bool = False,
+                 show_progress: bool = True) -> Path:
+    """The cached ONNX file of a network at an input size: built, checked against PyTorch
+    and kept on the first call; its path on later ones."""
+    graph = _Graph(network, embeddings_only).eval()
+    path = _cache_path(graph, image_size)
+    if path.is_file():
+        try:
+            OnnxNetwork(path)
+            return path
+        except ModelFileError:  # a cached file cut short (a crash, a full disk): build again
+            path.unlink(missing_ok=True)
+    _build(graph, image_size, path, show_progress)
+    return path
+
+
+def int8_module(network: torch.nn.Module, image_size: int) -> OnnxModule:
+    """The int8 graph of a Classifier that ``imgclf.int8.quantize`` made and approved, run by
+    onnxruntime; an ImgclfError saying what to run when there is none, or it was refused."""
+    require("onnxruntime")
+    path = cached_graph(network, image_size, show_progress=False)
+    check = read_int8_check(path)
+    if check is None:
+        raise ImgclfError(
+            "This model has no checked int8 version on this machine yet: int8 is calibrated on "
+            "the training pictures and compared with float on the validation pictures first. "
+            "Run: imgclf evaluate MODEL DATA --int8 (or imgclf.quantize(model, data)).")
+    if not check["accepted"]:
+        raise ImgclfError(f"int8 was refused for this model: {check['reason']} Run it without "
+                          "--int8.")
+    module = _module(OnnxNetwork(int8_path(path)), network)
+    if check.get("outlier_calibration"):
+        module.onnx.calibration = np.array(check["outlier_calibration"], np.float32)
+    return module
+
+
+def int8_path(float_path: Path) -> Path:
+    """Where the int8 graph made from a cached float graph lives."""
+    return float_path.with_suffix(".int8.onnx")
+
+
+def read_int8_check(float_path: Path) -> dict | None:
+    """What the int8 check of a cached graph found (accuracies, accepted, reason), if it ran
+    and its graph is still there."""
+    result = float_path.with_suffix(".int8.json")
+    try:
+        check = json.loads(result.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    if check.get("accepted") and not int8_path(float_path).is_file():
+        return None
+    return check
+
+
+def _module(onnx: OnnxNetwork, network: torch.nn.Module) -> OnnxModule:
     module = OnnxModule(onnx)
     detector = getattr(network, "detector", None)
     module.onnx.calibration = (detector.calibration.cpu().numpy() if detector is not None
@@ -235,9 +289,11 @@ def _build(graph: _Graph, image_size: int, path: Path, show_progress: bool) -> N
             warnings.simplefilter("ignore")
             # the TorchScript exporter: 1.2 s for efficientnet_lite0, against 10-12 s for
             # the dynamo one (which export_onnx keeps, for files people ship)
-            torch.onnx.export(graph, (pictures[:2],), str(temporary), input_names=["images"],
+            torch.onnx.export(_fixed_padding(graph, image_size), (pictures[:2],),
+                              str(temporary), input_names=["images"],
                               output_names=graph.outputs, opset_version=17, dynamo=False,
                               dynamic_axes={"images": {0: "batch"}})
+        _fold_padding(temporary)
         with torch.inference_mode():
             expected = graph(pictures)
         expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
@@ -250,6 +306,106 @@ def _build(graph: _Graph, image_size: int, path: Path, show_progress: bool) -> N
             difference = float(np.abs(want - got).max()) / scale
             if difference > RUNTIME_TOLERANCE:
                 raise ImgclfError(f"its {name} differ from PyTorch's by {difference:.1e}")
+
+
+def _fixed_padding(graph: torch.nn.Module, image_size: int) -> torch.nn.Module:
+    """A copy of the graph whose TensorFlow-style "same" convolutions (timm's Conv2dSame, in
+    the tf_ backbones such as the default) pad by fixed amounts worked out for this input size.
+
+    Traced as they are, each works out its padding from the picture's shape at run time: a
+    dozen shape operations and a Pad that onnxruntime cannot merge into the convolution. With
+    _fold_padding, the graph runs 1.4x faster (efficientnet_lite0, 288 px, batch 32: 76 -> 105
+    pictures/s on a 2-core CPU, as fast as the dynamo exporter's graph, in a tenth of its
+    build time).
+    """
+    import copy
+
+    from timm.layers.conv2d_same import Conv2dSame
+    from timm.layers.padding import get_same_padding
+
+    if not any(isinstance(module, Conv2dSame) for module in graph.modules()):
+        return graph
+    graph = copy.deepcopy(graph)
+    sizes: dict[str, tuple[int, int]] = {}
+    def record(name: str):
+        def hook(_module, inputs):
+            sizes.setdefault(name, tuple(inputs[0].shape[-2:]))
+        return hook
+
+    hooks = [module.register_forward_pre_hook(record(name))
+             for name, module in graph.named_modules() if isinstance(module, Conv2dSame)]
+    with torch.inference_mode():
+        graph(torch.zeros(1, 3, image_size, image_size))
+    for hook in hooks:
+        hook.remove()
+    for name, (height, width) in sizes.items():
+        conv = graph.get_submodule(name)
+        pad_h = get_same_padding(height, conv.kernel_size[0], conv.stride[0], conv.dilation[0])
+        pad_w = get_same_padding(width, conv.kernel_size[1], conv.stride[1], conv.dilation[1])
+        parent, _, child = name.rpartition(".")
+        setattr(graph.get_submodule(parent), child, _FixedPadConv(
+            conv, (pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2)))
+    return graph
+
+
+class _FixedPadConv(torch.nn.Module):
+    """A Conv2dSame at one input size: a constant Pad, then the convolution."""
+
+    def __init__(self, conv: torch.nn.Conv2d, padding: tuple[int, int, int, int]):
+        super().__init__()
+        self.conv, self.padding = conv, padding
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        conv = self.conv
+        return torch.nn.functional.conv2d(torch.nn.functional.pad(images, self.padding),
+                                          conv.weight, conv.bias, conv.stride, 0, conv.dilation,
+                                          conv.groups)
+
+
+def _fold_padding(path: Path) -> None:
+    """Rewrite an ONNX file in place: constants folded (onnxruntime's basic, portable
+    optimisations), then each zero Pad that feeds one Conv merged into the Conv's own (possibly
+    uneven) pads, which onnxruntime does not do itself."""
+    import onnx
+    from onnx import helper, numpy_helper
+
+    runtime = require("onnxruntime")
+    options = runtime.SessionOptions()
+    options.graph_optimization_level = runtime.GraphOptimizationLevel.ORT_ENABLE_BASIC
+    options.optimized_model_filepath = str(path)
+    runtime.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    model = onnx.load(str(path))
+    graph = model.graph
+    constants = {tensor.name: numpy_helper.to_array(tensor) for tensor in graph.initializer}
+    users: dict[str, list] = {}
+    for node in graph.node:
+        for name in node.input:
+            users.setdefault(name, []).append(node)
+    merged = []
+    for pad in (node for node in graph.node if node.op_type == "Pad"):
+        consumers = users.get(pad.output[0], [])
+        mode = next((a.s for a in pad.attribute if a.name == "mode"), b"constant")
+        pads = constants.get(pad.input[1]) if len(pad.input) > 1 else None
+        value = pad.input[2] if len(pad.input) > 2 else ""
+        if (len(consumers) != 1 or consumers[0].op_type != "Conv" or mode != b"constant"
+                or pads is None or len(pads) != 8 or pads.min() < 0 or pads[[0, 1, 4, 5]].any()
+                or (value and (value not in constants or constants[value].any()))):
+            continue
+        conv = consumers[0]
+        before = next((list(a.ints) for a in conv.attribute if a.name == "pads"), [0] * 4)
+        kept = [a for a in conv.attribute if a.name != "pads"]
+        del conv.attribute[:]
+        conv.attribute.extend(kept + [helper.make_attribute("pads", [
+            before[0] + int(pads[2]), before[1] + int(pads[3]),
+            before[2] + int(pads[6]), before[3] + int(pads[7])])])
+        conv.input[0] = pad.input[0]
+        merged.append(pad)
+    for pad in merged:
+        graph.node.remove(pad)
+    used = {name for node in graph.node for name in node.input}
+    for tensor in [t for t in graph.initializer if t.name not in used]:
+        graph.initializer.remove(tensor)  # the merged pads, which onnxruntime would warn of
+    onnx.save(model, str(path))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
