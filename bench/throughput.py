@@ -3,11 +3,11 @@
 For the default backbone (EfficientNet-Lite0) at the training size (224) and the probe size
 (288), batch 1 and 32: pictures/second in PyTorch eager (channels_last, inference mode),
 torch.compile, ONNX Runtime, ONNX Runtime with post-training static int8 quantization
-(calibrated on 64 hymenoptera photos) and OpenVINO (each skipped, with the reason, when it is
+(imgclf.quantize's, calibrated on 64 hymenoptera photos) and OpenVINO (each skipped, with the reason, when it is
 not installed or fails); the forward pass's GFLOP/s (FLOPs counted by torch.utils.flop_counter)
 and its share of the peak assumed for this CPU (cores x 32 single-precision FLOPs per cycle,
 two 256-bit FMA units, at the clock /proc/cpuinfo reports); single-picture latency p50/p99
-through Predictor (decode included) with PyTorch and with onnxruntime (the default). Every
+through Predictor (decode included) with PyTorch, onnxruntime (the default) and int8. Every
 runtime's pooled embeddings are checked against PyTorch's: the largest difference on random
 input, the lowest cosine similarity on 16 photos. Prints one JSON line.
 
@@ -17,7 +17,6 @@ Run: python bench/throughput.py [--seconds 4] [--runtimes torch,onnxruntime,open
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import statistics
@@ -62,16 +61,17 @@ def build(runtime: str, module: torch.nn.Module, size: int, folder: Path):
                 images = torch.from_numpy(batch).to(memory_format=torch.channels_last)
                 return network(images).numpy()
         return run
-    path = folder / f"pooled_{size}.onnx"
-    if not path.exists():
-        example = torch.randn(2, 3, size, size)
-        with contextlib.redirect_stdout(sys.stderr):  # its progress lines: not the JSON line
-            torch.onnx.export(module.eval(), (example,), str(path), input_names=["images"],
-                              output_names=["embeddings"], dynamo=True, external_data=False,
-                              dynamic_shapes={"images": {0: torch.export.Dim("batch",
-                                                                             max=1024)}})
+    # the graph imgclf runs by default (onnx_runtime.cached_graph: TorchScript export, "same"
+    # padding folded into the convolutions), and imgclf.quantize's int8 version of it
+    from imgclf.onnx_runtime import cached_graph
+
+    path = cached_graph(module, size, embeddings_only=True, show_progress=False)
     if runtime == "onnxruntime-int8":
-        path = quantized(path, size, folder)
+        from imgclf.int8 import _quantize_file
+
+        target = folder / f"int8_{size}.onnx"
+        _quantize_file(path, target, real_pictures(size), show_progress=False)
+        path = target
     if runtime.startswith("onnxruntime"):
         import onnxruntime
 
@@ -98,33 +98,6 @@ def real_pictures(size: int, count: int = 64) -> np.ndarray:
         return np.random.default_rng(3).standard_normal((count, 3, size, size)).astype(np.float32)
     transform = eval_transform(replace(input_config(DEFAULT_BACKBONE), image_size=size))
     return np.stack([transform(Image.open(p).convert("RGB")).numpy() for p in paths])
-
-
-def quantized(path: Path, size: int, folder: Path) -> Path:
-    """onnxruntime's post-training static int8 quantization (QDQ, per channel), calibrated on
-    real photos. (QOperator format fails on this graph: "Graph is not a DAG".)"""
-    from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    calibration = real_pictures(size)
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.start = 0
-
-        def get_next(self):
-            if self.start >= len(calibration):
-                return None
-            self.start += 8
-            return {"images": calibration[self.start - 8:self.start]}
-
-    prepared, target = folder / f"pre_{size}.onnx", folder / f"int8_{size}.onnx"
-    quant_pre_process(str(path), str(prepared))
-    quantize_static(str(prepared), str(target), Reader(), quant_format=QuantFormat.QDQ,
-                    per_channel=True, activation_type=QuantType.QUInt8,
-                    weight_type=QuantType.QInt8)
-    return target
 
 
 def peak_gflops() -> tuple[float, str]:
@@ -156,7 +129,7 @@ def predictor_latency(seconds: float) -> dict:
     both alike)."""
     from PIL import Image
 
-    from imgclf import ImageData, Predictor, train
+    from imgclf import ImageData, Predictor, quantize, train
 
     work = Path(tempfile.mkdtemp(prefix="imgclf-throughput-"))
     rng = np.random.default_rng(0)
@@ -168,6 +141,8 @@ def predictor_latency(seconds: float) -> dict:
     data = ImageData.from_folder(work, image_size=224, num_workers=0, verbose=False)
     model = train(data, mode="probe", verbose=False).export(work / "model.imgclf")
     predictors = {runtime: Predictor.load(model, runtime=runtime) for runtime in ("torch", "onnx")}
+    if quantize(model, data, show_progress=False).accepted:
+        predictors["int8"] = Predictor.load(model, int8=True)
     photo = (work / "red" / "0.jpg").read_bytes()
     times: dict[str, list[float]] = {runtime: [] for runtime in predictors}
     for predictor in predictors.values():

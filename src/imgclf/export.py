@@ -20,7 +20,8 @@ MATCH_TOLERANCE = 1e-4
 
 
 def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
-                check_images: Sequence[str | os.PathLike] = (), opset: int = 18) -> dict:
+                check_images: Sequence[str | os.PathLike] = (), opset: int = 18,
+                int8: bool = False) -> dict:
     """Write an ONNX file with a dynamic batch axis and the preprocessing in its metadata.
 
     The exported network takes normalised pictures (N, 3, size, size) and returns class
@@ -28,8 +29,12 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
     forward loop, as Predictor does, on check_images (or on generated pictures when none are
     given) and fails if any probability differs by more than MATCH_TOLERANCE.
 
+    int8: write the int8 graph ``imgclf.quantize`` made and checked against float on the
+    validation pictures instead (its check is the one that counts; an error says what to
+    run when there is none).
+
     Returns:
-        {"path", "max_difference", "checked_images"}
+        {"path", "max_difference", "checked_images"}; with int8, {"path", "int8_check"}
 
     Example:
         >>> export_onnx("models/ants/model.imgclf", "ants.onnx", check_images=["ant.jpg"])
@@ -40,6 +45,8 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
 
     require("onnx")
     require("onnxruntime")
+    if int8:
+        return _export_int8(model, Path(path))
     predictor = Predictor.load(model, runtime="torch")
     network = _Exported(predictor.network).eval().to(memory_format=torch.contiguous_format)
     size = predictor.input.image_size
@@ -64,6 +71,20 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
             raise ImgclfError(f"ONNX output differs from PyTorch by {difference:.2e} (more "
                               f"than {MATCH_TOLERANCE}); the file was not written.")
     return {"path": str(path), "max_difference": difference, "checked_images": len(pictures)}
+
+
+def _export_int8(model: str | os.PathLike, path: Path) -> dict:
+    """The checked int8 graph with the metadata load_onnx reads."""
+    from imgclf.onnx_runtime import read_int8_check
+    from imgclf.predict import Predictor
+
+    predictor = Predictor.load(model, int8=True)  # fails with what to run when unchecked
+    source = predictor.network.onnx.path
+    with atomic_path(path) as temporary:
+        shutil.copyfile(source, temporary)
+        _write_metadata(temporary, predictor, int8=True)
+    return {"path": str(path),
+            "int8_check": read_int8_check(source.with_name(source.name.replace(".int8", "")))}
 
 
 def _Exported(network):  # noqa: N802 - builds the class lazily: torch loads on use only
@@ -95,8 +116,10 @@ def _check_batch(predictor, images: Sequence[str | os.PathLike]):
     return torch.randn(4, 3, size, size, generator=generator)
 
 
-def _write_metadata(path: Path, predictor) -> None:
+def _write_metadata(path: Path, predictor, *, int8: bool = False) -> None:
     import onnx
+
+    from imgclf.predict import outlier_calibration
 
     proto = onnx.load(str(path))
     values = {
@@ -108,10 +131,12 @@ def _write_metadata(path: Path, predictor) -> None:
             "(input.resize 'crop'; 'squish' stretches, 'pad' fits with black borders), center "
             "crop to image_size, scaled to 0..1, then (x - mean) / std"),
     }
-    if predictor.has_detector:
+    if predictor.has_detector:  # the threshold in use: an int8 graph has its own
         values["imgclf_unknown"] = json.dumps({
-            "config": predictor.info.unknown.to_dict(),
-            "calibration": predictor.network.detector.calibration.tolist()})
+            "config": {**predictor.info.unknown.to_dict(), "threshold": predictor.threshold},
+            "calibration": outlier_calibration(predictor.network).tolist()})
+    if int8:
+        values["imgclf_int8"] = "true"
     del proto.metadata_props[:]
     for key, value in values.items():
         entry = proto.metadata_props.add()

@@ -31,7 +31,7 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 FORM_FIELD_BYTES = 16 * 1024
 
 
-def create_app(model: str | os.PathLike | Any, *, runtime: str = "auto",
+def create_app(model: str | os.PathLike | Any, *, runtime: str = "auto", int8: bool = False,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, examples: Any = None,
                with_gradio: bool = True, acceptance: float | None = None,
                batching: dict | None = None):
@@ -57,7 +57,7 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "auto",
     from imgclf.serve.batching import Batcher, QueueFull
 
     predictor = model if isinstance(model, Predictor) else Predictor.load(
-        model, runtime=runtime, acceptance=acceptance)
+        model, runtime=runtime, int8=int8, acceptance=acceptance)
     batcher = Batcher(predictor, **(batching or {}))
     # A 10 MB upload can decode to half a gigabyte of pixels: a few decodes at a time, not
     # one per waiting request, keep the server's memory bounded.
@@ -152,8 +152,8 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "auto",
 
 
 def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 7860,
-          runtime: str = "auto", examples: Any = None, acceptance: float | None = None
-          ) -> None:
+          runtime: str = "auto", int8: bool = False, examples: Any = None,
+          acceptance: float | None = None) -> None:
     """Run the server until interrupted (what `imgclf serve` does).
 
     The page's uploads and copies of the examples go to a folder of this server's own,
@@ -164,7 +164,8 @@ def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 7860
     except ImportError:
         raise ImgclfError(SERVE_HINT) from None
     with own_gradio_folder():
-        app = create_app(model, runtime=runtime, examples=examples, acceptance=acceptance)
+        app = create_app(model, runtime=runtime, int8=int8, examples=examples,
+                         acceptance=acceptance)
         print(f"Serving {model} on http://{host}:{port} (API: POST /predict, GET /model)")
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
