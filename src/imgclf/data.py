@@ -324,9 +324,14 @@ class ImageData:
         return self.copies.get(item.path, item.path) if item.split == "train" else item.path
 
     def loader(self, split: str = "train", *, augment: bool | None = None,
-               shuffle: bool | None = None, batch_size: int | None = None
-               ) -> torch.utils.data.DataLoader:
-        """Batches of (images, targets, indices, skipped errors) for one split."""
+               shuffle: bool | None = None, batch_size: int | None = None,
+               part: tuple[int, int] | None = None) -> torch.utils.data.DataLoader:
+        """Batches of (images, targets, indices, skipped errors) for one split.
+
+        part: (rank, processes): this process's share of each batch in data-parallel
+        training: the batches one process would draw, each split in `processes` slices, so
+        the run sees the same pictures in the same order (devices.py).
+        """
         import torch
 
         dataset = self.dataset(split, augment=augment)
@@ -341,15 +346,20 @@ class ImageData:
             sampler = self._balanced_sampler(dataset.targets, generator)
             shuffle = False
         workers = default_workers() if self.config.num_workers is None else self.config.num_workers
+        # a last batch of one picture breaks batch-norm statistics
+        drop_last = training and len(dataset) > batch_size
+        batches = {"batch_size": batch_size, "shuffle": shuffle, "sampler": sampler,
+                   "drop_last": drop_last}
+        if part is not None:  # the sampler draws from the same generator, reseeded per epoch
+            sampler = sampler or (torch.utils.data.RandomSampler(dataset, generator=generator)
+                                  if shuffle else torch.utils.data.SequentialSampler(dataset))
+            batches = {"batch_sampler": _Share(torch.utils.data.BatchSampler(
+                sampler, batch_size, drop_last), *part)}
         return torch.utils.data.DataLoader(
-            dataset, batch_size=batch_size, shuffle=shuffle, sampler=sampler,
-            num_workers=workers, collate_fn=collate, generator=generator,
+            dataset, **batches, num_workers=workers, collate_fn=collate, generator=generator,
             # training workers start afresh each epoch, to read the epoch's augmentation seed
             # (ImageFiles.seed); others live as long as the loader
-            persistent_workers=workers > 0 and not training,
-            # a last batch of one picture breaks batch-norm statistics
-            drop_last=training and len(dataset) > batch_size,
-        )
+            persistent_workers=workers > 0 and not training)
 
     def train_loader(self, **options) -> torch.utils.data.DataLoader:
         return self.loader("train", **options)
@@ -397,6 +407,21 @@ class ImageData:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{split}={len(items)}" for split, items in self.items.items() if items)
         return f"ImageData({len(self.classes)} classes, {sizes}, image_size={self.input.image_size})"
+
+
+class _Share:
+    """One process's slice of each batch a batch sampler draws (rank, rank + processes, ...)."""
+
+    def __init__(self, batches, rank: int, processes: int):
+        self.batches, self.rank, self.processes = batches, rank, processes
+
+    def __iter__(self):
+        for batch in self.batches:
+            # a batch smaller than the processes: the last picture again, never an empty one
+            yield batch[self.rank::self.processes] or batch[-1:]
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
 def _folder_of_negatives(folder: str | os.PathLike) -> Path:

@@ -19,11 +19,13 @@ import torch.nn.functional as F
 
 from imgclf._progress import bar as progress_bar
 from imgclf._progress import console
+from imgclf.devices import agree, parallel_module
 from imgclf.plan import TIMED_STEPS, Phase, fit_to_time, one_cycle, time_limit
 
 if TYPE_CHECKING:
     from imgclf.config import TrainConfig
     from imgclf.data import ImageData
+    from imgclf.devices import Processes
     from imgclf.model import Classifier
 
 
@@ -35,6 +37,7 @@ class OneCycleEpochs:
     data: ImageData
     config: TrainConfig
     device: torch.device
+    processes: Processes
 
     def _run_one_cycle(self, plan: list[Phase], index: int, first_epoch: int,
                        optimizer_state: dict | None) -> str | None:
@@ -54,7 +57,12 @@ class OneCycleEpochs:
             weight_decay=self.config.weight_decay)
         if optimizer_state is not None:
             optimizer.load_state_dict(optimizer_state)
-        loader = self.data.train_loader()
+        processes = self.processes
+        # several processes: each takes its share of every batch; gradients are averaged
+        loader = self.data.train_loader(
+            part=(processes.rank, processes.count) if processes.parallel else None)
+        self._parallel = (phase.frozen, parallel_module(
+            processes, self.network.head if phase.frozen else self.network))
         limit = time_limit(self.config, self.device.type)
         fit = self._fitter(plan, index, len(loader), limit) if limit and not first_epoch else None
         epoch = first_epoch
@@ -69,7 +77,7 @@ class OneCycleEpochs:
                 return self._out_of_time
             self._end_epoch({"phase": phase.name, "train_loss": train_loss}, started,
                             plan, index, epoch, optimizer)
-            if epoch < plan[index].epochs - 1 and self._not_helping():
+            if epoch < plan[index].epochs - 1 and agree(processes, self._not_helping()):
                 return self._not_helping_reason()
             epoch += 1
         return None
@@ -91,6 +99,7 @@ class OneCycleEpochs:
                     else step_seconds / 3 * valid_pictures / self.data.config.batch_size),
                 # an epoch already finished is kept whatever the time
                 kept=self.history[-1]["phase"] if self.history and not finished else None)
+            epochs = int(agree(self.processes, epochs))  # the first process's estimate
             if not epochs:
                 self.network.load_state_dict(snapshot)
                 self._out_of_time = message
@@ -151,12 +160,15 @@ class OneCycleEpochs:
         # bf16 on this project's CPUs (no AVX-512 BF16) is 6-11x slower: autocast on GPUs only
         with torch.autocast(self.device.type, dtype=torch.bfloat16,
                             enabled=self.device.type == "cuda"):
+            frozen, parallel = self._parallel or (None, None)
+            if frozen != self.network.frozen:  # lr_find, or a phase of one process
+                parallel = None
             if self.network.frozen:
                 with torch.no_grad():  # no graph through a frozen backbone: 2-3x faster
                     features = self.network.features(images)
-                logits = self.network.head(features)
+                logits = (parallel or self.network.head)(features)
             else:
-                logits = self.network(images)
+                logits = (parallel or self.network)(images)
         loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config.label_smoothing)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

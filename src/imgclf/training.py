@@ -29,6 +29,7 @@ from imgclf.checkpoint import (BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS, check
                                read_checkpoint, save_checkpoint)
 from imgclf.config import HeadConfig, TrainConfig
 from imgclf.data import ImageData
+from imgclf.devices import device_of, main_first, processes
 from imgclf.epochs import OneCycleEpochs
 from imgclf.lr_finder import LearningRates, find_learning_rate
 from imgclf.model import MODEL_PREFIX, Classifier, network_from_tensors
@@ -75,7 +76,11 @@ class Learner(OneCycleEpochs):
                  verbose: bool = True):
         self.data = data
         self.config = config
-        self.device = resolve_device(config.device)
+        # under torchrun, one of several processes (devices.py); only the first writes
+        self.processes = processes()
+        self.device = device_of(self.processes, resolve_device(config.device))
+        if not self.processes.main:
+            output, verbose = None, False
         # channels_last: 1.5x faster training on CPU (bench/backbone_speed.py, README)
         self.network = network.to(self.device, memory_format=torch.channels_last)
         self.output = Path(output) if output is not None else None
@@ -96,6 +101,9 @@ class Learner(OneCycleEpochs):
         self._validate_seconds: float | None = None  # the last validation pass's
         self._started = time.perf_counter()  # when the current run began (the time limit)
         self._out_of_time = ""  # why the time limit ended a run, when it did
+        # (frozen, the module a training step runs): DistributedDataParallel's wrapper of the
+        # head or the network while a phase runs in several processes
+        self._parallel: tuple[bool, torch.nn.Module] | None = None
 
     @classmethod
     def create(cls, data: ImageData, *, head: HeadConfig = HeadConfig(),
@@ -223,8 +231,10 @@ class Learner(OneCycleEpochs):
         from imgclf.embeddings import fit_probe
 
         started = time.perf_counter()
-        row = fit_probe(self.network, self.data, views=plan[index].views or probe_views(self.data),
-                        seed=self.config.seed, show_progress=self.verbose)
+        with main_first(self.processes):  # the others read the embeddings it caches
+            row = fit_probe(self.network, self.data,
+                            views=plan[index].views or probe_views(self.data),
+                            seed=self.config.seed, show_progress=self.verbose)
         self._end_epoch({"phase": "probe", **row}, started, plan, index, 0, None)
 
     def _end_epoch(self, row: dict[str, Any], started: float, plan: list[Phase], index: int,

@@ -1,0 +1,116 @@
+"""Training on several devices: one process per device, data-parallel, launched by torchrun.
+
+``imgclf train DATA --devices N`` starts N copies of itself through PyTorch's own launcher
+(``python -m torch.distributed.run``, "torchrun"); a script that calls ``train()`` runs the
+same way under ``torchrun --nproc_per_node N script.py``. Each process trains on its share of
+every batch: the single-process batch, split N ways, so the pictures, their augmentation and
+the schedule are those of one process, and DistributedDataParallel averages the gradients
+(NCCL between GPUs, gloo between CPU processes). Every process validates (the same weights
+give the same figures, so they take the same decisions); only the first writes checkpoints,
+the model, the history and the report.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
+
+
+@dataclass(frozen=True)
+class Processes:
+    """This process's place among the training processes: rank 0 of 1 when alone."""
+
+    rank: int = 0
+    count: int = 1
+    local_rank: int = 0  # which of this machine's devices it drives
+
+    @property
+    def main(self) -> bool:
+        """The process that writes (and prints)."""
+        return self.rank == 0
+
+    @property
+    def parallel(self) -> bool:
+        return self.count > 1
+
+
+def processes() -> Processes:
+    """Processes() alone; under torchrun (WORLD_SIZE > 1) the process group is joined on the
+    first call: NCCL when this machine has CUDA, else gloo."""
+    import torch
+    import torch.distributed as distributed
+
+    count = int(os.environ.get("WORLD_SIZE", "1"))
+    if count <= 1:
+        return Processes()
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if not distributed.is_initialized():
+        if torch.cuda.is_available():
+            torch.cuda.set_device(local_rank)
+        distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    return Processes(distributed.get_rank(), distributed.get_world_size(), local_rank)
+
+
+def device_of(processes: Processes, device: torch.device) -> torch.device:
+    """The device a process trains on: its own GPU when there are several processes."""
+    import torch
+
+    if processes.parallel and device.type == "cuda":
+        return torch.device("cuda", processes.local_rank)
+    return device
+
+
+def launch(arguments: list[str], devices: int) -> int:
+    """Run ``imgclf ARGUMENTS`` in `devices` processes under torchrun; its exit status."""
+    import torch
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
+               f"--nproc_per_node={devices}", "-m", "imgclf", *arguments]
+    environment = dict(os.environ)
+    if not torch.cuda.is_available():  # CPU processes share the cores instead of fighting
+        environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
+    return subprocess.call(command, env=environment)
+
+
+def agree(processes: Processes, value: float) -> float:
+    """The first process's value, in every process (a decision all must take alike)."""
+    if not processes.parallel:
+        return value
+    import torch
+    import torch.distributed as distributed
+
+    device = "cuda" if distributed.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
+    distributed.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
+@contextlib.contextmanager
+def main_first(processes: Processes):
+    """The first process runs the block before the others (it fills a cache they then read)."""
+    import torch.distributed as distributed
+
+    if processes.parallel and not processes.main:
+        distributed.barrier()
+    yield
+    if processes.parallel and processes.main:
+        distributed.barrier()
+
+
+def parallel_module(processes: Processes, module: torch.nn.Module) -> torch.nn.Module:
+    """The module wrapped in DistributedDataParallel when there are several processes (its
+    trainable parameters' gradients averaged across them), else the module itself."""
+    if not processes.parallel:
+        return module
+    from torch.nn.parallel import DistributedDataParallel
+
+    device = next(module.parameters()).device
+    return DistributedDataParallel(module, device_ids=[device.index] if device.type == "cuda"
+                                   else None)
