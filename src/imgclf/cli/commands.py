@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -51,8 +52,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     model = _model_path(args.model)
     examples = args.examples or (model.parent / "examples")
-    serve(model, host=args.host, port=args.port, runtime=args.runtime, examples=examples,
-          acceptance=args.accept)
+    serve(model, host=args.host, port=args.port, runtime=args.runtime, int8=args.int8,
+          examples=examples, acceptance=args.accept)
     return 0
 
 
@@ -61,12 +62,17 @@ def _export(args: argparse.Namespace) -> int:
 
     if not args.onnx and not args.space:
         raise ImgclfError("Say what to export: --onnx FILE and/or --space DIR.")
+    if args.int8 and not args.onnx:
+        raise ImgclfError("--int8 writes an ONNX file: give --onnx FILE with it.")
     model = _model_path(args.model)
     if args.onnx:
         result = export_onnx(model, args.onnx, check_images=expand_paths(args.check_images)
-                             if args.check_images else ())
-        print(f"Wrote {result['path']}: outputs match PyTorch within "
-              f"{result['max_difference']:.1e} on {result['checked_images']} pictures")
+                             if args.check_images else (), int8=args.int8)
+        if args.int8:
+            print(f"Wrote {result['path']} (int8): {result['int8_check']['reason']}")
+        else:
+            print(f"Wrote {result['path']}: outputs match PyTorch within "
+                  f"{result['max_difference']:.1e} on {result['checked_images']} pictures")
     if args.space:
         folder = export_space(model, args.space, examples=expand_paths(args.examples)
                               if args.examples else ())
@@ -85,7 +91,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     from imgclf.evaluation import evaluate
     from imgclf.predict import Predictor
 
-    predictor = Predictor.load(_model_path(args.model), runtime=args.runtime,
+    model = _model_path(args.model)
+    predictor = Predictor.load(model, runtime="torch" if args.int8 else args.runtime,
                                acceptance=args.accept)
     info = predictor.info
     # Evaluate on the split the model was trained with, at its input, unless told otherwise.
@@ -94,6 +101,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     args.image_size = args.image_size or info.input.image_size
     args.resize = args.resize or info.input.resize
     data = load_data(args, cache=False)  # no resized copies: nothing trains here
+    if args.int8:  # calibrated on these training pictures, compared on their validation ones
+        from imgclf.int8 import quantize
+
+        check = quantize(predictor, data)
+        print(f"int8 {'accepted' if check.accepted else 'refused'}: {check.reason}")
+        if not check.accepted:
+            return 1
+        predictor = Predictor.load(model, int8=True, acceptance=args.accept)
     evaluation = evaluate(predictor, data, split=args.split, tta=args.tta, unknown=args.unknown)
     summary = evaluation.summary()
     if args.json:
@@ -124,15 +139,24 @@ def _train(args: argparse.Namespace) -> int:
     from imgclf.checkpoint import read_checkpoint
     from imgclf.training import CHECKPOINT, FINAL, Learner, train
 
+    if args.devices < 1:
+        raise ImgclfError(f"--devices must be 1 or more, not {args.devices}.")
+    if args.devices > 1 and "WORLD_SIZE" not in os.environ:  # start the N processes
+        from imgclf.devices import launch
+
+        return launch(args.arguments, args.devices)
+    # under torchrun, the first process alone prints (and, in Learner, writes)
+    main_process = int(os.environ.get("RANK", "0")) == 0
     out = Path(args.out) if args.out else Path("models") / Path(args.data).resolve().name
     if args.resume:
         if not (out / CHECKPOINT).exists():
             raise ImgclfError(f"Nothing to resume: no {CHECKPOINT} in {out}.")
         _fill_split(args, read_checkpoint(out / CHECKPOINT).info.data)
-        Learner.resume(out, load_data(args, unknown=args.unknown_folder))
+        Learner.resume(out, load_data(args, unknown=args.unknown_folder,
+                                      verbose=main_process), verbose=main_process)
     else:
         _fill_split(args, None)
-        data = load_data(args, unknown=args.unknown_folder)
+        data = load_data(args, unknown=args.unknown_folder, verbose=main_process)
         config = TrainConfig(mode=args.mode, epochs=args.epochs, freeze_epochs=args.freeze_epochs,
                              learning_rate=args.learning_rate, seed=args.seed,
                              head_learning_rate=args.head_learning_rate,
@@ -140,8 +164,10 @@ def _train(args: argparse.Namespace) -> int:
                              restore_best=args.restore_best, device=args.device,
                              patience=args.patience, time_limit=args.time_limit,
                              unknown_acceptance=args.accept)
-        train(data, config=config, output=out, head=HeadConfig(pool=args.pool))
-    print(f"Model: {out / FINAL}")
+        train(data, config=config, output=out, head=HeadConfig(pool=args.pool),
+              verbose=main_process)
+    if main_process:
+        print(f"Model: {out / FINAL}")
     return 0
 
 
@@ -220,7 +246,11 @@ def _predict(args: argparse.Namespace) -> int:
     from imgclf.errors import ImageError
     from imgclf.predict import Predictor
 
-    predictor = Predictor.load(_model_path(args.model), runtime=args.runtime,
+    if args.engine == "ray":
+        return _predict_on_ray(args)
+    if args.out:
+        raise ImgclfError("--out goes with --engine ray; here, write a table with --csv FILE.")
+    predictor = Predictor.load(_model_path(args.model), runtime=args.runtime, int8=args.int8,
                                acceptance=args.accept)
     paths = expand_paths(args.paths)
     results = predictor.predict_batch(paths, batch_size=args.batch_size)
@@ -229,19 +259,10 @@ def _predict(args: argparse.Namespace) -> int:
     # --csv and --json keep every file: an unreadable one is a row with its error
     if args.csv:
         with atomic_open(args.csv, newline="") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "label", "index", "probability", "unknown",
-                             "outlier_score", *predictor.classes, "error"])
+            writer = csv.DictWriter(handle, predictor.table_columns())
+            writer.writeheader()
             for path, result in zip(paths, results):
-                if isinstance(result, ImageError):
-                    writer.writerow([path, "", "", "", "", "", *("" for _ in predictor.classes),
-                                     result.reason])
-                    continue
-                score = "" if result.outlier_score is None else f"{result.outlier_score:.4f}"
-                writer.writerow([path, result.label, result.index, f"{result.probability:.4f}",
-                                 int(result.unknown), score,
-                                 *(f"{result.probabilities[c]:.4f}" for c in predictor.classes),
-                                 ""])
+                writer.writerow(_csv_cells(predictor.table_row(path, result)))
         print(f"Wrote {len(good)} predictions to {args.csv}"
               + (f" ({len(results) - len(good)} unreadable file(s) with their error)"
                  if len(good) < len(results) else ""))
@@ -372,6 +393,40 @@ def _imagenet(args: argparse.Namespace) -> int:
             print(f"{result.path}\t{guesses}")
     _report_skipped(errors)
     return 0
+
+
+def _predict_on_ray(args: argparse.Namespace) -> int:
+    from imgclf.cluster import predict_dataset
+
+    if not args.out:
+        raise ImgclfError("--engine ray writes a table: give --out predictions.parquet (or "
+                          ".csv, or a folder or s3:// path for Parquet parts).")
+    if args.int8 or args.json or args.csv or args.accept is not None:
+        raise ImgclfError("--engine ray takes --out, --runtime, --batch-size, --actors, "
+                          "--gpus-per-actor and --address; export an int8 ONNX file "
+                          "(imgclf export --onnx F --int8) and give it as the model for int8.")
+    written = predict_dataset(_model_path(args.model), args.paths, out=args.out,
+                              batch_size=args.batch_size, actors=args.actors,
+                              gpus_per_actor=args.gpus_per_actor, address=args.address,
+                              runtime=args.runtime)
+    if isinstance(written, Path) and written.is_file():
+        import pandas
+
+        table = (pandas.read_csv(written) if written.suffix.lower() == ".csv"
+                 else pandas.read_parquet(written, columns=["error"]))
+        failed = int(table["error"].notna().sum())
+        print(f"Wrote {len(table) - failed} predictions to {written}"
+              + (f" ({failed} unreadable file(s) with their error)" if failed else ""))
+    else:
+        print(f"Wrote the predictions as Parquet parts under {written}")
+    return 0
+
+
+def _csv_cells(row: dict) -> dict:
+    """A table row as CSV cells: 4 decimals, 0/1 for the unknown flag, empty for None."""
+    return {key: "" if value is None else int(value) if isinstance(value, bool)
+            else f"{value:.4f}" if isinstance(value, float) else value
+            for key, value in row.items()}
 
 
 def expand_paths(arguments: list[str]) -> list[Path]:
