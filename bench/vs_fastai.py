@@ -6,7 +6,7 @@ virtualenv: fastai is not a dependency of imgclf), imgclf probe, fine-tune and a
 ratios, then a learning curve (5, 10, 20 pictures per class and all, seeded subsets of train):
 validation accuracy of probe and auto.
 
-Run: python bench/vs_fastai.py [DATA] [--skip-fastai] [--skip-curve]
+Run: python bench/vs_fastai.py [DATA] [--skip-fastai] [--skip-curve] [--modes probe,auto]
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ def main() -> None:
     parser.add_argument("data", nargs="?", default=str(DEFAULT))
     parser.add_argument("--skip-fastai", action="store_true")
     parser.add_argument("--skip-curve", action="store_true")
+    parser.add_argument("--modes", default="probe,fine_tune,auto",
+                        help="imgclf modes to run (comma-separated)")
     parser.add_argument("--child", choices=["probe", "fine_tune", "auto", "curve"])
     args = parser.parse_args()
     if args.child == "curve":
@@ -105,12 +107,12 @@ def main() -> None:
             results.append(run_child([python, str(HERE / "fastai_recipe.py"), args.data,
                                       "--batch-size", str(batch_size)]))
             print(json.dumps(results[-1]), flush=True)
-    for mode in ("probe", "fine_tune", "auto"):
+    for mode in args.modes.split(","):
         results.append(run_child([sys.executable, __file__, args.data, "--child", mode]))
         print(json.dumps(results[-1]), flush=True)
     runs = {row["run"]: row for row in results}
     fastai = [row for name, row in runs.items() if name.startswith("fastai")]
-    if fastai:
+    if fastai and {"imgclf probe", "imgclf auto", "imgclf fine_tune"} <= set(runs):
         faster = min(fastai, key=lambda row: row["wall_seconds"])
         better = max(row["valid_accuracy"] for row in fastai)
         probe, auto = runs["imgclf probe"], runs["imgclf auto"]

@@ -114,6 +114,23 @@ def test_plots_are_drawn_from_the_data(known):
     assert "10 most-confused of 50 classes" in title
 
 
+def test_the_per_class_table_leads_with_the_weakest_classes():
+    from imgclf.report import _per_class_table
+
+    classes = [f"c{i:02d}" for i in range(30)]
+    targets = np.repeat(np.arange(30), 4)
+    probabilities = np.eye(30)[targets] * 0.9 + 0.002
+    for row, wrong in ((4, 9), (5, 9), (6, 9), (60, 0)):  # c01 half wrong, c15 a quarter
+        probabilities[row] = np.eye(30)[wrong] * 0.9 + 0.002
+    evaluation = Evaluation(classes, [Path(f"{i}.jpg") for i in range(120)], targets,
+                            probabilities)
+    table = _per_class_table(evaluation)
+    order = [name for name in classes if f"<td>{name}</td>" in table]
+    assert sorted(order, key=lambda name: table.index(f"<td>{name}</td>"))[:3] == [
+        "c01", "c09", "c15"]  # lowest F1 first (c09 takes c01's pictures)
+    assert "weakest first" in table
+
+
 def test_evaluate_and_report_on_generated_photos(colours, tmp_path):
     (tmp_path / "colours" / "red" / "broken.jpg").write_bytes(b"")
     data = ImageData.from_folder(tmp_path / "colours", image_size=64, batch_size=8,

@@ -183,8 +183,10 @@ def _per_class_table(evaluation: Evaluation) -> str:
     rows = "".join(
         f"<tr><td>{_e(r['class'])}</td><td class=n>{r['precision']:.3f}</td>"
         f"<td class=n>{r['recall']:.3f}</td><td class=n>{r['f1']:.3f}</td>"
-        f"<td class=n>{r['support']}</td></tr>" for r in evaluation.per_class())
-    return ("<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
+        f"<td class=n>{r['support']}</td></tr>"
+        # weakest first: with 120 classes, the ones to look at lead the table
+        for r in sorted(evaluation.per_class(), key=lambda row: (row["f1"], row["class"])))
+    return ("<p>Sorted by F1, weakest first.</p><table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th>"
             f"<th>support</th></tr>{rows}<tr><td><b>macro</b></td><td></td><td></td>"
             f"<td class=n><b>{evaluation.macro_f1:.3f}</b></td><td></td></tr>"
             f"<tr><td><b>weighted</b></td><td></td><td></td><td class=n>"
