@@ -79,3 +79,38 @@ def test_cli_probe_mode(colours, tmp_path):
     assert main(["train", str(colours), "--image-size", "64", "--mode", "probe",
                  "--out", str(tmp_path / "run")]) == 0
     assert load(tmp_path / "run" / "model.imgclf").info.history[0]["phase"] == "probe"
+
+
+def test_many_rows_choose_the_regularisation_on_a_share_of_every_class(monkeypatch):
+    from imgclf import embeddings
+
+    rng = np.random.default_rng(0)
+    classes, pictures, views = 10, 20, 2
+    centres = rng.normal(size=(classes, 16)) * 3
+    targets = np.repeat(np.arange(classes), pictures * views)
+    groups = np.repeat(np.arange(classes * pictures), views)
+    features = (centres[targets] + rng.normal(size=(len(targets), 16))).astype(np.float32)
+    rows = Embeddings(features, targets, groups, computed=0)
+
+    share = embeddings._search_rows(rows, 60, seed=0)
+    assert 40 <= len(share) <= 80
+    chosen = np.unique(groups[share])
+    assert set(np.unique(targets[share])) == set(range(classes))  # every class takes part
+    assert len(share) == views * len(chosen)  # whole pictures: every view of each
+
+    seen = []
+    from sklearn.linear_model import LogisticRegression
+
+    original = LogisticRegression.fit
+
+    def counting(self, x, y, *args, **kwargs):
+        seen.append(len(x))
+        return original(self, x, y, *args, **kwargs)
+
+    monkeypatch.setattr(LogisticRegression, "fit", counting)
+    monkeypatch.setattr(embeddings, "SEARCH_ROWS", 60)
+    fit = fit_linear_head(rows, classes, seed=0)
+    assert max(seen[:-1]) < 60 and seen[-1] == len(features)  # search on a share; final on all
+    assert len(seen) == 7 * 3 + 1  # 3 folds past SEARCH_ROWS
+    accuracy = ((features @ fit.weight.T + fit.bias).argmax(axis=1) == targets).mean()
+    assert accuracy > 0.95

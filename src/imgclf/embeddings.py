@@ -225,6 +225,12 @@ def fit_probe(network: Classifier, data: ImageData, *, views: int, seed: int,
             "computed": train.computed}
 
 
+# Rows past which the head's regularisation is chosen on a share of them: the 35 fits of its
+# cross-validation take seconds on hymenoptera's 245 pictures but 5 minutes on 3,040 rows of
+# 120 classes, and the time grows with the rows (bench/scale.py).
+SEARCH_ROWS = 2000
+
+
 @dataclass(frozen=True)
 class HeadFit:
     """A fitted linear head: weight (classes, features), bias (classes,) and how it was chosen."""
@@ -242,12 +248,20 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
 
     Views of one picture always fall in the same fold, so the choice is not fooled by a
     picture's augmented twin. With fewer than 2 pictures per class in some fold, a middle C
-    is used without cross-validation.
+    is used without cross-validation. Past SEARCH_ROWS rows, C is chosen on a seeded share of
+    the pictures of every class (3 folds), and only the final fit sees them all.
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold
 
-    features, targets, groups = embeddings.features, embeddings.targets, embeddings.groups
+    everything = embeddings.features, embeddings.targets
+    if len(embeddings.features) > SEARCH_ROWS:
+        rows = _search_rows(embeddings, SEARCH_ROWS, seed)
+        features, targets, groups = (embeddings.features[rows], embeddings.targets[rows],
+                                     embeddings.groups[rows])
+        folds = min(folds, 3)
+    else:
+        features, targets, groups = embeddings.features, embeddings.targets, embeddings.groups
     per_class = np.bincount(targets[_first_rows(groups)], minlength=num_classes)
     folds = int(min(folds, per_class[per_class > 0].min())) if per_class.any() else 0
     best_c, best_score, best_loss = 1.0, None, None
@@ -274,9 +288,27 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
             if best_loss is None or loss < best_loss - 1e-9:
                 best_c, best_loss, best_score = c, loss, float(np.mean(hits))
     model = LogisticRegression(C=best_c, max_iter=2000)
-    model.fit(features, targets)
+    from imgclf._progress import status
+
+    # past a few thousand rows this fit takes a minute or more (bench/scale.py)
+    with status(f"Fitting the head on {len(everything[0])} embeddings",
+                enabled=show_progress and len(everything[0]) > SEARCH_ROWS):
+        model.fit(*everything)
     weight, bias = _full_weights(model, num_classes)
     return HeadFit(weight, bias, best_c, best_score)
+
+
+def _search_rows(embeddings: Embeddings, limit: int, seed: int) -> np.ndarray:
+    """Rows of about `limit`: whole pictures (every view), an equal seeded share of each
+    class's, so that every class takes part in choosing C."""
+    rng = np.random.default_rng(seed)
+    first = _first_rows(embeddings.groups)
+    pictures_of = {label: embeddings.groups[first][embeddings.targets[first] == label]
+                   for label in np.unique(embeddings.targets)}
+    views = max(1, round(len(embeddings.groups) / len(first)))
+    share = max(2, limit // (views * len(pictures_of)))
+    chosen = np.concatenate([rng.permutation(groups)[:share] for groups in pictures_of.values()])
+    return np.flatnonzero(np.isin(embeddings.groups, chosen))
 
 
 def _first_rows(groups: np.ndarray) -> np.ndarray:
