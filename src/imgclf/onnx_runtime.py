@@ -54,6 +54,10 @@ class OnnxNetwork:
     def __init__(self, path: str | os.PathLike):
         runtime = require("onnxruntime")
         options = runtime.SessionOptions()
+        # idle threads sleep instead of spinning: a spinning pool takes the cores from the
+        # decoding and resizing around each call (one picture through Predictor at 224 px:
+        # p50 15.9 -> 13.4 ms, p99 54 -> 17 ms), for about 2% of batch-32 throughput
+        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             self.session = runtime.InferenceSession(str(path), options,
                                                     providers=["CPUExecutionProvider"])
