@@ -165,6 +165,8 @@ def main() -> None:
     parser.add_argument("--runtimes", default=",".join(DEFAULT_RUNTIMES),
                         help=f"any of {', '.join(RUNTIMES)}")
     args = parser.parse_args()
+    # the graphs this builds go to a cache of its own, not the user's
+    os.environ.setdefault("IMGCLF_CACHE", tempfile.mkdtemp(prefix="imgclf-throughput-cache-"))
     torch.manual_seed(0)
     module = Pooled(Classifier.create(DEFAULT_BACKBONE, 2)).eval()
     peak, assumption = peak_gflops()

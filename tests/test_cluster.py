@@ -54,6 +54,8 @@ def test_ray_gives_single_process_answers_and_error_rows(local_ray, colour_model
     errors = {path: row.error for path, row in rows.items() if isinstance(row.error, str)}
     assert sorted(name.rsplit("/", 1)[-1] for name in errors) == [
         "cut.jpg", "empty.jpg", "gone.jpg", "notes.jpg"]
+    reasons = {name.rsplit("/", 1)[-1]: reason for name, reason in errors.items()}
+    assert "empty" in reasons["empty.jpg"] and "could not be read" not in reasons["notes.jpg"]
     good = [path for path in expected if path not in errors and path in rows]
     assert len(good) == 153
     for path in good:
@@ -121,3 +123,12 @@ def test_the_csv_of_local_predict_has_the_same_columns(colour_model, pictures, t
     assert set(table.unknown) <= {0, 1} and table.error.isna().all()
     cells = out.read_text().splitlines()[1].split(",")
     assert re.fullmatch(r"\d\.\d{4}", cells[3])  # probabilities to 4 decimals, as before
+
+
+def test_a_class_named_like_a_column_gets_prefixed_columns():
+    from imgclf.predict import table_columns
+
+    assert table_columns(["ants", "bees"])[6:8] == ["ants", "bees"]
+    clashing = table_columns(["label", "unknown", "wasps"])
+    assert len(set(clashing)) == len(clashing)
+    assert clashing[6:9] == ["probability_label", "probability_unknown", "probability_wasps"]

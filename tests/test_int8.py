@@ -71,10 +71,34 @@ def test_int8_that_loses_accuracy_is_refused(colour_model, monkeypatch, capsys):
 def test_evaluate_int8_checks_then_reports_int8_accuracy(colour_model, capsys):
     photos, path = colour_model
     assert main(["evaluate", str(path), str(photos), "--int8", "--json"]) == 0
-    lines = capsys.readouterr().out.splitlines()
-    assert lines[0].startswith("int8 accepted: int8 accuracy")
-    assert json.loads(lines[-1])["accuracy"] == pytest.approx(1.0)
+    said = capsys.readouterr()
+    assert "int8 accepted: int8 accuracy" in said.err  # stdout stays one JSON line
+    assert json.loads(said.out)["accuracy"] == pytest.approx(1.0)
     assert Predictor.load(path, int8=True).runtime == "int8"  # the check is kept
+
+
+def test_int8_and_onnx_files_say_what_to_do(colour_model, tmp_path, capsys):
+    photos, path = colour_model
+    exported = tmp_path / "float.onnx"
+    assert main(["export", str(path), "--onnx", str(exported)]) == 0
+    with pytest.raises(ImgclfError, match="is an ONNX file"):
+        Predictor.load(exported, int8=True)
+    capsys.readouterr()
+    assert main(["export", str(exported), "--onnx", str(tmp_path / "x.onnx"), "--int8"]) == 1
+    assert "from a .imgclf model file" in capsys.readouterr().err
+    with pytest.raises(ImgclfError, match="not from an ONNX file"):
+        imgclf.quantize(Predictor.load(exported), colour_data(photos), show_progress=False)
+
+
+def test_a_kept_check_is_redone_for_other_pictures(colour_model, make_photo, tmp_path):
+    photos, path = colour_model
+    first = imgclf.quantize(path, colour_data(photos), show_progress=False)
+    again = imgclf.quantize(path, colour_data(photos), show_progress=False)
+    assert again == first  # kept: the same pictures and code
+    fewer = ImageData.from_folder(photos, image_size=64, num_workers=0, verbose=False,
+                                  valid_fraction=0.5)
+    other = imgclf.quantize(path, fewer, show_progress=False)
+    assert other.pictures == len(fewer.valid) != first.pictures  # checked anew
 
 
 def test_a_model_of_other_classes_is_not_calibrated_on_these_pictures(colour_model, make_photo,

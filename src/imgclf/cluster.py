@@ -45,11 +45,14 @@ def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequen
         model: a model file (.imgclf, or an .onnx file from ``imgclf export``) on this
             machine; it is sent to the actors, so they need no shared disk.
         source: a folder, file or list of them, or remote paths Ray reads (s3://bucket/dir).
+            On a cluster of several machines, local paths must be readable on every node
+            (a shared disk); otherwise put the pictures where Ray reads them (s3://...).
         out: a .parquet or .csv file to write (rows in the order of the files); any other
             path or a remote one gets Ray's folder of Parquet parts, written by the actors.
             None: return a pandas DataFrame.
         actors: how many actors predict at once (default: Ray's choice, up to the CPUs).
-        gpus_per_actor: GPUs each actor holds (e.g. 1 on GPU nodes; 0: CPU actors).
+        gpus_per_actor: GPUs each actor holds (e.g. 1 on GPU nodes; 0: CPU actors); a GPU
+            actor runs the network in PyTorch on its GPU.
         address: the Ray cluster to use ("ray://host:10001", "auto"); default RAY_ADDRESS,
             else a local Ray.
 
@@ -78,7 +81,8 @@ def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequen
     if files:
         dataset = ray.data.read_binary_files(files, include_paths=True).map_batches(
             _Labeller, fn_constructor_kwargs={"model": model.read_bytes(),
-                                              "suffix": model.suffix, "runtime": runtime},
+                                              "suffix": model.suffix, "runtime": runtime,
+                                              "gpu": gpus_per_actor > 0},
             batch_size=batch_size, batch_format="pandas", num_gpus=gpus_per_actor,
             compute=ray.data.ActorPoolStrategy(
                 min_size=1, max_size=actors or max(1, int(ray.available_resources().get("CPU",
@@ -96,22 +100,36 @@ def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequen
 class _Labeller:
     """A Ray actor: the model loaded once, then a batch of (path, bytes) -> table rows."""
 
-    def __init__(self, model: bytes, suffix: str, runtime: str):
+    def __init__(self, model: bytes, suffix: str, runtime: str, gpu: bool):
+        import torch
+
         from imgclf.predict import Predictor
 
-        folder = tempfile.mkdtemp(prefix="imgclf-actor-")
-        path = Path(folder) / f"model{suffix}"
-        path.write_bytes(model)
-        self.predictor = Predictor.load(path, runtime=runtime)
+        with tempfile.TemporaryDirectory(prefix="imgclf-actor-") as folder:
+            path = Path(folder) / f"model{suffix}"
+            path.write_bytes(model)  # read whole by the loader: the folder can go
+            if gpu and suffix != ".onnx" and torch.cuda.is_available():  # a GPU actor
+                self.predictor = Predictor.load(path, runtime="torch")
+                self.predictor.network.to("cuda")
+            else:
+                self.predictor = Predictor.load(path, runtime=runtime)
 
     def __call__(self, batch: pandas.DataFrame) -> pandas.DataFrame:
         import pandas
 
         sources = [bytes(content) for content in batch["bytes"]]
         results = self.predictor.predict_batch(sources, num_workers=0, show_progress=False)
-        return pandas.DataFrame([self.predictor.table_row(path, result)
-                                 for path, result in zip(batch["path"], results)],
-                                columns=self.predictor.table_columns())
+        rows = [self.predictor.table_row(path, result)
+                for path, result in zip(batch["path"], results)]
+        return _typed(pandas.DataFrame(rows, columns=self.predictor.table_columns()))
+
+
+def _typed(table: pandas.DataFrame) -> pandas.DataFrame:
+    """The same column types in every part, whether or not it holds errors (empty cells)."""
+    return table.astype({"path": "string", "label": "string", "index": "Int64",
+                         "probability": "Float64", "unknown": "boolean",
+                         "outlier_score": "Float64", "error": "string",
+                         **{name: "Float64" for name in table.columns[6:-1]}})
 
 
 def _files(source: str | os.PathLike | Sequence[Any]
@@ -149,8 +167,8 @@ def _error_frame(missing: list[tuple[str, str]], classes: list[str]) -> pandas.D
     import pandas
 
     columns = _columns(classes)
-    return pandas.DataFrame([{**dict.fromkeys(columns), "path": path, "error": reason}
-                             for path, reason in missing], columns=columns)
+    return _typed(pandas.DataFrame([{**dict.fromkeys(columns), "path": path, "error": reason}
+                                    for path, reason in missing], columns=columns))
 
 
 def _columns(classes: list[str]) -> list[str]:

@@ -346,6 +346,10 @@ class ImageData:
             sampler = self._balanced_sampler(dataset.targets, generator)
             shuffle = False
         workers = default_workers() if self.config.num_workers is None else self.config.num_workers
+        if part is not None and self.config.num_workers is None:  # the machine's processes
+            from imgclf.devices import local_processes  # share its cores
+
+            workers //= local_processes()
         # a last batch of one picture breaks batch-norm statistics
         drop_last = training and len(dataset) > batch_size
         batches = {"batch_size": batch_size, "shuffle": shuffle, "sampler": sampler,

@@ -13,6 +13,7 @@ the model, the history and the report.
 from __future__ import annotations
 
 import contextlib
+import datetime
 import os
 import subprocess
 import sys
@@ -41,9 +42,14 @@ class Processes:
         return self.count > 1
 
 
-def processes() -> Processes:
+# How long a process waits for the others at a meeting point: the first process embeds every
+# picture for the probe while the rest wait (NCCL's own default is 10 minutes).
+WAIT = datetime.timedelta(hours=2)
+
+
+def processes(*, cuda: bool = False) -> Processes:
     """Processes() alone; under torchrun (WORLD_SIZE > 1) the process group is joined on the
-    first call: NCCL when this machine has CUDA, else gloo."""
+    first call: NCCL when training on GPUs (cuda), else gloo."""
     import torch
     import torch.distributed as distributed
 
@@ -52,10 +58,15 @@ def processes() -> Processes:
         return Processes()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if not distributed.is_initialized():
-        if torch.cuda.is_available():
+        if cuda:
             torch.cuda.set_device(local_rank)
-        distributed.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+        distributed.init_process_group("nccl" if cuda else "gloo", timeout=WAIT)
     return Processes(distributed.get_rank(), distributed.get_world_size(), local_rank)
+
+
+def local_processes() -> int:
+    """How many training processes share this machine (1 alone)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def device_of(processes: Processes, device: torch.device) -> torch.device:
@@ -67,16 +78,37 @@ def device_of(processes: Processes, device: torch.device) -> torch.device:
     return device
 
 
-def launch(arguments: list[str], devices: int) -> int:
-    """Run ``imgclf ARGUMENTS`` in `devices` processes under torchrun; its exit status."""
+def launch(arguments: list[str], devices: int, *, cpu: bool = False) -> int:
+    """Run ``imgclf ARGUMENTS`` in `devices` processes under torchrun; its exit status.
+
+    cpu: the processes train on the CPU even where there are GPUs (--device cpu)."""
     import torch
 
+    from imgclf.errors import ImgclfError
+
+    if not cpu and torch.cuda.is_available() and devices > torch.cuda.device_count():
+        raise ImgclfError(f"--devices {devices}: this machine has "
+                          f"{torch.cuda.device_count()} GPU(s). Use at most that many, or "
+                          "--device cpu for processes sharing the CPU.")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={devices}", "-m", "imgclf", *arguments]
     environment = dict(os.environ)
     if not torch.cuda.is_available():  # CPU processes share the cores instead of fighting
         environment.setdefault("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // devices)))
     return subprocess.call(command, env=environment)
+
+
+def all_agree(processes: Processes, flag: bool) -> bool:
+    """True only where every process says True (a step all must take, or none)."""
+    if not processes.parallel:
+        return flag
+    import torch
+    import torch.distributed as distributed
+
+    device = "cuda" if distributed.get_backend() == "nccl" else "cpu"
+    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    distributed.all_reduce(tensor, op=distributed.ReduceOp.MIN)
+    return bool(tensor.item())
 
 
 def agree(processes: Processes, value: float) -> float:

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 
 from imgclf._progress import bar as progress_bar
 from imgclf._progress import console
-from imgclf.devices import agree, parallel_module
+from imgclf.devices import agree, all_agree, parallel_module
 from imgclf.plan import TIMED_STEPS, Phase, fit_to_time, one_cycle, time_limit
 
 if TYPE_CHECKING:
@@ -135,7 +135,8 @@ class OneCycleEpochs:
                     group["lr"], beta1 = one_cycle(step, total_steps, group["peak"],
                                                    self.config.warmup_fraction)
                     group["betas"] = (beta1, group["betas"][1])
-                if images is None:
+                # a step all processes take, or none: a slice of unreadable pictures skips it
+                if not all_agree(self.processes, images is not None):
                     continue
                 loss = self.train_step(images, targets, optimizer, trainable)
                 losses.append(loss)

@@ -17,14 +17,15 @@ class ImageError(ImgclfError, ValueError):
         reason: a short, human-readable reason, e.g. ``"empty file (0 bytes)"``.
     """
 
-    def __init__(self, source: str, reason: str):
+    def __init__(self, source: str, reason: str, index: int | None = None):
         self.source = source
         self.reason = reason
+        self.index = index  # its position in the dataset that read it, when one did
         super().__init__(f"{source}: {reason}")
 
     def __reduce__(self):
         # DataLoader workers send errors back to the main process by pickling them.
-        return type(self), (self.source, self.reason)
+        return type(self), (self.source, self.reason, self.index)
 
 
 class BackboneError(ImgclfError):

@@ -46,6 +46,8 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
     require("onnx")
     require("onnxruntime")
     if int8:
+        if Path(model).suffix == ".onnx":
+            raise ImgclfError("--int8 exports from a .imgclf model file, not an ONNX file.")
         return _export_int8(model, Path(path))
     predictor = Predictor.load(model, runtime="torch")
     network = _Exported(predictor.network).eval().to(memory_format=torch.contiguous_format)

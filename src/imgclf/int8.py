@@ -82,8 +82,8 @@ def quantize(model: str | os.PathLike | Predictor, data: ImageData, *, again: bo
     require("onnxruntime")
     predictor = model if isinstance(model, Predictor) else Predictor.load(model, runtime="torch")
     if predictor.runtime != "torch":
-        raise ValueError("quantize needs the PyTorch network: Predictor.load(..., "
-                         "runtime='torch'), or the model file's path")
+        raise ImgclfError("int8 is made from a .imgclf model file (or a Predictor loaded "
+                          "with runtime='torch'), not from an ONNX file.")
     if list(data.classes) != predictor.classes:
         raise ImgclfError(f"These pictures' classes {list(data.classes)} are not the model's "
                           f"{predictor.classes}: give the data it was trained on.")
@@ -93,7 +93,9 @@ def quantize(model: str | os.PathLike | Predictor, data: ImageData, *, again: bo
     data = data.with_input(predictor.input)
     size = predictor.input.image_size
     float_path = cached_graph(predictor.network, size, show_progress=show_progress)
-    if not again and (saved := read_int8_check(float_path)) is not None:
+    key = _check_key(data)
+    saved = read_int8_check(float_path)
+    if not again and saved is not None and saved.get("key") == key:
         return Int8Check(**{k: saved[k] for k in Int8Check.__dataclass_fields__})
     target = int8_path(float_path)
     calibration = _calibration_pictures(predictor, data)
@@ -103,8 +105,20 @@ def quantize(model: str | os.PathLike | Predictor, data: ImageData, *, again: bo
         target.unlink(missing_ok=True)
     from imgclf._files import write_json
 
-    write_json(float_path.with_suffix(".int8.json"), asdict(check))
+    write_json(float_path.with_suffix(".int8.json"), {**asdict(check), "key": key})
     return check
+
+
+def _check_key(data: ImageData) -> str:
+    """What a kept check depends on besides the model: the pictures, the rule and this code
+    (a change to any checks again)."""
+    import hashlib
+
+    digest = hashlib.sha256(Path(__file__).read_bytes())
+    digest.update(json.dumps([MAX_LOSS, CALIBRATION_PICTURES, data.config.seed,
+                              [str(item.path) for item in data.train],
+                              [str(item.path) for item in data.valid]]).encode())
+    return digest.hexdigest()[:16]
 
 
 def _calibration_pictures(predictor: Predictor, data: ImageData) -> np.ndarray:

@@ -147,8 +147,15 @@ def accelerated(network: torch.nn.Module, image_size: int, *, runtime: str = "au
                    "for forward passes about 2.5x faster on the CPU.")
         return network
     try:
-        onnx = OnnxNetwork(cached_graph(network, image_size, embeddings_only=embeddings_only,
-                                        show_progress=show_progress))
+        path = cached_graph(network, image_size, embeddings_only=embeddings_only,
+                            show_progress=show_progress)
+        try:
+            onnx = OnnxNetwork(path)
+        except ModelFileError:  # a cached file cut short (a crash, a full disk): build again
+            path.unlink(missing_ok=True)
+            onnx = OnnxNetwork(cached_graph(network, image_size,
+                                            embeddings_only=embeddings_only,
+                                            show_progress=show_progress))
     except (ImgclfError, OSError, RuntimeError, ValueError, TypeError) as error:
         # OSError: a cache folder that cannot be written (read-only, no home folder)
         if runtime == "onnx":
@@ -161,16 +168,11 @@ def accelerated(network: torch.nn.Module, image_size: int, *, runtime: str = "au
 def cached_graph(network: torch.nn.Module, image_size: int, *, embeddings_only: bool = False,
                  show_progress: bool = True) -> Path:
     """The cached ONNX file of a network at an input size: built, checked against PyTorch
-    and kept on the first call; its path on later ones."""
+    and kept on the first call; its path on later ones (opening it is the caller's)."""
     graph = _Graph(network, embeddings_only).eval()
     path = _cache_path(graph, image_size)
-    if path.is_file():
-        try:
-            OnnxNetwork(path)
-            return path
-        except ModelFileError:  # a cached file cut short (a crash, a full disk): build again
-            path.unlink(missing_ok=True)
-    _build(graph, image_size, path, show_progress)
+    if not path.is_file():
+        _build(graph, image_size, path, show_progress)
     return path
 
 

@@ -49,6 +49,7 @@ class ImageFiles:
         try:
             picture = to_rgb(source) if _is_pil(source) else load_image(source)
         except ImageError as error:
+            error.index = index  # bytes have no name: the position says whose it is
             return error
         if self.seed is None:
             return self.transform(picture), self.targets[index], index

@@ -151,6 +151,10 @@ class Predictor:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         path = Path(path)
+        if path.suffix == ".onnx" and int8:
+            raise ModelFileError(f"{path} is an ONNX file: it runs as it was exported. Give "
+                                 "the .imgclf model with --int8, or export its int8 graph "
+                                 "(imgclf export MODEL --onnx FILE --int8).")
         if path.suffix == ".onnx":
             from imgclf.onnx_runtime import load_onnx
 
@@ -206,9 +210,9 @@ class Predictor:
         """
         result = self.outputs(paths, batch_size=batch_size, show_progress=show_progress,
                               num_workers=num_workers)
-        by_source = {error.source: error for error in result.errors}
+        by_position = {error.index: error for error in result.errors}
         return [self._prediction(result, position) if ok else
-                by_source.get(str(path), ImageError(str(path), "could not be read"))
+                by_position.get(position, ImageError(_name(path), "could not be read"))
                 for position, (path, ok) in enumerate(zip(paths, result.ok))]
 
     def predict_prepared(self, tensors: Sequence[Any]) -> list[Prediction]:
@@ -233,7 +237,9 @@ class Predictor:
                     "error": result.reason}
         return {"path": str(path), "label": result.label, "index": result.index,
                 "probability": result.probability, "unknown": result.unknown,
-                "outlier_score": result.outlier_score, **result.probabilities, "error": None}
+                "outlier_score": result.outlier_score,
+                **dict(zip(class_columns(self.classes), result.probabilities.values())),
+                "error": None}
 
     def _prediction(self, result: inference.Outputs, position: int) -> Prediction:
         row = result.probabilities[position]
@@ -245,10 +251,24 @@ class Predictor:
                           unknown=unknown, outlier_score=score)
 
 
+def _name(source: Any) -> str:
+    """A source as an error names it: a path, or "<N bytes>"."""
+    return f"<{len(source)} bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
+
+
+_FIXED = ("path", "label", "index", "probability", "unknown", "outlier_score")
+
+
+def class_columns(classes: Sequence[str]) -> list[str]:
+    """Each class's probability column: the class name, or "probability_<class>" for every
+    class when one is named like a fixed column ("label", "unknown", ...)."""
+    clash = any(name in (*_FIXED, "error") for name in classes)
+    return [f"probability_{name}" if clash else name for name in classes]
+
+
 def table_columns(classes: Sequence[str]) -> list[str]:
     """The columns of a predictions table: one per class between the fixed ones."""
-    return ["path", "label", "index", "probability", "unknown", "outlier_score", *classes,
-            "error"]
+    return [*_FIXED, *class_columns(classes), "error"]
 
 
 def outlier_calibration(network: nn.Module):

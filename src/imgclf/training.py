@@ -29,7 +29,7 @@ from imgclf.checkpoint import (BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS, check
                                read_checkpoint, save_checkpoint)
 from imgclf.config import HeadConfig, TrainConfig
 from imgclf.data import ImageData
-from imgclf.devices import device_of, main_first, processes
+from imgclf.devices import agree, device_of, main_first, processes
 from imgclf.epochs import OneCycleEpochs
 from imgclf.lr_finder import LearningRates, find_learning_rate
 from imgclf.model import MODEL_PREFIX, Classifier, network_from_tensors
@@ -77,8 +77,9 @@ class Learner(OneCycleEpochs):
         self.data = data
         self.config = config
         # under torchrun, one of several processes (devices.py); only the first writes
-        self.processes = processes()
-        self.device = device_of(self.processes, resolve_device(config.device))
+        device = resolve_device(config.device)
+        self.processes = processes(cuda=device.type == "cuda")
+        self.device = device_of(self.processes, device)
         if not self.processes.main:
             output, verbose = None, False
         # channels_last: 1.5x faster training on CPU (bench/backbone_speed.py, README)
@@ -184,7 +185,8 @@ class Learner(OneCycleEpochs):
                     resumed = index == start_phase
                     why = self._run_one_cycle(plan, index, start_epoch if resumed else 0,
                                               optimizer_state if resumed else None)
-                    if why is None and index < len(plan) - 1 and self._not_helping():
+                    if why is None and index < len(plan) - 1 and agree(self.processes,
+                                                                       self._not_helping()):
                         why = self._not_helping_reason()
                     if why is not None:
                         self._stop_early(plan, why)

@@ -163,8 +163,8 @@ def _parser() -> argparse.ArgumentParser:
                             "(a class folder named _unknown works too)")
     train.add_argument("--devices", type=int, default=1, metavar="N",
                        help="train in N processes, one per GPU (or sharing the CPU), "
-                            "data-parallel through torchrun; the same recipe and results as "
-                            "one process (default: 1)")
+                            "data-parallel through torchrun: the same batches, split N ways "
+                            "(default: 1)")
     train.add_argument("--resume", action="store_true",
                        help="continue the interrupted run in --out from its last checkpoint")
     train.set_defaults(run=handlers._train, command="train")
@@ -304,8 +304,8 @@ def _add_accept_argument(parser: argparse.ArgumentParser) -> None:
                              "installed, about 2.5x faster; built once per model and cached), "
                              "onnx or torch (default: auto)")
     parser.add_argument("--int8", action="store_true",
-                        help="run the model's int8 graph (about 2.4x float onnxruntime on a "
-                             "VNNI CPU); evaluate makes and checks it: calibrated on the "
+                        help="run the model's int8 graph (2.1-2.3x float onnxruntime at batch "
+                             "32 on a VNNI CPU); evaluate makes and checks it: calibrated on the "
                              "training pictures, refused if it loses over 0.5 point against "
                              "float on the validation pictures")
     parser.add_argument("--accept", type=float, default=None, metavar="SHARE",

@@ -104,8 +104,9 @@ def _evaluate(args: argparse.Namespace) -> int:
     if args.int8:  # calibrated on these training pictures, compared on their validation ones
         from imgclf.int8 import quantize
 
-        check = quantize(predictor, data)
-        print(f"int8 {'accepted' if check.accepted else 'refused'}: {check.reason}")
+        check = quantize(predictor, data, again=True)  # this data, this code: checked now
+        print(f"int8 {'accepted' if check.accepted else 'refused'}: {check.reason}",
+              file=sys.stderr if args.json else sys.stdout)
         if not check.accepted:
             return 1
         predictor = Predictor.load(model, int8=True, acceptance=args.accept)
@@ -144,7 +145,7 @@ def _train(args: argparse.Namespace) -> int:
     if args.devices > 1 and "WORLD_SIZE" not in os.environ:  # start the N processes
         from imgclf.devices import launch
 
-        return launch(args.arguments, args.devices)
+        return launch(args.arguments, args.devices, cpu=args.device == "cpu")
     # under torchrun, the first process alone prints (and, in Learner, writes)
     main_process = int(os.environ.get("RANK", "0")) == 0
     out = Path(args.out) if args.out else Path("models") / Path(args.data).resolve().name
@@ -248,8 +249,9 @@ def _predict(args: argparse.Namespace) -> int:
 
     if args.engine == "ray":
         return _predict_on_ray(args)
-    if args.out:
-        raise ImgclfError("--out goes with --engine ray; here, write a table with --csv FILE.")
+    if args.out or args.address or args.actors or args.gpus_per_actor:
+        raise ImgclfError("--out, --address, --actors and --gpus-per-actor go with --engine "
+                          "ray; here, write a table with --csv FILE.")
     predictor = Predictor.load(_model_path(args.model), runtime=args.runtime, int8=args.int8,
                                acceptance=args.accept)
     paths = expand_paths(args.paths)
@@ -401,7 +403,7 @@ def _predict_on_ray(args: argparse.Namespace) -> int:
     if not args.out:
         raise ImgclfError("--engine ray writes a table: give --out predictions.parquet (or "
                           ".csv, or a folder or s3:// path for Parquet parts).")
-    if args.int8 or args.json or args.csv or args.accept is not None:
+    if args.int8 or args.json or args.csv or args.accept is not None or args.top_k != 1:
         raise ImgclfError("--engine ray takes --out, --runtime, --batch-size, --actors, "
                           "--gpus-per-actor and --address; export an int8 ONNX file "
                           "(imgclf export --onnx F --int8) and give it as the model for int8.")
