@@ -14,7 +14,11 @@ input: smaller than its 288 default so that 26,000 pictures embed in minutes on 
 the shape of the curves, not the absolute speed, is what this measures (bench/throughput.py
 has the speed at each size).
 
-Run: python bench/scale.py [--sizes 1000,5000,20000] [--image-size 160]
+With --auto, each size also trains in auto mode (the probe again from the cached embeddings,
+then whole-network epochs fitted to the CPU's 10-minute time limit): its seconds, the phases
+it ran, and the peak memory with it.
+
+Run: python bench/scale.py [--sizes 1000,5000,20000] [--image-size 160] [--auto]
 """
 
 from __future__ import annotations
@@ -75,7 +79,7 @@ def peak_memory_mb() -> dict:
                                 / scale, 1)}
 
 
-def one_size(folder: Path, image_size: int) -> dict:
+def one_size(folder: Path, image_size: int, with_auto: bool = False) -> dict:
     """The stages on one folder, in this process (called in a fresh one per size)."""
     from imgclf import ImageData, train
     from imgclf.embeddings import compute_embeddings
@@ -103,6 +107,15 @@ def one_size(folder: Path, image_size: int) -> dict:
     rows = sum(len(compute_embeddings(network, data, split, show_progress=False).features)
                for split in ("train", "valid"))
     stages["read_cache"] = time.perf_counter() - start
+    probe_memory = peak_memory_mb()
+    auto = None
+    if with_auto:  # the default mode: the probe from the cache, then whole-network epochs
+        with tempfile.TemporaryDirectory() as output:  # fitted to the CPU's time limit
+            start = time.perf_counter()
+            learner = train(data, mode="auto", output=output, verbose=False)
+            stages["auto"] = time.perf_counter() - start
+        auto = {"phases": [row["phase"] for row in learner.history],
+                "accuracy": round(learner.metrics()["accuracy"], 4)}
     summary = evaluation.summary()
     worst = sorted(evaluation.per_class(), key=lambda row: row["f1"])[:3]
     return {"pictures": pictures, "classes": len(data.classes), "image_size": image_size,
@@ -115,7 +128,8 @@ def one_size(folder: Path, image_size: int) -> dict:
             "accuracy": round(summary["accuracy"], 4),
             "lowest_f1": [(row["class"], round(row["f1"], 3)) for row in worst],
             "most_confused": evaluation.most_confused()[:3],
-            "cache_files": rows, "peak_memory": peak_memory_mb()}
+            "cache_files": rows, "peak_memory": probe_memory,
+            **({"auto": auto, "peak_memory_with_auto": peak_memory_mb()} if with_auto else {})}
 
 
 def main() -> None:
@@ -123,10 +137,13 @@ def main() -> None:
     parser.add_argument("--sizes", default="1000,5000,20000")
     parser.add_argument("--image-size", type=int, default=160)
     parser.add_argument("--folder", default=str(Path(tempfile.gettempdir()) / "imgclf-scale"))
+    parser.add_argument("--auto", action="store_true",
+                        help="also train in auto mode (the default mode: the probe, then "
+                             "whole-network epochs fitted to the 10-minute CPU time limit)")
     parser.add_argument("--one", default=None, help=argparse.SUPPRESS)  # a child's folder
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one_size(Path(args.one), args.image_size)))
+        print(json.dumps(one_size(Path(args.one), args.image_size, args.auto)))
         return
     sizes = [int(size) for size in args.sizes.split(",")]
     runs = []
@@ -137,7 +154,8 @@ def main() -> None:
         with tempfile.TemporaryDirectory(prefix="imgclf-scale-cache-") as cache:
             child = subprocess.run(
                 [sys.executable, __file__, "--one", str(folder), "--image-size",
-                 str(args.image_size)], env={**os.environ, "IMGCLF_CACHE": cache},
+                 str(args.image_size), *(["--auto"] if args.auto else [])],
+                env={**os.environ, "IMGCLF_CACHE": cache},
                 capture_output=True, text=True, check=True)
         run = json.loads(child.stdout.strip().splitlines()[-1])
         run["draw_seconds"] = round(drawn, 1)
@@ -147,8 +165,8 @@ def main() -> None:
     by_size = {run["pictures"]: run for run in runs}
     smallest, largest = min(by_size), max(by_size)
 
-    def per_picture(run: dict) -> float:
-        return sum(run["seconds"].values()) / run["pictures"]
+    def per_picture(run: dict) -> float:  # the probe's stages (auto's time is capped)
+        return sum(v for k, v in run["seconds"].items() if k != "auto") / run["pictures"]
 
     result["seconds_per_picture_ratio"] = round(per_picture(by_size[largest])
                                                 / per_picture(by_size[smallest]), 3)
