@@ -15,7 +15,7 @@ EXPECTED = [
     "TrainConfig", "classify_imagenet", "collect", "create_backbone", "eval_transform",
     "evaluate", "find_images", "import_huggingface", "import_kaggle", "items_from_csv",
     "items_from_dataframe", "items_from_filenames", "items_from_folder", "list_backbones",
-    "load", "load_image", "quantize", "split_items", "train", "train_transform",
+    "load", "load_image", "predict_dataset", "quantize", "split_items", "train", "train_transform",
 ]
 
 

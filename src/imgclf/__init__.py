@@ -48,6 +48,7 @@ _EXPORTS = {
     "list_backbones": "imgclf.backbones",
     "load": "imgclf.predict",
     "load_image": "imgclf.images",
+    "predict_dataset": "imgclf.cluster",
     "quantize": "imgclf.int8",
     "split_items": "imgclf.sources",
     "train": "imgclf.training",

@@ -57,8 +57,8 @@ def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequen
             else a local Ray.
 
     Example:
-        >>> predict_dataset("models/ants/model.imgclf", "s3://bucket/photos",
-        ...                 out="predictions.parquet", address="auto")
+        >>> imgclf.predict_dataset("models/ants/model.imgclf", "s3://bucket/photos",
+        ...                        out="predictions.parquet", address="auto")
     """
     from imgclf.onnx_runtime import require
     from imgclf.predict import Predictor
