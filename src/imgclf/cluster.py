@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgclf.errors import ImgclfError
+from imgclf.predict import table_columns, table_row
 
 if TYPE_CHECKING:
     import pandas
@@ -60,14 +61,13 @@ def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequen
         >>> imgclf.predict_dataset("models/ants/model.imgclf", "s3://bucket/photos",
         ...                        out="predictions.parquet", address="auto")
     """
-    from imgclf.onnx_runtime import require
-    from imgclf.predict import Predictor
+    from imgclf.modelfile import load_model
+    from imgclf.onnx_runtime import load_onnx, require
 
     ray = require("ray", RAY_HINT)
     model = Path(model)
-    predictor = Predictor.load(model, runtime="torch") if model.suffix != ".onnx" else \
-        Predictor.load(model)  # a bad model file fails here, before any cluster work
-    classes = predictor.classes
+    # a bad model file fails here, before any cluster work (no network is built: the actors do)
+    classes = list((load_onnx(model) if model.suffix == ".onnx" else load_model(model))[1].classes)
     files, missing, listed = _files(source)
     if not ray.is_initialized():
         ray.init(address=address or os.environ.get("RAY_ADDRESS"),
@@ -119,9 +119,9 @@ class _Labeller:
 
         sources = [bytes(content) for content in batch["bytes"]]
         results = self.predictor.predict_batch(sources, num_workers=0, show_progress=False)
-        rows = [self.predictor.table_row(path, result)
-                for path, result in zip(batch["path"], results)]
-        return _typed(pandas.DataFrame(rows, columns=self.predictor.table_columns()))
+        classes = self.predictor.classes
+        rows = [table_row(classes, path, result) for path, result in zip(batch["path"], results)]
+        return _typed(pandas.DataFrame(rows, columns=table_columns(classes)))
 
 
 def _typed(table: pandas.DataFrame) -> pandas.DataFrame:
@@ -166,15 +166,10 @@ def _files(source: str | os.PathLike | Sequence[Any]
 def _error_frame(missing: list[tuple[str, str]], classes: list[str]) -> pandas.DataFrame:
     import pandas
 
-    columns = _columns(classes)
-    return _typed(pandas.DataFrame([{**dict.fromkeys(columns), "path": path, "error": reason}
-                                    for path, reason in missing], columns=columns))
+    from imgclf.errors import ImageError
 
-
-def _columns(classes: list[str]) -> list[str]:
-    from imgclf.predict import table_columns
-
-    return table_columns(classes)
+    rows = [table_row(classes, path, ImageError(path, reason)) for path, reason in missing]
+    return _typed(pandas.DataFrame(rows, columns=table_columns(classes)))
 
 
 def _concat(frames: list[pandas.DataFrame], classes: list[str]) -> pandas.DataFrame:
@@ -182,7 +177,7 @@ def _concat(frames: list[pandas.DataFrame], classes: list[str]) -> pandas.DataFr
 
     frames = [frame for frame in frames if len(frame)]
     if not frames:
-        return pandas.DataFrame(columns=_columns(classes))
+        return pandas.DataFrame(columns=table_columns(classes))
     return pandas.concat(frames, ignore_index=True)
 
 

@@ -102,11 +102,9 @@ def all_agree(processes: Processes, flag: bool) -> bool:
     """True only where every process says True (a step all must take, or none)."""
     if not processes.parallel:
         return flag
-    import torch
     import torch.distributed as distributed
 
-    device = "cuda" if distributed.get_backend() == "nccl" else "cpu"
-    tensor = torch.tensor([1.0 if flag else 0.0], device=device)
+    tensor = _exchanged(1.0 if flag else 0.0)
     distributed.all_reduce(tensor, op=distributed.ReduceOp.MIN)
     return bool(tensor.item())
 
@@ -115,13 +113,20 @@ def agree(processes: Processes, value: float) -> float:
     """The first process's value, in every process (a decision all must take alike)."""
     if not processes.parallel:
         return value
+    import torch.distributed as distributed
+
+    tensor = _exchanged(value)
+    distributed.broadcast(tensor, src=0)
+    return float(tensor.item())
+
+
+def _exchanged(value: float) -> torch.Tensor:
+    """A one-number tensor where the process group's backend exchanges it (NCCL: the GPU)."""
     import torch
     import torch.distributed as distributed
 
     device = "cuda" if distributed.get_backend() == "nccl" else "cpu"
-    tensor = torch.tensor([float(value)], dtype=torch.float64, device=device)
-    distributed.broadcast(tensor, src=0)
-    return float(tensor.item())
+    return torch.tensor([float(value)], dtype=torch.float64, device=device)
 
 
 @contextlib.contextmanager

@@ -254,6 +254,8 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold
 
+    from imgclf._progress import progress, status
+
     everything = embeddings.features, embeddings.targets
     if len(embeddings.features) > SEARCH_ROWS:
         rows = _search_rows(embeddings, SEARCH_ROWS, seed)
@@ -268,8 +270,6 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
     if folds >= 2 and len(candidates) > 1:
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         splits = list(splitter.split(features, targets, groups))
-        from imgclf._progress import progress
-
         for c in progress(candidates, total=len(candidates), enabled=show_progress,
                           description="Fitting the head (choosing its regularisation)",
                           transient=True):
@@ -288,8 +288,6 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
             if best_loss is None or loss < best_loss - 1e-9:
                 best_c, best_loss, best_score = c, loss, float(np.mean(hits))
     model = LogisticRegression(C=best_c, max_iter=2000)
-    from imgclf._progress import status
-
     # past a few thousand rows this fit takes a minute or more (bench/scale.py)
     with status(f"Fitting the head on {len(everything[0])} embeddings",
                 enabled=show_progress and len(everything[0]) > SEARCH_ROWS):

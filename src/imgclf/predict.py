@@ -136,7 +136,7 @@ class Predictor:
         to install it) or "torch". A ``.onnx`` file written by ``export_onnx`` is run by
         onnxruntime whatever this says.
         int8: run the int8 graph that ``imgclf.quantize`` made and checked for this model
-        (about 2.4x float onnxruntime at batch 32 on a VNNI CPU); an error saying what to run
+        (2.1-2.3x float onnxruntime at batch 32 on a VNNI CPU); an error saying what to run
         when it has not been checked, or was refused.
         acceptance: the share of in-domain pictures the "unknown" detector accepts; default:
         the one the model was calibrated at (0.95 unless trained otherwise).
@@ -224,23 +224,6 @@ class Predictor:
                                num_workers=0)
         return [self._prediction(result, position) for position in range(len(items))]
 
-    def table_columns(self) -> list[str]:
-        """The columns of a predictions table (``table_row``)."""
-        return table_columns(self.classes)
-
-    def table_row(self, path: Any, result: Prediction | ImageError) -> dict[str, Any]:
-        """One file's row of a predictions table (``imgclf predict --csv``, Ray's Parquet):
-        path, label, index, probability, unknown, outlier_score, each class's probability,
-        and the error of a file that could not be read (the other cells empty)."""
-        if isinstance(result, ImageError):
-            return {**dict.fromkeys(self.table_columns()), "path": str(path),
-                    "error": result.reason}
-        return {"path": str(path), "label": result.label, "index": result.index,
-                "probability": result.probability, "unknown": result.unknown,
-                "outlier_score": result.outlier_score,
-                **dict(zip(class_columns(self.classes), result.probabilities.values())),
-                "error": None}
-
     def _prediction(self, result: inference.Outputs, position: int) -> Prediction:
         row = result.probabilities[position]
         index = int(row.argmax())
@@ -269,6 +252,20 @@ def class_columns(classes: Sequence[str]) -> list[str]:
 def table_columns(classes: Sequence[str]) -> list[str]:
     """The columns of a predictions table: one per class between the fixed ones."""
     return [*_FIXED, *class_columns(classes), "error"]
+
+
+def table_row(classes: Sequence[str], path: Any, result: Prediction | ImageError
+              ) -> dict[str, Any]:
+    """One file's row of a predictions table (``imgclf predict --csv``, Ray's Parquet):
+    path, label, index, probability, unknown, outlier_score, each class's probability, and
+    the error of a file that could not be read (the other cells empty)."""
+    if isinstance(result, ImageError):
+        return {**dict.fromkeys(table_columns(classes)), "path": str(path),
+                "error": result.reason}
+    return {"path": str(path), "label": result.label, "index": result.index,
+            "probability": result.probability, "unknown": result.unknown,
+            "outlier_score": result.outlier_score,
+            **dict(zip(class_columns(classes), result.probabilities.values())), "error": None}
 
 
 def outlier_calibration(network: nn.Module):

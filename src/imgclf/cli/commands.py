@@ -245,7 +245,7 @@ def _predict(args: argparse.Namespace) -> int:
     import csv
 
     from imgclf.errors import ImageError
-    from imgclf.predict import Predictor
+    from imgclf.predict import Predictor, table_columns, table_row
 
     if args.engine == "ray":
         return _predict_on_ray(args)
@@ -261,10 +261,10 @@ def _predict(args: argparse.Namespace) -> int:
     # --csv and --json keep every file: an unreadable one is a row with its error
     if args.csv:
         with atomic_open(args.csv, newline="") as handle:
-            writer = csv.DictWriter(handle, predictor.table_columns())
+            writer = csv.DictWriter(handle, table_columns(predictor.classes))
             writer.writeheader()
             for path, result in zip(paths, results):
-                writer.writerow(_csv_cells(predictor.table_row(path, result)))
+                writer.writerow(_csv_cells(table_row(predictor.classes, path, result)))
         print(f"Wrote {len(good)} predictions to {args.csv}"
               + (f" ({len(results) - len(good)} unreadable file(s) with their error)"
                  if len(good) < len(results) else ""))
@@ -414,7 +414,7 @@ def _predict_on_ray(args: argparse.Namespace) -> int:
     if isinstance(written, Path) and written.is_file():
         import pandas
 
-        table = (pandas.read_csv(written) if written.suffix.lower() == ".csv"
+        table = (pandas.read_csv(written, usecols=["error"]) if written.suffix.lower() == ".csv"
                  else pandas.read_parquet(written, columns=["error"]))
         failed = int(table["error"].notna().sum())
         print(f"Wrote {len(table) - failed} predictions to {written}"
