@@ -2,7 +2,13 @@
 turns), and requests/second and p50/p99 from 8 and 32 concurrent clients over loopback (the
 server batches concurrent pictures). Prints one JSON line.
 
-Run: python bench/serve_latency.py [MODEL.imgclf]   (default: a probe model on hymenoptera)
+Each server runs in its own process, as `imgclf serve` does, and each client thread keeps its
+connection open, as a browser or any HTTP client library does: a client that opened a new
+connection (and TLS context) per request spent more CPU than the server on these 2 cores.
+
+Run: python bench/serve_latency.py [MODEL.imgclf] [--baseline OTHER/src]
+  --baseline: the src folder of another imgclf checkout (a git worktree of an older commit,
+  say); its server runs the same way, side by side, and the JSON gives the ratio.
 """
 
 from __future__ import annotations
@@ -10,8 +16,11 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import socket
+import subprocess
 import sys
 import tempfile
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -19,8 +28,16 @@ from pathlib import Path
 import numpy as np
 
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE.parent))  # for tests.serving.running
+SOURCE = HERE.parent / "src"
 DATA = HERE.parents[1] / "shared" / "datasets" / "hymenoptera"
+
+# The server process: the app `imgclf serve` runs, without the Gradio page.
+SERVER = """
+import sys, uvicorn
+from imgclf.serve.http import create_app
+uvicorn.run(create_app(sys.argv[1], runtime=sys.argv[2], with_gradio=False),
+            host="127.0.0.1", port=int(sys.argv[3]), log_level="error")
+"""
 
 
 def latencies(predictors: dict, pictures: list[bytes], repeats: int) -> dict:
@@ -39,17 +56,64 @@ def latencies(predictors: dict, pictures: list[bytes], repeats: int) -> dict:
             for name, values in times.items()}
 
 
-def main() -> None:
+def serve(source: Path, model: Path, runtime: str) -> tuple[subprocess.Popen, str]:
+    """Start a server from the imgclf in `source` (a src folder); wait until it answers."""
     import httpx
 
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    environment = {**os.environ, "PYTHONPATH": str(source)}
+    process = subprocess.Popen([sys.executable, "-c", SERVER, str(model), runtime, str(port)],
+                               env=environment)
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.time() + 180
+    while time.time() < deadline and process.poll() is None:
+        try:
+            if httpx.get(f"{url}/health", timeout=5).status_code == 200:
+                return process, url
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    process.kill()
+    raise RuntimeError(f"the {runtime} server from {source} did not start")
+
+
+def load(url: str, pictures: list[bytes], clients: int, requests: int) -> dict:
+    """requests/s, p50/p99 and errors of `clients` threads posting `requests` pictures."""
+    import httpx
+
+    local = threading.local()
+
+    def ask(index: int) -> tuple[int, float]:
+        if not hasattr(local, "client"):
+            local.client = httpx.Client(timeout=120)  # one kept-open connection a client
+        start = time.perf_counter()
+        status = local.client.post(f"{url}/predict",
+                                   content=pictures[index % len(pictures)]).status_code
+        return status, (time.perf_counter() - start) * 1000
+
+    with ThreadPoolExecutor(max_workers=clients) as pool:
+        list(pool.map(ask, range(clients)))  # warm-up: connections open, batches at size
+        start = time.perf_counter()
+        answers = list(pool.map(ask, range(requests)))
+        seconds = time.perf_counter() - start
+    waits = [ms for _, ms in answers]
+    return {"requests_per_second": round(len(answers) / seconds, 1),
+            "p50_ms": round(float(np.percentile(waits, 50)), 1),
+            "p99_ms": round(float(np.percentile(waits, 99)), 1),
+            "errors": sum(status != 200 for status, _ in answers)}
+
+
+def main() -> None:
+    sys.path.insert(0, str(SOURCE))
     from imgclf import ImageData, Predictor, train
-    from imgclf.serve.http import create_app
-    from tests.serving import running
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", nargs="?")
     parser.add_argument("--repeats", type=int, default=100)
-    parser.add_argument("--requests", type=int, default=160)
+    parser.add_argument("--requests", type=int, default=320)
+    parser.add_argument("--baseline", type=Path,
+                        help="src folder of another imgclf checkout, served with PyTorch")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     model = Path(args.model) if args.model else None
@@ -58,30 +122,27 @@ def main() -> None:
         train(data, mode="probe", output=folder, verbose=False)
         model = folder / "model.imgclf"
     pictures = [p.read_bytes() for p in sorted((DATA / "val").glob("*/*.jpg"))[:20]]
-    result = {"benchmark": "serve_latency", "model": model.name, "cpus": os.cpu_count()}
+    result = {"benchmark": "serve_latency", "model": model.name, "cpus": os.cpu_count(),
+              "image_size": Predictor.load(model, runtime="torch").input.image_size}
     # onnx: the default, its graph built once and cached
     result.update(latencies({runtime: Predictor.load(model, runtime=runtime)
                              for runtime in ("torch", "onnx")}, pictures, args.repeats))
-    for runtime in ("torch", "onnx"):
-        with running(create_app(model, runtime=runtime, with_gradio=False)) as url:
-            def ask(index: int) -> tuple[int, float]:
-                start = time.perf_counter()
-                status = httpx.post(f"{url}/predict", content=pictures[index % len(pictures)],
-                                    timeout=120).status_code
-                return status, (time.perf_counter() - start) * 1000
-
-            ask(0)  # warm-up
+    servers = [("torch", SOURCE, "torch"), ("onnx", SOURCE, "onnx")]
+    if args.baseline:
+        servers.append(("baseline_torch", args.baseline.resolve(), "torch"))
+    for name, source, runtime in servers:
+        process, url = serve(source, model, runtime)
+        try:
             for clients in (8, 32):
-                start = time.perf_counter()
-                with ThreadPoolExecutor(max_workers=clients) as pool:
-                    answers = list(pool.map(ask, range(args.requests)))
-                seconds = time.perf_counter() - start
-                waits = [ms for _, ms in answers]
-                result[f"http_{runtime}_{clients}_clients"] = {
-                    "requests_per_second": round(len(answers) / seconds, 1),
-                    "p50_ms": round(float(np.percentile(waits, 50)), 1),
-                    "p99_ms": round(float(np.percentile(waits, 99)), 1),
-                    "errors": sum(status != 200 for status, _ in answers)}
+                result[f"http_{name}_{clients}_clients"] = load(url, pictures, clients,
+                                                                args.requests)
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+    if args.baseline:
+        result["onnx_over_baseline_8_clients"] = round(
+            result["http_onnx_8_clients"]["requests_per_second"]
+            / result["http_baseline_torch_8_clients"]["requests_per_second"], 2)
     print(json.dumps(result))
 
 
