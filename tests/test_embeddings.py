@@ -114,3 +114,71 @@ def test_many_rows_choose_the_regularisation_on_a_share_of_every_class(monkeypat
     assert len(seen) == 7 * 3 + 1  # 3 folds past SEARCH_ROWS
     accuracy = ((features @ fit.weight.T + fit.bias).argmax(axis=1) == targets).mean()
     assert accuracy > 0.95
+
+
+def _count_decodes(monkeypatch) -> "collections.Counter[str]":
+    """Count every full decode Pillow makes, by the decoded file's content hash (verification
+    decodes bytes, the loaders decode files: both are counted)."""
+    import collections
+    import hashlib
+    import io
+
+    from PIL import ImageFile
+
+    decodes: collections.Counter[str] = collections.Counter()
+    original = ImageFile.ImageFile.load
+
+    def load(self):
+        if getattr(self, "tile", None):  # pixels still to decode
+            source = self.fp
+            if isinstance(source, io.BytesIO):
+                content = source.getvalue()
+            else:
+                with open(source.name, "rb") as handle:
+                    content = handle.read()
+            decodes[hashlib.sha256(content).hexdigest()] += 1
+        return original(self)
+
+    monkeypatch.setattr(ImageFile.ImageFile, "load", load)
+    return decodes
+
+
+def test_a_run_decodes_each_original_picture_once(colours, tmp_path, monkeypatch):
+    # train in probe mode (with augmented views: 10 training pictures a class), then evaluate
+    # the model file on the same data: verification's decode is the only one of each photo;
+    # the probe's augmented views decode each training copy once
+    import hashlib
+
+    from imgclf import evaluate
+
+    decodes = _count_decodes(monkeypatch)
+    data = ImageData.from_folder(colours, **FAST)
+    trained = train(data, mode="probe", output=tmp_path / "model", verbose=False)
+    result = evaluate(load(tmp_path / "model" / "model.imgclf"), data, show_progress=False)
+    originals = {data.hashes[item.path] for split in ("train", "valid")
+                 for item in data.items[split]}
+    assert len(originals) == 24 and result.summary()["accuracy"] == 1.0
+    assert {digest: decodes[digest] for digest in originals} == dict.fromkeys(originals, 1)
+    copy_digests = {hashlib.sha256(path.read_bytes()).hexdigest()
+                    for path in data.copies.values()}
+    assert len(copy_digests) == 20 and all(decodes[digest] == 1 for digest in copy_digests)
+    assert set(decodes) <= originals | copy_digests
+    assert trained.history[-1]["accuracy"] == result.summary()["accuracy"]
+
+
+def test_a_stored_view_gives_the_tensor_the_original_gives(colours):
+    import torch
+
+    from imgclf.images import load_image
+    from imgclf.transforms import eval_transform
+
+    data = ImageData.from_folder(colours, **FAST)
+    pictures = data.plain(data.valid)
+    expected = [eval_transform(data.input)(load_image(item.path)) for item in data.valid]
+    stored = pictures.views.paths
+    assert all(path.exists() for path in stored)  # left by verification
+    assert all(torch.equal(pictures[i][0], expected[i]) for i in range(len(expected)))
+    stored[0].write_bytes(b"not a view")  # damaged, and removed: decoded and stored again
+    stored[1].unlink()
+    assert torch.equal(pictures[0][0], expected[0]) and torch.equal(pictures[1][0], expected[1])
+    assert stored[1].exists() and torch.equal(pictures[0][0], expected[0])

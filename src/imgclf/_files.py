@@ -110,6 +110,15 @@ def write_text(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def save_array(path: str | os.PathLike, array: Any) -> None:
+    """Write a numpy array as .npy for a cache: whole or not at all, never fsynced (a cache
+    can lose it)."""
+    import numpy as np
+
+    with atomic_open(path, "wb", durable=False) as handle:
+        np.save(handle, array)
+
+
 def write_json(path: str | os.PathLike, value: Any, **options) -> Path:
     """Write JSON atomically (ASCII-escaped, so any file name in it survives)."""
     return write_text(path, json.dumps(value, **options))

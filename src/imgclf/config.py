@@ -17,6 +17,21 @@ TRAIN_MODES = ("auto", "probe", "fine_tune")
 RUNTIMES = ("auto", "onnx", "torch")
 
 
+# probe and auto modes read pictures at this multiple of the backbone's pretrained input size
+# (rounded to 32 pixels; 224 -> 288 for efficientnet_lite0) unless the data sets image_size.
+# A network pretrained on random-resized crops saw objects larger than a center crop of the
+# same size shows them, so it does better tested at a higher resolution (Touvron et al. 2019,
+# "Fixing the train-test resolution discrepancy"). Hymenoptera probe, 5-fold cross-validated
+# log loss on the training pictures alone: 224 0.093, 256 0.088, 288 0.073, 320 0.071
+# (320 costs 2x the compute of 224, 288 1.65x); validation accuracy 0.948, 0.961, 0.967, 0.961.
+PROBE_SIZE_FACTOR = 1.3
+
+
+def probe_image_size(pretrained_size: int) -> int:
+    """Input size of probe and auto modes: PROBE_SIZE_FACTOR larger, a multiple of 32."""
+    return max(32, round(pretrained_size * PROBE_SIZE_FACTOR / 32) * 32)
+
+
 @dataclass(frozen=True)
 class InputConfig:
     """What a backbone expects as input, read from its pretrained config (never hard-coded).

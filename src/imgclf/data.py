@@ -16,9 +16,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imgclf.config import DEFAULT_BACKBONE, AugmentConfig, DataConfig, InputConfig
+from imgclf.config import (DEFAULT_BACKBONE, AugmentConfig, DataConfig, InputConfig,
+                           probe_image_size)
 from imgclf.errors import DataError, ImageError, ImgclfWarning
-from imgclf.pictures import ImageFiles, collate, default_workers
+from imgclf.pictures import ImageFiles, StoredViews, collate, default_workers
 from imgclf.sources import (SPLITS, UNKNOWN_FOLDER, Item, find_images, items_from_csv,
                             items_from_dataframe, items_from_filenames, items_from_folder,
                             split_items)
@@ -146,7 +147,8 @@ class ImageData:
         without usable pictures raise DataError saying what to do.
         """
         from imgclf.backbones import input_config_for
-        from imgclf.verify import verify_files
+        from imgclf.transforms import eval_parts
+        from imgclf.verify import verify_files, view_folder
 
         config = replace(config or DataConfig(), **options)
         if augment is True:
@@ -170,9 +172,15 @@ class ImageData:
         _say_where_the_split_comes_from(items, presplit, config.valid_fraction)
         copy_side = round(input.image_size * COPY_SCALE) if config.cache else None
         paths = [item.path for item in items]
-        # only training pictures are read from copies (see ImageData.source)
+        # only training pictures are read from copies (see ImageData.source); every picture
+        # leaves its square view at the size the default modes test at (auto and probe:
+        # training.data_for), so that the run reads no original a second time
+        tested = input if image_size is not None else replace(
+            input, image_size=probe_image_size(input.image_size))
         verdicts = verify_files(paths, copy_side=copy_side, show_progress=verbose,
-                                copy=[item.split == "train" for item in items])
+                                copy=[item.split == "train" for item in items],
+                                view=(view_folder(tested), eval_parts(tested)[0])
+                                if config.cache else None)
 
         report = DataReport()
         usable, copies, hashes, first_seen = [], {}, {}, {}
@@ -306,16 +314,38 @@ class ImageData:
 
     def dataset(self, split: str = "train", *, augment: bool | None = None) -> ImageFiles:
         """The pictures of one split as a torch Dataset (augmented for train by default)."""
-        from imgclf.transforms import eval_transform, train_transform
+        from imgclf.transforms import train_transform
 
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
         augment = (split == "train") if augment is None else augment
-        transform = (train_transform(self.input, self.augment) if augment
-                     else eval_transform(self.input))
         items = self.items[split]
-        return ImageFiles([self.source(item) for item in items], transform,
-                          [self.class_index.get(item.label, -1) for item in items])
+        targets = [self.class_index.get(item.label, -1) for item in items]
+        if augment:
+            return ImageFiles([self.source(item) for item in items],
+                              train_transform(self.input, self.augment), targets)
+        return self.plain(items, targets)
+
+    def plain(self, items: Sequence[Item], targets: Sequence[int] | None = None) -> ImageFiles:
+        """These pictures as Predictor sees them, a Dataset: the originals, each through its
+        stored square view where there is one (decoded and stored where there is not)."""
+        from imgclf.transforms import eval_transform
+
+        return ImageFiles([item.path for item in items], eval_transform(self.input), targets,
+                          views=self.stored_views(items))
+
+    def stored_views(self, items: Sequence[Item]) -> StoredViews | None:
+        """Where the square views of these pictures are kept at this data's input (see
+        pictures.StoredViews); None when the data keeps no cache (DataConfig.cache)."""
+        from imgclf.transforms import eval_parts
+        from imgclf.verify import view_folder, view_path
+
+        if not self.config.cache:
+            return None
+        folder = view_folder(self.input)
+        return StoredViews([view_path(folder, self.hashes[item.path])
+                            if item.path in self.hashes else None for item in items],
+                           *eval_parts(self.input))
 
     def source(self, item: Item) -> Path:
         """The file to read for an item: training pictures come from the small cached copy;

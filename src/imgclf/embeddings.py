@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from imgclf._files import atomic_open
+from imgclf._files import save_array
 from imgclf.errors import ImageError
 from imgclf.images import load_image
 
@@ -41,37 +41,59 @@ class Embeddings:
     computed: int  # rows that were not in the cache
 
 
-class _Views:
-    """Dataset of (picture, view): view 0 is the evaluation view, others seeded augmentations.
+class _Pictures:
+    """Dataset of the pictures whose embeddings are missing, each read once for all its views.
 
-    Items have the shape of ImageFiles' (tensor, target, index), so the forward loop runs
-    them like any pictures.
+    Item i -> (its views' tensors, stacked; -1; their row numbers) or an ImageError. The plain
+    view (0) comes from the picture's stored square view (decoded from the original only when
+    there is none), exactly as Predictor would see the original; augmented views (1, 2, ...)
+    are seeded random crops of the training copy, the file fine-tuning trains on.
     """
 
-    def __init__(self, jobs: list[tuple[Path, str, int]], clean, augmented):
-        self.jobs, self.clean, self.augmented = jobs, clean, augmented
+    def __init__(self, jobs: list[tuple[Path, Path, str, list[int], list[int]]],
+                 stored: StoredViews, augmented):
+        # (original, training copy, content hash, views, their rows), stored: plain views
+        self.jobs, self.stored, self.augmented = jobs, stored, augmented
 
     def __len__(self) -> int:
         return len(self.jobs)
 
     def __getitem__(self, index: int):
-        path, digest, view = self.jobs[index]
+        original, copy, digest, views, rows = self.jobs[index]
+        tensors = []
         try:
-            picture = load_image(path)
+            picture = None
+            for view in views:
+                if view == 0:
+                    tensors.append(self.stored.read(index, original))
+                    continue
+                if picture is None:
+                    picture = load_image(copy)
+                torch.manual_seed(int(digest[:12], 16) + view)  # the same view every run
+                tensors.append(self.augmented(picture))
         except ImageError as error:
             return error
-        if view == 0:
-            return self.clean(picture), -1, index
-        torch.manual_seed(int(digest[:12], 16) + view)  # the same view every run: cacheable
-        return self.augmented(picture), -1, index
+        return torch.stack(tensors), -1, rows
+
+
+def _collate_rows(items: list):
+    """collate for _Pictures: every view of every picture is a row of one batch."""
+    good = [item for item in items if not isinstance(item, ImageError)]
+    errors = [item for item in items if isinstance(item, ImageError)]
+    if not good:
+        return None, None, None, errors
+    rows = torch.tensor([row for item in good for row in item[2]])
+    return torch.cat([item[0] for item in good]), torch.full_like(rows, -1), rows, errors
 
 
 def embedding_folder(data: ImageData) -> Path:
     """Cache folder for one backbone and preprocessing (any change gives a new folder)."""
     from imgclf.verify import cache_root
 
-    key = json.dumps({"version": 4, "backbone": data.backbone, "input": data.input.to_dict(),
+    key = json.dumps({"version": 5, "backbone": data.backbone, "input": data.input.to_dict(),
                       "augment": data.augment.to_dict() if data.augment else None,
+                      # augmented views are crops of the training copies, if any
+                      "copies": data.config.cache,
                       **({"weights": _weights_digest(data.weights)} if data.weights else {})},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
@@ -89,41 +111,53 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
     """
     from imgclf.inference import batches
     from imgclf.onnx_runtime import accelerated
+    from imgclf.pictures import StoredViews, default_workers
     from imgclf.sources import SPLITS
-    from imgclf.transforms import eval_transform, train_transform
+    from imgclf.transforms import eval_parts, train_transform
 
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")
     folder = embedding_folder(data)
     items = [item for item in data.items[split] if item.label in data.class_index]
-    jobs, rows = [], []
+    jobs, rows, stored, items_to_read = [], [], [], []
     for position, item in enumerate(items):
         digest = data.hashes.get(item.path) or _hash_file(item.path)
+        missing = []
         for view in range(views):
             target = folder / digest[:2] / f"{digest}_{view}.npy"
             rows.append((target, data.class_index[item.label], position))
             if not target.exists():
-                # originals, as Predictor reads them: each is decoded once, then cached
-                jobs.append((item.path, digest, view, target))
+                missing.append((view, target))
+        if missing:
+            jobs.append((item.path, data.source(item), digest, [v for v, _ in missing],
+                         [len(stored) + i for i in range(len(missing))]))
+            stored.extend(target for _, target in missing)
+            items_to_read.append(item)
     if jobs:
-        dataset = _Views([(p, d, v) for p, d, v, _ in jobs], eval_transform(data.input),
-                         # augmented views at the size of the plain one: one head sees both
-                         train_transform(replace(data.input, train_size=None), data.augment))
+        views_of = data.stored_views(items_to_read) or StoredViews(
+            [None] * len(jobs), *eval_parts(data.input))
+        dataset = _Pictures(jobs, views_of,
+                            # augmented views at the size of the plain one: one head sees both
+                            train_transform(replace(data.input, train_size=None), data.augment))
+        workers = (default_workers() if data.config.num_workers is None
+                   else data.config.num_workers) if len(jobs) > 1 else 0
+        loader = torch.utils.data.DataLoader(
+            dataset, batch_size=max(1, batch_size // views), num_workers=workers,
+            collate_fn=_collate_rows)
         runner = accelerated(network, data.input.image_size, runtime=runtime,
                              embeddings_only=True, show_progress=show_progress)
-        for batch in batches(runner, dataset, batch_size=batch_size,
-                             num_workers=data.config.num_workers, probabilities=False,
+        for batch in batches(runner, loader, total=len(stored), probabilities=False,
                              embeddings=True, show_progress=show_progress,
                              description=f"Embedding {split} pictures"):
-            for index, row in zip(batch.indices, batch.embeddings if batch.indices else ()):
-                _save(jobs[index][3], row)
+            for row, embedding in zip(batch.indices, batch.embeddings if batch.indices else ()):
+                save_array(stored[row], embedding.astype(np.float32))
     present = [(target, label, group) for target, label, group in rows if target.exists()]
     if not present:
         raise ValueError(f"No {split} picture could be embedded.")
     return Embeddings(features=np.stack([np.load(t) for t, _, _ in present]),
                       targets=np.array([label for _, label, _ in present]),
                       groups=np.array([group for _, _, group in present]),
-                      computed=len(jobs))
+                      computed=len(stored))
 
 
 def plain_embeddings(network: Classifier, data: ImageData, split: str, *, cached: bool,
@@ -136,10 +170,14 @@ def plain_embeddings(network: Classifier, data: ImageData, split: str, *, cached
     """
     if cached:
         return compute_embeddings(network, data, split, show_progress=show_progress)
+    from imgclf.inference import run
+
     items = [item for item in data.items[split] if item.label in data.class_index]
-    features, ok = picture_embeddings(network, data, [item.path for item in items],
-                                      show_progress=show_progress,
-                                      description=f"Embedding {split} pictures")
+    outputs = run(network, data.plain(items), embeddings=True, probabilities=False,
+                  num_workers=data.config.num_workers, show_progress=show_progress,
+                  description=f"Embedding {split} pictures")
+    ok = outputs.ok
+    features = outputs.embeddings[ok]
     return Embeddings(features=features,
                       targets=np.array([data.class_index[item.label]
                                         for item, good in zip(items, ok) if good]),
@@ -191,12 +229,6 @@ def fit_unknown(network: Classifier, data: ImageData, valid: np.ndarray | None, 
         torch.from_numpy(bank.features), torch.from_numpy(bank.targets), head,
         valid=torch.from_numpy(valid) if valid is not None and len(valid) else None,
         negatives=negatives, acceptance=acceptance, seed=seed)
-
-
-def _save(target: Path, row: np.ndarray) -> None:
-    """Write one embedding atomically: a half-written file is never read back."""
-    with atomic_open(target, "wb", durable=False) as handle:  # a cache
-        np.save(handle, row.astype(np.float32))
 
 
 def fit_probe(network: Classifier, data: ImageData, *, views: int, seed: int,

@@ -251,7 +251,9 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
         raise DataError(f"The {split} pictures include classes the model does not know: "
                         f"{', '.join(foreign)}. Model classes: {', '.join(predictor.classes)}.")
     paths = [item.path for item in items]
-    outputs = predictor.outputs(paths, batch_size=batch_size, show_progress=show_progress,
+    # the originals read through their stored square views at the model's input, if any
+    pictures = data.with_input(predictor.input).plain(items)
+    outputs = predictor.outputs(pictures, batch_size=batch_size, show_progress=show_progress,
                                 tta=tta, description=f"Evaluating on {split}")
     good = outputs.ok
     index = {label: i for i, label in enumerate(predictor.classes)}

@@ -53,7 +53,8 @@ class Outputs:
 def batches(network: nn.Module, dataset: Any, *, batch_size: int = 32,
             num_workers: int | None = None, probabilities: bool = True,
             embeddings: bool = False, tta: bool = False, show_progress: bool = False,
-            description: str = "Predicting", transient: bool = False) -> Iterator[Batch]:
+            description: str = "Predicting", transient: bool = False,
+            total: int | None = None) -> Iterator[Batch]:
     """Run a network over a dataset of (tensor, target, index) items or ImageErrors (or over a
     DataLoader of such a dataset that collates with ``collate``, kept by its owner to reuse
     its worker processes).
@@ -64,6 +65,7 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = 32,
         tta: test-time augmentation: probabilities averaged with the mirror image's.
         num_workers: DataLoader processes; default: one fewer than the cores, none for a
             single picture (starting a process costs more than decoding one photo).
+        total: rows the progress bar counts, when an item holds several (default: one each).
     """
     import torch
 
@@ -82,7 +84,8 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = 32,
     device = next(network.parameters()).device
     layout = (torch.channels_last if getattr(network, "channels_last", True)
               else torch.contiguous_format)
-    rows = progress(loader, total=len(dataset), description=description, enabled=show_progress,
+    rows = progress(loader, total=total or len(dataset), description=description,
+                    enabled=show_progress,
                     weight=lambda batch: (0 if batch[0] is None else len(batch[0])) + len(batch[3]),
                     transient=transient)
     with torch.inference_mode():

@@ -8,9 +8,13 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
+from imgclf._files import save_array
 from imgclf.errors import ImageError
 from imgclf.images import ImageSource, load_image, to_rgb
 
@@ -20,19 +24,64 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+@dataclass(frozen=True)
+class StoredViews:
+    """Where the deterministic square view of each picture is kept, so that a picture is
+    decoded once in a run: verification stores the view at the size the run will test at,
+    and every later reader of that view (validation each epoch, embeddings, evaluate) loads
+    its pixels instead of decoding and resizing the original again.
+
+    A view is the uint8 picture ``square`` gives (the part of an evaluation transform before
+    ``finish`` turns it into a normalised tensor), so a stored view gives exactly the tensor
+    the original would. ``paths[i]`` is picture i's file (None: not stored, decode it).
+    """
+
+    paths: Sequence[Path | None]
+    square: Callable  # upright RGB picture -> the square picture the network sees
+    finish: Callable  # square picture (PIL or HxWx3 uint8 array) -> tensor
+
+    def read(self, index: int, source: ImageSource) -> Any:
+        """Picture `index`'s tensor: from its stored view, or decoded from `source` (and its
+        view stored for the next reader)."""
+        path = self.paths[index]
+        view = read_view(path) if path is not None else None
+        if view is None:
+            view = self.square(load_image(source))
+            if path is not None:
+                save_view(path, np.asarray(view))
+        return self.finish(view)
+
+
+def read_view(path: Path) -> np.ndarray | None:
+    """A stored view's pixels, or None when there is none (or it cannot be read)."""
+    try:
+        return np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+
+
+def save_view(path: Path, view: np.ndarray) -> None:
+    """Store a view atomically: a reader never sees half of one."""
+    save_array(path, np.ascontiguousarray(view, dtype=np.uint8))
+
+
 class ImageFiles:
     """A map-style Dataset over pictures: item -> (tensor, target, index), or an ImageError.
 
     Pictures are files (paths), encoded bytes or PIL images. One that cannot be read yields
     its ImageError instead of raising, so one bad photo in a folder of hundreds costs one
     skipped item, not the whole run; ``collate`` drops it.
+
+    views: stored square views of the pictures (evaluation only: a random transform needs
+    the whole picture); ``transform`` is then not used.
     """
 
     def __init__(self, pictures: Sequence[ImageSource | Any], transform: Callable,
-                 targets: Sequence[int] | None = None):
+                 targets: Sequence[int] | None = None, *, views: StoredViews | None = None):
         self.pictures = [Path(p) if isinstance(p, (str, os.PathLike)) else p for p in pictures]
         self.transform = transform
         self.targets = list(targets) if targets is not None else [-1] * len(self.pictures)
+        self.views = views
         # When set, item i's random augmentation is drawn from a generator seeded by
         # (seed, i): the same picture whatever process, worker or resumed run reads it.
         self.seed: int | None = None
@@ -47,6 +96,8 @@ class ImageFiles:
     def __getitem__(self, index: int):
         source = self.pictures[index]
         try:
+            if self.views is not None:
+                return self.views.read(index, source), self.targets[index], index
             picture = to_rgb(source) if _is_pil(source) else load_image(source)
         except ImageError as error:
             error.index = index  # bytes have no name: the position says whose it is

@@ -11,7 +11,7 @@ import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from imgclf.config import TrainConfig
+from imgclf.config import TrainConfig, probe_image_size
 
 if TYPE_CHECKING:
     from imgclf.data import ImageData
@@ -32,14 +32,6 @@ AUTO_PROBE_BELOW = 20
 # Hymenoptera (on resized copies): probe 0.954; the whole network from it ended at 0.941
 # with learning_rate 1e-3 and 0.948 with 2e-4.
 AUTO_RATE_FACTOR = 0.2
-# probe and auto modes read pictures at this multiple of the backbone's pretrained input size
-# (rounded to 32 pixels; 224 -> 288 for efficientnet_lite0) unless the data sets image_size.
-# A network pretrained on random-resized crops saw objects larger than a center crop of the
-# same size shows them, so it does better tested at a higher resolution (Touvron et al. 2019,
-# "Fixing the train-test resolution discrepancy"). Hymenoptera probe, 5-fold cross-validated
-# log loss on the training pictures alone: 224 0.093, 256 0.088, 288 0.073, 320 0.071
-# (320 costs 2x the compute of 224, 288 1.65x); validation accuracy 0.948, 0.961, 0.967, 0.961.
-PROBE_SIZE_FACTOR = 1.3
 
 
 # auto mode's time limit on the CPU when none is given: the main job (hymenoptera) takes
@@ -119,11 +111,6 @@ def data_for(config: TrainConfig, data: ImageData) -> ImageData:
         return data.with_image_size(probe_image_size(data.input.image_size),
                                     train_size=data.input.image_size)
     return data
-
-
-def probe_image_size(pretrained_size: int) -> int:
-    """Input size of probe and auto modes: PROBE_SIZE_FACTOR larger, a multiple of 32."""
-    return max(32, round(pretrained_size * PROBE_SIZE_FACTOR / 32) * 32)
 
 
 def probe_is_enough(data: ImageData) -> bool:

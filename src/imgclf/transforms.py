@@ -88,6 +88,15 @@ def eval_transform(config: InputConfig) -> v2.Compose:
     return v2.Compose([*square(config), *normalize(config)])
 
 
+def eval_parts(config: InputConfig) -> tuple[v2.Compose, v2.Compose]:
+    """eval_transform in two: (square, finish). square makes the uint8 square picture a
+    stored view keeps (pictures.StoredViews); finish turns it (PIL or HxWx3 array) into the
+    normalised tensor, the same one eval_transform gives."""
+    from torchvision.transforms import v2
+
+    return v2.Compose(square(config)), v2.Compose(normalize(config))
+
+
 def train_transform(config: InputConfig, augment: AugmentConfig | None) -> v2.Compose:
     """Random training pipeline: a random resized crop, flips, rotation, zoom, warp and colour.
 

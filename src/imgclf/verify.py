@@ -14,9 +14,13 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Callable
 
-from imgclf._files import atomic_open, write_json
+import numpy as np
+
+from imgclf._files import atomic_open, save_array, write_json
 from imgclf._progress import progress
+from imgclf.config import InputConfig
 from imgclf.errors import ImageError
 from imgclf.images import load_image, missing_reason
 
@@ -32,6 +36,19 @@ _INDEX_VERSION = f"2-{FEW_COLOURS}-{TINY_SIDE}"
 def cache_root() -> Path:
     """Where imgclf keeps resized copies and verdicts: $IMGCLF_CACHE or ~/.cache/imgclf."""
     return Path(os.environ.get("IMGCLF_CACHE", Path.home() / ".cache" / "imgclf"))
+
+
+def view_folder(input: InputConfig) -> Path:
+    """Where the square views (pictures.StoredViews) of one input size and resize method are
+    kept: one uint8 .npy per picture, named by its content hash."""
+    key = json.dumps({"version": 1, "size": input.image_size, "resize": input.resize,
+                      "crop": input.crop_fraction, "interpolation": input.interpolation},
+                     sort_keys=True)
+    return cache_root() / "views" / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def view_path(folder: Path, digest: str) -> Path:
+    return folder / digest[:2] / f"{digest[:32]}.npy"
 
 
 @dataclass(frozen=True)
@@ -60,13 +77,16 @@ class Verdict:
 
 def verify_files(paths: list[Path], *, copy_side: int | None, cache_dir: Path | None = None,
                  show_progress: bool = True, workers: int | None = None,
-                 copy: list[bool] | None = None) -> list[Verdict]:
+                 copy: list[bool] | None = None,
+                 view: tuple[Path, Callable] | None = None) -> list[Verdict]:
     """Verdicts for files, in order; each file is decoded at most once per (size, mtime).
 
     Args:
         copy_side: shorter side of the cached resized copy, or None to keep no copies.
         cache_dir: where the index and copies go (default: cache_root()).
         copy: which files get a copy (default: all); the others are only checked.
+        view: (view_folder, square): each file decoded here also leaves its square view
+            there, so the run's first reader of that view need not decode it again.
     """
     cache_dir = cache_dir or cache_root()
     index = _Index(cache_dir / "verified.json")
@@ -79,7 +99,7 @@ def verify_files(paths: list[Path], *, copy_side: int | None, cache_dir: Path | 
         known = index.get(key, side)
         if known is not None:
             return known
-        verdict = _verify_one(paths[position], side, copies)
+        verdict = _verify_one(paths[position], side, copies, view)
         index.put(key, side, verdict)
         return verdict
 
@@ -91,7 +111,8 @@ def verify_files(paths: list[Path], *, copy_side: int | None, cache_dir: Path | 
     return verdicts
 
 
-def _verify_one(path: Path, copy_side: int | None, copies: Path) -> Verdict:
+def _verify_one(path: Path, copy_side: int | None, copies: Path,
+                view: tuple[Path, Callable] | None = None) -> Verdict:
     if not path.exists():
         return Verdict(error=missing_reason(path))
     try:
@@ -112,6 +133,10 @@ def _verify_one(path: Path, copy_side: int | None, copies: Path) -> Verdict:
         if not target.exists():
             _save_copy(picture, copy_side, target)
         copy = str(target)
+    if view is not None:
+        stored = view_path(view[0], digest)
+        if not stored.exists():
+            save_array(stored, np.asarray(view[1](picture), dtype=np.uint8))
     return Verdict(sha256=digest, suspicious=_suspicious(picture), width=width, height=height,
                    copy=copy)
 
