@@ -2,10 +2,11 @@
 
 Two passes over hymenoptera's training pictures, each through the DataLoader as imgclf builds
 it (default workers: one fewer than the cores): the probe's embeddings (288 px, onnxruntime,
-originals decoded, batch 32) and one training epoch's forward and backward passes (224 px
-crops of the cached copies, augmented, PyTorch). For each: seconds waiting for the next batch,
-seconds in the network and the waiting share; the embeddings also without workers (decoding
-in the same process as the network), for comparison. Prints one JSON line.
+batch 32, each picture's square view read back from what verification stored) and one training
+epoch's forward and backward passes (224 px crops of the cached copies, augmented, PyTorch).
+For each: seconds waiting for the next batch, seconds in the network and the waiting share;
+the embeddings also without workers (reading in the network's process), and from the originals
+decoded again (as before views were stored), for comparison. Prints one JSON line.
 
 Run: python bench/data_wait.py [DATA]
 """
@@ -47,10 +48,9 @@ def main() -> None:
 
     from imgclf import ImageData
     from imgclf.config import TrainConfig
-    from imgclf.embeddings import _Views
     from imgclf.model import Classifier
     from imgclf.onnx_runtime import accelerated
-    from imgclf.pictures import collate, default_workers
+    from imgclf.pictures import ImageFiles, collate, default_workers
     from imgclf.plan import data_for
     from imgclf.training import Learner
     from imgclf.transforms import eval_transform
@@ -60,16 +60,18 @@ def main() -> None:
     runner = accelerated(network, data.input.image_size, embeddings_only=True,
                          show_progress=False)
     items = data.items["train"]
-    views = _Views([(item.path, data.hashes[item.path], 0) for item in items],
-                   eval_transform(data.input), None)
-    loader = torch.utils.data.DataLoader(views, batch_size=32, num_workers=0,
-                                         collate_fn=collate)
-    with torch.inference_mode():
-        unthreaded = timed(loader, lambda batch: len(runner.infer(batch[0], embeddings=True)[1]))
-    loader = torch.utils.data.DataLoader(views, batch_size=32, num_workers=default_workers(),
-                                         collate_fn=collate)
-    with torch.inference_mode():
-        embeddings = timed(loader, lambda batch: len(runner.infer(batch[0], embeddings=True)[1]))
+    passes = {}
+    for name, pictures, workers in (
+            ("embeddings_288_onnxruntime", data.plain(items), default_workers()),
+            ("embeddings_288_onnxruntime_no_workers", data.plain(items), 0),
+            ("embeddings_288_onnxruntime_originals_decoded",
+             ImageFiles([item.path for item in items], eval_transform(data.input)),
+             default_workers())):
+        loader = torch.utils.data.DataLoader(pictures, batch_size=32, num_workers=workers,
+                                             collate_fn=collate)
+        with torch.inference_mode():
+            passes[name] = timed(loader, lambda batch: len(
+                runner.infer(batch[0], embeddings=True)[1]))
     learner = Learner.create(data, verbose=False)
     learner.network.unfreeze()
     optimizer = torch.optim.AdamW(learner.network.parameters(), lr=1e-5)
@@ -81,9 +83,7 @@ def main() -> None:
         learner.train_step(batch[0], batch[1], optimizer, trainable), len(batch[0]))[1])
     print(json.dumps({
         "benchmark": "data_wait", "cpus": os.cpu_count(), "workers": default_workers(),
-        "embeddings_288_onnxruntime": embeddings,
-        "embeddings_288_onnxruntime_no_workers": unthreaded,
-        "training_epoch_224_torch": training}))
+        **passes, "training_epoch_224_torch": training}))
 
 
 if __name__ == "__main__":

@@ -138,11 +138,19 @@ def main() -> None:
                                                                 args.requests)
         finally:
             process.terminate()
-            process.wait(timeout=30)
-    if args.baseline:
-        result["onnx_over_baseline_8_clients"] = round(
-            result["http_onnx_8_clients"]["requests_per_second"]
-            / result["http_baseline_torch_8_clients"]["requests_per_second"], 2)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+    if args.baseline:  # the default runtime now, and PyTorch alone, over the old server
+        baseline = result["http_baseline_torch_8_clients"]["requests_per_second"]
+        for runtime in ("onnx", "torch"):
+            result[f"{runtime}_over_baseline_8_clients"] = round(
+                result[f"http_{runtime}_8_clients"]["requests_per_second"] / baseline, 2)
+    failed = [name for name, value in result.items()
+              if name.startswith("http_") and value["errors"]]
+    if failed:  # a ratio of failing servers would mean nothing
+        result["failed"] = failed
     print(json.dumps(result))
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from imgclf import ImageData, Learner, load, train
 from imgclf.cli import main
@@ -143,18 +144,26 @@ def _count_decodes(monkeypatch) -> "collections.Counter[str]":
     return decodes
 
 
-def test_a_run_decodes_each_original_picture_once(colours, tmp_path, monkeypatch):
+@pytest.mark.parametrize("image_size", [64, None], ids=["size given", "default size"])
+def test_a_run_decodes_each_original_picture_once(colours, tmp_path, monkeypatch, image_size):
     # train in probe mode (with augmented views: 10 training pictures a class), then evaluate
     # the model file on the same data: verification's decode is the only one of each photo;
-    # the probe's augmented views decode each training copy once
+    # the probe's augmented views decode each training copy once. Without image_size the
+    # probe tests at probe_image_size (patched smaller here): verification's views must be
+    # of that size. Every reader in this process, so that each decode is counted.
     import hashlib
 
     from imgclf import evaluate
 
+    monkeypatch.setattr("imgclf.inference.default_workers", lambda: 0)
+    monkeypatch.setattr("imgclf.config.PROBE_SIZE_FACTOR", 96 / 224)
     decodes = _count_decodes(monkeypatch)
-    data = ImageData.from_folder(colours, **FAST)
+    options = {**FAST, "image_size": image_size}
+    data = ImageData.from_folder(colours, **options)
     trained = train(data, mode="probe", output=tmp_path / "model", verbose=False)
-    result = evaluate(load(tmp_path / "model" / "model.imgclf"), data, show_progress=False)
+    model = load(tmp_path / "model" / "model.imgclf")
+    assert model.input.image_size == (image_size or 96)
+    result = evaluate(model, data, show_progress=False)
     originals = {data.hashes[item.path] for split in ("train", "valid")
                  for item in data.items[split]}
     assert len(originals) == 24 and result.summary()["accuracy"] == 1.0
@@ -166,18 +175,31 @@ def test_a_run_decodes_each_original_picture_once(colours, tmp_path, monkeypatch
     assert trained.history[-1]["accuracy"] == result.summary()["accuracy"]
 
 
-def test_a_stored_view_gives_the_tensor_the_original_gives(colours):
+@pytest.mark.parametrize("resize", ["crop", "squish", "pad"])
+def test_a_stored_view_gives_the_tensor_the_original_gives(colours, make_photo, resize):
+    import numpy as np
     import torch
+    from PIL import Image
 
     from imgclf.images import load_image
     from imgclf.transforms import eval_transform
 
-    data = ImageData.from_folder(colours, **FAST)
-    pictures = data.plain(data.valid)
-    expected = [eval_transform(data.input)(load_image(item.path)) for item in data.valid]
+    tall = make_photo("colours/red/tall.jpg", size=(60, 90), tint=(180, 20, 20), noise=70)
+    with Image.open(tall) as picture:  # stored sideways, upright by its EXIF tag
+        exif = picture.getexif()
+        exif[0x0112] = 6
+        picture.transpose(Image.Transpose.ROTATE_90).save(tall, exif=exif, quality=90)
+    data = ImageData.from_folder(colours, **FAST, resize=resize, valid_fraction=0.5)
+    items = data.valid + data.train
+    pictures = data.plain(items)
+    expected = [eval_transform(data.input)(load_image(item.path)) for item in items]
     stored = pictures.views.paths
     assert all(path.exists() for path in stored)  # left by verification
     assert all(torch.equal(pictures[i][0], expected[i]) for i in range(len(expected)))
+    # the view is what is read: a black one gives a black picture's tensor
+    np.save(stored[0], np.zeros((64, 64, 3), np.uint8))
+    black = eval_transform(data.input)(Image.new("RGB", (64, 64)))
+    assert torch.equal(pictures[0][0], black)
     stored[0].write_bytes(b"not a view")  # damaged, and removed: decoded and stored again
     stored[1].unlink()
     assert torch.equal(pictures[0][0], expected[0]) and torch.equal(pictures[1][0], expected[1])

@@ -174,7 +174,7 @@ class ImageData:
         paths = [item.path for item in items]
         # only training pictures are read from copies (see ImageData.source); every picture
         # leaves its square view at the size the default modes test at (auto and probe:
-        # training.data_for), so that the run reads no original a second time
+        # plan.data_for), so that the run reads no original a second time
         tested = input if image_size is not None else replace(
             input, image_size=probe_image_size(input.image_size))
         verdicts = verify_files(paths, copy_side=copy_side, show_progress=verbose,

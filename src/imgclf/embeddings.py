@@ -27,6 +27,7 @@ from imgclf.images import load_image
 
 if TYPE_CHECKING:
     from imgclf.data import ImageData
+    from imgclf.pictures import StoredViews
     from imgclf.model import Classifier
     from imgclf.unknown import Detector, UnknownConfig
 

@@ -240,6 +240,7 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
         >>> evaluation.summary()["accuracy"]
         0.948
     """
+    from imgclf import inference
     from imgclf.errors import DataError
 
     predictor = _as_predictor(model)
@@ -251,10 +252,11 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
         raise DataError(f"The {split} pictures include classes the model does not know: "
                         f"{', '.join(foreign)}. Model classes: {', '.join(predictor.classes)}.")
     paths = [item.path for item in items]
-    # the originals read through their stored square views at the model's input, if any
-    pictures = data.with_input(predictor.input).plain(items)
-    outputs = predictor.outputs(pictures, batch_size=batch_size, show_progress=show_progress,
-                                tta=tta, description=f"Evaluating on {split}")
+    # Predictor.outputs' loop, over the originals read through their stored square views at
+    # the model's input (the tensors predictor.transform gives, without decoding again)
+    outputs = inference.run(predictor.network, data.with_input(predictor.input).plain(items),
+                            batch_size=batch_size, show_progress=show_progress, tta=tta,
+                            description=f"Evaluating on {split}")
     good = outputs.ok
     index = {label: i for i, label in enumerate(predictor.classes)}
     return Evaluation(

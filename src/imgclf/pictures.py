@@ -48,7 +48,10 @@ class StoredViews:
         if view is None:
             view = self.square(load_image(source))
             if path is not None:
-                save_view(path, np.asarray(view))
+                try:
+                    save_view(path, np.asarray(view))
+                except OSError:
+                    pass  # a cache: a full or read-only disk costs the next reader a decode
         return self.finish(view)
 
 

@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 from imgclf import inference
 from imgclf.errors import ImageError, ModelFileError
 from imgclf.modelfile import ModelInfo
-from imgclf.pictures import ImageFiles
 from imgclf.config import RUNTIMES
 from imgclf.transforms import eval_transform
 
@@ -182,13 +181,9 @@ class Predictor:
                 ) -> inference.Outputs:
         """Probabilities (and embeddings) for pictures: the loop every other method uses.
 
-        pictures: paths, bytes or PIL images, or an ImageFiles dataset already prepared for
-        this model's input (``ImageData.plain``: its stored views spare decoding again).
         Unreadable pictures get NaN rows and their ImageError in ``errors``.
         """
-        prepared = isinstance(pictures, ImageFiles)
-        return inference.run(self.network, pictures,
-                             transform=None if prepared else self.transform,
+        return inference.run(self.network, pictures, transform=self.transform,
                              batch_size=batch_size, tta=tta, embeddings=embeddings,
                              show_progress=show_progress, description=description,
                              num_workers=num_workers)

@@ -41,8 +41,14 @@ def cache_root() -> Path:
 def view_folder(input: InputConfig) -> Path:
     """Where the square views (pictures.StoredViews) of one input size and resize method are
     kept: one uint8 .npy per picture, named by its content hash."""
+    import PIL
+    import torchvision
+
+    # the libraries that decode and resize are in the key: another version may round a pixel
+    # differently, and a view must be what Predictor computes from the original today
     key = json.dumps({"version": 1, "size": input.image_size, "resize": input.resize,
-                      "crop": input.crop_fraction, "interpolation": input.interpolation},
+                      "crop": input.crop_fraction, "interpolation": input.interpolation,
+                      "pillow": PIL.__version__, "torchvision": torchvision.__version__},
                      sort_keys=True)
     return cache_root() / "views" / hashlib.sha256(key.encode()).hexdigest()[:16]
 
