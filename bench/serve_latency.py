@@ -5,6 +5,8 @@ server batches concurrent pictures). Prints one JSON line.
 Each server runs in its own process, as `imgclf serve` does, and each client thread keeps its
 connection open, as a browser or any HTTP client library does: a client that opened a new
 connection (and TLS context) per request spent more CPU than the server on these 2 cores.
+The servers are all started, then loaded in turns (ROUNDS each), so that they are measured
+side by side.
 
 Run: python bench/serve_latency.py [MODEL.imgclf] [--baseline OTHER/src]
   --baseline: the src folder of another imgclf checkout (a git worktree of an older commit,
@@ -30,6 +32,8 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 SOURCE = HERE.parent / "src"
 DATA = HERE.parents[1] / "shared" / "datasets" / "hymenoptera"
+# Turns each server gets at each number of clients (the requests split between them).
+ROUNDS = 4
 
 # The server process: the app `imgclf serve` runs, without the Gradio page.
 SERVER = """
@@ -78,25 +82,35 @@ def serve(source: Path, model: Path, runtime: str) -> tuple[subprocess.Popen, st
     raise RuntimeError(f"the {runtime} server from {source} did not start")
 
 
-def load(url: str, pictures: list[bytes], clients: int, requests: int) -> dict:
-    """requests/s, p50/p99 and errors of `clients` threads posting `requests` pictures."""
-    import httpx
+def load(url: str, pictures: list[bytes], clients: int, requests: int) -> tuple:
+    """(seconds, [(status, milliseconds)]) of `clients` threads posting `requests` pictures."""
+    from http.client import HTTPConnection
+    from urllib.parse import urlsplit
 
     local = threading.local()
+    where = urlsplit(url)
 
     def ask(index: int) -> tuple[int, float]:
-        if not hasattr(local, "client"):
-            local.client = httpx.Client(timeout=120)  # one kept-open connection a client
+        if not hasattr(local, "client"):  # one kept-open connection a client
+            local.client = HTTPConnection(where.hostname, where.port, timeout=120)
         start = time.perf_counter()
-        status = local.client.post(f"{url}/predict",
-                                   content=pictures[index % len(pictures)]).status_code
-        return status, (time.perf_counter() - start) * 1000
+        local.client.request("POST", "/predict", body=pictures[index % len(pictures)],
+                             headers={"Content-Type": "application/octet-stream"})
+        response = local.client.getresponse()
+        response.read()
+        return response.status, (time.perf_counter() - start) * 1000
 
     with ThreadPoolExecutor(max_workers=clients) as pool:
         list(pool.map(ask, range(clients)))  # warm-up: connections open, batches at size
         start = time.perf_counter()
         answers = list(pool.map(ask, range(requests)))
-        seconds = time.perf_counter() - start
+        return time.perf_counter() - start, answers
+
+
+def summary(rounds: list[tuple]) -> dict:
+    """requests/s, p50/p99 and errors over a server's rounds."""
+    seconds = sum(taken for taken, _ in rounds)
+    answers = [answer for _, round_answers in rounds for answer in round_answers]
     waits = [ms for _, ms in answers]
     return {"requests_per_second": round(len(answers) / seconds, 1),
             "p50_ms": round(float(np.percentile(waits, 50)), 1),
@@ -130,13 +144,22 @@ def main() -> None:
     servers = [("torch", SOURCE, "torch"), ("onnx", SOURCE, "onnx")]
     if args.baseline:
         servers.append(("baseline_torch", args.baseline.resolve(), "torch"))
-    for name, source, runtime in servers:
-        process, url = serve(source, model, runtime)
-        try:
-            for clients in (8, 32):
-                result[f"http_{name}_{clients}_clients"] = load(url, pictures, clients,
-                                                                args.requests)
-        finally:
+    # every server up at once (idle, each sleeps), loaded in turns, ROUNDS times each: a slower
+    # minute of this shared machine slows them alike
+    running = []
+    try:
+        for name, source, runtime in servers:
+            running.append((name, *serve(source, model, runtime)))
+        for clients in (8, 32):
+            rounds: dict[str, list] = {name: [] for name, _, _ in running}
+            for _ in range(ROUNDS):
+                for name, _, url in running:
+                    rounds[name].append(load(url, pictures, clients,
+                                             max(clients, args.requests // ROUNDS)))
+            for name, taken in rounds.items():
+                result[f"http_{name}_{clients}_clients"] = summary(taken)
+    finally:
+        for _, process, _ in running:
             process.terminate()
             try:
                 process.wait(timeout=30)
