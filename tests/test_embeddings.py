@@ -155,7 +155,7 @@ def test_a_run_decodes_each_original_picture_once(colours, tmp_path, monkeypatch
 
     from imgclf import evaluate
 
-    monkeypatch.setattr("imgclf.inference.default_workers", lambda: 0)
+    monkeypatch.setattr("imgclf.inference.inference_workers", lambda: 0)
     monkeypatch.setattr("imgclf.config.PROBE_SIZE_FACTOR", 96 / 224)
     decodes = _count_decodes(monkeypatch)
     options = {**FAST, "image_size": image_size}

@@ -112,7 +112,7 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
     """
     from imgclf.inference import batches
     from imgclf.onnx_runtime import accelerated
-    from imgclf.pictures import StoredViews, default_workers
+    from imgclf.pictures import StoredViews, inference_workers
     from imgclf.sources import SPLITS
     from imgclf.transforms import eval_parts, train_transform
 
@@ -140,7 +140,7 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
         dataset = _Pictures(jobs, views_of,
                             # augmented views at the size of the plain one: one head sees both
                             train_transform(replace(data.input, train_size=None), data.augment))
-        workers = (default_workers() if data.config.num_workers is None
+        workers = (inference_workers() if data.config.num_workers is None
                    else data.config.num_workers) if len(jobs) > 1 else 0
         loader = torch.utils.data.DataLoader(
             dataset, batch_size=max(1, batch_size // views), num_workers=workers,

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from imgclf._progress import progress
-from imgclf.pictures import ImageFiles, collate, default_workers
+from imgclf.pictures import ImageFiles, collate, inference_workers
 from imgclf.errors import ImageError
 
 if TYPE_CHECKING:
@@ -63,14 +63,14 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = 32,
         probabilities: softmax of the class scores (float32).
         embeddings: the average-pooled backbone features, as the probe's head sees them.
         tta: test-time augmentation: probabilities averaged with the mirror image's.
-        num_workers: DataLoader processes; default: one fewer than the cores, none for a
-            single picture (starting a process costs more than decoding one photo).
+        num_workers: DataLoader processes; default: pictures.inference_workers (none on 2
+            cores), none for a single picture (a process costs more than decoding one photo).
         total: rows the progress bar counts, when an item holds several (default: one each).
     """
     import torch
 
     if num_workers is None:
-        num_workers = default_workers() if len(dataset) > 1 else 0
+        num_workers = inference_workers() if len(dataset) > 1 else 0
     if isinstance(dataset, torch.utils.data.DataLoader):
         loader, dataset = dataset, dataset.dataset
     elif num_workers:

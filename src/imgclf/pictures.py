@@ -24,6 +24,15 @@ def default_workers() -> int:
     return max(0, min(4, (os.cpu_count() or 1) - 1))
 
 
+def inference_workers() -> int:
+    """DataLoader worker processes for forward passes alone (embeddings, evaluate, predict):
+    none on 2 cores or fewer, where the network's threads already use every core and a worker
+    only takes one from them (hymenoptera's 153 validation photos at 288 px through
+    onnxruntime: 2.2 s read in the network's process against 2.8-3.0 s with a worker, 1.4
+    against 1.9-2.3 s from stored views; bench/data_wait.py); default_workers() elsewhere."""
+    return default_workers() if (os.cpu_count() or 1) > 2 else 0
+
+
 @dataclass(frozen=True)
 class StoredViews:
     """Where the deterministic square view of each picture is kept, so that a picture is

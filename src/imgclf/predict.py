@@ -205,8 +205,8 @@ class Predictor:
         """Predictions for many pictures (files, bytes or PIL images), in order; an unreadable
         one gives its ImageError.
 
-        num_workers: DataLoader processes that read files (default: one fewer than the
-        cores); 0 for pictures already in memory.
+        num_workers: DataLoader processes that read files (default:
+        pictures.inference_workers, none on 2 cores); 0 for pictures already in memory.
         """
         result = self.outputs(paths, batch_size=batch_size, show_progress=show_progress,
                               num_workers=num_workers)
