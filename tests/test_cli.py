@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import json
+import re
 
+from imgclf import ImageData, evaluate, load
 from imgclf.cli import main
 
 
@@ -96,3 +98,29 @@ def test_time_limits_read_as_people_write_them():
     for bad in ("nan", "-5m", "ten minutes", "inf"):
         with pytest.raises(argparse.ArgumentTypeError):
             duration(bad)
+
+
+def test_cache_says_what_it_holds_and_clears_a_kind(colours, private_cache, capsys):
+    # after a probe, every kind holds files; clearing views deletes only them, and the next
+    # reader of the data makes them again; folders of others under the cache stay
+    (private_cache / "venvs" / "kept").mkdir(parents=True)
+    assert main(["train", str(colours), "--mode", "probe", "--image-size", "64",
+                 "--out", str(colours.parent / "model")]) == 0
+    capsys.readouterr()
+    assert main(["cache"]) == 0
+    listing = capsys.readouterr().out
+    files = {kind: int(re.search(rf"^  {kind}\s+(\d+) files", listing, re.M).group(1))
+             for kind in ("copies", "views", "embeddings", "runtimes", "verdicts")}
+    assert all(files.values()) and files["views"] == 24, listing  # one view a photo
+    assert main(["cache", "--clear", "views"]) == 0
+    assert "cleared views: 24 files" in capsys.readouterr().out
+    assert not (private_cache / "views").exists() and (private_cache / "images").is_dir()
+    assert (private_cache / "venvs" / "kept").is_dir()
+    data = ImageData.from_folder(colours, image_size=64, num_workers=0, verbose=False)
+    assert len(list((private_cache / "views").rglob("*.npy"))) == 0  # verdicts were cached
+    evaluate(load(colours.parent / "model" / "model.imgclf"), data, show_progress=False)
+    assert len(list((private_cache / "views").rglob("*.npy"))) == len(data.valid)  # again
+    assert main(["cache", "--clear", "nope"]) == 1
+    assert "the kinds are copies, views" in capsys.readouterr().err
+    assert main(["cache", "--clear"]) == 0
+    assert sorted(p.name for p in private_cache.iterdir()) == ["venvs"]

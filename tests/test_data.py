@@ -300,3 +300,23 @@ def test_adding_a_class_leaves_the_other_classes_split_alone(class_folders, make
         make_photo(f"data/birds/{index}.jpg")
     after = ImageData.from_folder(class_folders, **QUIET)
     assert {i.path for i in before.valid} <= {i.path for i in after.valid}
+
+
+def test_a_check_alone_reuses_a_verdict_made_with_copies(class_folders, monkeypatch):
+    # `imgclf evaluate` reads the data without copies, at the model's size: the verdicts that
+    # training made (with copies at twice another size) answer it without decoding again
+    from imgclf.verify import verify_files
+
+    paths = sorted(class_folders.rglob("*.jpg"))
+    made = verify_files(paths, copy_side=448, show_progress=False)
+    assert all(verdict.ok and verdict.copy for verdict in made)
+
+    def decode(*_):
+        raise AssertionError("decoded again")
+
+    monkeypatch.setattr("imgclf.verify._verify_one", decode)
+    again = verify_files(paths, copy_side=None, show_progress=False)
+    assert [v.sha256 for v in again] == [v.sha256 for v in made]
+    assert all(v.copy is None for v in again)
+    with pytest.raises(AssertionError, match="decoded again"):  # a copy of another size
+        verify_files(paths[:1], copy_side=576, show_progress=False)

@@ -12,7 +12,7 @@ import json
 import os
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
@@ -36,6 +36,46 @@ _INDEX_VERSION = f"2-{FEW_COLOURS}-{TINY_SIDE}"
 def cache_root() -> Path:
     """Where imgclf keeps resized copies and verdicts: $IMGCLF_CACHE or ~/.cache/imgclf."""
     return Path(os.environ.get("IMGCLF_CACHE", Path.home() / ".cache" / "imgclf"))
+
+
+# What imgclf keeps under cache_root(), by kind: all of it is rebuilt on demand, so any kind
+# can be deleted (imgclf cache --clear). Other folders there (scripts/env.sh's venvs, datasets
+# a script downloaded) are not imgclf's cache and are left alone.
+CACHE_KINDS = {
+    "copies": ("images", "resized training copies, read by every fine-tuning epoch"),
+    "views": ("views", "square views: each picture decoded once a run"),
+    "embeddings": ("embeddings", "the probe's embeddings, by backbone and preprocessing"),
+    "runtimes": ("runtimes", "onnxruntime graphs (and int8 checks), by weights and size"),
+    "verdicts": ("verified.json", "verification verdicts, by path, size and time"),
+}
+
+
+def cache_usage() -> dict[str, tuple[int, int]]:
+    """(files, bytes) of each kind of CACHE_KINDS."""
+    usage = {}
+    for kind, (name, _) in CACHE_KINDS.items():
+        path = cache_root() / name
+        files = [path] if path.is_file() else [f for f in path.rglob("*") if f.is_file()]
+        usage[kind] = (len(files), sum(f.stat().st_size for f in files))
+    return usage
+
+
+def clear_cache(kinds: list[str]) -> dict[str, tuple[int, int]]:
+    """Delete these kinds of cache (names of CACHE_KINDS); the (files, bytes) each held."""
+    import shutil
+
+    unknown = sorted(set(kinds) - set(CACHE_KINDS))
+    if unknown:
+        raise ValueError(f"No cache kind {', '.join(unknown)}: the kinds are "
+                         f"{', '.join(CACHE_KINDS)}.")
+    usage = cache_usage()
+    for kind in kinds:
+        path = cache_root() / CACHE_KINDS[kind][0]
+        if path.is_dir():
+            shutil.rmtree(path, ignore_errors=True)
+        else:
+            path.unlink(missing_ok=True)
+    return {kind: usage[kind] for kind in kinds}
 
 
 def view_folder(input: InputConfig) -> Path:
@@ -184,6 +224,7 @@ class _Index:
         self.path = path
         self.lock = threading.Lock()
         self.changed = False
+        self.by_file: dict[str, dict] | None = None
         try:
             loaded = json.loads(path.read_text())
             self.entries = loaded["entries"] if loaded.get("version") == _INDEX_VERSION else {}
@@ -192,6 +233,10 @@ class _Index:
 
     def get(self, key: str, copy_side: int | None) -> Verdict | None:
         entry = self.entries.get(f"{key}|{copy_side}")
+        if entry is None and copy_side is None:  # a check alone: any run's verdict will do
+            entry = self._any_side().get(key)
+            if entry is not None:
+                return replace(Verdict(**entry), copy=None)
         if entry is None:
             return None
         verdict = Verdict(**entry)
@@ -203,6 +248,16 @@ class _Index:
         with self.lock:
             self.entries[f"{key}|{copy_side}"] = asdict(verdict)
             self.changed = True
+
+    def _any_side(self) -> dict[str, dict]:
+        """file key -> a verdict made with any copy size (training copies are made at twice
+        the input size: `imgclf evaluate` at 288 must not decode what `train` checked at 224)."""
+        with self.lock:
+            if self.by_file is None:
+                self.by_file = {}
+                for name, entry in self.entries.items():
+                    self.by_file.setdefault(name.rpartition("|")[0], entry)
+            return self.by_file
 
     def save(self) -> None:
         if not self.changed:

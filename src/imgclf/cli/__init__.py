@@ -51,6 +51,14 @@ def _parser() -> argparse.ArgumentParser:
     backbones.add_argument("--json", action="store_true", help="print JSON lines instead")
     backbones.set_defaults(run=handlers._backbones, command="backbones")
 
+    cache = commands.add_parser(
+        "cache", help="what imgclf keeps in its cache ($IMGCLF_CACHE or ~/.cache/imgclf), "
+        "and clearing it")
+    cache.add_argument("--clear", nargs="*", metavar="KIND",
+                       help="delete these kinds (copies, views, embeddings, runtimes, verdicts; "
+                       "all five when none is named): each is rebuilt when next needed")
+    cache.set_defaults(run=handlers._cache, command="cache")
+
     imagenet = commands.add_parser(
         "imagenet", help="classify photos into the 1000 ImageNet classes (checks a backbone)")
     imagenet.add_argument("paths", nargs="+", help="image files or folders")

@@ -379,6 +379,31 @@ def _backbones(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cache(args: argparse.Namespace) -> int:
+    from imgclf.verify import CACHE_KINDS, cache_root, cache_usage, clear_cache
+
+    if args.clear is not None:
+        try:
+            cleared = clear_cache(args.clear or list(CACHE_KINDS))
+        except ValueError as error:
+            raise ImgclfError(str(error)) from None
+        for kind, (files, size) in cleared.items():
+            print(f"cleared {kind}: {files} files, {_megabytes(size)}")
+        print(f"freed {_megabytes(sum(size for _, size in cleared.values()))} in {cache_root()}")
+        return 0
+    usage = cache_usage()
+    print(f"imgclf's cache: {cache_root()}")
+    for kind, (files, size) in usage.items():
+        print(f"  {kind:<10} {files:>7} files {_megabytes(size):>10}  {CACHE_KINDS[kind][1]}")
+    print(f"  {'in all':<10} {sum(f for f, _ in usage.values()):>7} files "
+          f"{_megabytes(sum(s for _, s in usage.values())):>10}  (imgclf cache --clear [KIND])")
+    return 0
+
+
+def _megabytes(size: int) -> str:
+    return f"{size / 1e6:.1f} MB"
+
+
 def _imagenet(args: argparse.Namespace) -> int:
     from imgclf.imagenet import classify_imagenet
 
