@@ -104,8 +104,10 @@ def test_cache_says_what_it_holds_and_clears_a_kind(colours, private_cache, caps
     # after a probe, every kind holds files; clearing views deletes only them, and the next
     # reader of the data makes them again; folders of others under the cache stay
     (private_cache / "venvs" / "kept").mkdir(parents=True)
-    assert main(["train", str(colours), "--mode", "probe", "--image-size", "64",
-                 "--out", str(colours.parent / "model")]) == 0
+    (private_cache / "images").mkdir()
+    (private_cache / "images" / "mine.jpg").write_bytes(b"not imgclf's")
+    assert main(["train", str(colours), "--mode", "probe", "--image-size", "64", "--device",
+                 "cpu", "--out", str(colours.parent / "model")]) == 0
     capsys.readouterr()
     assert main(["cache"]) == 0
     listing = capsys.readouterr().out
@@ -123,4 +125,7 @@ def test_cache_says_what_it_holds_and_clears_a_kind(colours, private_cache, caps
     assert main(["cache", "--clear", "nope"]) == 1
     assert "the kinds are copies, views" in capsys.readouterr().err
     assert main(["cache", "--clear"]) == 0
-    assert sorted(p.name for p in private_cache.iterdir()) == ["venvs"]
+    assert sorted(p.name for p in private_cache.iterdir()) == ["images", "venvs"]
+    assert [p.name for p in (private_cache / "images").rglob("*")] == ["mine.jpg"]
+    assert main(["cache", "--clear"]) == 0  # nothing left of imgclf's: nothing to do
+    assert "freed 0.0 MB" in capsys.readouterr().out

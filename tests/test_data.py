@@ -320,3 +320,6 @@ def test_a_check_alone_reuses_a_verdict_made_with_copies(class_folders, monkeypa
     assert all(v.copy is None for v in again)
     with pytest.raises(AssertionError, match="decoded again"):  # a copy of another size
         verify_files(paths[:1], copy_side=576, show_progress=False)
+    paths[1].write_bytes(paths[2].read_bytes())  # a changed file is checked again
+    with pytest.raises(AssertionError, match="decoded again"):
+        verify_files(paths[1:2], copy_side=None, show_progress=False)

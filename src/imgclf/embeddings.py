@@ -70,8 +70,9 @@ class _Pictures:
                     continue
                 if picture is None:
                     picture = load_image(copy)
-                torch.manual_seed(int(digest[:12], 16) + view)  # the same view every run
-                tensors.append(self.augmented(picture))
+                with torch.random.fork_rng(devices=[]):  # the caller's random state stays
+                    torch.manual_seed(int(digest[:12], 16) + view)  # the same view every run
+                    tensors.append(self.augmented(picture))
         except ImageError as error:
             return error
         return torch.stack(tensors), -1, rows

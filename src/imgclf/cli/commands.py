@@ -387,10 +387,12 @@ def _cache(args: argparse.Namespace) -> int:
             cleared = clear_cache(args.clear or list(CACHE_KINDS))
         except ValueError as error:
             raise ImgclfError(str(error)) from None
-        for kind, (files, size) in cleared.items():
-            print(f"cleared {kind}: {files} files, {_megabytes(size)}")
-        print(f"freed {_megabytes(sum(size for _, size in cleared.values()))} in {cache_root()}")
-        return 0
+        for kind, (files, size, failed) in cleared.items():
+            print(f"cleared {kind}: {files} files, {_megabytes(size)}"
+                  + (f"; {failed} could not be deleted (permissions?)" if failed else ""))
+        print(f"freed {_megabytes(sum(size for _, size, _ in cleared.values()))} in "
+              f"{cache_root()}")
+        return 1 if any(failed for _, _, failed in cleared.values()) else 0
     usage = cache_usage()
     print(f"imgclf's cache: {cache_root()}")
     for kind, (files, size) in usage.items():
