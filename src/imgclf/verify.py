@@ -29,8 +29,9 @@ from imgclf.images import load_image, missing_reason
 FEW_COLOURS = 64
 # Pictures smaller than this (either side, pixels) carry too little to learn from.
 TINY_SIDE = 32
-# Verdicts depend on these rules: a change of rules invalidates the index.
-_INDEX_VERSION = f"2-{FEW_COLOURS}-{TINY_SIDE}"
+# Verdicts depend on these rules: a change of rules invalidates the index (3: one verdict a
+# file, whatever the size of its copy).
+_INDEX_VERSION = f"3-{FEW_COLOURS}-{TINY_SIDE}"
 
 
 def cache_root() -> Path:
@@ -185,11 +186,15 @@ def verify_files(paths: list[Path], *, copy_side: int | None, cache_dir: Path | 
     def check(position: int) -> Verdict:
         key = keys[position]
         side = copy_side if copy is None or copy[position] else None
-        known = index.get(key, side)
-        if known is not None:
+        known = index.get(key)
+        if known is not None and (side is None or not known.ok):
             return known
+        if known is not None:  # a copy of this size, if one was made: else decode to make it
+            target = _copy_path(copies, known.sha256, side)
+            if target.exists():
+                return replace(known, copy=str(target))
         verdict = _verify_one(paths[position], side, copies, view)
-        index.put(key, side, verdict)
+        index.put(key, verdict)
         return verdict
 
     threads = workers or min(8, os.cpu_count() or 1)  # Pillow decodes outside the GIL
@@ -218,7 +223,7 @@ def _verify_one(path: Path, copy_side: int | None, copies: Path,
     width, height = picture.size
     copy = None
     if copy_side is not None:
-        target = copies / digest[:2] / f"{digest[:24]}_{copy_side}.jpg"
+        target = _copy_path(copies, digest, copy_side)
         if not target.exists():
             _save_copy(picture, copy_side, target)
         copy = str(target)
@@ -228,6 +233,10 @@ def _verify_one(path: Path, copy_side: int | None, copies: Path,
             save_array(stored, np.asarray(view[1](picture), dtype=np.uint8))
     return Verdict(sha256=digest, suspicious=_suspicious(picture), width=width, height=height,
                    copy=copy)
+
+
+def _copy_path(copies: Path, digest: str, side: int) -> Path:
+    return copies / digest[:2] / f"{digest[:24]}_{side}.jpg"
 
 
 def _suspicious(picture) -> str | None:
@@ -267,40 +276,21 @@ class _Index:
         self.path = path
         self.lock = threading.Lock()
         self.changed = False
-        self.by_file: dict[str, dict] | None = None
         try:
             loaded = json.loads(path.read_text())
             self.entries = loaded["entries"] if loaded.get("version") == _INDEX_VERSION else {}
         except (OSError, ValueError, KeyError, TypeError, AttributeError):
             self.entries = {}
 
-    def get(self, key: str, copy_side: int | None) -> Verdict | None:
-        entry = self.entries.get(f"{key}|{copy_side}")
-        if entry is None and copy_side is None:  # a check alone: any run's verdict will do
-            entry = self._any_side().get(key)
-            if entry is not None:
-                return replace(Verdict(**entry), copy=None)
-        if entry is None:
-            return None
-        verdict = Verdict(**entry)
-        if verdict.copy is not None and not Path(verdict.copy).exists():
-            return None  # the copy was cleaned away: make it again
-        return verdict
+    def get(self, key: str) -> Verdict | None:
+        """The file's verdict (its copy, of whatever size, is the caller's to find)."""
+        entry = self.entries.get(key)
+        return None if entry is None else Verdict(**entry)
 
-    def put(self, key: str, copy_side: int | None, verdict: Verdict) -> None:
+    def put(self, key: str, verdict: Verdict) -> None:
         with self.lock:
-            self.entries[f"{key}|{copy_side}"] = asdict(verdict)
+            self.entries[key] = asdict(replace(verdict, copy=None))
             self.changed = True
-
-    def _any_side(self) -> dict[str, dict]:
-        """file key -> a verdict made with any copy size (training copies are made at twice
-        the input size: `imgclf evaluate` at 288 must not decode what `train` checked at 224)."""
-        with self.lock:
-            if self.by_file is None:
-                self.by_file = {}
-                for name, entry in self.entries.items():
-                    self.by_file.setdefault(name.rpartition("|")[0], entry)
-            return self.by_file
 
     def save(self) -> None:
         if not self.changed:
