@@ -180,7 +180,7 @@ def int8_module(network: torch.nn.Module, image_size: int) -> OnnxModule:
     """The int8 graph of a Classifier that ``imgclf.int8.quantize`` made and approved, run by
     onnxruntime; an ImgclfError saying what to run when there is none, or it was refused."""
     require("onnxruntime")
-    path = cached_graph(network, image_size, show_progress=False)
+    path = _cache_path(_Graph(network, False).eval(), image_size)  # its name: none is built
     check = read_int8_check(path)
     if check is None:
         raise ImgclfError(
