@@ -136,7 +136,7 @@ def _files(source: str | os.PathLike | Sequence[Any]
            ) -> tuple[list[str], list[tuple[str, str]], list[str]]:
     """(what Ray reads, [(path, why not)] for local paths that are no readable file, every
     local file in the order listed)."""
-    from imgclf.sources import find_images
+    from imgclf.sources import expand_paths
 
     sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     files, missing, listed = [], [], []
@@ -144,16 +144,7 @@ def _files(source: str | os.PathLike | Sequence[Any]
         if entry.startswith(_REMOTE):
             files.append(entry)
             continue
-        path = Path(entry)
-        if path.is_dir():
-            found = find_images(path)
-            if not found:
-                raise ImgclfError(f"No image files in folder {path}.")
-        elif path.is_file() or path.is_symlink():
-            found = [path]
-        else:
-            raise ImgclfError(f"No such file or folder: {path}")
-        for file in found:
+        for file in expand_paths([entry]):
             name = str(file.absolute())
             listed.append(name)
             if file.is_file() and os.access(file, os.R_OK):

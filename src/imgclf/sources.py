@@ -3,6 +3,7 @@ the seeded, stratified split.
 
 Each ``items_from_*`` returns a list of ``Item`` (file, label, split); ``split_items`` gives
 every item without a split one. ``ImageData.from_*`` (data.py) are one-line wrappers over these.
+``expand_paths``: the files and folders given to a command, as picture files.
 """
 
 from __future__ import annotations
@@ -242,3 +243,22 @@ def split_items(items: Iterable[Item], valid_fraction: float = 0.2, seed: int = 
     return [item if item.split is not None else
             replace(item, split="valid" if position in chosen else "train")
             for position, item in enumerate(items)]
+
+
+def expand_paths(arguments: list[str]) -> list[Path]:
+    """Files as given, folders expanded to the images inside; a wrong path is an error."""
+    from imgclf.errors import ImgclfError
+
+    paths: list[Path] = []
+    for argument in arguments:
+        path = Path(argument)
+        if path.is_dir():
+            found = find_images(path)
+            if not found:
+                raise ImgclfError(f"No image files in folder {path}.")
+            paths.extend(found)
+        elif path.is_file() or path.is_symlink():  # a broken link is skipped, saying so
+            paths.append(path)
+        else:
+            raise ImgclfError(f"No such file or folder: {path}")
+    return paths

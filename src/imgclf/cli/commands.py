@@ -11,6 +11,7 @@ from pathlib import Path
 from imgclf._files import atomic_open, printable
 from imgclf.config import AugmentConfig, CollectConfig, DataConfig, HeadConfig, TrainConfig
 from imgclf.errors import ImgclfError
+from imgclf.sources import expand_paths
 
 
 def _collect(args: argparse.Namespace) -> int:
@@ -456,25 +457,6 @@ def _csv_cells(row: dict) -> dict:
     return {key: "" if value is None else int(value) if isinstance(value, bool)
             else f"{value:.4f}" if isinstance(value, float) else value
             for key, value in row.items()}
-
-
-def expand_paths(arguments: list[str]) -> list[Path]:
-    """Files as given, folders expanded to the images inside; a wrong path is an error."""
-    from imgclf.sources import find_images
-
-    paths: list[Path] = []
-    for argument in arguments:
-        path = Path(argument)
-        if path.is_dir():
-            found = find_images(path)
-            if not found:
-                raise ImgclfError(f"No image files in folder {path}.")
-            paths.extend(found)
-        elif path.is_file() or path.is_symlink():  # a broken link is skipped, saying so
-            paths.append(path)
-        else:
-            raise ImgclfError(f"No such file or folder: {path}")
-    return paths
 
 
 def _report_skipped(errors: list) -> None:
