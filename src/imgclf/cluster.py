@@ -190,8 +190,9 @@ def _write_file(table: pandas.DataFrame, out: Path) -> Path:
 
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as temporary:
-        if out.suffix.lower() == ".csv":
-            table.to_csv(temporary, index=False)
+        if out.suffix.lower() == ".csv":  # cells as `imgclf predict --csv` writes them
+            table.assign(unknown=table["unknown"].astype("Int8")).to_csv(
+                temporary, index=False, float_format="%.4f")
         else:
             table.to_parquet(temporary, index=False)
     return out
