@@ -119,7 +119,7 @@ def main() -> None:
     if not HYMENOPTERA.is_dir() or not IMAGENET.is_dir():
         sys.exit(f"needs {HYMENOPTERA} and {IMAGENET}")
     from imgclf import ImageData
-    from imgclf.cleaning import find_issues
+    from imgclf.cleaning.finding import find_issues
 
     work = Path(tempfile.mkdtemp(prefix="imgclf-clean-"))
     try:

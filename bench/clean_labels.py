@@ -38,9 +38,9 @@ def embed() -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
     features of the strangers), at the size and through the cache `imgclf clean` uses."""
     from imgclf import ImageData
     from imgclf.config import TrainConfig
-    from imgclf.embeddings import compute_embeddings, picture_embeddings
     from imgclf.model import Classifier
-    from imgclf.plan import data_for
+    from imgclf.training.embeddings import compute_embeddings, picture_embeddings
+    from imgclf.training.plan import data_for
 
     data = data_for(TrainConfig(mode="probe"), ImageData.from_folder(HYMENOPTERA, verbose=False))
     network = Classifier.create(data.backbone, len(data.classes))
@@ -53,7 +53,7 @@ def embed() -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
 
 
 def probe_accuracy(features, targets, valid_features, valid_targets) -> float:
-    from imgclf.embeddings import Embeddings, fit_linear_head
+    from imgclf.training.embeddings import Embeddings, fit_linear_head
 
     fit = fit_linear_head(Embeddings(features, targets, np.arange(len(targets)), 0), 2, seed=42)
     predicted = (valid_features @ fit.weight.T + fit.bias).argmax(axis=1)
@@ -61,7 +61,7 @@ def probe_accuracy(features, targets, valid_features, valid_targets) -> float:
 
 
 def one_seed(features, targets, train, strangers, seed: int, config) -> dict:
-    from imgclf.cleaning import screen
+    from imgclf.cleaning.finding import screen
 
     rng = np.random.default_rng(seed)
     order = rng.permutation(train)

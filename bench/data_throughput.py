@@ -15,8 +15,7 @@ import time
 from pathlib import Path
 
 from imgclf.backbones import input_config_for
-from imgclf.data import ImageData
-from imgclf.data import default_workers
+from imgclf.data.imagedata import ImageData, default_workers
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
 

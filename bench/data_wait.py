@@ -48,12 +48,12 @@ def main() -> None:
 
     from imgclf import ImageData
     from imgclf.config import TrainConfig
+    from imgclf.data.datasets import ImageFiles, collate, default_workers
+    from imgclf.data.transforms import eval_transform
+    from imgclf.inference.runtimes import accelerated
     from imgclf.model import Classifier
-    from imgclf.onnx_runtime import accelerated
-    from imgclf.pictures import ImageFiles, collate, default_workers
-    from imgclf.plan import data_for
-    from imgclf.training import Learner
-    from imgclf.transforms import eval_transform
+    from imgclf.training.learner import Learner
+    from imgclf.training.plan import data_for
 
     data = data_for(TrainConfig(mode="probe"), ImageData.from_folder(args.data, verbose=False))
     network = Classifier.create(data.backbone, len(data.classes)).eval()

@@ -82,8 +82,8 @@ def peak_memory_mb() -> dict:
 def one_size(folder: Path, image_size: int, with_auto: bool = False) -> dict:
     """The stages on one folder, in this process (called in a fresh one per size)."""
     from imgclf import ImageData, train
-    from imgclf.embeddings import compute_embeddings
     from imgclf.model import Classifier
+    from imgclf.training.embeddings import compute_embeddings
 
     stages = {}
     start = time.perf_counter()

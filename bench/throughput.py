@@ -63,11 +63,11 @@ def build(runtime: str, module: torch.nn.Module, size: int, folder: Path):
         return run
     # the graph imgclf runs by default (onnx_runtime.cached_graph: TorchScript export, "same"
     # padding folded into the convolutions), and imgclf.quantize's int8 version of it
-    from imgclf.onnx_runtime import cached_graph
+    from imgclf.inference.runtimes import cached_graph
 
     path = cached_graph(module, size, embeddings_only=True, show_progress=False)
     if runtime == "onnxruntime-int8":
-        from imgclf.int8 import _quantize_file
+        from imgclf.inference.int8 import _quantize_file
 
         target = folder / f"int8_{size}.onnx"
         _quantize_file(path, target, real_pictures(size), show_progress=False)
@@ -90,7 +90,7 @@ def real_pictures(size: int, count: int = 64) -> np.ndarray:
     from PIL import Image
 
     from imgclf.backbones import input_config
-    from imgclf.transforms import eval_transform
+    from imgclf.data.transforms import eval_transform
 
     folder = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
     paths = sorted(folder.glob("train/*/*.jpg"))[:count]

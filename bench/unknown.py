@@ -93,7 +93,7 @@ def candidate_scores(train_z, train_y, valid_z, valid_logits, other_z, other_log
 
 def main() -> None:
     from imgclf import ImageData, Predictor, train
-    from imgclf.sources import find_images
+    from imgclf.data.sources import find_images
 
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("model", nargs="?")

@@ -69,7 +69,7 @@ def _write(folder: Path, name: str, content: bytes | Path) -> Path:
 
 @pytest.fixture(autouse=True)
 def small_limit(monkeypatch):
-    monkeypatch.setattr("imgclf.images.MAX_PIXELS", SMALL_LIMIT)
+    monkeypatch.setattr("imgclf.data.decoding.MAX_PIXELS", SMALL_LIMIT)
 
 
 @pytest.fixture(scope="module")
@@ -78,7 +78,7 @@ def planted(tmp_path_factory):
     probe model trained on it, and its evaluation."""
     root = tmp_path_factory.mktemp("planted")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("imgclf.images.MAX_PIXELS", SMALL_LIMIT)
+        patch.setattr("imgclf.data.decoding.MAX_PIXELS", SMALL_LIMIT)
         patch.setenv("IMGCLF_CACHE", str(root / "cache"))
         for split, count in (("train", 10), ("valid", 4)):
             for label, colour in (("red", (190, 30, 30)), ("blue", (30, 30, 190))):
@@ -203,12 +203,12 @@ def _rotated() -> bytes:
 
 @pytest.mark.parametrize("kind", ODD_BUT_GOOD)
 def test_odd_but_good_pictures_are_read_and_predicted(planted, kind):
-    import imgclf.images
+    import imgclf.data.decoding
 
     root, _, _ = planted
     picture = load_image(ODD_BUT_GOOD[kind]())
     assert picture.mode == "RGB"
-    assert picture.width * picture.height <= imgclf.images.MAX_PIXELS
+    assert picture.width * picture.height <= imgclf.data.decoding.MAX_PIXELS
     prediction = load(root / "model" / "model.imgclf").predict(ODD_BUT_GOOD[kind]())
     assert prediction.closest in ("red", "blue")
 

@@ -9,7 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 
 from imgclf import Predictor
-from imgclf.images import load_image
+from imgclf.data.decoding import load_image
 from imgclf.serve.batching import Batcher, QueueFull
 from tests.serving import running
 

@@ -14,10 +14,10 @@ import pytest
 from PIL import Image, ImageDraw
 
 from imgclf import ImageData
+from imgclf.cleaning.fixes import (LOG, Decision, apply_decisions, correct_csv, read_decisions,
+                                   record_decision, undo, write_decisions)
 from imgclf.cli import main
 from imgclf.errors import DataError
-from imgclf.fixes import (LOG, Decision, apply_decisions, correct_csv, read_decisions,
-                          record_decision, undo, write_decisions)
 
 pytest.importorskip("cleanlab")
 
@@ -57,7 +57,7 @@ def dirty(tmp_path):
 
 
 def test_planted_problems_are_found(dirty):
-    from imgclf.cleaning import find_issues
+    from imgclf.cleaning.finding import find_issues
 
     root, planted = dirty
     data = ImageData.from_folder(root, image_size=64, num_workers=0, verbose=False)
@@ -81,7 +81,7 @@ def test_the_report_shows_the_issues_and_reads_them_back(dirty, tmp_path, capsys
                  str(tmp_path / "report.html")]) == 0
     page = (tmp_path / "report.html").read_text()
     assert "Issues found in the data" in page and "odd.jpg" in page
-    from imgclf.cleaning import Issues
+    from imgclf.cleaning.finding import Issues
 
     again = Issues.from_csv(root / "issues.csv")
     assert planted["flipped"] in again.paths("label")
@@ -145,10 +145,10 @@ def test_an_interrupted_apply_can_be_rerun_or_undone(tmp_path, monkeypatch):
             raise KeyboardInterrupt  # after the log line, before the move
         real_replace(source, target)
 
-    monkeypatch.setattr("imgclf.fixes.os.replace", crash_on_second)
+    monkeypatch.setattr("imgclf.cleaning.fixes.os.replace", crash_on_second)
     with pytest.raises(KeyboardInterrupt):
         apply_decisions(root, decisions)
-    monkeypatch.setattr("imgclf.fixes.os.replace", real_replace)
+    monkeypatch.setattr("imgclf.cleaning.fixes.os.replace", real_replace)
     assert sorted(_tree(root).values()) == sorted(before.values())  # nothing lost
     assert len(undo(root)) == 1  # the one move made; the logged one never made is passed over
     assert _tree(root) == before

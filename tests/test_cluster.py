@@ -38,8 +38,8 @@ def pictures(tmp_path):
 
 def test_ray_gives_single_process_answers_and_error_rows(local_ray, colour_model, pictures,
                                                          tmp_path):
-    from imgclf.cluster import predict_dataset
     from imgclf.cli.commands import expand_paths
+    from imgclf.inference.ray_batch import predict_dataset
 
     _, model = colour_model
     photos, bad = pictures
@@ -98,18 +98,19 @@ def test_ray_wants_an_output_and_says_what_it_takes(colour_model, capsys):
 
 
 def test_without_ray_the_error_says_how_to_install(colour_model, monkeypatch):
-    from imgclf import cluster, onnx_runtime
+    from imgclf.inference import ray_batch
+    from imgclf.inference.runtimes import ONNX_HINT
 
-    real = onnx_runtime.require
+    real = ray_batch.require
 
-    def without_ray(module, hint=onnx_runtime.ONNX_HINT):
+    def without_ray(module, hint=ONNX_HINT):
         if module == "ray":
             raise ImgclfError(hint)
         return real(module, hint)
 
-    monkeypatch.setattr(onnx_runtime, "require", without_ray)
+    monkeypatch.setattr(ray_batch, "require", without_ray)
     with pytest.raises(ImgclfError, match=r"pip install 'imgclf\[ray\]'"):
-        cluster.predict_dataset(colour_model[1], ".", out="p.parquet")
+        ray_batch.predict_dataset(colour_model[1], ".", out="p.parquet")
 
 
 def test_the_csv_of_local_predict_has_the_same_columns(colour_model, pictures, tmp_path):
@@ -126,7 +127,7 @@ def test_the_csv_of_local_predict_has_the_same_columns(colour_model, pictures, t
 
 
 def test_a_class_named_like_a_column_gets_prefixed_columns():
-    from imgclf.predict import table_columns
+    from imgclf.inference.predictor import table_columns
 
     assert table_columns(["ants", "bees"])[6:8] == ["ants", "bees"]
     clashing = table_columns(["label", "unknown", "wasps"])

@@ -13,7 +13,7 @@ from tests.fake_web import BAD, KEY, fake_web
 pytest.importorskip("httpx")
 pytest.importorskip("imagehash")
 
-from imgclf import CollectConfig, CollectError, collect  # noqa: E402
+from imgclf import CollectConfig, CollectError, collect
 from imgclf.collection import PROVIDERS, parse_classes  # noqa: E402
 from imgclf.collection.manifest import MANIFEST, SKIPPED  # noqa: E402
 

@@ -196,10 +196,10 @@ def test_a_split_that_comes_with_the_data_says_valid_fraction_does_not_apply(mak
 def test_verification_is_cached_until_the_file_changes(class_folders, monkeypatch):
     ImageData.from_folder(class_folders, **QUIET)
     decoded = []
-    import imgclf.verify
+    import imgclf.data.verification
 
-    real = imgclf.verify.load_image
-    monkeypatch.setattr(imgclf.verify, "load_image", lambda src: decoded.append(1) or real(src))
+    real = imgclf.data.verification.load_image
+    monkeypatch.setattr(imgclf.data.verification, "load_image", lambda src: decoded.append(1) or real(src))
     ImageData.from_folder(class_folders, **QUIET)
     assert decoded == []
     changed = class_folders / "cats" / "cats_0.jpg"
@@ -229,8 +229,8 @@ def test_every_resize_method_gives_square_batches(class_folders, resize):
 
 def test_pad_keeps_the_whole_picture(make_photo, tmp_path):
     from imgclf.config import InputConfig
-    from imgclf.images import load_image
-    from imgclf.transforms import eval_transform
+    from imgclf.data.decoding import load_image
+    from imgclf.data.transforms import eval_transform
 
     wide = make_photo("wide.jpg", size=(200, 50), tint=(55, 55, 55))
     config = InputConfig(64, (0.0,) * 3, (1.0,) * 3, resize="pad")
@@ -305,7 +305,7 @@ def test_adding_a_class_leaves_the_other_classes_split_alone(class_folders, make
 def test_a_check_alone_reuses_a_verdict_made_with_copies(class_folders, monkeypatch):
     # `imgclf evaluate` reads the data without copies, at the model's size: the verdicts that
     # training made (with copies at twice another size) answer it without decoding again
-    from imgclf.verify import verify_files
+    from imgclf.data.verification import verify_files
 
     paths = sorted(class_folders.rglob("*.jpg"))
     made = verify_files(paths, copy_side=448, show_progress=False)
@@ -314,7 +314,7 @@ def test_a_check_alone_reuses_a_verdict_made_with_copies(class_folders, monkeypa
     def decode(*_):
         raise AssertionError("decoded again")
 
-    monkeypatch.setattr("imgclf.verify._verify_one", decode)
+    monkeypatch.setattr("imgclf.data.verification._verify_one", decode)
     again = verify_files(paths, copy_side=None, show_progress=False)
     assert [v.sha256 for v in again] == [v.sha256 for v in made]
     assert all(v.copy is None for v in again)

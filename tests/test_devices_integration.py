@@ -9,7 +9,7 @@ import pytest
 
 from imgclf import ImageData, train
 from imgclf.cli import main
-from imgclf.training import BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS
+from imgclf.training.learner import BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS
 from tests.conftest import shared_dataset
 
 WRITTEN = sorted([BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS])

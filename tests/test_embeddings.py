@@ -7,7 +7,7 @@ import pytest
 
 from imgclf import ImageData, Learner, load, train
 from imgclf.cli import main
-from imgclf.embeddings import Embeddings, compute_embeddings, fit_linear_head
+from imgclf.training.embeddings import Embeddings, compute_embeddings, fit_linear_head
 
 FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
 
@@ -69,7 +69,7 @@ def test_auto_mode_probes_alone_on_tiny_data(colours):
 
 
 def test_auto_mode_fine_tunes_from_the_probe_on_larger_data(colours, monkeypatch):
-    monkeypatch.setattr("imgclf.plan.AUTO_PROBE_BELOW", 5)
+    monkeypatch.setattr("imgclf.training.plan.AUTO_PROBE_BELOW", 5)
     data = ImageData.from_folder(colours, **FAST)
     learner = train(data, mode="auto", epochs=1, verbose=False)
     assert [row["phase"] for row in learner.history] == ["probe", "all"]
@@ -83,7 +83,7 @@ def test_cli_probe_mode(colours, tmp_path):
 
 
 def test_many_rows_choose_the_regularisation_on_a_share_of_every_class(monkeypatch):
-    from imgclf import embeddings
+    from imgclf.training import embeddings
 
     rng = np.random.default_rng(0)
     classes, pictures, views = 10, 20, 2
@@ -155,7 +155,7 @@ def test_a_run_decodes_each_original_picture_once(colours, tmp_path, monkeypatch
 
     from imgclf import evaluate
 
-    monkeypatch.setattr("imgclf.inference.inference_workers", lambda: 0)
+    monkeypatch.setattr("imgclf.inference.loop.inference_workers", lambda: 0)
     monkeypatch.setattr("imgclf.config.PROBE_SIZE_FACTOR", 96 / 224)
     decodes = _count_decodes(monkeypatch)
     options = {**FAST, "image_size": image_size}
@@ -181,8 +181,8 @@ def test_a_stored_view_gives_the_tensor_the_original_gives(colours, make_photo, 
     import torch
     from PIL import Image
 
-    from imgclf.images import load_image
-    from imgclf.transforms import eval_transform
+    from imgclf.data.decoding import load_image
+    from imgclf.data.transforms import eval_transform
 
     tall = make_photo("colours/red/tall.jpg", size=(60, 90), tint=(180, 20, 20), noise=70)
     with Image.open(tall) as picture:  # stored sideways, upright by its EXIF tag

@@ -115,7 +115,7 @@ def test_plots_are_drawn_from_the_data(known):
 
 
 def test_the_per_class_table_leads_with_the_weakest_classes():
-    from imgclf.report import _per_class_table
+    from imgclf.evaluation.report import _per_class_table
 
     classes = [f"c{i:02d}" for i in range(30)]
     targets = np.repeat(np.arange(30), 4)

@@ -13,9 +13,10 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="needs the onnx extra")
 
-from imgclf import Predictor  # noqa: E402
+from imgclf import Predictor
 from imgclf.cli import main  # noqa: E402
-from imgclf.export import OnnxNetwork, export_onnx, export_space  # noqa: E402
+from imgclf.inference.onnx_export import OnnxNetwork, export_onnx  # noqa: E402
+from imgclf.serve.space import export_space
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from imgclf import ImageData, Learner, evaluate, load, train
-from imgclf import inference
+from imgclf.inference import loop as inference
 
 FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
 
@@ -27,7 +27,7 @@ def calls(monkeypatch):
 
 
 def test_every_forward_pass_goes_through_the_one_loop(colours, calls):
-    from imgclf.embeddings import compute_embeddings
+    from imgclf.training.embeddings import compute_embeddings
 
     data = ImageData.from_folder(colours, **FAST)
     learner = Learner.create(data, verbose=False)
@@ -68,7 +68,7 @@ def test_unreadable_pictures_get_nan_rows_and_their_error(colours, tmp_path):
 
 @pytest.mark.parametrize("mode", ["probe", "fine_tune", "auto"])
 def test_the_model_file_holds_the_figures_evaluate_gives(mode, colours, tmp_path, monkeypatch):
-    monkeypatch.setattr("imgclf.plan.AUTO_PROBE_BELOW", 5)  # auto: the probe, then fine-tuning
+    monkeypatch.setattr("imgclf.training.plan.AUTO_PROBE_BELOW", 5)  # auto: the probe, then fine-tuning
     data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
     learner = train(data, mode=mode, epochs=1, freeze_epochs=1, output=tmp_path / mode,
                     verbose=False)

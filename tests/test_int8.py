@@ -11,8 +11,8 @@ import pytest
 pytest.importorskip("onnxruntime", reason="needs the onnx extra")
 
 import imgclf  # noqa: E402
-from imgclf import ImageData, ImgclfError, Predictor  # noqa: E402
-from imgclf import int8 as int8_module  # noqa: E402
+from imgclf import ImageData, ImgclfError, Predictor
+from imgclf.inference import int8 as int8_module
 from imgclf.cli import main  # noqa: E402
 
 
@@ -117,7 +117,7 @@ def test_tf_same_padding_folds_into_the_convolutions(private_cache):
     import onnx
     import torch
 
-    from imgclf import onnx_runtime
+    from imgclf.inference import runtimes as onnx_runtime
     from imgclf.model import Classifier
 
     network = Classifier.create("efficientnet_lite0", 2).eval()

@@ -8,9 +8,9 @@ import pytest
 
 pytest.importorskip("onnxruntime", reason="needs the onnx extra")
 
-from imgclf import ImageData, ImgclfError, Predictor  # noqa: E402
-from imgclf import onnx_runtime  # noqa: E402
-from imgclf.embeddings import compute_embeddings  # noqa: E402
+from imgclf import ImageData, ImgclfError, Predictor
+from imgclf.inference import runtimes as onnx_runtime
+from imgclf.training.embeddings import compute_embeddings  # noqa: E402
 from imgclf.model import Classifier  # noqa: E402
 
 

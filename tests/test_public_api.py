@@ -37,7 +37,7 @@ def test_no_public_name_is_shadowed_by_a_submodule():
     import importlib
     import types
 
-    for module in ("imgclf.collection", "imgclf.training", "imgclf.evaluation"):
+    for module in ("imgclf.collection", "imgclf.training.learner", "imgclf.evaluation.metrics"):
         importlib.import_module(module)  # importing a submodule sets it as imgclf.<name>
     for name in imgclf.__all__:
         assert not isinstance(getattr(imgclf, name), types.ModuleType), name

@@ -11,10 +11,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from imgclf.cleaning.fixes import COLUMNS, LOG, read_decisions, undo
+from imgclf.cleaning.review import ALL, ReviewPage, build_review
 from imgclf.errors import DataError
-from imgclf.fixes import LOG, read_decisions, undo
-from imgclf.fixes import COLUMNS
-from imgclf.serve.review import ALL, ReviewPage, build_review
 
 gr = pytest.importorskip("gradio", reason="needs the serve extra")
 
@@ -231,9 +230,8 @@ def test_the_page_builds_with_its_controls(flagged):
 
 
 def test_clean_review_finds_writes_issues_then_serves_the_page(flagged, monkeypatch, capsys):
-    from imgclf import cleaning
+    from imgclf.cleaning import finding as cleaning, review
     from imgclf.cli import main
-    from imgclf.serve import review
 
     root, _issues, files = flagged
     (root / "cats" / "broken.jpg").unlink()

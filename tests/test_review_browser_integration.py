@@ -18,8 +18,8 @@ def test_relabel_and_remove_by_clicking_then_apply_moves_both(chromium, tmp_path
     from gradio import mount_gradio_app
     from playwright.sync_api import expect, sync_playwright
 
+    from imgclf.cleaning.review import ReviewPage
     from imgclf.serve.http import own_gradio_folder
-    from imgclf.serve.review import ReviewPage
 
     root = tmp_path / "pets"
     for index in range(4):

@@ -163,7 +163,7 @@ def test_a_bad_picture_on_the_page_gets_imgclfs_reason_and_is_not_kept(base_url,
 def test_classify_names_the_reason_not_the_temporary_file(model, tmp_path):
     import gradio
 
-    from imgclf.predict import Predictor
+    from imgclf.inference.predictor import Predictor
     from imgclf.serve.gradio_app import classify
 
     predictor = Predictor.load(model)
@@ -246,13 +246,14 @@ def test_an_endless_chunked_body_is_refused_without_reading_it(base_url, form):
 def test_a_slow_decode_holds_up_no_other_prediction(model, photos, monkeypatch):
     import threading
 
-    import imgclf.images
-    import imgclf.pictures
+    import imgclf.data.decoding
+    import imgclf.data.datasets
+    import imgclf.serve.http
     from imgclf.serve.http import create_app
 
     slow_picture = (photos / "blue" / "7.jpg").read_bytes()
     decoding, release = threading.Event(), threading.Event()
-    real_load_image = imgclf.images.load_image
+    real_load_image = imgclf.data.decoding.load_image
 
     def load_image(source, **options):
         if bytes(source) == slow_picture:  # a 90-megapixel PNG, say
@@ -261,8 +262,8 @@ def test_a_slow_decode_holds_up_no_other_prediction(model, photos, monkeypatch):
         return real_load_image(source, **options)
 
     # wherever the server reads pictures: its own decode step and the Predictor's loop
-    monkeypatch.setattr(imgclf.images, "load_image", load_image)
-    monkeypatch.setattr(imgclf.pictures, "load_image", load_image)
+    monkeypatch.setattr(imgclf.serve.http, "load_image", load_image)
+    monkeypatch.setattr(imgclf.data.datasets, "load_image", load_image)
     with running(create_app(model, with_gradio=False)) as url, ThreadPoolExecutor(1) as pool:
         slow = pool.submit(httpx.post, f"{url}/predict", content=slow_picture, timeout=60)
         assert decoding.wait(30)

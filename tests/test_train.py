@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import torch
 
-from imgclf import (ImageData, Learner, ModelFileError, Predictor, TrainConfig, load, train)
+from imgclf import ImageData, Learner, ModelFileError, Predictor, TrainConfig, load, train
 from imgclf.cli import main
-from imgclf.training import BEST, CHECKPOINT, FINAL, one_cycle
+from imgclf.training.learner import BEST, CHECKPOINT, FINAL, one_cycle
 
 FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
 
@@ -221,7 +221,7 @@ def test_cli_resume_without_a_checkpoint_says_so(colours, tmp_path, capsys):
 
 
 def test_probe_tests_larger_than_pretrained_and_trains_on_pretrained_crops(colours, tmp_path):
-    from imgclf.plan import probe_image_size
+    from imgclf.training.plan import probe_image_size
 
     assert [probe_image_size(size) for size in (224, 240, 260)] == [288, 320, 352]
     data = ImageData.from_folder(colours, num_workers=0, verbose=False)  # no image_size given
@@ -291,7 +291,7 @@ def test_every_mode_saves_settings_calls_back_and_checkpoints_alike(mode, colour
 
 
 def test_a_probe_run_resumes_past_its_probe(colours, tmp_path, monkeypatch):
-    monkeypatch.setattr("imgclf.plan.AUTO_PROBE_BELOW", 5)
+    monkeypatch.setattr("imgclf.training.plan.AUTO_PROBE_BELOW", 5)
     data = ImageData.from_folder(colours, **FAST)
 
     class StopAfterProbe:
@@ -334,7 +334,7 @@ def test_auto_mode_stops_when_fine_tuning_does_not_help(make_photo, tmp_path, mo
 
 
 def test_epochs_that_fit_a_time_limit():
-    from imgclf.plan import describe_seconds, fit_epochs
+    from imgclf.training.plan import describe_seconds, fit_epochs
 
     # 100 s spent, epochs of 50 s, 10 s into the first: it ends at 140 s
     assert fit_epochs(4, limit=1000, spent=100, epoch_seconds=50, into_epoch=10) == 4
@@ -353,8 +353,7 @@ def test_auto_mode_fits_its_epochs_to_the_time_limit(make_photo, tmp_path, monke
                                                       room, epochs_run):
     import time
 
-    import imgclf.epochs
-    import imgclf.training
+    import imgclf.training.learner
 
     for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
         for index in range(22):
@@ -379,9 +378,8 @@ def test_auto_mode_fits_its_epochs_to_the_time_limit(make_photo, tmp_path, monke
                 probe["head"] = learner.network.head.linear.weight.detach().clone()
 
     if room is not None:  # the limit: what the probe took, plus room
-        for module in (imgclf.training, imgclf.epochs):
-            monkeypatch.setattr(module, "time_limit",
-                                lambda config, device: probe.get("spent", 0.0) + room)
+        monkeypatch.setattr(imgclf.training.learner, "time_limit",
+                            lambda config, device: probe.get("spent", 0.0) + room)
     learner = train(data, mode="auto", epochs=3, output=tmp_path / "run", verbose=True,
                     time_limit=0 if room is None else 1e9, callbacks=[AfterProbe()])
     said = capsys.readouterr().err
@@ -404,7 +402,7 @@ def test_a_weights_file_trains_the_backbone_it_holds(colours, tmp_path, private_
 
     from imgclf import DataError
     from imgclf.backbones import create_backbone
-    from imgclf.embeddings import embedding_folder
+    from imgclf.training.embeddings import embedding_folder
 
     random = create_backbone("efficientnet_lite0", pretrained=False, imagenet_head=True)
     save_file({k: v.contiguous() for k, v in random.state_dict().items()},

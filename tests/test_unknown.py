@@ -137,7 +137,7 @@ def test_the_http_api_answers_unknown(shapes):
 
 def test_onnx_computes_the_same_outlier_score(shapes, tmp_path):
     pytest.importorskip("onnxruntime", reason="needs the onnx extra")
-    from imgclf.export import export_onnx
+    from imgclf.inference.onnx_export import export_onnx
 
     data_folder, strangers, model = shapes
     copy = tmp_path / "m.imgclf"

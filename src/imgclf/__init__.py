@@ -20,39 +20,39 @@ _EXPORTS = {
     "CollectError": "imgclf.errors",
     "DataConfig": "imgclf.config",
     "DataError": "imgclf.errors",
-    "Evaluation": "imgclf.evaluation",
-    "ImageData": "imgclf.data",
+    "Evaluation": "imgclf.evaluation.metrics",
+    "ImageData": "imgclf.data.imagedata",
     "HeadConfig": "imgclf.config",
     "ImageError": "imgclf.errors",
     "ImgclfError": "imgclf.errors",
     "InputConfig": "imgclf.config",
-    "Item": "imgclf.sources",
+    "Item": "imgclf.data.sources",
     "ModelInfo": "imgclf.modelfile",
-    "Learner": "imgclf.training",
+    "Learner": "imgclf.training.learner",
     "ModelFileError": "imgclf.errors",
-    "Prediction": "imgclf.predict",
-    "Predictor": "imgclf.predict",
+    "Prediction": "imgclf.inference.predictor",
+    "Predictor": "imgclf.inference.predictor",
     "TrainConfig": "imgclf.config",
-    "classify_imagenet": "imgclf.imagenet",
+    "classify_imagenet": "imgclf.inference.imagenet",
     "collect": "imgclf.collection",
     "create_backbone": "imgclf.backbones",
-    "eval_transform": "imgclf.transforms",
-    "evaluate": "imgclf.evaluation",
-    "find_images": "imgclf.sources",
+    "eval_transform": "imgclf.data.transforms",
+    "evaluate": "imgclf.evaluation.metrics",
+    "find_images": "imgclf.data.sources",
     "import_huggingface": "imgclf.collection",
     "import_kaggle": "imgclf.collection",
-    "items_from_csv": "imgclf.sources",
-    "items_from_dataframe": "imgclf.sources",
-    "items_from_filenames": "imgclf.sources",
-    "items_from_folder": "imgclf.sources",
+    "items_from_csv": "imgclf.data.sources",
+    "items_from_dataframe": "imgclf.data.sources",
+    "items_from_filenames": "imgclf.data.sources",
+    "items_from_folder": "imgclf.data.sources",
     "list_backbones": "imgclf.backbones",
-    "load": "imgclf.predict",
-    "load_image": "imgclf.images",
-    "predict_dataset": "imgclf.cluster",
-    "quantize": "imgclf.int8",
-    "split_items": "imgclf.sources",
-    "train": "imgclf.training",
-    "train_transform": "imgclf.transforms",
+    "load": "imgclf.inference.predictor",
+    "load_image": "imgclf.data.decoding",
+    "predict_dataset": "imgclf.inference.ray_batch",
+    "quantize": "imgclf.inference.int8",
+    "split_items": "imgclf.data.sources",
+    "train": "imgclf.training.learner",
+    "train_transform": "imgclf.data.transforms",
 }
 
 __all__ = sorted(_EXPORTS)
@@ -75,15 +75,15 @@ if TYPE_CHECKING:
     from imgclf.collection import collect, import_huggingface, import_kaggle
     from imgclf.config import (AugmentConfig, CollectConfig, DataConfig, HeadConfig, InputConfig,
                                TrainConfig)
-    from imgclf.data import ImageData
+    from imgclf.data.decoding import load_image
+    from imgclf.data.imagedata import ImageData
+    from imgclf.data.sources import (Item, find_images, items_from_csv, items_from_dataframe,
+                                     items_from_filenames, items_from_folder, split_items)
+    from imgclf.data.transforms import eval_transform, train_transform
     from imgclf.errors import (BackboneError, CollectError, DataError, ImageError, ImgclfError,
                                ModelFileError)
-    from imgclf.evaluation import Evaluation, evaluate
-    from imgclf.imagenet import classify_imagenet
-    from imgclf.images import load_image
+    from imgclf.evaluation.metrics import Evaluation, evaluate
+    from imgclf.inference.imagenet import classify_imagenet
+    from imgclf.inference.predictor import Prediction, Predictor, load
     from imgclf.modelfile import ModelInfo
-    from imgclf.predict import Prediction, Predictor, load
-    from imgclf.sources import (Item, find_images, items_from_csv, items_from_dataframe,
-                                items_from_filenames, items_from_folder, split_items)
-    from imgclf.training import Learner, train
-    from imgclf.transforms import eval_transform, train_transform
+    from imgclf.training.learner import Learner, train

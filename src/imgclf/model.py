@@ -9,6 +9,7 @@ from torch import nn
 
 from imgclf.backbones import create_backbone
 from imgclf.config import HeadConfig
+from imgclf.errors import BackboneError, ModelFileError
 from imgclf.unknown import Detector
 
 if TYPE_CHECKING:
@@ -139,8 +140,6 @@ MODEL_PREFIX = "model."
 def network_from_tensors(tensors: dict[str, torch.Tensor], info: ModelInfo,
                          source: str) -> Classifier:
     """Rebuild a Classifier from a model file's tensors; no download, no pretrained weights."""
-    from imgclf.errors import BackboneError, ModelFileError
-
     classes = info.classes
     try:
         network = Classifier.create(info.backbone, len(classes), head=info.head,

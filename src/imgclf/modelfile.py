@@ -21,9 +21,9 @@ import torch
 
 from imgclf._files import atomic_path
 from imgclf._version import __version__
-from imgclf.config import AugmentConfig, DataConfig, HeadConfig, InputConfig, TrainConfig
+from imgclf.config import (AugmentConfig, DataConfig, HeadConfig, InputConfig, TrainConfig,
+                           UnknownConfig)
 from imgclf.errors import ModelFileError
-from imgclf.unknown import UnknownConfig
 
 FORMAT = "imgclf"
 # 4: the checksum covers the header (format, version, metadata) as well as the tensors.
@@ -122,11 +122,16 @@ def _known(config: type, values: dict[str, Any]) -> dict[str, Any]:
     return {key: value for key, value in values.items() if key in names}
 
 
+# Settings renamed since a model file was written: old name -> new name.
+_RENAMED = {"unknown_acceptance": "acceptance"}
+
+
 def config_from_dict(config: type, values: dict[str, Any] | None):
     """A settings dataclass from JSON values; keys it does not know (from newer files) are
-    ignored, and lists become tuples."""
+    ignored, renamed ones read under their new name, and lists become tuples."""
     if not values:
         return None
+    values = {_RENAMED.get(key, key): value for key, value in values.items()}
     known = _known(config, values)
     for name, value in known.items():  # JSON has no tuples
         if isinstance(value, list):

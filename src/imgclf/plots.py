@@ -1,4 +1,9 @@
-"""Figures drawn from data (matplotlib, no display needed): nothing here computes results."""
+"""Figures drawn from data (matplotlib, no display needed): nothing here computes results.
+
+Shared by every stage that draws (ImageData.show_batch, lr_find, Evaluation, the report);
+it imports nothing of imgclf, and matplotlib only when a figure is drawn (it takes a
+second to import, which `import imgclf` and the CLI should not pay).
+"""
 
 from __future__ import annotations
 
@@ -128,11 +133,11 @@ def plot_confusion_matrix(matrix, classes: Sequence[str], *, normalize: bool = F
     return figure
 
 
-def plot_top_losses(top_losses: Sequence, *, columns: int = 3) -> Figure:
-    """A grid of the worst pictures titled predicted / actual / loss / probability."""
-    from imgclf.errors import ImageError
-    from imgclf.images import load_image
+def plot_top_losses(top_losses: Sequence, pictures: Sequence, *, columns: int = 3) -> Figure:
+    """A grid of the worst pictures titled predicted / actual / loss / probability.
 
+    pictures: each entry's picture (a PIL image or an array), or None where it is unreadable.
+    """
     count = max(1, len(top_losses))
     columns = min(columns, count)
     rows = math.ceil(count / columns)
@@ -140,11 +145,11 @@ def plot_top_losses(top_losses: Sequence, *, columns: int = 3) -> Figure:
     axes = figure.subplots(rows, columns, squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
-    for axis, entry in zip(axes.flat, top_losses):
-        try:
-            axis.imshow(load_image(entry.path, max_side=320))
-        except ImageError:
+    for axis, entry, picture in zip(axes.flat, top_losses, pictures):
+        if picture is None:
             axis.text(0.5, 0.5, "unreadable", ha="center")
+        else:
+            axis.imshow(picture)
         wrong = entry.predicted != entry.actual
         axis.set_title(f"{entry.predicted} / {entry.actual}\nloss {entry.loss:.2f}, "
                        f"p {entry.probability:.2f}", fontsize=10,

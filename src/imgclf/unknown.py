@@ -19,64 +19,20 @@ plus an UnknownConfig in the model file's JSON; the ONNX export computes the sam
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-# bench/unknown.py, hymenoptera (auto mode) against 99 ImageNet photos of neither ants nor
-# bees, threshold at 95% of the validation pictures: AUROC / strangers flagged / accuracy on
-# the accepted validation pictures (plain accuracy 0.967):
-#   softmax (max probability) 0.937 / 0.60 / 0.993; energy and max logit the same;
-#   Mahalanobis (shared, Ledoit-Wolf) 0.898 / 0.28 / 0.972;
-#   k-nearest-neighbour distance, k = 1, 5, 10, 20: 0.994, 0.996, 0.995, 0.994 / 0.99 / 0.966;
-#   the same, of the predicted class, k = 5: 0.996 / 0.99 / 0.966;
-#   and + 0.2 x (1 - top probability): 0.991 / 0.99 / 0.972 (the one meeting every target:
-#   the distance alone keeps the validation pictures the classifier gets wrong, which look
-#   like ants and bees; the softmax term rejects the ambiguous ones first).
-KNN_K = 5
-SOFTMAX_WEIGHT = 0.2
+from imgclf.config import DEFAULT_ACCEPTANCE, KNN_K, SOFTMAX_WEIGHT, UnknownConfig
+
 # Training pictures kept in the model file (float16): 2048 x 1280 features is 5 MB, the most
 # the detector may add to a model file. Larger training sets keep a random (seeded) sample.
 MAX_BANK = 2048
-# The share of in-domain pictures accepted by default.
-DEFAULT_ACCEPTANCE = 0.95
 # With fewer validation pictures than this, a quantile of their scores is mostly noise (the 95th
 # of 5 scores is nearly their largest): the training pictures' scores, each with itself left
 # out of the bank, are added to them.
 MIN_CALIBRATION = 50
-
-
-@dataclass(frozen=True)
-class UnknownConfig:
-    """How a model's detector was fitted and calibrated (the model file's JSON part)."""
-
-    # the outlier score: k-th nearest training picture of the predicted class + softmax term
-    score: str = "class_knn+softmax"
-    k: int = KNN_K
-    softmax_weight: float = SOFTMAX_WEIGHT
-    # share of in-domain pictures accepted at the threshold below
-    acceptance: float = DEFAULT_ACCEPTANCE
-    # pictures with an outlier score above this are "unknown"
-    threshold: float = float("inf")
-    # where the in-domain scores behind the threshold came from: "valid", "train (left out)"
-    # or both
-    calibrated_on: str = "valid"
-    # training pictures in the detector's bank
-    bank_size: int = 0
-    # pictures of none of the classes it was tuned on (an _unknown folder), and the share of
-    # them it calls unknown
-    negatives: int = 0
-    negatives_flagged: float | None = None
-
-    def __post_init__(self):
-        if not 0 < self.acceptance <= 1:
-            raise ValueError(f"acceptance must be in (0, 1], not {self.acceptance}")
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
 
 
 class Detector(nn.Module):

@@ -16,7 +16,7 @@ from imgclf.cli import commands as handlers
 from imgclf.cli.commands import print_error
 from imgclf.config import (AUGMENT_POLICIES, DEFAULT_BACKBONE, RESIZE_METHODS, RUNTIMES,
                            TRAIN_MODES, AugmentConfig, CleanConfig, CollectConfig, DataConfig,
-                           HeadConfig, TrainConfig)
+                           HeadConfig, InferenceConfig, ServeConfig, TrainConfig)
 from imgclf.errors import ImgclfError
 
 __all__ = ["main"]
@@ -64,7 +64,7 @@ def _parser() -> argparse.ArgumentParser:
     imagenet.add_argument("paths", nargs="+", help="image files or folders")
     imagenet.add_argument("--backbone", default=DEFAULT_BACKBONE)
     imagenet.add_argument("--top-k", type=int, default=1, help="classes to show per photo")
-    imagenet.add_argument("--batch-size", type=int, default=32)
+    imagenet.add_argument("--batch-size", type=int, default=InferenceConfig.batch_size)
     imagenet.add_argument("--json", action="store_true", help="print JSON lines instead")
     imagenet.set_defaults(run=handlers._imagenet, command="imagenet")
 
@@ -163,7 +163,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="auto (default): probe for tiny data, else probe then fine-tune, "
                             "keeping the better; probe: a head on cached embeddings, in "
                             "seconds; fine_tune: head epochs, then the whole network")
-    train.add_argument("--accept", type=float, default=TrainConfig.unknown_acceptance,
+    train.add_argument("--acceptance", "--accept", type=float, default=TrainConfig.acceptance,
                        metavar="SHARE", help="share of in-domain pictures the unknown detector "
                                              "accepts; the threshold is set from validation")
     train.add_argument("--unknown-folder", metavar="DIR", default=None,
@@ -199,7 +199,7 @@ def _parser() -> argparse.ArgumentParser:
                            "folder; its Apply button moves the files)")
     clean.add_argument("--out", metavar="CSV", default=None,
                        help="where to write the issues (default: issues.csv in the data folder)")
-    clean.add_argument("--port", type=int, default=7861,
+    clean.add_argument("--port", type=int, default=ServeConfig.review_port,
                        help="port of the --review page, on 127.0.0.1")
     clean.set_defaults(run=handlers._clean, command="clean")
 
@@ -246,8 +246,8 @@ def _parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="web page and JSON API for a model")
     serve.add_argument("model", help="a .imgclf model file (or a training output folder)")
-    serve.add_argument("--host", default="127.0.0.1")
-    serve.add_argument("--port", type=int, default=7860)
+    serve.add_argument("--host", default=ServeConfig.host)
+    serve.add_argument("--port", type=int, default=ServeConfig.port)
     serve.add_argument("--examples", default=None,
                        help="folder of example pictures (default: examples/ beside the model)")
     _add_accept_argument(serve)
@@ -306,8 +306,8 @@ def duration(text: str) -> float:
 
 
 def _add_accept_argument(parser: argparse.ArgumentParser) -> None:
-    """--accept, and --runtime: what every command that runs a model file takes."""
-    parser.add_argument("--runtime", default="auto", choices=RUNTIMES,
+    """--acceptance, --runtime and --int8: what every command that runs a model file takes."""
+    parser.add_argument("--runtime", default=InferenceConfig.runtime, choices=RUNTIMES,
                         help="what runs the network: auto (onnxruntime on the CPU where "
                              "installed, about 2.5x faster; built once per model and cached), "
                              "onnx or torch (default: auto)")
@@ -316,7 +316,8 @@ def _add_accept_argument(parser: argparse.ArgumentParser) -> None:
                              "32 on a VNNI CPU); evaluate makes and checks it: calibrated on the "
                              "training pictures, refused if it loses over 0.5 point against "
                              "float on the validation pictures")
-    parser.add_argument("--accept", type=float, default=None, metavar="SHARE",
+    parser.add_argument("--acceptance", "--accept", type=float,
+                        default=InferenceConfig.acceptance, metavar="SHARE",
                         help="share of in-domain pictures the unknown detector accepts, e.g. "
                              "0.99 (default: the model's own, 0.95 unless trained otherwise)")
 

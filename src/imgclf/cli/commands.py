@@ -1,8 +1,14 @@
-"""What each command of the command line does: read its arguments, call the library, format."""
+"""What each command of the command line does: read its arguments, call the library, format.
+
+Each command imports its stage when it runs: the stages load torch, scikit-learn,
+onnxruntime or Gradio (seconds), and `imgclf --help` or `imgclf predict` should not pay for
+the stages they do not use. These are the only imports of imgclf inside functions.
+"""
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import sys
@@ -10,17 +16,24 @@ from pathlib import Path
 
 from imgclf._files import atomic_open, printable
 from imgclf.config import AugmentConfig, CollectConfig, DataConfig, HeadConfig, TrainConfig
-from imgclf.errors import ImgclfError
-from imgclf.sources import expand_paths
+from imgclf.data.sources import expand_paths
+from imgclf.errors import ImageError, ImgclfError
+
+
+def config_from(args: argparse.Namespace, settings: type, **values):
+    """A settings object (TrainConfig, HeadConfig, ...) from the arguments named as its fields
+    (each option's dest is the field's name), plus values given here; fields the command line
+    does not offer keep their defaults, which the parser showed from the same class."""
+    names = {field.name for field in dataclasses.fields(settings)}
+    given = {name: getattr(args, name) for name in names
+             if getattr(args, name, None) is not None}
+    return settings(**{**given, **values})
 
 
 def _collect(args: argparse.Namespace) -> int:
-    from dataclasses import replace
-
     from imgclf.collection import collect
 
-    config = replace(CollectConfig(), per_class=args.per_class, max_side=args.max_side or None,
-                     max_megabytes=args.max_megabytes, workers=args.workers, timeout=args.timeout)
+    config = config_from(args, CollectConfig, max_side=args.max_side or None)
     report = collect(args.out, args.classes, providers=args.provider, config=config)
     report.print()
     if report.kept == 0 and all(result.existing == 0 for result in report.classes):
@@ -54,12 +67,13 @@ def _serve(args: argparse.Namespace) -> int:
     model = _model_path(args.model)
     examples = args.examples or (model.parent / "examples")
     serve(model, host=args.host, port=args.port, runtime=args.runtime, int8=args.int8,
-          examples=examples, acceptance=args.accept)
+          examples=examples, acceptance=args.acceptance)
     return 0
 
 
 def _export(args: argparse.Namespace) -> int:
-    from imgclf.export import export_onnx, export_space
+    from imgclf.inference.onnx_export import export_onnx
+    from imgclf.serve.space import export_space
 
     if not args.onnx and not args.space:
         raise ImgclfError("Say what to export: --onnx FILE and/or --space DIR.")
@@ -82,19 +96,19 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _model_path(argument: str) -> Path:
-    from imgclf.training import FINAL
+    from imgclf.training.learner import FINAL
 
     path = Path(argument)
     return path / FINAL if path.is_dir() else path
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    from imgclf.evaluation import evaluate
-    from imgclf.predict import Predictor
+    from imgclf.evaluation.metrics import evaluate
+    from imgclf.inference.predictor import Predictor
 
     model = _model_path(args.model)
     predictor = Predictor.load(model, runtime="torch" if args.int8 else args.runtime,
-                               acceptance=args.accept)
+                               acceptance=args.acceptance)
     info = predictor.info
     # Evaluate on the split the model was trained with, at its input, unless told otherwise.
     _fill_split(args, info.data)
@@ -103,14 +117,14 @@ def _evaluate(args: argparse.Namespace) -> int:
     args.resize = args.resize or info.input.resize
     data = load_data(args, cache=False)  # no resized copies: nothing trains here
     if args.int8:  # calibrated on these training pictures, compared on their validation ones
-        from imgclf.int8 import quantize
+        from imgclf.inference.int8 import quantize
 
         check = quantize(predictor, data, again=True)  # this data, this code: checked now
         print(f"int8 {'accepted' if check.accepted else 'refused'}: {check.reason}",
               file=sys.stderr if args.json else sys.stdout)
         if not check.accepted:
             return 1
-        predictor = Predictor.load(model, int8=True, acceptance=args.accept)
+        predictor = Predictor.load(model, int8=True, acceptance=args.acceptance)
     evaluation = evaluate(predictor, data, split=args.split, tta=args.tta, unknown=args.unknown)
     summary = evaluation.summary()
     if args.json:
@@ -128,7 +142,7 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"  {summary['strangers_flagged']:.1%} of {summary['strangers']} pictures in "
                   f"{args.unknown} called unknown (AUROC {summary['unknown_auroc']:.4f})")
     if args.report:
-        from imgclf.cleaning import Issues
+        from imgclf.cleaning.finding import Issues
 
         found = _data_root(args.data) / "issues.csv"  # from imgclf clean, if it ran
         evaluation.report(args.report, data=data,
@@ -138,13 +152,13 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from imgclf.checkpoint import read_checkpoint
-    from imgclf.training import CHECKPOINT, FINAL, Learner, train
+    from imgclf.training.checkpoint import read_checkpoint
+    from imgclf.training.learner import CHECKPOINT, FINAL, Learner, train
 
     if args.devices < 1:
         raise ImgclfError(f"--devices must be 1 or more, not {args.devices}.")
     if args.devices > 1 and "WORLD_SIZE" not in os.environ:  # start the N processes
-        from imgclf.devices import launch
+        from imgclf.training.distributed import launch
 
         return launch(args.arguments, args.devices, cpu=args.device == "cpu")
     # under torchrun, the first process alone prints (and, in Learner, writes)
@@ -159,23 +173,16 @@ def _train(args: argparse.Namespace) -> int:
     else:
         _fill_split(args, None)
         data = load_data(args, unknown=args.unknown_folder, verbose=main_process)
-        config = TrainConfig(mode=args.mode, epochs=args.epochs, freeze_epochs=args.freeze_epochs,
-                             learning_rate=args.learning_rate, seed=args.seed,
-                             head_learning_rate=args.head_learning_rate,
-                             label_smoothing=args.label_smoothing, monitor=args.monitor,
-                             restore_best=args.restore_best, device=args.device,
-                             patience=args.patience, time_limit=args.time_limit,
-                             unknown_acceptance=args.accept)
-        train(data, config=config, output=out, head=HeadConfig(pool=args.pool),
-              verbose=main_process)
+        train(data, config=config_from(args, TrainConfig), output=out,
+              head=config_from(args, HeadConfig), verbose=main_process)
     if main_process:
         print(f"Model: {out / FINAL}")
     return 0
 
 
 def _clean(args: argparse.Namespace) -> int:
-    from imgclf.cleaning import find_issues
-    from imgclf.fixes import apply_decisions, correct_csv, read_decisions, undo
+    from imgclf.cleaning.finding import find_issues
+    from imgclf.cleaning.fixes import apply_decisions, correct_csv, read_decisions, undo
 
     is_csv = args.data.lower().endswith(".csv")
     root = _data_root(args.data)
@@ -194,7 +201,7 @@ def _clean(args: argparse.Namespace) -> int:
         _print_issues(issues)
         print(f"Wrote {len(issues.rows)} issue(s) to {out} ({issues.seconds:.0f} s)")
         if args.review:
-            from imgclf.serve.review import serve_review
+            from imgclf.cleaning.review import serve_review
 
             serve_review(out, root, data.classes, port=args.port,
                          csv_file=args.data if is_csv else None)
@@ -222,7 +229,7 @@ def _print_issues(issues) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    from imgclf.fixes import DESCRIPTIONS
+    from imgclf.cleaning.fixes import DESCRIPTIONS
 
     table = Table(title=f"{issues.pictures} pictures examined")
     for column in ("kind", "pictures", "what it means", "surest"):
@@ -245,8 +252,7 @@ def _fill_split(args: argparse.Namespace, saved: DataConfig | None) -> None:
 def _predict(args: argparse.Namespace) -> int:
     import csv
 
-    from imgclf.errors import ImageError
-    from imgclf.predict import Predictor, table_columns, table_row
+    from imgclf.inference.predictor import Predictor, record, table_columns, table_row
 
     if args.engine == "ray":
         return _predict_on_ray(args)
@@ -254,7 +260,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise ImgclfError("--out, --address, --actors and --gpus-per-actor go with --engine "
                           "ray; here, write a table with --csv FILE.")
     predictor = Predictor.load(_model_path(args.model), runtime=args.runtime, int8=args.int8,
-                               acceptance=args.accept)
+                               acceptance=args.acceptance)
     paths = expand_paths(args.paths)
     results = predictor.predict_batch(paths, batch_size=args.batch_size)
     good = [(path, result) for path, result in zip(paths, results)
@@ -271,13 +277,7 @@ def _predict(args: argparse.Namespace) -> int:
                  if len(good) < len(results) else ""))
     for path, result in zip(paths, results) if not args.csv else ():
         if args.json:
-            print(json.dumps({"path": str(path), "error": result.reason}
-                             if isinstance(result, ImageError) else {
-                "path": str(path), "label": result.label, "index": result.index,
-                "closest": result.closest, "probability": round(result.probability, 4),
-                "unknown": result.unknown, "outlier_score": result.outlier_score,
-                "top": [{"label": label, "probability": round(p, 4)}
-                        for label, p in result.top(args.top_k)]}))
+            print(json.dumps(record(path, result, top_k=args.top_k)))
         elif not isinstance(result, ImageError):
             print(f"{path}\t{result.describe(args.top_k)}")
     if not predictor.has_detector:
@@ -293,7 +293,7 @@ def _predict(args: argparse.Namespace) -> int:
 
 def load_data(args: argparse.Namespace, **options):
     """ImageData from the shared data arguments: a folder, a CSV file, or file-name labels."""
-    from imgclf.data import ImageData
+    from imgclf.data.imagedata import ImageData
 
     common = dict(backbone=args.backbone, image_size=args.image_size, resize=args.resize,
                   valid_fraction=args.valid_fraction, seed=args.seed,
@@ -315,10 +315,7 @@ def augment_config(args: argparse.Namespace) -> AugmentConfig | bool:
     """The augmentation flags as an AugmentConfig (False: --no-augment)."""
     if args.no_augment:
         return False
-    return AugmentConfig(min_scale=args.min_scale, flip=not args.no_flip, rotate=args.rotate,
-                         zoom=args.zoom, warp=args.warp, brightness=args.brightness,
-                         contrast=args.contrast, saturation=args.saturation,
-                         probability=args.probability, policy=args.augment_policy)
+    return config_from(args, AugmentConfig, flip=not args.no_flip, policy=args.augment_policy)
 
 
 def _data(args: argparse.Namespace) -> int:
@@ -327,7 +324,7 @@ def _data(args: argparse.Namespace) -> int:
 
 
 def _lr_find(args: argparse.Namespace) -> int:
-    from imgclf.training import Learner
+    from imgclf.training.learner import Learner
 
     data = load_data(args)
     learner = Learner.create(data, config=TrainConfig(seed=args.seed))
@@ -381,7 +378,7 @@ def _backbones(args: argparse.Namespace) -> int:
 
 
 def _cache(args: argparse.Namespace) -> int:
-    from imgclf.verify import CACHE_KINDS, cache_root, cache_usage, clear_cache
+    from imgclf.cache import CACHE_KINDS, cache_root, cache_usage, clear_cache
 
     if args.clear is not None:
         try:
@@ -408,7 +405,7 @@ def _megabytes(size: int) -> str:
 
 
 def _imagenet(args: argparse.Namespace) -> int:
-    from imgclf.imagenet import classify_imagenet
+    from imgclf.inference.imagenet import classify_imagenet
 
     paths = expand_paths(args.paths)
     results, errors = classify_imagenet(paths, backbone=args.backbone, top_k=args.top_k,
@@ -426,12 +423,12 @@ def _imagenet(args: argparse.Namespace) -> int:
 
 
 def _predict_on_ray(args: argparse.Namespace) -> int:
-    from imgclf.cluster import predict_dataset
+    from imgclf.inference.ray_batch import predict_dataset
 
     if not args.out:
         raise ImgclfError("--engine ray writes a table: give --out predictions.parquet (or "
                           ".csv, or a folder or s3:// path for Parquet parts).")
-    if args.int8 or args.json or args.csv or args.accept is not None or args.top_k != 1:
+    if args.int8 or args.json or args.csv or args.acceptance is not None or args.top_k != 1:
         raise ImgclfError("--engine ray takes --out, --runtime, --batch-size, --actors, "
                           "--gpus-per-actor and --address; export an int8 ONNX file "
                           "(imgclf export --onnx F --int8) and give it as the model for int8.")

@@ -15,12 +15,16 @@ from itertools import zip_longest
 from pathlib import Path
 
 from imgclf._files import FolderLock, atomic_open
+from imgclf._progress import console, console as default_console
 from imgclf.collection.dedupe import HashIndex, perceptual_hash
 from imgclf.collection.http import Http, Skip
 from imgclf.collection.manifest import MANIFEST, SKIPPED, Kept, RowWriter, Skipped, read_rows
-from imgclf.collection.providers import PROVIDERS, CollectError, Found, Provider, ProviderUnavailable
-from imgclf.collection.providers import provider_names as resolve_provider_names
+from imgclf.collection.providers import (PROVIDERS, CollectError, Found, Provider,
+                                         ProviderUnavailable,
+                                         provider_names as resolve_provider_names)
 from imgclf.config import CollectConfig
+from imgclf.data.decoding import load_image, not_an_image_reason, sniff_format
+from imgclf.data.sources import find_images
 from imgclf.errors import ImageError
 
 EXTENSIONS = {"JPEG": ".jpg", "PNG": ".png", "GIF": ".gif", "BMP": ".bmp", "TIFF": ".tif",
@@ -63,8 +67,6 @@ class CollectReport:
 
     def print(self, console=None) -> None:
         from rich.table import Table
-
-        from imgclf._progress import console as default_console
 
         console = console or default_console()
         table = Table(title=f"Collected into {self.folder}")
@@ -192,9 +194,6 @@ class _Candidate:
 
 class _Collector:
     def __init__(self, root: Path, config: CollectConfig, http: Http, show_progress: bool):
-        from imgclf.sources import find_images
-        from imgclf.images import load_image
-
         self.root, self.config, self.http, self.show_progress = root, config, http, show_progress
         self.index = HashIndex(config.duplicate_distance)
         manifest = read_rows(root / MANIFEST, Kept)
@@ -213,8 +212,6 @@ class _Collector:
                 continue
 
     def run(self, label: str, queries: list[str], chain: list[Provider]) -> ClassResult:
-        from imgclf.sources import find_images
-
         folder = self.root / label
         folder.mkdir(exist_ok=True)
         existing = len(find_images(folder))
@@ -310,8 +307,6 @@ class _Collector:
 
     def _fetch(self, found: Found) -> _Candidate:
         """Download and check one result (in a worker thread); Skip says why it is not kept."""
-        from imgclf.images import load_image, not_an_image_reason, sniff_format
-
         config = self.config
         fetched = self.http.download(found.image_url,
                                      max_bytes=int(config.max_megabytes * 1e6))
@@ -355,8 +350,6 @@ class _Collector:
             yield lambda: None
             return
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-
-        from imgclf._progress import console
 
         # the label goes in as data, not as a format string: class names may hold braces
         with Progress(TextColumn("{task.description}", markup=False), BarColumn(),

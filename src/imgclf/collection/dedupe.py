@@ -5,14 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from imgclf.errors import CollectError
+
 
 def perceptual_hash(picture) -> Any:
     """pHash of an RGB picture (64 bits; subtracting two gives their Hamming distance)."""
     try:
         import imagehash
     except ImportError:
-        from imgclf.collection.providers.base import CollectError
-
         raise CollectError("Removing duplicates needs imagehash: "
                            "pip install 'imgclf[collect]'") from None
     return imagehash.phash(picture)

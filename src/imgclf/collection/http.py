@@ -8,13 +8,17 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from imgclf import __version__
-from imgclf.collection.providers.base import CollectError, ProviderUnavailable
+from imgclf._version import __version__
+from imgclf.errors import CollectError
 
 # Wikimedia and others ask API clients to say who they are.
 USER_AGENT = f"imgclf/{__version__} (image classifier dataset collection; +https://pypi.org/project/imgclf/)"
 # HTTP answers worth asking again: rate limited, or a server / gateway hiccup.
 RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
+
+
+class ProviderUnavailable(CollectError):
+    """A provider cannot answer now (rate limited, down, blocked): the next one is tried."""
 
 
 class Skip(Exception):

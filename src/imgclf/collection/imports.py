@@ -6,6 +6,8 @@ import os
 from pathlib import Path
 from typing import Any
 
+from imgclf._progress import progress
+from imgclf.collection.collector import check_label
 from imgclf.collection.providers.base import CollectError
 
 
@@ -82,9 +84,6 @@ def import_huggingface(name: str, folder: str | os.PathLike, *, split: str | Non
     except ImportError:
         raise CollectError("Importing from Hugging Face needs the datasets package: "
                            "pip install 'imgclf[huggingface]'") from None
-    from imgclf._progress import progress
-    from imgclf.collection.collector import check_label
-
     try:
         if Path(name).is_dir():
             loaded = datasets.load_from_disk(name)

@@ -7,8 +7,11 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from imgclf.config import InferenceConfig
+from imgclf.data.decoding import load_image
+from imgclf.data.sources import find_images
 from imgclf.errors import ImageError, ImgclfError
-from imgclf.images import load_image
+from imgclf.inference.predictor import Predictor
 from imgclf.serve import SERVE_HINT
 
 # Gradio's delete_cache: every 10 minutes, uploads older than an hour are deleted (and all of
@@ -83,7 +86,7 @@ def classify(predictor, picture: dict | str | os.PathLike | None) -> dict[str, f
                        print_exception=False) from None
     if prediction.unknown:  # no confident bar for a class it is not
         return unknown_text(predictor.classes, prediction)
-    return prediction.probabilities
+    return prediction.to_dict()["probabilities"]  # the API's answer, drawn as bars
 
 
 def build_blocks(predictor, *, examples: str | os.PathLike | list | None = None,
@@ -120,10 +123,8 @@ def build_blocks(predictor, *, examples: str | os.PathLike | list | None = None,
     return demo
 
 
-def build_app(model: str | os.PathLike, *, examples: Any = None, runtime: str = "auto"):
+def build_app(model: str | os.PathLike, *, examples: Any = None, runtime: str = InferenceConfig.runtime):
     """The Gradio app for a model file (what a Hugging Face Space's app.py calls)."""
-    from imgclf.predict import Predictor
-
     return build_blocks(Predictor.load(model, runtime=runtime), examples=examples)
 
 
@@ -135,8 +136,6 @@ def example_paths(examples: str | os.PathLike | list | None, *, limit: int = 12
     ``passwd.jpg -> /etc/passwd``), is skipped with a warning on stderr: whatever is listed
     here is served to anyone who opens the page.
     """
-    from imgclf.sources import find_images
-
     if not examples:
         return []
     if isinstance(examples, (str, os.PathLike)):

@@ -19,8 +19,14 @@ import weakref
 from pathlib import Path
 from typing import Any
 
+from imgclf._version import __version__
+from imgclf.config import InferenceConfig
+from imgclf.data.decoding import load_image
 from imgclf.errors import ImageError, ImgclfError
+from imgclf.inference.predictor import Predictor
 from imgclf.serve import SERVE_HINT
+from imgclf.serve.batching import Batcher, QueueFull
+from imgclf.serve.gradio_app import build_blocks
 
 # Uploads larger than this are refused with 413 before they are decoded, on /predict and on
 # the Gradio page alike.
@@ -31,7 +37,7 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 FORM_FIELD_BYTES = 16 * 1024
 
 
-def create_app(model: str | os.PathLike | Any, *, runtime: str = "auto", int8: bool = False,
+def create_app(model: str | os.PathLike | Any, *, runtime: str = InferenceConfig.runtime, int8: bool = False,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, examples: Any = None,
                with_gradio: bool = True, acceptance: float | None = None,
                batching: dict | None = None):
@@ -50,12 +56,6 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "auto", int8: b
         from starlette.requests import ClientDisconnect
     except ImportError:
         raise ImgclfError(SERVE_HINT) from None
-    from imgclf._version import __version__
-    from imgclf.images import load_image
-    from imgclf.predict import Predictor
-
-    from imgclf.serve.batching import Batcher, QueueFull
-
     predictor = model if isinstance(model, Predictor) else Predictor.load(
         model, runtime=runtime, int8=int8, acceptance=acceptance)
     batcher = Batcher(predictor, **(batching or {}))
@@ -144,15 +144,13 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = "auto", int8: b
     if with_gradio:
         import gradio
 
-        from imgclf.serve.gradio_app import build_blocks
-
         app = gradio.mount_gradio_app(app, build_blocks(predictor, examples=examples), path="/",
                                       max_file_size=max_upload_bytes)
     return app
 
 
 def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 7860,
-          runtime: str = "auto", int8: bool = False, examples: Any = None,
+          runtime: str = InferenceConfig.runtime, int8: bool = False, examples: Any = None,
           acceptance: float | None = None) -> None:
     """Run the server until interrupted (what `imgclf serve` does).
 

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from imgclf.collection.providers.base import (CollectError, Found, Provider,
-                                           ProviderUnavailable)
+from imgclf.collection.http import ProviderUnavailable
+from imgclf.collection.providers.base import CollectError, Found, Provider
 from imgclf.collection.providers.duckduckgo import DuckDuckGo
 from imgclf.collection.providers.flickr import Flickr
 from imgclf.collection.providers.openverse import Openverse

@@ -5,16 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
+from imgclf.collection.http import Http
 from imgclf.errors import CollectError
-
-if TYPE_CHECKING:
-    from imgclf.collection.http import Http
-
-
-class ProviderUnavailable(CollectError):
-    """A provider cannot answer now (rate limited, down, blocked): the next one is tried."""
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,8 @@ move on to the next provider. It reports no licences: the manifest leaves them e
 
 from __future__ import annotations
 
-from imgclf.collection.providers.base import Found, Provider, ProviderUnavailable
+from imgclf.collection.http import ProviderUnavailable
+from imgclf.collection.providers.base import Found, Provider
 
 
 class DuckDuckGo(Provider):

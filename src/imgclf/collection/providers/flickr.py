@@ -3,7 +3,8 @@ FLICKR_API_KEY."""
 
 from __future__ import annotations
 
-from imgclf.collection.providers.base import Found, Provider, ProviderUnavailable
+from imgclf.collection.http import ProviderUnavailable
+from imgclf.collection.providers.base import Found, Provider
 
 # flickr.photos.licenses.getInfo; only these (open licences and public domain) are asked for
 LICENCES = {

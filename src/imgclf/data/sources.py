@@ -19,7 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from imgclf.errors import DataError, ImgclfWarning
+from imgclf.errors import DataError, ImgclfError, ImgclfWarning
 
 IMAGE_SUFFIXES = frozenset(
     {".jpg", ".jpeg", ".png", ".gif", ".bmp", ".webp", ".tif", ".tiff", ".jfif", ".ppm"}
@@ -247,8 +247,6 @@ def split_items(items: Iterable[Item], valid_fraction: float = 0.2, seed: int = 
 
 def expand_paths(arguments: list[str]) -> list[Path]:
     """Files as given, folders expanded to the images inside; a wrong path is an error."""
-    from imgclf.errors import ImgclfError
-
     paths: list[Path] = []
     for argument in arguments:
         path = Path(argument)

@@ -27,12 +27,20 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgclf._files import atomic_open
-from imgclf.config import CleanConfig
-from imgclf.errors import DataError, ImgclfError
-from imgclf.fixes import COLUMNS, KINDS, Decision, read_table
+from imgclf._progress import progress
+from imgclf.cleaning.fixes import COLUMNS, KINDS, Decision, read_table
+from imgclf.collection.dedupe import perceptual_hash
+from imgclf.config import CleanConfig, TrainConfig
+from imgclf.data.decoding import load_image
+from imgclf.data.sources import SPLITS
+from imgclf.errors import DataError, ImageError, ImgclfError
+from imgclf.model import Classifier
+from imgclf.training.embeddings import compute_embeddings
+from imgclf.training.plan import data_for
+from imgclf.unknown import Detector
 
 if TYPE_CHECKING:
-    from imgclf.data import ImageData
+    from imgclf.data.imagedata import ImageData
 
 # What --auto does with each kind of issue sure enough (CleanConfig.auto_score and
 # auto_label_score); suspicious pictures (drawings, tiny ones) are only listed.
@@ -180,12 +188,6 @@ def find_issues(data: ImageData, *, config: CleanConfig = CleanConfig(),
 
 def _embeddings(data: ImageData, show_progress: bool):
     """(labelled items that could be embedded, their plain-view embeddings, the others)."""
-    from imgclf.config import TrainConfig
-    from imgclf.embeddings import compute_embeddings
-    from imgclf.model import Classifier
-    from imgclf.plan import data_for
-    from imgclf.sources import SPLITS
-
     probe_data = data_for(TrainConfig(mode="probe"), data)  # the probe's own cache
     network = Classifier.create(data.backbone, len(data.classes), weights=data.weights)
     items, features, missing = [], [], []
@@ -231,8 +233,6 @@ def left_out_scores(features: np.ndarray, targets: np.ndarray, probabilities: np
     """The unknown detector's outlier score of every picture, with itself left out of the
     bank (so it cannot vouch for itself) and its out-of-fold probabilities as class scores."""
     import torch
-
-    from imgclf.unknown import Detector
 
     bank = torch.from_numpy(features).float()
     labels = torch.from_numpy(targets)
@@ -374,11 +374,6 @@ def _perceptual_hashes(paths: list[Path], show_progress: bool) -> np.ndarray:
     threads."""
     import os
     from concurrent.futures import ThreadPoolExecutor
-
-    from imgclf._progress import progress
-    from imgclf.collection.dedupe import perceptual_hash
-    from imgclf.errors import ImageError
-    from imgclf.images import load_image
 
     def one(path: Path) -> np.ndarray:
         try:

@@ -16,13 +16,17 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imgclf.config import (DEFAULT_BACKBONE, AugmentConfig, DataConfig, InputConfig,
-                           probe_image_size)
+from imgclf._progress import console as default_console, data_summary_tables
+from imgclf.backbones import input_config_for
+from imgclf.config import DEFAULT_BACKBONE, AugmentConfig, DataConfig, InputConfig, probe_image_size
+from imgclf.data.datasets import ImageFiles, StoredViews, collate, default_workers, local_processes
+from imgclf.data.sources import (SPLITS, UNKNOWN_FOLDER, Item, find_images, items_from_csv,
+                                 items_from_dataframe, items_from_filenames, items_from_folder,
+                                 split_items)
+from imgclf.data.transforms import eval_parts, eval_transform, train_transform
+from imgclf.data.verification import verify_files, view_folder, view_path
 from imgclf.errors import DataError, ImageError, ImgclfWarning
-from imgclf.pictures import ImageFiles, StoredViews, collate, default_workers
-from imgclf.sources import (SPLITS, UNKNOWN_FOLDER, Item, find_images, items_from_csv,
-                            items_from_dataframe, items_from_filenames, items_from_folder,
-                            split_items)
+from imgclf.plots import plot_pictures
 
 if TYPE_CHECKING:
     import torch
@@ -146,10 +150,6 @@ class ImageData:
         Bad files are skipped and listed; an empty dataset, a single class or a class left
         without usable pictures raise DataError saying what to do.
         """
-        from imgclf.backbones import input_config_for
-        from imgclf.transforms import eval_parts
-        from imgclf.verify import verify_files, view_folder
-
         config = replace(config or DataConfig(), **options)
         if augment is True:
             augment = AugmentConfig()
@@ -217,8 +217,6 @@ class ImageData:
                      ) -> ImageData:
         """The same pictures prepared for another backbone's input size, mean and std
         (weights: a file of its weights, as in ``from_items``)."""
-        from imgclf.backbones import input_config_for
-
         input = replace(input_config_for(backbone), resize=self.input.resize)
         if self.fixed_size:
             input = replace(input, image_size=self.input.image_size)
@@ -303,9 +301,6 @@ class ImageData:
 
     def print_summary(self, console=None) -> None:
         """Counts per class, then any skipped, suspicious, leaked or duplicated files."""
-        from imgclf._progress import console as default_console
-        from imgclf._progress import data_summary_tables
-
         console = console or default_console()
         for table in data_summary_tables(self.summary()):
             console.print(table)
@@ -314,8 +309,6 @@ class ImageData:
 
     def dataset(self, split: str = "train", *, augment: bool | None = None) -> ImageFiles:
         """The pictures of one split as a torch Dataset (augmented for train by default)."""
-        from imgclf.transforms import train_transform
-
         if split not in SPLITS:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
         augment = (split == "train") if augment is None else augment
@@ -329,17 +322,12 @@ class ImageData:
     def plain(self, items: Sequence[Item], targets: Sequence[int] | None = None) -> ImageFiles:
         """These pictures as Predictor sees them, a Dataset: the originals, each through its
         stored square view where there is one (decoded and stored where there is not)."""
-        from imgclf.transforms import eval_transform
-
         return ImageFiles([item.path for item in items], eval_transform(self.input), targets,
                           views=self.stored_views(items))
 
     def stored_views(self, items: Sequence[Item]) -> StoredViews | None:
         """Where the square views of these pictures are kept at this data's input (see
         pictures.StoredViews); None when the data keeps no cache (DataConfig.cache)."""
-        from imgclf.transforms import eval_parts
-        from imgclf.verify import view_folder, view_path
-
         if not self.config.cache:
             return None
         folder = view_folder(self.input)
@@ -377,9 +365,7 @@ class ImageData:
             shuffle = False
         workers = default_workers() if self.config.num_workers is None else self.config.num_workers
         if part is not None and self.config.num_workers is None:  # the machine's processes
-            from imgclf.devices import local_processes  # share its cores
-
-            workers //= local_processes()
+            workers //= local_processes()  # share its cores
         # a last batch of one picture breaks batch-norm statistics
         drop_last = training and len(dataset) > batch_size
         batches = {"batch_size": batch_size, "shuffle": shuffle, "sampler": sampler,
@@ -420,8 +406,6 @@ class ImageData:
             >>> data.show_batch(n=8, augment=True).savefig("batch.png")
         """
         import torch
-
-        from imgclf.plots import plot_pictures
 
         dataset = self.dataset(split, augment=augment)
         if len(dataset) == 0:
@@ -467,8 +451,6 @@ def _folder_of_negatives(folder: str | os.PathLike) -> Path:
 
 def _readable(paths: list[Path], report: DataReport) -> list[Path]:
     """The pictures of none of the classes that can be read; the others are listed skipped."""
-    from imgclf.verify import verify_files
-
     verdicts = verify_files(paths, copy_side=None, show_progress=False) if paths else []
     for path, verdict in zip(paths, verdicts):
         if not verdict.ok:

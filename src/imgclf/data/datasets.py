@@ -15,13 +15,18 @@ from typing import Any, Callable
 import numpy as np
 
 from imgclf._files import save_array
+from imgclf.data.decoding import ImageSource, load_image, to_rgb
 from imgclf.errors import ImageError
-from imgclf.images import ImageSource, load_image, to_rgb
 
 
 def default_workers() -> int:
     """DataLoader worker processes: one core is left for the network itself."""
     return max(0, min(4, (os.cpu_count() or 1) - 1))
+
+
+def local_processes() -> int:
+    """How many training processes share this machine (1 alone)."""
+    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
 
 
 def inference_workers() -> int:

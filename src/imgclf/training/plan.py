@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from imgclf.config import TrainConfig, probe_image_size
 
 if TYPE_CHECKING:
-    from imgclf.data import ImageData
+    from imgclf.data.imagedata import ImageData
 
 # Learning rates of the layer groups, early to late, as fractions of the head's (fastai's
 # slice(lr/100, lr)).

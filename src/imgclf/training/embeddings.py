@@ -22,14 +22,21 @@ import numpy as np
 import torch
 
 from imgclf._files import save_array
+from imgclf._progress import console, progress, status
+from imgclf.cache import cache_root
+from imgclf.config import InferenceConfig, UnknownConfig
+from imgclf.data.datasets import StoredViews, inference_workers
+from imgclf.data.decoding import load_image
+from imgclf.data.sources import SPLITS
+from imgclf.data.transforms import eval_parts, eval_transform, train_transform
 from imgclf.errors import ImageError
-from imgclf.images import load_image
+from imgclf.inference import loop
+from imgclf.inference.runtimes import accelerated
+from imgclf.model import Classifier
+from imgclf.unknown import Detector, fit_detector
 
 if TYPE_CHECKING:
-    from imgclf.data import ImageData
-    from imgclf.pictures import StoredViews
-    from imgclf.model import Classifier
-    from imgclf.unknown import Detector, UnknownConfig
+    from imgclf.data.imagedata import ImageData
 
 
 @dataclass(frozen=True)
@@ -90,8 +97,6 @@ def _collate_rows(items: list):
 
 def embedding_folder(data: ImageData) -> Path:
     """Cache folder for one backbone and preprocessing (any change gives a new folder)."""
-    from imgclf.verify import cache_root
-
     key = json.dumps({"version": 5, "backbone": data.backbone, "input": data.input.to_dict(),
                       "augment": data.augment.to_dict() if data.augment else None,
                       # augmented views are crops of the training copies, if any
@@ -103,20 +108,14 @@ def embedding_folder(data: ImageData) -> Path:
 
 
 def compute_embeddings(network: Classifier, data: ImageData, split: str, *, views: int = 1,
-                       batch_size: int = 32, show_progress: bool = True,
-                       runtime: str = "auto") -> Embeddings:
+                       batch_size: int = InferenceConfig.batch_size, show_progress: bool = True,
+                       runtime: str = InferenceConfig.runtime) -> Embeddings:
     """Pooled features of a split's pictures: view 0 plus `views - 1` augmented views each.
 
     Cached rows are read from disk; only missing ones go through the network (by default
     through onnxruntime on the CPU, see onnx_runtime.accelerated), and each batch is saved as
     it is done, so an interrupted run keeps what it computed.
     """
-    from imgclf.inference import batches
-    from imgclf.onnx_runtime import accelerated
-    from imgclf.pictures import StoredViews, inference_workers
-    from imgclf.sources import SPLITS
-    from imgclf.transforms import eval_parts, train_transform
-
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")
     folder = embedding_folder(data)
@@ -148,7 +147,7 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
             collate_fn=_collate_rows)
         runner = accelerated(network, data.input.image_size, runtime=runtime,
                              embeddings_only=True, show_progress=show_progress)
-        for batch in batches(runner, loader, total=len(stored), probabilities=False,
+        for batch in loop.batches(runner, loader, total=len(stored), probabilities=False,
                              embeddings=True, show_progress=show_progress,
                              description=f"Embedding {split} pictures"):
             for row, embedding in zip(batch.indices, batch.embeddings if batch.indices else ()):
@@ -172,10 +171,8 @@ def plain_embeddings(network: Classifier, data: ImageData, split: str, *, cached
     """
     if cached:
         return compute_embeddings(network, data, split, show_progress=show_progress)
-    from imgclf.inference import run
-
     items = [item for item in data.items[split] if item.label in data.class_index]
-    outputs = run(network, data.plain(items), embeddings=True, probabilities=False,
+    outputs = loop.run(network, data.plain(items), embeddings=True, probabilities=False,
                   num_workers=data.config.num_workers, show_progress=show_progress,
                   description=f"Embedding {split} pictures")
     ok = outputs.ok
@@ -190,10 +187,7 @@ def picture_embeddings(network: Classifier, data: ImageData, paths: Sequence[Pat
                        show_progress: bool = True, description: str = "Embedding pictures"
                        ) -> tuple[np.ndarray, np.ndarray]:
     """(embeddings of the readable pictures, which were readable): one pass of the loop."""
-    from imgclf.inference import run
-    from imgclf.transforms import eval_transform
-
-    outputs = run(network, list(paths), transform=eval_transform(data.input), embeddings=True,
+    outputs = loop.run(network, list(paths), transform=eval_transform(data.input), embeddings=True,
                   probabilities=False, num_workers=data.config.num_workers,
                   show_progress=show_progress, description=description)
     return outputs.embeddings[outputs.ok], outputs.ok
@@ -208,9 +202,6 @@ def fit_unknown(network: Classifier, data: ImageData, valid: np.ndarray | None, 
 
     cached: the backbone is the pretrained one (probe mode): the bank is read from the cache.
     """
-    from imgclf._progress import console
-    from imgclf.unknown import fit_detector
-
     if network.head.config.pool != "avg":  # its logits need unpooled features
         console().print("[yellow]No unknown detector for pool='concat' heads yet: this model "
                         "will always name a class.")
@@ -287,8 +278,6 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold
-
-    from imgclf._progress import progress, status
 
     everything = embeddings.features, embeddings.targets
     if len(embeddings.features) > SEARCH_ROWS:

@@ -1,7 +1,7 @@
 """The review page of `imgclf clean DATA --review`: look at each flagged picture, then keep,
 relabel or remove it; Apply moves the files (never deletes one).
 
-The page reads the issues.csv that cleaning wrote (not imgclf.cleaning itself: serving holds
+The page reads the issues.csv that cleaning wrote (not imgclf.cleaning.finding itself: serving holds
 no training code), shows the flagged pictures as a grid filtered by kind of issue and by
 class, and saves each decision to the decisions file the moment it is made
 (``fixes.record_decision``), so closing the page loses nothing and opening it again shows
@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from imgclf._files import printable
+from imgclf.cleaning.fixes import (DECISIONS, DESCRIPTIONS, LOG, Applied, Decision, apply_decisions,
+                                   correct_csv, locate, read_decisions, read_table, record_decision)
+from imgclf.data.decoding import load_image
+from imgclf.data.sources import REMOVED_FOLDER
 from imgclf.errors import DataError, ImageError, ImgclfError
-from imgclf.fixes import DECISIONS, LOG, Applied, Decision, apply_decisions, correct_csv
-from imgclf.fixes import (DESCRIPTIONS, locate, read_decisions, read_table,
-                          record_decision)
-from imgclf.images import load_image
+from imgclf.serve import SERVE_HINT
 from imgclf.serve.gradio_app import _gradio
-from imgclf.sources import REMOVED_FOLDER
+from imgclf.serve.http import own_gradio_folder
 
 ALL = "*"  # the filters' "everything" choice (no class folder is named *)
 THUMBNAIL_SIDE = 192  # grid thumbnails: small enough to list hundreds, big enough to judge
@@ -436,9 +437,6 @@ def serve_review(issues_file: str | os.PathLike, root: str | os.PathLike,
         >>> serve_review("data/cats/issues.csv", "data/cats", ["house_cat", "wild_cat"])
         Review 31 flagged pictures on http://127.0.0.1:7861 ...
     """
-    from imgclf.serve import SERVE_HINT
-    from imgclf.serve.http import own_gradio_folder
-
     try:
         import uvicorn
         from fastapi import FastAPI

@@ -14,12 +14,19 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from imgclf.config import InferenceConfig
+from imgclf.data.decoding import load_image
+from imgclf.data.imagedata import ImageData
+from imgclf.data.sources import find_images
+from imgclf.errors import DataError, ImageError
+from imgclf.evaluation.report import write_report
+from imgclf.inference import loop
+from imgclf.inference.predictor import Predictor
+from imgclf.modelfile import ModelInfo
+from imgclf.plots import plot_confusion_matrix, plot_per_class, plot_top_losses
+
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from imgclf.data import ImageData
-    from imgclf.modelfile import ModelInfo
-    from imgclf.predict import Predictor
 
 
 @dataclass(frozen=True)
@@ -74,9 +81,7 @@ class Evaluation:
     @property
     def losses(self) -> np.ndarray:
         """Cross-entropy of each picture: -log(probability given to its true class)."""
-        from imgclf.inference import losses
-
-        return losses(self.probabilities, self.targets)
+        return loop.losses(self.probabilities, self.targets)
 
     # --- overall ---
 
@@ -197,32 +202,25 @@ class Evaluation:
     # --- drawing (plots.py does the work) ---
 
     def plot_confusion_matrix(self, normalize: bool = False, max_classes: int = 20) -> Figure:
-        from imgclf.plots import plot_confusion_matrix
-
         return plot_confusion_matrix(self.confusion_matrix(normalize), self.classes,
                                      normalize=normalize, max_classes=max_classes)
 
     def plot_top_losses(self, k: int = 9) -> Figure:
-        from imgclf.plots import plot_top_losses
-
-        return plot_top_losses(self.top_losses(k))
+        top = self.top_losses(k)
+        return plot_top_losses(top, [_picture(entry.path) for entry in top])
 
     def plot_per_class(self) -> Figure:
-        from imgclf.plots import plot_per_class
-
         return plot_per_class(self.per_class())
 
     def report(self, path: str | os.PathLike, *, data: ImageData | None = None,
                issues: Any = None) -> Path:
         """Write the self-contained HTML report (see report.py); issues: what find_issues
         (imgclf clean) flagged in the data, shown in its data section."""
-        from imgclf.report import write_report
-
         return write_report(self, path, data=data, issues=issues)
 
 
 def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", tta: bool = False,
-             batch_size: int = 32, show_progress: bool = True,
+             batch_size: int = InferenceConfig.batch_size, show_progress: bool = True,
              unknown: str | os.PathLike | Sequence[str | os.PathLike] | None = None
              ) -> Evaluation:
     """Run a model over one split of the data and collect everything needed to judge it.
@@ -240,9 +238,6 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
         >>> evaluation.summary()["accuracy"]
         0.948
     """
-    from imgclf import inference
-    from imgclf.errors import DataError
-
     predictor = _as_predictor(model)
     items = [item for item in data.items[split] if item.label is not None]
     if not items:
@@ -254,7 +249,7 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
     paths = [item.path for item in items]
     # Predictor.outputs' loop, over the originals read through their stored square views at
     # the model's input (the tensors predictor.transform gives, without decoding again)
-    outputs = inference.run(predictor.network, data.with_input(predictor.input).plain(items),
+    outputs = loop.run(predictor.network, data.with_input(predictor.input).plain(items),
                             batch_size=batch_size, show_progress=show_progress, tta=tta,
                             description=f"Evaluating on {split}")
     good = outputs.ok
@@ -278,9 +273,6 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
 
 def _strangers(predictor: Predictor, unknown: Any, batch_size: int, show_progress: bool
                ) -> dict[str, Any]:
-    from imgclf.errors import DataError
-    from imgclf.sources import find_images
-
     if unknown is None:
         return {}
     if not predictor.has_detector:
@@ -303,9 +295,15 @@ def _strangers(predictor: Predictor, unknown: Any, batch_size: int, show_progres
             "stranger_scores": outputs.outlier[outputs.ok]}
 
 
-def _as_predictor(model: Any) -> Predictor:
-    from imgclf.predict import Predictor
+def _picture(path: Path):
+    """A top loss's picture, small enough to draw, or None when it cannot be read now."""
+    try:
+        return load_image(path, max_side=320)
+    except ImageError:
+        return None
 
+
+def _as_predictor(model: Any) -> Predictor:
     if isinstance(model, Predictor):
         return model
     if hasattr(model, "predictor"):

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-from imgclf import inference
 from imgclf.backbones import create_backbone, input_config
-from imgclf.config import DEFAULT_BACKBONE
+from imgclf.config import DEFAULT_BACKBONE, InferenceConfig
+from imgclf.data.transforms import eval_transform
 from imgclf.errors import ImageError
-from imgclf.transforms import eval_transform
+from imgclf.inference import loop
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ def classify_imagenet(
     *,
     backbone: str = DEFAULT_BACKBONE,
     top_k: int = 1,
-    batch_size: int = 32,
+    batch_size: int = InferenceConfig.batch_size,
     show_progress: bool = True,
 ) -> tuple[list[ImagenetPrediction], list[ImageError]]:
     """Classify image files into ImageNet classes; unreadable files are returned as errors.
@@ -63,7 +63,7 @@ def classify_imagenet(
     import torch
 
     network = create_backbone(backbone, imagenet_head=True).to(memory_format=torch.channels_last)
-    outputs = inference.run(network, paths, transform=eval_transform(input_config(network)),
+    outputs = loop.run(network, paths, transform=eval_transform(input_config(network)),
                             batch_size=batch_size, show_progress=show_progress,
                             description=f"ImageNet classes ({backbone})")
     labels = imagenet_labels()

@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from imgclf._files import ESCAPE_BYTES, FolderLock, atomic_open
+from imgclf.data.sources import REMOVED_FOLDER
 from imgclf.errors import DataError
-from imgclf.sources import REMOVED_FOLDER
 
 # The kinds of issue cleaning.find_issues reports, in the order a summary lists them, with what
 # each means; and the columns of issues.csv. Here, not in cleaning.py, so that the review page

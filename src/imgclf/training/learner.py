@@ -2,65 +2,54 @@
 
 Every run, whatever its phases (the probe, head-only epochs, whole-network epochs), does the
 same things in the same order: print and save the resolved settings, then after each epoch
-validate through the one forward loop (inference.py), keep the best weights, write a
+validate through the one forward loop (inference/loop.py), keep the best weights, write a
 checkpoint and call the callbacks, and at the end write the model file. An interrupted run
 loses at most one epoch: ``Learner.resume(folder, data)`` continues it.
 """
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
 from dataclasses import asdict, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
+from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
 
-from imgclf import inference
 from imgclf._files import FolderLock, write_json
-from imgclf._progress import console
-from imgclf.callbacks import ConsoleLog
-from imgclf.checkpoint import (BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS, check_same_data,
-                               read_checkpoint, save_checkpoint)
-from imgclf.config import HeadConfig, TrainConfig
-from imgclf.data import ImageData
-from imgclf.devices import agree, device_of, main_first, processes
-from imgclf.epochs import OneCycleEpochs
-from imgclf.lr_finder import LearningRates, find_learning_rate
-from imgclf.model import MODEL_PREFIX, Classifier, network_from_tensors
-from imgclf.modelfile import ModelInfo, load_model, save_model
-from imgclf.plan import (DISCRIMINATIVE, Phase, data_for, fine_tune_phases, one_cycle,
-                         plan_for, probe_phase, probe_views, time_limit)
-from imgclf.unknown import UnknownConfig
-
-if TYPE_CHECKING:
-    from imgclf.evaluation import Evaluation
-    from imgclf.predict import Prediction, Predictor
+from imgclf._progress import bar as progress_bar, console
+from imgclf.backbones import get_backbone
+from imgclf.config import HeadConfig, InferenceConfig, TrainConfig, UnknownConfig
+from imgclf.data.imagedata import ImageData
+from imgclf.evaluation.metrics import Evaluation, evaluate
+from imgclf.inference import loop
+from imgclf.inference.predictor import Prediction, Predictor
+from imgclf.model import MODEL_PREFIX, Classifier
+from imgclf.modelfile import ModelInfo, save_model
+from imgclf.training.callbacks import ConsoleLog
+from imgclf.training.checkpoint import (BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS, read_run,
+                                        save_checkpoint)
+from imgclf.training.distributed import (agree, all_agree, device_of, main_first, parallel_module,
+                                         processes, resolve_device)
+from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
+from imgclf.training.lr_find import LearningRates, find_learning_rate
+from imgclf.training.plan import (DISCRIMINATIVE, TIMED_STEPS, Phase, data_for, fine_tune_phases,
+                                  fit_to_time, one_cycle, plan_for, probe_phase, probe_views,
+                                  time_limit)
 
 __all__ = ["BEST", "CHECKPOINT", "FINAL", "Learner", "LearningRates", "one_cycle", "train"]
 
 METRICS = ("valid_loss", "accuracy", "error_rate")
-# Pictures per forward pass when validating (no gradients: larger batches are faster).
-VALID_BATCH_SIZE = 32
 
 
-def resolve_device(name: str | None) -> torch.device:
-    """The device asked for, or the fastest present: CUDA, then Apple's MPS, then the CPU."""
-    if name:
-        return torch.device(name)
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
-
-
-class Learner(OneCycleEpochs):
+class Learner:
     """A network, its data and how it trains: fine_tune, fit_one_cycle, probe, lr_find, export.
 
     Example:
@@ -230,14 +219,157 @@ class Learner(OneCycleEpochs):
 
     def _run_probe(self, plan: list[Phase], index: int) -> None:
         """The probe phase: a logistic regression on cached embeddings becomes the head."""
-        from imgclf.embeddings import fit_probe
-
         started = time.perf_counter()
         with main_first(self.processes):  # the others read the embeddings it caches
             row = fit_probe(self.network, self.data,
                             views=plan[index].views or probe_views(self.data),
                             seed=self.config.seed, show_progress=self.verbose)
         self._end_epoch({"phase": "probe", **row}, started, plan, index, 0, None)
+
+    def _run_one_cycle(self, plan: list[Phase], index: int, first_epoch: int,
+                       optimizer_state: dict | None) -> str | None:
+        """One one-cycle phase; why it stopped before its last epoch, or None.
+
+        Under a time limit, a phase begun afresh times its first batches, then keeps the
+        epochs that fit (fewer, a shorter schedule: plan[index] changes) or none at all (the
+        weights it began with restored).
+        """
+        phase = plan[index]
+        self.network.freeze() if phase.frozen else self.network.unfreeze()
+        self._backbone_trained = self._backbone_trained or not phase.frozen
+        groups = ([list(self.network.head.parameters())] if phase.frozen
+                  else self.network.layer_groups(len(phase.learning_rates)))
+        optimizer = torch.optim.AdamW(
+            [{"params": g, "lr": r, "peak": r} for g, r in zip(groups, phase.learning_rates)],
+            weight_decay=self.config.weight_decay)
+        if optimizer_state is not None:
+            optimizer.load_state_dict(optimizer_state)
+        processes = self.processes
+        # several processes: each takes its share of every batch; gradients are averaged
+        loader = self.data.train_loader(
+            part=(processes.rank, processes.count) if processes.parallel else None)
+        self._parallel = (phase.frozen, parallel_module(
+            processes, self.network.head if phase.frozen else self.network))
+        limit = time_limit(self.config, self.device.type)
+        fit = self._fitter(plan, index, len(loader), limit) if limit and not first_epoch else None
+        epoch = first_epoch
+        while epoch < plan[index].epochs:
+            started = time.perf_counter()
+            self.seed_epoch(len(self.history), loader)
+            name = f"{phase.name} {epoch + 1}/{plan[index].epochs}"
+            train_loss = self._train_epoch(loader, optimizer, epoch * len(loader),
+                                           plan[index].epochs * len(loader), name,
+                                           fit if epoch == first_epoch else None)
+            if train_loss is None:  # not one epoch fits
+                return self._out_of_time
+            self._end_epoch({"phase": phase.name, "train_loss": train_loss}, started,
+                            plan, index, epoch, optimizer)
+            if epoch < plan[index].epochs - 1 and agree(processes, self._not_helping()):
+                return self._not_helping_reason()
+            epoch += 1
+        return None
+
+    def _fitter(self, plan: list[Phase], index: int, steps_per_epoch: int, limit: float):
+        """The function _train_epoch calls with the seconds a training step takes: it fits
+        plan[index]'s epochs to the time left and returns their steps (0: none fit)."""
+        phase = plan[index]
+        snapshot = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
+        valid_pictures = len(self.data.items["valid"])
+
+        def fit(step_seconds: float, into_epoch: float, finished: bool = False) -> int:
+            epochs, message = fit_to_time(
+                phase, limit=limit, spent=time.perf_counter() - self._started,
+                into_epoch=into_epoch, epoch_seconds=step_seconds * steps_per_epoch + (
+                    # validation: as long as the last PyTorch pass, or forward passes a third
+                    # of a step (the probe's validation ran on cached embeddings)
+                    self._validate_seconds if self._validate_seconds is not None
+                    else step_seconds / 3 * valid_pictures / self.data.config.batch_size),
+                # an epoch already finished is kept whatever the time
+                kept=self.history[-1]["phase"] if self.history and not finished else None)
+            epochs = int(agree(self.processes, epochs))  # the first process's estimate
+            if not epochs:
+                self.network.load_state_dict(snapshot)
+                self._out_of_time = message
+                return 0
+            if epochs < phase.epochs:
+                plan[index] = replace(phase, epochs=epochs)
+                self._save_settings(plan)
+            if self.verbose:
+                console().print(message, soft_wrap=True)
+            return epochs * steps_per_epoch
+
+        return fit
+
+    def _train_epoch(self, loader, optimizer, first_step: int, total_steps: int,
+                     description: str, fit=None) -> float | None:
+        """One epoch of the schedule; its mean loss. fit: called with the seconds a step
+        takes once TIMED_STEPS have run (see _fitter); None returned if it says stop."""
+        began = time.perf_counter()
+        timed_from = None
+        self.network.train()
+        trainable = [p for group in optimizer.param_groups for p in group["params"]]
+        losses = []
+        columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
+                   TextColumn("eta"), TimeRemainingColumn())
+        with progress_bar(*columns, transient=True, enabled=self.verbose) as bar:
+            task = bar.add_task(description, total=len(loader), loss=float("nan"))
+            for step, (images, targets, _indices, _errors) in enumerate(loader, first_step):
+                for group in optimizer.param_groups:
+                    group["lr"], beta1 = one_cycle(step, total_steps, group["peak"],
+                                                   self.config.warmup_fraction)
+                    group["betas"] = (beta1, group["betas"][1])
+                # a step all processes take, or none: a slice of unreadable pictures skips it
+                if not all_agree(self.processes, images is not None):
+                    continue
+                loss = self.train_step(images, targets, optimizer, trainable)
+                losses.append(loss)
+                bar.update(task, advance=1, loss=sum(losses) / len(losses))
+                if fit is not None and len(losses) == TIMED_STEPS[0]:
+                    timed_from = time.perf_counter()
+                elif fit is not None and len(losses) == TIMED_STEPS[1]:
+                    per_step = (time.perf_counter() - timed_from) / (TIMED_STEPS[1]
+                                                                     - TIMED_STEPS[0])
+                    total_steps, fit = fit(per_step, time.perf_counter() - began), None
+                    if not total_steps:
+                        return None
+        if fit is not None and losses:  # an epoch shorter than TIMED_STEPS: timed whole
+            fit((time.perf_counter() - began) / len(losses), time.perf_counter() - began,
+                finished=True)
+        return sum(losses) / max(1, len(losses))
+
+    def train_step(self, images, targets, optimizer, trainable) -> float:
+        """One optimizer step on a batch; returns its loss (used by the loop and lr_find)."""
+        images = images.to(self.device, memory_format=torch.channels_last, non_blocking=True)
+        targets = targets.to(self.device, non_blocking=True)
+        # bf16 on this project's CPUs (no AVX-512 BF16) is 6-11x slower: autocast on GPUs only
+        with torch.autocast(self.device.type, dtype=torch.bfloat16,
+                            enabled=self.device.type == "cuda"):
+            frozen, parallel = self._parallel or (None, None)
+            if frozen != self.network.frozen:  # lr_find, or a phase of one process
+                parallel = None
+            if self.network.frozen:
+                with torch.no_grad():  # no graph through a frozen backbone: 2-3x faster
+                    features = self.network.features(images)
+                logits = (parallel or self.network.head)(features)
+            else:
+                logits = (parallel or self.network)(images)
+        loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config.label_smoothing)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if self.config.clip_gradient:
+            torch.nn.utils.clip_grad_norm_(trainable, self.config.clip_gradient)
+        optimizer.step()
+        return float(loss.detach())
+
+    def seed_epoch(self, epoch: int, loader) -> None:
+        """Same seed, same batches and augmentation per epoch, also after a resume and with
+        any number of DataLoader workers."""
+        seed = self.config.seed * 1000 + epoch
+        torch.manual_seed(seed)
+        if loader.generator is not None:
+            loader.generator.manual_seed(seed)
+        loader.dataset.seed = seed
 
     def _end_epoch(self, row: dict[str, Any], started: float, plan: list[Phase], index: int,
                    epoch: int, optimizer: torch.optim.Optimizer | None) -> None:
@@ -262,11 +394,9 @@ class Learner(OneCycleEpochs):
         embeddings' (the same loop, through onnxruntime on the CPU) and the head runs on them.
         """
         if not self.data.valid:
-            return inference.scores(np.zeros((0, len(self.data.classes))), [])
+            return loop.scores(np.zeros((0, len(self.data.classes))), [])
         started = time.perf_counter()
         if not self._backbone_trained and self.network.head.config.pool == "avg":
-            from imgclf.embeddings import compute_embeddings
-
             found = compute_embeddings(self.network, self.data, "valid",
                                        show_progress=self.verbose)
             self.network.eval()
@@ -274,19 +404,19 @@ class Learner(OneCycleEpochs):
                 logits = self.network.head(torch.from_numpy(found.features).to(self.device))
             self._validate_seconds = None  # cached: says nothing of a PyTorch pass
             self._valid_embeddings = found.features
-            return inference.scores(logits.float().softmax(dim=1).cpu().numpy(), found.targets)
+            return loop.scores(logits.float().softmax(dim=1).cpu().numpy(), found.targets)
         if self._valid_loader is None:  # kept: its worker starts once, not every epoch
             self._valid_loader = self.data.loader("valid", augment=False, shuffle=False,
-                                                  batch_size=VALID_BATCH_SIZE)
+                                                  batch_size=InferenceConfig.batch_size)
         dataset = self._valid_loader.dataset
-        outputs = inference.run(self.network, self._valid_loader, embeddings=True,
+        outputs = loop.run(self.network, self._valid_loader, embeddings=True,
                                 show_progress=self.verbose, description="Validating",
                                 transient=True)
         self._validate_seconds = time.perf_counter() - started
         ok = outputs.ok
         self._valid_embeddings = outputs.embeddings[ok]
         targets = [t for t, good in zip(dataset.targets, ok) if good]
-        return inference.scores(outputs.probabilities[ok], targets)
+        return loop.scores(outputs.probabilities[ok], targets)
 
     def _track_best(self, row: dict[str, Any]) -> None:
         monitor = self.config.monitor
@@ -320,13 +450,11 @@ class Learner(OneCycleEpochs):
 
     def _fit_detector(self, backbone_trained: bool, valid: np.ndarray | None) -> None:
         """The "unknown" detector of the final weights (embeddings.fit_unknown)."""
-        from imgclf.embeddings import fit_unknown
-
         if valid is None and self.data.valid:  # resumed after the last epoch: one more pass
             self.validate()
             valid = self._valid_embeddings
         fitted = fit_unknown(self.network, self.data, valid, cached=not backbone_trained,
-                             acceptance=self.config.unknown_acceptance, seed=self.config.seed,
+                             acceptance=self.config.acceptance, seed=self.config.seed,
                              show_progress=self.verbose)
         if fitted is not None:
             detector, self.unknown = fitted
@@ -349,45 +477,25 @@ class Learner(OneCycleEpochs):
             >>> Learner.resume("models/ants", ImageData.from_folder("hymenoptera"))
         """
         output = Path(output)
-        saved = read_checkpoint(output / CHECKPOINT)
-        info = saved.info
-        check_same_data(info, data, output)
-        if data.weights is None and (output / SETTINGS).exists():  # the run's own weights file
-            weights = json.loads((output / SETTINGS).read_text(encoding="utf-8")).get("weights")
-            if weights and Path(weights).is_file():
-                data = data.for_backbone(data.backbone, weights=weights)
-            elif weights and verbose:  # the checkpoint holds every weight: only caches differ
-                console().print(f"[yellow]The run's weights file {weights} is gone; resuming "
-                                "from the checkpoint's weights (pass --weights to name it).")
-        network = network_from_tensors(saved.tensors, info, str(output / CHECKPOINT))
-        if info.input != data.input:  # the run's own sizes: probe and auto mode change them
-            data = data.with_input(info.input)
-        learner = cls(data, network, config=info.training or TrainConfig(), output=output,
-                      callbacks=callbacks, verbose=verbose)
-        learner.history = list(info.history)
+        run = read_run(output, data, verbose=verbose)
+        learner = cls(run.data, run.network, config=run.saved.info.training or TrainConfig(),
+                      output=output, callbacks=callbacks, verbose=verbose)
+        learner.history = list(run.saved.info.history)
         learner._backbone_trained = bool(learner.history and
                                          learner.history[-1].get("backbone_trained"))
-        learner.best = saved.best
-        if learner.best is not None and (output / BEST).exists():
-            best_tensors, _ = load_model(output / BEST)
-            # a finished run's best.imgclf also holds its detector, refitted at every end
-            learner._best_state = {k[len(MODEL_PREFIX):]: v for k, v in best_tensors.items()
-                                   if k.startswith(MODEL_PREFIX)
-                                   and not k.startswith(MODEL_PREFIX + "detector.")}
-        plan, phase, epoch = saved.plan, saved.phase, saved.epoch + 1
-        optimizer_state = saved.optimizer
-        if epoch >= plan[phase].epochs:  # the phase had finished: start the next one afresh
-            phase, epoch, optimizer_state = phase + 1, 0, None
-        if phase >= len(plan):
+        learner.best, learner._best_state = run.saved.best, run.best_state
+        if run.start is None:
             if verbose:
                 console().print(f"{output} has finished training; nothing to resume.")
             with learner._holding_output():
                 learner._finish()
             return learner
+        phase, epoch = run.start
+        plan = run.saved.plan
         if verbose:
             console().print(f"Resuming {output} at epoch {len(learner.history)} "
                             f"({plan[phase].name} {epoch + 1}/{plan[phase].epochs}).")
-        return learner._run(plan, start=(phase, epoch), optimizer_state=optimizer_state)
+        return learner._run(plan, start=run.start, optimizer_state=run.optimizer)
 
     # --- learning rate finder -------------------------------------------------------------
 
@@ -402,7 +510,11 @@ class Learner(OneCycleEpochs):
             0.0021
             >>> found.plot().savefig("lr.png")
         """
-        return find_learning_rate(self, start, end, steps)
+        loader = self.data.train_loader()
+        self.seed_epoch(0, loader)
+        return find_learning_rate(self.network, loader, self.train_step,
+                                  weight_decay=self.config.weight_decay, start=start, end=end,
+                                  steps=steps, show_progress=self.verbose)
 
     # --- using the model ------------------------------------------------------------------
 
@@ -436,8 +548,6 @@ class Learner(OneCycleEpochs):
 
     def predictor(self) -> Predictor:
         """This learner's network behind the one inference path used everywhere."""
-        from imgclf.predict import Predictor
-
         return Predictor(self.network, self.info())
 
     def evaluate(self, split: str = "valid", *, tta: bool = False) -> Evaluation:
@@ -446,8 +556,6 @@ class Learner(OneCycleEpochs):
         Example:
             >>> learner.evaluate().plot_confusion_matrix().savefig("confusion.png")
         """
-        from imgclf.evaluation import evaluate
-
         return evaluate(self, self.data, split=split, tta=tta, show_progress=self.verbose)
 
     def predict(self, image) -> Prediction:
@@ -474,8 +582,6 @@ class Learner(OneCycleEpochs):
 
 
 def _timm_name(backbone: str) -> str | None:
-    from imgclf.backbones import get_backbone
-
     return get_backbone(backbone).timm_name
 
 

@@ -1,7 +1,7 @@
 """Predictor: a model file (or a trained network) -> labels, through the one forward loop.
 
 Evaluation, export checks, the CLI and the web app all predict through this class, and it
-runs every picture through ``inference.batches``, the loop training validates with.
+runs every picture through ``loop.batches``, the loop training validates with.
 """
 
 from __future__ import annotations
@@ -12,17 +12,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imgclf import inference
+from imgclf.config import RUNTIMES, InferenceConfig
+from imgclf.data.decoding import ImageSource
+from imgclf.data.transforms import eval_transform
 from imgclf.errors import ImageError, ModelFileError
-from imgclf.modelfile import ModelInfo
-from imgclf.config import RUNTIMES
-from imgclf.transforms import eval_transform
+from imgclf.inference import loop
+from imgclf.inference.runtimes import accelerated, int8_module, load_onnx
+from imgclf.model import network_from_tensors
+from imgclf.modelfile import ModelInfo, load_model
+from imgclf.unknown import threshold_for
 
 if TYPE_CHECKING:
     from PIL import Image
     from torch import nn
-
-    from imgclf.images import ImageSource
 
 # The label of a picture that looks like none of the model's classes.
 UNKNOWN = "unknown"
@@ -76,10 +78,24 @@ class Prediction:
         """The k most likely classes with their probabilities, best first."""
         return sorted(self.probabilities.items(), key=lambda pair: -pair[1])[:k]
 
-    def to_dict(self) -> dict[str, Any]:
+    def to_dict(self, top_k: int = 3) -> dict[str, Any]:
+        """The one serialization of a prediction: the HTTP API's answer, each line of
+        ``imgclf predict --json`` (after the file's "path"), and, flattened, each row of
+        ``--csv`` and of Ray's table (``table_row``).
+
+        Example:
+            >>> model.predict("ant.jpg").to_dict(top_k=1)
+            {'label': 'ants', 'index': 0, 'closest': 'ants', 'probability': 0.998,
+             'unknown': False, 'outlier_score': 0.21,
+             'top': [{'label': 'ants', 'probability': 0.998}],
+             'probabilities': {'ants': 0.998, 'bees': 0.002}}
+        """
         return {"label": self.label, "index": self.index, "closest": self.closest,
-                "probabilities": self.probabilities, "unknown": self.unknown,
-                "outlier_score": self.outlier_score}
+                "probability": self.probability, "unknown": self.unknown,
+                "outlier_score": self.outlier_score,
+                "top": [{"label": label, "probability": probability}
+                        for label, probability in self.top(top_k)],
+                "probabilities": self.probabilities}
 
     def describe(self, top_k: int = 1) -> str:
         """For people: "ants 98.0%", or "unknown (closest: ants 51.0%)"."""
@@ -118,8 +134,6 @@ class Predictor:
     def set_acceptance(self, acceptance: float) -> None:
         """Move the "unknown" threshold so that this share of in-domain pictures is accepted
         (the model file keeps the in-domain scores it was calibrated on)."""
-        from imgclf.unknown import threshold_for
-
         if not self.has_detector:
             raise ModelFileError("This model file has no detector for unknown pictures (it was "
                                  "made before imgclf 0.2): train it again to get one.")
@@ -127,7 +141,7 @@ class Predictor:
         self.acceptance = acceptance
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, runtime: str = "auto", int8: bool = False,
+    def load(cls, path: str | os.PathLike, *, runtime: str = InferenceConfig.runtime, int8: bool = False,
              acceptance: float | None = None) -> Predictor:
         """Load a model file written by ``Learner.export`` (never unpickles anything).
 
@@ -144,10 +158,6 @@ class Predictor:
         Example:
             >>> predictor = Predictor.load("models/ants-vs-bees/model.imgclf")
         """
-        from imgclf.model import network_from_tensors
-        from imgclf.modelfile import load_model
-        from imgclf.onnx_runtime import accelerated, int8_module
-
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         path = Path(path)
@@ -156,8 +166,6 @@ class Predictor:
                                  "the .imgclf model with --int8, or export its int8 graph "
                                  "(imgclf export MODEL --onnx FILE --int8).")
         if path.suffix == ".onnx":
-            from imgclf.onnx_runtime import load_onnx
-
             return cls(*load_onnx(path), acceptance=acceptance)
         tensors, info = load_model(path)
         network = network_from_tensors(tensors, info, str(path))
@@ -175,15 +183,15 @@ class Predictor:
         onnx = getattr(self.network, "onnx", None)
         return "torch" if onnx is None else "int8" if onnx.int8 else "onnx"
 
-    def outputs(self, pictures: Sequence[ImageSource | Image.Image], *, batch_size: int = 32,
+    def outputs(self, pictures: Sequence[ImageSource | Image.Image], *, batch_size: int = InferenceConfig.batch_size,
                 tta: bool = False, embeddings: bool = False, show_progress: bool = False,
                 description: str = "Predicting", num_workers: int | None = None
-                ) -> inference.Outputs:
+                ) -> loop.Outputs:
         """Probabilities (and embeddings) for pictures: the loop every other method uses.
 
         Unreadable pictures get NaN rows and their ImageError in ``errors``.
         """
-        return inference.run(self.network, pictures, transform=self.transform,
+        return loop.run(self.network, pictures, transform=self.transform,
                              batch_size=batch_size, tta=tta, embeddings=embeddings,
                              show_progress=show_progress, description=description,
                              num_workers=num_workers)
@@ -199,7 +207,7 @@ class Predictor:
             raise result.errors[0]
         return self._prediction(result, 0)
 
-    def predict_batch(self, paths: Sequence[ImageSource | Image.Image], *, batch_size: int = 32,
+    def predict_batch(self, paths: Sequence[ImageSource | Image.Image], *, batch_size: int = InferenceConfig.batch_size,
                       show_progress: bool = True, num_workers: int | None = None
                       ) -> list[Prediction | ImageError]:
         """Predictions for many pictures (files, bytes or PIL images), in order; an unreadable
@@ -220,11 +228,11 @@ class Predictor:
         one batch (the server's queue: each request prepares its picture on its own thread).
         """
         items = [(tensor, -1, position) for position, tensor in enumerate(tensors)]
-        result = inference.run(self.network, items, batch_size=max(1, len(items)),
+        result = loop.run(self.network, items, batch_size=max(1, len(items)),
                                num_workers=0)
         return [self._prediction(result, position) for position in range(len(items))]
 
-    def _prediction(self, result: inference.Outputs, position: int) -> Prediction:
+    def _prediction(self, result: loop.Outputs, position: int) -> Prediction:
         row = result.probabilities[position]
         index = int(row.argmax())
         score = float(result.outlier[position]) if result.outlier is not None else None
@@ -254,18 +262,25 @@ def table_columns(classes: Sequence[str]) -> list[str]:
     return [*_FIXED, *class_columns(classes), "error"]
 
 
+def record(path: Any, result: Prediction | ImageError, *, top_k: int = 3) -> dict[str, Any]:
+    """One file's prediction as ``imgclf predict --json`` prints it: its path, then
+    Prediction.to_dict; a file that could not be read is its path and the error."""
+    if isinstance(result, ImageError):
+        return {"path": str(path), "error": result.reason}
+    return {"path": str(path), **result.to_dict(top_k)}
+
+
 def table_row(classes: Sequence[str], path: Any, result: Prediction | ImageError
               ) -> dict[str, Any]:
-    """One file's row of a predictions table (``imgclf predict --csv``, Ray's Parquet):
-    path, label, index, probability, unknown, outlier_score, each class's probability, and
-    the error of a file that could not be read (the other cells empty)."""
-    if isinstance(result, ImageError):
-        return {**dict.fromkeys(table_columns(classes)), "path": str(path),
-                "error": result.reason}
-    return {"path": str(path), "label": result.label, "index": result.index,
-            "probability": result.probability, "unknown": result.unknown,
-            "outlier_score": result.outlier_score,
-            **dict(zip(class_columns(classes), result.probabilities.values())), "error": None}
+    """One file's row of a predictions table (``imgclf predict --csv``, Ray's Parquet): the
+    record's scalar fields, each class's probability, and the error of a file that could not
+    be read (the other cells empty)."""
+    row = dict.fromkeys(table_columns(classes))
+    values = record(path, result)
+    row.update({name: values.get(name) for name in (*_FIXED, "error")})
+    if "probabilities" in values:
+        row.update(zip(class_columns(classes), values["probabilities"].values()))
+    return row
 
 
 def outlier_calibration(network: nn.Module):
@@ -278,7 +293,7 @@ def outlier_calibration(network: nn.Module):
     return getattr(getattr(network, "onnx", None), "calibration", np.zeros(0, np.float32))
 
 
-def load(path: str | os.PathLike, *, runtime: str = "auto", int8: bool = False,
+def load(path: str | os.PathLike, *, runtime: str = InferenceConfig.runtime, int8: bool = False,
          acceptance: float | None = None) -> Predictor:
     """Load a model file for prediction (like fastai's load_learner, minus the pickle).
 

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import copy
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import torch
+from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
+                           TimeRemainingColumn)
+
+from imgclf._progress import bar as progress_bar
+from imgclf.plots import plot_lr_find
 
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
-
-    from imgclf.training import Learner
 
 
 @dataclass
@@ -40,32 +44,27 @@ class LearningRates:
         return self.learning_rates[min(range(len(self.losses)), key=self.losses.__getitem__)] / 10
 
     def plot(self) -> Figure:
-        from imgclf.plots import plot_lr_find
-
         return plot_lr_find(self.learning_rates, self.losses, self.suggestion)
 
 
-def find_learning_rate(learner: Learner, start: float = 1e-7, end: float = 10.0,
-                       steps: int = 100) -> LearningRates:
+def find_learning_rate(network: torch.nn.Module, loader, step_once: Callable[..., float], *,
+                       weight_decay: float, start: float = 1e-7, end: float = 10.0,
+                       steps: int = 100, show_progress: bool = True) -> LearningRates:
     """Up to ``steps`` training steps at rates rising from start to end (log scale); stops
-    early once the loss explodes. The learner's weights are restored afterwards."""
-    network = learner.network
+    early once the loss explodes. The network's weights are restored afterwards.
+
+    step_once(images, targets, optimizer, trainable) takes one optimizer step and returns its
+    loss: the training loop's own step (Learner.train_step), so lr_find trains as a run does.
+    """
     saved = copy.deepcopy(network.state_dict())
     trainable = [p for p in network.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=start, weight_decay=learner.config.weight_decay)
-    loader = learner.data.train_loader()
-    learner.seed_epoch(0, loader)
+    optimizer = torch.optim.AdamW(trainable, lr=start, weight_decay=weight_decay)
     rates, losses, smooth, best = [], [], 0.0, float("inf")
     network.train()
     step = 0
-    from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
-                               TimeRemainingColumn)
-
-    from imgclf._progress import bar as progress_bar
-
     columns = (TextColumn("Finding a learning rate"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("eta"), TimeRemainingColumn())
-    bar = progress_bar(*columns, enabled=learner.verbose)
+    bar = progress_bar(*columns, enabled=show_progress)
     task = bar.add_task("lr_find", total=steps)
     try:
         bar.start()
@@ -76,7 +75,7 @@ def find_learning_rate(learner: Learner, start: float = 1e-7, end: float = 10.0,
                 rate = start * (end / start) ** (step / (steps - 1))
                 for group in optimizer.param_groups:
                     group["lr"] = rate
-                loss = learner.train_step(images, targets, optimizer, trainable)
+                loss = step_once(images, targets, optimizer, trainable)
                 smooth = 0.98 * smooth + 0.02 * loss
                 smoothed = smooth / (1 - 0.98 ** (step + 1))
                 rates.append(rate)

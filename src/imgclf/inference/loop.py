@@ -20,7 +20,8 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 
 from imgclf._progress import progress
-from imgclf.pictures import ImageFiles, collate, inference_workers
+from imgclf.config import InferenceConfig
+from imgclf.data.datasets import ImageFiles, collate, inference_workers
 from imgclf.errors import ImageError
 
 if TYPE_CHECKING:
@@ -50,7 +51,7 @@ class Outputs:
     ok: np.ndarray  # (pictures,) True for each picture that was read and went through
 
 
-def batches(network: nn.Module, dataset: Any, *, batch_size: int = 32,
+def batches(network: nn.Module, dataset: Any, *, batch_size: int = InferenceConfig.batch_size,
             num_workers: int | None = None, probabilities: bool = True,
             embeddings: bool = False, tta: bool = False, show_progress: bool = False,
             description: str = "Predicting", transient: bool = False,

@@ -20,6 +20,8 @@ import sys
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from imgclf.errors import ImgclfError
+
 if TYPE_CHECKING:
     import torch
 
@@ -47,6 +49,19 @@ class Processes:
 WAIT = datetime.timedelta(hours=2)
 
 
+def resolve_device(name: str | None) -> torch.device:
+    """The device asked for, or the fastest present: CUDA, then Apple's MPS, then the CPU."""
+    import torch
+
+    if name:
+        return torch.device(name)
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
 def processes(*, cuda: bool = False) -> Processes:
     """Processes() alone; under torchrun (WORLD_SIZE > 1) the process group is joined on the
     first call: NCCL when training on GPUs (cuda), else gloo."""
@@ -64,11 +79,6 @@ def processes(*, cuda: bool = False) -> Processes:
     return Processes(distributed.get_rank(), distributed.get_world_size(), local_rank)
 
 
-def local_processes() -> int:
-    """How many training processes share this machine (1 alone)."""
-    return int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
-
-
 def device_of(processes: Processes, device: torch.device) -> torch.device:
     """The device a process trains on: its own GPU when there are several processes."""
     import torch
@@ -83,8 +93,6 @@ def launch(arguments: list[str], devices: int, *, cpu: bool = False) -> int:
 
     cpu: the processes train on the CPU even where there are GPUs (--device cpu)."""
     import torch
-
-    from imgclf.errors import ImgclfError
 
     if not cpu and torch.cuda.is_available() and devices > torch.cuda.device_count():
         raise ImgclfError(f"--devices {devices}: this machine has "

@@ -8,17 +8,19 @@ optimizer's tensors are stored beside the weights. Nothing is pickled.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from imgclf.data import ImageData
+from imgclf._progress import console
+from imgclf.data.imagedata import ImageData
 from imgclf.errors import DataError, ModelFileError
-from imgclf.model import MODEL_PREFIX
+from imgclf.model import MODEL_PREFIX, Classifier, network_from_tensors
 from imgclf.modelfile import SUFFIX, ModelInfo, load_model, save_model
-from imgclf.plan import Phase
+from imgclf.training.plan import Phase
 
 # The files of a run's output folder.
 CHECKPOINT = "checkpoint.safetensors"
@@ -72,6 +74,52 @@ def read_checkpoint(path: Path) -> Checkpoint:
     return Checkpoint(weights, replace(info, checkpoint=None),
                       [Phase.from_dict(p) for p in state["plan"]], state["phase"],
                       state["epoch"], optimizer, state.get("best"))
+
+
+@dataclass(frozen=True)
+class Run:
+    """An interrupted run as its output folder holds it: what Learner.resume continues."""
+
+    data: ImageData  # the data at the run's own input size, with its own weights file
+    network: Classifier  # the last checkpoint's weights
+    saved: Checkpoint
+    best_state: dict[str, torch.Tensor] | None  # the best epoch's weights, without detector
+    start: tuple[int, int] | None  # (phase, epoch) to continue from; None: it had finished
+    optimizer: dict | None  # the optimizer's state to continue with
+
+
+def read_run(output: Path, data: ImageData, *, verbose: bool = True) -> Run:
+    """Read an output folder's checkpoint, best model and settings for resuming on data.
+
+    Raises:
+        ModelFileError: no readable checkpoint. DataError: other data or another split.
+    """
+    saved = read_checkpoint(output / CHECKPOINT)
+    info = saved.info
+    check_same_data(info, data, output)
+    if data.weights is None and (output / SETTINGS).exists():  # the run's own weights file
+        weights = json.loads((output / SETTINGS).read_text(encoding="utf-8")).get("weights")
+        if weights and Path(weights).is_file():
+            data = data.for_backbone(data.backbone, weights=weights)
+        elif weights and verbose:  # the checkpoint holds every weight: only caches differ
+            console().print(f"[yellow]The run's weights file {weights} is gone; resuming "
+                            "from the checkpoint's weights (pass --weights to name it).")
+    network = network_from_tensors(saved.tensors, info, str(output / CHECKPOINT))
+    if info.input != data.input:  # the run's own sizes: probe and auto mode change them
+        data = data.with_input(info.input)
+    best_state = None
+    if saved.best is not None and (output / BEST).exists():
+        best_tensors, _ = load_model(output / BEST)
+        # a finished run's best.imgclf also holds its detector, refitted at every end
+        best_state = {k[len(MODEL_PREFIX):]: v for k, v in best_tensors.items()
+                      if k.startswith(MODEL_PREFIX)
+                      and not k.startswith(MODEL_PREFIX + "detector.")}
+    plan, phase, epoch = saved.plan, saved.phase, saved.epoch + 1
+    optimizer = saved.optimizer
+    if epoch >= plan[phase].epochs:  # the phase had finished: start the next one afresh
+        phase, epoch, optimizer = phase + 1, 0, None
+    start = (phase, epoch) if phase < len(plan) else None
+    return Run(data, network, saved, best_state, start, optimizer)
 
 
 def check_same_data(info: ModelInfo, data: ImageData, path: Path) -> None:

@@ -9,16 +9,21 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from imgclf._files import write_text
+from imgclf.data.decoding import load_image
+from imgclf.data.imagedata import ImageData
+from imgclf.errors import ImageError
+from imgclf.plots import plot_history
 
-if TYPE_CHECKING:
-    from imgclf.cleaning import Issues
-    from imgclf.data import ImageData
-    from imgclf.evaluation import Evaluation
+# The report draws from an Evaluation (metrics.py, which imports this module for its
+# .report()) and, when given, the Issues cleaning found (a later stage): both are typed Any
+# here, as a module below them in the pipeline cannot import them.
+Evaluation = Any
+Issues = Any
 
 _STYLE = """
 body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;margin:0;color:#1f2328;
@@ -81,8 +86,6 @@ def render_report(evaluation: Evaluation, *, data: ImageData | None = None,
         parts += ["<h2>Unknown pictures</h2>", _unknown(evaluation, top_k)]
     history = info.history if info else ()
     if len(history) > 1:
-        from imgclf.plots import plot_history
-
         parts += ["<h2>Training</h2>", _figure(plot_history(history))]
     elif history:  # one row (a probe): a chart of one dot says nothing a sentence cannot
         row = history[0]
@@ -124,9 +127,6 @@ def _most_confused(evaluation: Evaluation) -> str:
 
 def _thumbnail(path: Path, *lines: str) -> str:
     """One picture, inline as a small JPEG, with caption lines (already HTML)."""
-    from imgclf.errors import ImageError
-    from imgclf.images import load_image
-
     try:
         picture = load_image(path, max_side=240)
         buffer = io.BytesIO()

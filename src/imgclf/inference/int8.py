@@ -26,11 +26,17 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imgclf.errors import ImgclfError
+from imgclf._files import atomic_path, write_json
+from imgclf._progress import status
+from imgclf.data.decoding import load_image
+from imgclf.errors import ImageError, ImgclfError
+from imgclf.inference import loop
+from imgclf.inference.predictor import Predictor, outlier_calibration
+from imgclf.inference.runtimes import (OnnxModule, OnnxNetwork, cached_graph, int8_path,
+                                       read_int8_check, require)
 
 if TYPE_CHECKING:
-    from imgclf.data import ImageData
-    from imgclf.predict import Predictor
+    from imgclf.data.imagedata import ImageData
 
 # Largest accuracy int8 may lose against float on the validation pictures (0.5 point).
 MAX_LOSS = 0.005
@@ -76,9 +82,6 @@ def quantize(model: str | os.PathLike | Predictor, data: ImageData, *, again: bo
         >>> imgclf.load("models/ants/model.imgclf", int8=True).predict("ant.jpg").label
         'ants'
     """
-    from imgclf.onnx_runtime import cached_graph, int8_path, read_int8_check, require
-    from imgclf.predict import Predictor
-
     require("onnxruntime")
     predictor = model if isinstance(model, Predictor) else Predictor.load(model, runtime="torch")
     if predictor.runtime != "torch":
@@ -103,8 +106,6 @@ def quantize(model: str | os.PathLike | Predictor, data: ImageData, *, again: bo
     check = _compare(predictor, float_path, target, data, len(calibration), show_progress)
     if not check.accepted:
         target.unlink(missing_ok=True)
-    from imgclf._files import write_json
-
     write_json(float_path.with_suffix(".int8.json"), {**asdict(check), "key": key})
     return check
 
@@ -123,9 +124,6 @@ def _check_key(data: ImageData) -> str:
 
 def _calibration_pictures(predictor: Predictor, data: ImageData) -> np.ndarray:
     """A seeded choice of training pictures, prepared as Predictor prepares them."""
-    from imgclf.errors import ImageError
-    from imgclf.images import load_image
-
     items = list(data.train)
     random.Random(data.config.seed).shuffle(items)
     pictures = []
@@ -147,9 +145,6 @@ def _quantize_file(source: Path, target: Path, calibration: np.ndarray,
     from onnxruntime.quantization import (CalibrationDataReader, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    from imgclf._files import atomic_path
-    from imgclf._progress import status
 
     class Reader(CalibrationDataReader):
         def __init__(self):
@@ -190,15 +185,11 @@ def _float_nodes(path: Path) -> list[str]:
 def _compare(predictor: Predictor, float_path: Path, int8_file: Path, data: ImageData,
              calibrated: int, show_progress: bool) -> Int8Check:
     """Float and int8 over the validation pictures, through the one forward loop."""
-    from imgclf.inference import run
-    from imgclf.onnx_runtime import OnnxModule, OnnxNetwork
-    from imgclf.predict import outlier_calibration
-
     paths = [data.source(item) for item in data.valid]
     targets = np.array([data.class_index[item.label] for item in data.valid])
     labels, scores = [], []
     for name, path in (("float", float_path), ("int8", int8_file)):
-        outputs = run(OnnxModule(OnnxNetwork(path)), paths, transform=predictor.transform,
+        outputs = loop.run(OnnxModule(OnnxNetwork(path)), paths, transform=predictor.transform,
                       num_workers=data.config.num_workers, show_progress=show_progress,
                       description=f"Checking {name} on validation pictures")
         labels.append(np.where(outputs.ok, np.nan_to_num(outputs.probabilities).argmax(1), -1))

@@ -9,14 +9,15 @@ Hooks (each optional): ``on_train_start(learner, plan)``, ``on_epoch_end(learner
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from imgclf._progress import console
-from imgclf.checkpoint import BEST, CHECKPOINT, FINAL
+from imgclf.training.checkpoint import BEST, CHECKPOINT, FINAL
+from imgclf.training.plan import Phase
 
-if TYPE_CHECKING:
-    from imgclf.plan import Phase
-    from imgclf.training import Learner
+# The hooks' `learner` is the running Learner; it is typed Any here because the learner
+# module imports its callbacks, and a callback module importing it back would close a cycle.
+Learner = Any
 
 
 class ConsoleLog:

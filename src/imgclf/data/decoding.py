@@ -12,6 +12,8 @@ from typing import BinaryIO, Union
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
+from imgclf.errors import ImageError
+
 ImageSource = Union[str, os.PathLike, bytes, bytearray, memoryview, BinaryIO]
 
 # Transparent pixels become white, the background most photos of objects are shown on.
@@ -68,8 +70,6 @@ def load_image(source: ImageSource, *, max_side: int | None = None) -> Image.Ima
         >>> picture.mode
         'RGB'
     """
-    from imgclf.errors import ImageError
-
     name, stream = _open_source(source)
     try:
         with Image.open(stream) as opened:
@@ -165,8 +165,6 @@ def _upright(picture: Image.Image) -> Image.Image:
 
 
 def _open_source(source: ImageSource) -> tuple[str, BinaryIO]:
-    from imgclf.errors import ImageError
-
     if isinstance(source, (bytes, bytearray, memoryview)):
         if len(source) == 0:
             raise ImageError("<bytes>", "empty data (0 bytes)")

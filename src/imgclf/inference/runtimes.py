@@ -24,10 +24,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgclf.config import RUNTIMES, InputConfig
+from imgclf import model as model_module, unknown as unknown_module
+from imgclf._files import atomic_path
+from imgclf._progress import console, status
+from imgclf.cache import cache_root
+from imgclf.config import RUNTIMES, InferenceConfig, InputConfig, UnknownConfig
 from imgclf.errors import ImgclfError, ModelFileError
 from imgclf.modelfile import ModelInfo, config_from_dict
-from imgclf.unknown import UnknownConfig
 
 ONNX_HINT = "ONNX needs the onnx extra: pip install 'imgclf[onnx]'"
 # Largest difference between PyTorch and onnxruntime (probabilities, embeddings relative to
@@ -113,7 +116,7 @@ class OnnxModule(torch.nn.Module):
                 results.get("outlier"))
 
 
-def accelerated(network: torch.nn.Module, image_size: int, *, runtime: str = "auto",
+def accelerated(network: torch.nn.Module, image_size: int, *, runtime: str = InferenceConfig.runtime,
                 embeddings_only: bool = False, show_progress: bool = True) -> torch.nn.Module:
     """The network as the chosen runtime runs it (see the module's docstring).
 
@@ -177,7 +180,7 @@ def cached_graph(network: torch.nn.Module, image_size: int, *, embeddings_only: 
 
 
 def int8_module(network: torch.nn.Module, image_size: int) -> OnnxModule:
-    """The int8 graph of a Classifier that ``imgclf.int8.quantize`` made and approved, run by
+    """The int8 graph of a Classifier that ``imgclf.inference.int8.quantize`` made and approved, run by
     onnxruntime; an ImgclfError saying what to run when there is none, or it was refused."""
     require("onnxruntime")
     path = _cache_path(_Graph(network, False).eval(), image_size)  # its name: none is built
@@ -249,8 +252,6 @@ class _Graph(torch.nn.Module):
 def _cache_path(graph: _Graph, image_size: int) -> Path:
     """cache/runtimes/<key>.onnx, the key a hash of the graph's weights, outputs, input size
     and the versions that shape the export."""
-    from imgclf.verify import cache_root
-
     import timm
 
     runtime = require("onnxruntime")
@@ -273,10 +274,8 @@ def _cache_path(graph: _Graph, image_size: int) -> Path:
 def _code_digest() -> str:
     """A hash of the code the graph is traced from (the network, its head and detector, this
     file), so a change to it builds new graphs rather than serving stale ones."""
-    from imgclf import model, unknown
-
     digest = hashlib.sha256()
-    for source in (model.__file__, unknown.__file__, __file__):
+    for source in (model_module.__file__, unknown_module.__file__, __file__):
         digest.update(Path(source).read_bytes())
     return digest.hexdigest()[:16]
 
@@ -284,9 +283,6 @@ def _code_digest() -> str:
 def _build(graph: _Graph, image_size: int, path: Path, show_progress: bool) -> None:
     """Export the graph (dynamic batch axis), check it against PyTorch, then move it into
     place: a half-built or mismatched file is never left in the cache."""
-    from imgclf._files import atomic_path
-    from imgclf._progress import status
-
     pictures = torch.randn(3, 3, image_size, image_size,
                            generator=torch.Generator().manual_seed(0))
     with status("Preparing onnxruntime for this network (once; then cached)",
@@ -425,8 +421,6 @@ _NOTED: set[str] = set()
 def _note_once(message: str) -> None:
     if message not in _NOTED:
         _NOTED.add(message)
-        from imgclf._progress import console
-
         console().print(message, style="yellow", markup=False, highlight=False,
                         soft_wrap=True)
 

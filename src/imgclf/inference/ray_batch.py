@@ -22,23 +22,27 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from imgclf.errors import ImgclfError
-from imgclf.predict import table_columns, table_row
+from imgclf._files import atomic_path
+from imgclf._progress import console
+from imgclf.config import InferenceConfig
+from imgclf.data.sources import expand_paths
+from imgclf.errors import ImageError
+from imgclf.inference.predictor import Predictor, table_columns, table_row
+from imgclf.inference.runtimes import load_onnx, require
+from imgclf.modelfile import load_model
 
 if TYPE_CHECKING:
     import pandas
 
 RAY_HINT = "Prediction on Ray needs the ray extra: pip install 'imgclf[ray]'"
-# Pictures per batch an actor predicts (and per Ray block read).
-BATCH_SIZE = 32
 # Schemes that name remote storage: passed to Ray as they are, not looked up on this disk.
 _REMOTE = ("s3://", "gs://", "gcs://", "abfs://", "az://", "hdfs://", "http://", "https://")
 
 
 def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequence[Any], *,
-                    out: str | os.PathLike | None = None, batch_size: int = BATCH_SIZE,
+                    out: str | os.PathLike | None = None, batch_size: int = InferenceConfig.batch_size,
                     actors: int | None = None, gpus_per_actor: float = 0,
-                    address: str | None = None, runtime: str = "auto",
+                    address: str | None = None, runtime: str = InferenceConfig.runtime,
                     show_progress: bool = True) -> pandas.DataFrame | Path:
     """Label every picture under ``source`` on Ray (see the module's docstring).
 
@@ -61,9 +65,6 @@ def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequen
         >>> imgclf.predict_dataset("models/ants/model.imgclf", "s3://bucket/photos",
         ...                        out="predictions.parquet", address="auto")
     """
-    from imgclf.modelfile import load_model
-    from imgclf.onnx_runtime import load_onnx, require
-
     ray = require("ray", RAY_HINT)
     model = Path(model)
     # a bad model file fails here, before any cluster work (no network is built: the actors do)
@@ -103,8 +104,6 @@ class _Labeller:
     def __init__(self, model: bytes, suffix: str, runtime: str, gpu: bool):
         import torch
 
-        from imgclf.predict import Predictor
-
         with tempfile.TemporaryDirectory(prefix="imgclf-actor-") as folder:
             path = Path(folder) / f"model{suffix}"
             path.write_bytes(model)  # read whole by the loader: the folder can go
@@ -136,8 +135,6 @@ def _files(source: str | os.PathLike | Sequence[Any]
            ) -> tuple[list[str], list[tuple[str, str]], list[str]]:
     """(what Ray reads, [(path, why not)] for local paths that are no readable file, every
     local file in the order listed)."""
-    from imgclf.sources import expand_paths
-
     sources = [source] if isinstance(source, (str, os.PathLike)) else list(source)
     files, missing, listed = [], [], []
     for entry in map(str, sources):
@@ -156,8 +153,6 @@ def _files(source: str | os.PathLike | Sequence[Any]
 
 def _error_frame(missing: list[tuple[str, str]], classes: list[str]) -> pandas.DataFrame:
     import pandas
-
-    from imgclf.errors import ImageError
 
     rows = [table_row(classes, path, ImageError(path, reason)) for path, reason in missing]
     return _typed(pandas.DataFrame(rows, columns=table_columns(classes)))
@@ -186,8 +181,6 @@ def _single_file(out: str | os.PathLike) -> bool:
 
 def _write_file(table: pandas.DataFrame, out: Path) -> Path:
     """One Parquet or CSV file, written atomically."""
-    from imgclf._files import atomic_path
-
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as temporary:
         if out.suffix.lower() == ".csv":  # cells as `imgclf predict --csv` writes them
@@ -202,8 +195,6 @@ def _write_parts(dataset: Any, out: str, missing: list[tuple[str, str]]) -> Path
     """Ray's own writer: a folder (or remote prefix) of Parquet parts, written by the actors.
     Local files that could not be opened have no part: they are named here instead."""
     if missing:
-        from imgclf._progress import console
-
         names = ", ".join(path for path, _ in missing[:3])
         console().print(f"{len(missing)} file(s) could not be opened and have no row: {names}"
                         + (", ..." if len(missing) > 3 else ""), style="yellow", markup=False)

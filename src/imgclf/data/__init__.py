@@ -1,0 +1,8 @@
+"""data: labelled pictures, from files on disk to batches a network reads.
+
+sources.py (class folders, CSV, file names -> Items; the seeded split) -> verification.py
+(each file read once: skipped, flagged, copied, its square view stored) -> decoding.py (any
+file -> an upright RGB picture) -> transforms.py (settings -> torchvision v2 pipelines) ->
+datasets.py (the Dataset and collate every DataLoader uses) -> imagedata.py (ImageData: the
+one-line layer over all of them). Nothing here imports training, inference or later stages.
+"""

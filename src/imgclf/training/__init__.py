@@ -1,0 +1,7 @@
+"""training: from ImageData to a trained network and its model file.
+
+learner.py (Learner and train(): a plan of phases run in one loop, top to bottom) uses
+plan.py (which phases, the one-cycle schedule, the time limit), embeddings.py (cached
+backbone embeddings and the probe's head fit), checkpoint.py, callbacks.py, lr_find.py and
+distributed.py (devices, several processes under torchrun).
+"""
