@@ -1,4 +1,5 @@
-"""The model file's metadata is a ModelInfo: it round-trips, and older files still load."""
+"""The model file: safetensors + a ModelInfo; it round-trips with identical predictions, older
+files still load, and a damaged, tampered or foreign file is refused with a reason."""
 
 from __future__ import annotations
 
@@ -6,9 +7,12 @@ import dataclasses
 import json
 
 import pytest
+import torch
 
-from imgclf import ImageData, ModelFileError, Predictor, train
+from imgclf import ImageData, ModelFileError, Predictor, load, train
 from imgclf.modelfile import FORMAT_VERSION, ModelInfo, _checksum, load_model, save_model
+
+FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
 
 
 @pytest.fixture
@@ -156,3 +160,61 @@ def test_the_header_itself_is_covered(model, tmp_path, edit):
         Predictor.load(tmp_path / "edited.imgclf")
     _resave_with_header(path, tmp_path / "same.imgclf", lambda header: None)
     assert Predictor.load(tmp_path / "same.imgclf").classes == ["blue", "red"]
+
+
+def test_model_file_round_trips_with_identical_predictions(colours, tmp_path):
+    data = ImageData.from_folder(colours, **FAST)
+    learner = train(data, mode="fine_tune", epochs=1, freeze_epochs=1, verbose=False)
+    path = learner.export(tmp_path / "colours.imgclf")
+    loaded = load(path)
+    assert loaded.classes == ["blue", "red"] and loaded.info.backbone == "efficientnet_lite0"
+    for item in data.valid:
+        original = learner.predict(item.path).probabilities
+        again = loaded.predict(item.path).probabilities
+        assert original == pytest.approx(again, abs=1e-6)
+
+
+@pytest.fixture
+def model_file(colours, tmp_path):
+    data = ImageData.from_folder(colours, **FAST)
+    learner = train(data, mode="fine_tune", epochs=0, freeze_epochs=1, verbose=False)
+    return learner.export(tmp_path / "m.imgclf")
+
+
+def test_truncated_model_file_fails_cleanly(model_file):
+    model_file.write_bytes(model_file.read_bytes()[: model_file.stat().st_size // 2])
+    with pytest.raises(ModelFileError, match="damaged"):
+        Predictor.load(model_file)
+
+
+def test_tampered_weights_fail_the_checksum(model_file):
+    data = bytearray(model_file.read_bytes())
+    data[-100] ^= 0xFF  # one byte of the last tensor
+    model_file.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="checksum"):
+        Predictor.load(model_file)
+
+
+def test_plain_safetensors_file_is_not_mistaken_for_a_model(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"x": torch.zeros(2)}, tmp_path / "plain.safetensors")
+    with pytest.raises(ModelFileError, match="not an imgclf model file"):
+        Predictor.load(tmp_path / "plain.safetensors")
+
+
+def test_metadata_that_does_not_fit_the_weights_is_refused(model_file, tmp_path):
+    from dataclasses import replace
+
+    from imgclf.modelfile import load_model, save_model
+
+    tensors, info = load_model(model_file)
+    # the head has two outputs
+    save_model(tmp_path / "bad.imgclf", tensors, replace(info, classes=("a", "b", "c")))
+    with pytest.raises(ModelFileError, match="do not fit"):
+        Predictor.load(tmp_path / "bad.imgclf")
+
+
+def test_missing_model_file(tmp_path):
+    with pytest.raises(ModelFileError, match="not found"):
+        load(tmp_path / "nothing.imgclf")

@@ -121,9 +121,25 @@ def test_eight_concurrent_clients_all_get_answers(base_url, photos):
     assert [r.json()["label"] for r in responses] == ["red"] * 4 + ["blue"] * 4
 
 
-def test_the_web_page_is_served(base_url):
+def test_the_web_page_shows_the_model_its_controls_and_only_real_examples(base_url):
     page = httpx.get(f"{base_url}/", follow_redirects=True)
-    assert page.status_code == 200 and "gradio" in page.text.lower()
+    assert page.status_code == 200 and "<!doctype html>" in page.text.lower()
+    config = httpx.get(f"{base_url}/config").json()  # what the page's script draws
+    assert config["title"] == "Blue or red?"
+    by_type = {}
+    for component in config["components"]:
+        by_type.setdefault(component["type"], []).append(component["props"])
+    text = " ".join(props.get("value") or "" for props in by_type["markdown"])
+    assert "# Blue or red?" in text and "**Classes** (2): blue, red" in text
+    assert "efficientnet_lite0" in text and "**Validation**: accuracy" in text
+    assert [props["label"] for props in by_type["image"]] == ["Picture"]
+    assert by_type["image"][0]["sources"] == ["upload", "clipboard", "webcam"]
+    assert [props["label"] for props in by_type["label"]] == ["Prediction"]
+    assert [props["value"] for props in by_type["button"]] == ["Classify"]
+    # the examples folder's one real picture, not its symlinks, its HTML page or its cut file
+    shown = [props for props in by_type.get("dataset", [])]
+    assert len(shown) == 1 and len(shown[0]["samples"]) == 1
+    assert "classify" in {dependency.get("api_name") for dependency in config["dependencies"]}
 
 
 # --- the page (Gradio): uploads, pictures it cannot read, examples --------------------------

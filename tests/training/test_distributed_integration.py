@@ -12,6 +12,8 @@ from imgclf.cli import main
 from imgclf.training.learner import BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS
 from tests.conftest import shared_dataset
 
+pytestmark = pytest.mark.integration
+
 WRITTEN = sorted([BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS])
 
 

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from imgclf import ImageData, Learner, ModelFileError, Predictor, TrainConfig, load, train
+from imgclf import ImageData, Learner, Predictor, TrainConfig, train
 from imgclf.cli import main
 from imgclf.training.learner import BEST, CHECKPOINT, FINAL, one_cycle
 
@@ -90,85 +90,6 @@ def test_resuming_with_other_split_settings_is_refused(colours, tmp_path):
     # the command line takes the run's own split settings: no flag needed to resume
     assert main(["train", str(colours), "--out", str(tmp_path / "run"), "--resume",
                  "--image-size", "64", "--batch-size", "8"]) == 0
-
-
-def test_model_file_round_trips_with_identical_predictions(colours, tmp_path):
-    data = ImageData.from_folder(colours, **FAST)
-    learner = train(data, mode="fine_tune", epochs=1, freeze_epochs=1, verbose=False)
-    path = learner.export(tmp_path / "colours.imgclf")
-    loaded = load(path)
-    assert loaded.classes == ["blue", "red"] and loaded.info.backbone == "efficientnet_lite0"
-    for item in data.valid:
-        original = learner.predict(item.path).probabilities
-        again = loaded.predict(item.path).probabilities
-        assert original == pytest.approx(again, abs=1e-6)
-
-
-def test_predict_gives_label_index_and_probabilities(colours):
-    data = ImageData.from_folder(colours, **FAST)
-    learner = train(data, mode="fine_tune", epochs=1, freeze_epochs=3, learning_rate=5e-3,
-                    verbose=False)
-    prediction = learner.predict(colours / "red" / "0.jpg")
-    assert prediction.label == "red" and prediction.index == data.classes.index("red")
-    assert set(prediction.probabilities) == {"blue", "red"}
-    assert sum(prediction.probabilities.values()) == pytest.approx(1.0, abs=1e-5)
-
-
-def test_predict_batch_skips_bad_files_in_place(colours, tmp_path):
-    data = ImageData.from_folder(colours, **FAST)
-    predictor = train(data, mode="fine_tune", epochs=0, freeze_epochs=1, verbose=False).predictor()
-    broken = tmp_path / "broken.jpg"
-    broken.write_bytes(b"\xff\xd8\xff nothing")
-    results = predictor.predict_batch(
-        [colours / "red" / "1.jpg", broken, colours / "blue" / "1.jpg"], show_progress=False)
-    assert results[0].label in ("red", "blue") and results[2].label in ("red", "blue")
-    assert "corrupt image" in results[1].reason
-
-
-@pytest.fixture
-def model_file(colours, tmp_path):
-    data = ImageData.from_folder(colours, **FAST)
-    learner = train(data, mode="fine_tune", epochs=0, freeze_epochs=1, verbose=False)
-    return learner.export(tmp_path / "m.imgclf")
-
-
-def test_truncated_model_file_fails_cleanly(model_file):
-    model_file.write_bytes(model_file.read_bytes()[: model_file.stat().st_size // 2])
-    with pytest.raises(ModelFileError, match="damaged"):
-        Predictor.load(model_file)
-
-
-def test_tampered_weights_fail_the_checksum(model_file):
-    data = bytearray(model_file.read_bytes())
-    data[-100] ^= 0xFF  # one byte of the last tensor
-    model_file.write_bytes(bytes(data))
-    with pytest.raises(ModelFileError, match="checksum"):
-        Predictor.load(model_file)
-
-
-def test_plain_safetensors_file_is_not_mistaken_for_a_model(tmp_path):
-    from safetensors.torch import save_file
-
-    save_file({"x": torch.zeros(2)}, tmp_path / "plain.safetensors")
-    with pytest.raises(ModelFileError, match="not an imgclf model file"):
-        Predictor.load(tmp_path / "plain.safetensors")
-
-
-def test_metadata_that_does_not_fit_the_weights_is_refused(model_file, tmp_path):
-    from dataclasses import replace
-
-    from imgclf.modelfile import load_model, save_model
-
-    tensors, info = load_model(model_file)
-    # the head has two outputs
-    save_model(tmp_path / "bad.imgclf", tensors, replace(info, classes=("a", "b", "c")))
-    with pytest.raises(ModelFileError, match="do not fit"):
-        Predictor.load(tmp_path / "bad.imgclf")
-
-
-def test_missing_model_file(tmp_path):
-    with pytest.raises(ModelFileError, match="not found"):
-        load(tmp_path / "nothing.imgclf")
 
 
 def test_same_seed_same_result(colours):
@@ -314,6 +235,8 @@ def test_a_probe_run_resumes_past_its_probe(colours, tmp_path, monkeypatch):
     ((0.10, 0.05, 0.20, 0.30), 3),  # one epoch helps, the next does not: stop there
     ((0.10, 0.09, 0.08, 0.07), 4),  # every epoch helps: all of them run
 ])
+
+
 def test_auto_mode_stops_when_fine_tuning_does_not_help(make_photo, tmp_path, monkeypatch,
                                                         losses, epochs_run, capsys):
     for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
@@ -349,6 +272,8 @@ def test_epochs_that_fit_a_time_limit():
     (15.0, 2),  # the probe's time plus 15 s: two whole-network epochs of 6 s, not three
     (0.0, 0),  # no time left after the probe: it is kept, unchanged
 ])
+
+
 def test_auto_mode_fits_its_epochs_to_the_time_limit(make_photo, tmp_path, monkeypatch, capsys,
                                                       room, epochs_run):
     import time

@@ -81,15 +81,3 @@ def test_the_model_file_holds_the_figures_evaluate_gives(mode, colours, tmp_path
     assert evaluation.loss == pytest.approx(saved["valid_loss"], abs=1e-6)
     assert evaluation.accuracy == saved["accuracy"]
     assert evaluation.error_rate == pytest.approx(saved["error_rate"], abs=1e-12)
-
-
-def test_a_prediction_unpacks_like_fastais_tuple(colour_model):
-    from imgclf import Predictor
-
-    photos, path = colour_model
-    prediction = Predictor.load(path).predict(sorted(photos.glob("red/*.jpg"))[0])
-    label, index, probabilities = prediction  # as `model.predict(...)` in the tutorials
-    assert (label, index) == ("red", 1)  # the classes: blue, red
-    assert probabilities == list(prediction.probabilities.values())  # in class order
-    assert probabilities[index] == prediction.probability > 0.5  # as fastai's probs[idx]
-    assert prediction.label == "red"  # the fields stay

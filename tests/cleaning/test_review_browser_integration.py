@@ -8,7 +8,7 @@ import csv
 import pytest
 
 from tests.serving import BROWSER_FLAGS, running
-from tests.test_review import _photo, write_issues
+from tests.cleaning.test_review import _photo, write_issues
 
 pytestmark = pytest.mark.integration
 
