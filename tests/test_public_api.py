@@ -50,6 +50,17 @@ def test_import_does_not_load_torch():
     assert output == "False"
 
 
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """`imgclf --help` and the parser load no torch, matplotlib or scikit-learn: each command
+    imports its stage when it runs."""
+    code = ("import sys; from imgclf.cli import _parser; _parser().format_help(); "
+            "print(sorted(m for m in ('torch', 'matplotlib', 'sklearn', 'onnxruntime') "
+            "if m in sys.modules))")
+    output = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            check=True).stdout.strip()
+    assert output == "[]"
+
+
 def test_source_never_unpickles():
     from pathlib import Path
 

@@ -24,7 +24,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from imgclf.config import DEFAULT_ACCEPTANCE, KNN_K, SOFTMAX_WEIGHT, UnknownConfig
+from imgclf.config import (DEFAULT_ACCEPTANCE, KNN_K, SOFTMAX_WEIGHT, TrainConfig,
+                           UnknownConfig)
 
 # Training pictures kept in the model file (float16): 2048 x 1280 features is 5 MB, the most
 # the detector may add to a model file. Larger training sets keep a random (seeded) sample.
@@ -85,7 +86,7 @@ TUNING = tuple((k, weight) for k in (1, 5, 10, 20) for weight in (0.0, 0.2, 0.5)
 
 def fit_detector(train: torch.Tensor, train_targets: torch.Tensor, head: nn.Module, *,
                  valid: torch.Tensor | None = None, negatives: torch.Tensor | None = None,
-                 acceptance: float = DEFAULT_ACCEPTANCE, seed: int = 42
+                 acceptance: float = DEFAULT_ACCEPTANCE, seed: int = TrainConfig.seed
                  ) -> tuple[Detector, UnknownConfig]:
     """A detector from training embeddings, calibrated on validation embeddings.
 

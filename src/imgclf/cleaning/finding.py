@@ -30,7 +30,7 @@ from imgclf._files import atomic_open
 from imgclf._progress import progress
 from imgclf.cleaning.fixes import COLUMNS, KINDS, Decision, read_table
 from imgclf.collection.dedupe import perceptual_hash
-from imgclf.config import CleanConfig, TrainConfig
+from imgclf.config import CleanConfig, DataConfig, TrainConfig
 from imgclf.data.decoding import load_image
 from imgclf.data.sources import SPLITS
 from imgclf.errors import DataError, ImageError, ImgclfError
@@ -206,7 +206,7 @@ def _embeddings(data: ImageData, show_progress: bool):
 def out_of_fold_probabilities(features: np.ndarray, targets: np.ndarray, num_classes: int, *,
                               folds: int = CleanConfig.folds,
                               regularisation: float = CleanConfig.regularisation,
-                              seed: int = 42,
+                              seed: int = DataConfig.seed,
                               exclude: np.ndarray | None = None) -> np.ndarray:
     """Each picture's class probabilities from a logistic regression that never saw it.
 
@@ -267,7 +267,7 @@ class Screening:
 
 
 def screen(features: np.ndarray, targets: np.ndarray, num_classes: int, *,
-           config: CleanConfig = CleanConfig(), seed: int = 42) -> Screening:
+           config: CleanConfig = CleanConfig(), seed: int = DataConfig.seed) -> Screening:
     """Off-topic pictures and likely label errors from embeddings and given labels.
 
     Label errors are cleanlab's pick (confident learning, prune_by_noise_rate) plus every

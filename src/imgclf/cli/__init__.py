@@ -207,7 +207,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("model", help="a .imgclf model file (or a training output folder)")
     predict.add_argument("paths", nargs="+", help="image files or folders")
     predict.add_argument("--top-k", type=int, default=1, help="classes to show per picture")
-    predict.add_argument("--batch-size", type=int, default=32)
+    predict.add_argument("--batch-size", type=int, default=InferenceConfig.batch_size)
     output = predict.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="one JSON object per line")
     output.add_argument("--csv", metavar="FILE", help="write a CSV file instead")

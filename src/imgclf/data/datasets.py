@@ -1,6 +1,6 @@
 """Pictures as tensors: the Dataset and collate function every DataLoader in imgclf uses.
 
-Training batches (data.py) and the forward loop (inference.py) both read pictures through
+Training batches (imagedata.py) and the forward loop (inference/loop.py) both read pictures through
 ``ImageFiles``, so a bad file is skipped the same way everywhere.
 """
 

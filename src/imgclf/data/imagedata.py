@@ -348,7 +348,7 @@ class ImageData:
 
         part: (rank, processes): this process's share of each batch in data-parallel
         training: the batches one process would draw, each split in `processes` slices, so
-        the run sees the same pictures in the same order (devices.py).
+        the run sees the same pictures in the same order (training/distributed.py).
         """
         import torch
 

@@ -52,7 +52,7 @@ class Outputs:
 
 
 def batches(network: nn.Module, dataset: Any, *, batch_size: int = InferenceConfig.batch_size,
-            num_workers: int | None = None, probabilities: bool = True,
+            num_workers: int | None = InferenceConfig.num_workers, probabilities: bool = True,
             embeddings: bool = False, tta: bool = False, show_progress: bool = False,
             description: str = "Predicting", transient: bool = False,
             total: int | None = None) -> Iterator[Batch]:
@@ -64,7 +64,7 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = InferenceConf
         probabilities: softmax of the class scores (float32).
         embeddings: the average-pooled backbone features, as the probe's head sees them.
         tta: test-time augmentation: probabilities averaged with the mirror image's.
-        num_workers: DataLoader processes; default: pictures.inference_workers (none on 2
+        num_workers: DataLoader processes; default: data.datasets.inference_workers (none on 2
             cores), none for a single picture (a process costs more than decoding one photo).
         total: rows the progress bar counts, when an item holds several (default: one each).
     """

@@ -141,7 +141,8 @@ class Predictor:
         self.acceptance = acceptance
 
     @classmethod
-    def load(cls, path: str | os.PathLike, *, runtime: str = InferenceConfig.runtime, int8: bool = False,
+    def load(cls, path: str | os.PathLike, *, runtime: str = InferenceConfig.runtime,
+             int8: bool = False,
              acceptance: float | None = None) -> Predictor:
         """Load a model file written by ``Learner.export`` (never unpickles anything).
 
@@ -183,7 +184,8 @@ class Predictor:
         onnx = getattr(self.network, "onnx", None)
         return "torch" if onnx is None else "int8" if onnx.int8 else "onnx"
 
-    def outputs(self, pictures: Sequence[ImageSource | Image.Image], *, batch_size: int = InferenceConfig.batch_size,
+    def outputs(self, pictures: Sequence[ImageSource | Image.Image], *,
+                batch_size: int = InferenceConfig.batch_size,
                 tta: bool = False, embeddings: bool = False, show_progress: bool = False,
                 description: str = "Predicting", num_workers: int | None = None
                 ) -> loop.Outputs:
@@ -207,14 +209,15 @@ class Predictor:
             raise result.errors[0]
         return self._prediction(result, 0)
 
-    def predict_batch(self, paths: Sequence[ImageSource | Image.Image], *, batch_size: int = InferenceConfig.batch_size,
+    def predict_batch(self, paths: Sequence[ImageSource | Image.Image], *,
+                      batch_size: int = InferenceConfig.batch_size,
                       show_progress: bool = True, num_workers: int | None = None
                       ) -> list[Prediction | ImageError]:
         """Predictions for many pictures (files, bytes or PIL images), in order; an unreadable
         one gives its ImageError.
 
         num_workers: DataLoader processes that read files (default:
-        pictures.inference_workers, none on 2 cores); 0 for pictures already in memory.
+        data.datasets.inference_workers, none on 2 cores); 0 for pictures already in memory.
         """
         result = self.outputs(paths, batch_size=batch_size, show_progress=show_progress,
                               num_workers=num_workers)

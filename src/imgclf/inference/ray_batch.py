@@ -40,7 +40,8 @@ _REMOTE = ("s3://", "gs://", "gcs://", "abfs://", "az://", "hdfs://", "http://",
 
 
 def predict_dataset(model: str | os.PathLike, source: str | os.PathLike | Sequence[Any], *,
-                    out: str | os.PathLike | None = None, batch_size: int = InferenceConfig.batch_size,
+                    out: str | os.PathLike | None = None,
+                    batch_size: int = InferenceConfig.batch_size,
                     actors: int | None = None, gpus_per_actor: float = 0,
                     address: str | None = None, runtime: str = InferenceConfig.runtime,
                     show_progress: bool = True) -> pandas.DataFrame | Path:

@@ -123,7 +123,8 @@ def build_blocks(predictor, *, examples: str | os.PathLike | list | None = None,
     return demo
 
 
-def build_app(model: str | os.PathLike, *, examples: Any = None, runtime: str = InferenceConfig.runtime):
+def build_app(model: str | os.PathLike, *, examples: Any = None,
+              runtime: str = InferenceConfig.runtime):
     """The Gradio app for a model file (what a Hugging Face Space's app.py calls)."""
     return build_blocks(Predictor.load(model, runtime=runtime), examples=examples)
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from imgclf._version import __version__
-from imgclf.config import InferenceConfig
+from imgclf.config import InferenceConfig, ServeConfig
 from imgclf.data.decoding import load_image
 from imgclf.errors import ImageError, ImgclfError
 from imgclf.inference.predictor import Predictor
@@ -37,7 +37,8 @@ FORM_OVERHEAD_BYTES = 64 * 1024
 FORM_FIELD_BYTES = 16 * 1024
 
 
-def create_app(model: str | os.PathLike | Any, *, runtime: str = InferenceConfig.runtime, int8: bool = False,
+def create_app(model: str | os.PathLike | Any, *, runtime: str = InferenceConfig.runtime,
+               int8: bool = False,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, examples: Any = None,
                with_gradio: bool = True, acceptance: float | None = None,
                batching: dict | None = None):
@@ -149,7 +150,7 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = InferenceConfig
     return app
 
 
-def serve(model: str | os.PathLike, *, host: str = "127.0.0.1", port: int = 7860,
+def serve(model: str | os.PathLike, *, host: str = ServeConfig.host, port: int = ServeConfig.port,
           runtime: str = InferenceConfig.runtime, int8: bool = False, examples: Any = None,
           acceptance: float | None = None) -> None:
     """Run the server until interrupted (what `imgclf serve` does).

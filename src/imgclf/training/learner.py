@@ -65,7 +65,7 @@ class Learner:
                  verbose: bool = True):
         self.data = data
         self.config = config
-        # under torchrun, one of several processes (devices.py); only the first writes
+        # under torchrun, one of several processes (distributed.py); only the first writes
         device = resolve_device(config.device)
         self.processes = processes(cuda=device.type == "cuda")
         self.device = device_of(self.processes, device)
