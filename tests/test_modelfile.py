@@ -218,3 +218,70 @@ def test_metadata_that_does_not_fit_the_weights_is_refused(model_file, tmp_path)
 def test_missing_model_file(tmp_path):
     with pytest.raises(ModelFileError, match="not found"):
         load(tmp_path / "nothing.imgclf")
+
+
+# --- every field is checked on load, also when the checksum was recomputed (#27, item 9) ----
+
+def _resave_with_checksum(source, target, change_values=None, change_tensors=None):
+    """Copy a model file with its metadata or tensors edited and the checksum recomputed, as
+    someone who knows the format would."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(source), framework="pt") as handle:
+        header = dict(handle.metadata())
+        tensors = {name: handle.get_tensor(name) for name in handle.keys()}
+    values = json.loads(header["metadata"])
+    if change_values:
+        change_values(values)
+    if change_tensors:
+        change_tensors(tensors)
+    header["metadata"] = json.dumps(values)
+    header["checksum"] = _checksum(tensors, header)
+    save_file(tensors, str(target), metadata=header)
+
+
+def _set(*keys_and_value):
+    *keys, value = keys_and_value
+
+    def change(values):
+        for key in keys[:-1]:
+            values = values[key]
+        values[keys[-1]] = value
+
+    return change
+
+
+@pytest.mark.parametrize("edit, said", [
+    (_set("classes", ["blue", "blue"]), "named twice"),
+    (_set("classes", []), "classes must be names"),
+    (_set("input", "crop_fraction", 0), "crop_fraction"),
+    (_set("input", "interpolation", "bogus"), "interpolation"),
+    (_set("input", "std", [0, 0, 0]), "std must be above 0"),
+    (_set("input", "image_size", 0), "image_size"),
+    (_set("unknown", "k", 0), "k must be"),
+    (_set("unknown", "k", 1e6), "k must be"),
+    (_set("unknown", "threshold", "x"), "threshold must be a number"),
+    (_set("unknown", "threshold", float("nan")), "threshold must be a number"),
+    (_set("unknown", "acceptance", 2), "acceptance"),
+], ids=["repeated class", "no class", "crop 0", "bogus interpolation", "std 0", "size 0", "k 0",
+        "k 1e6", "threshold text", "threshold NaN", "acceptance 2"])
+def test_a_recomputed_checksum_does_not_pass_a_field_that_cannot_work(model, tmp_path, edit,
+                                                                       said):
+    _, path = model
+    _resave_with_checksum(path, tmp_path / "edited.imgclf", change_values=edit)
+    with pytest.raises(ModelFileError, match=f"does not describe a network.*{said}"):
+        Predictor.load(tmp_path / "edited.imgclf")
+
+
+def test_weights_that_are_not_numbers_are_refused(model, tmp_path):
+    _, path = model
+
+    def poison(tensors):
+        name = next(name for name in tensors if tensors[name].is_floating_point())
+        tensors[name] = tensors[name].clone()
+        tensors[name].view(-1)[0] = float("nan")
+
+    _resave_with_checksum(path, tmp_path / "nan.imgclf", change_tensors=poison)
+    with pytest.raises(ModelFileError, match="not numbers"):
+        Predictor.load(tmp_path / "nan.imgclf")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,6 +14,18 @@ AUGMENT_POLICIES = (None, "randaugment", "trivialaugment")
 TRAIN_MODES = ("auto", "probe", "fine_tune")
 # What can run the network outside training (InferenceConfig.runtime).
 RUNTIMES = ("auto", "onnx", "torch")
+# Resampling filters a picture can be resized with (InputConfig.interpolation).
+INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
+
+
+def _number(value: Any) -> bool:
+    """A finite int or float (not a bool, not NaN or infinity)."""
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _integer(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 # probe and auto modes read pictures at this multiple of the backbone's pretrained input size
@@ -59,8 +72,21 @@ class InputConfig:
     def __post_init__(self):
         if self.resize not in RESIZE_METHODS:
             raise ValueError(f"resize must be one of {RESIZE_METHODS}, not {self.resize!r}")
-        if self.image_size < 1:
-            raise ValueError(f"image_size must be at least 1 pixel, not {self.image_size}")
+        if not _integer(self.image_size) or self.image_size < 1:
+            raise ValueError(f"image_size must be at least 1 pixel, not {self.image_size!r}")
+        if self.train_size is not None and (not _integer(self.train_size) or self.train_size < 1):
+            raise ValueError(f"train_size must be at least 1 pixel, not {self.train_size!r}")
+        if self.interpolation not in INTERPOLATIONS:
+            raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, not "
+                             f"{self.interpolation!r}")
+        if not _number(self.crop_fraction) or not 0 < self.crop_fraction <= 1:
+            raise ValueError(f"crop_fraction must be in (0, 1], not {self.crop_fraction!r}")
+        for name in ("mean", "std"):
+            values = getattr(self, name)
+            if len(values) != 3 or not all(_number(value) for value in values):
+                raise ValueError(f"{name} must be three numbers, not {values!r}")
+        if not all(value > 0 for value in self.std):
+            raise ValueError(f"std must be above 0 (it divides), not {self.std!r}")
 
     @property
     def resize_size(self) -> int:
@@ -194,6 +220,8 @@ class HeadConfig:
 #   like ants and bees; the softmax term rejects the ambiguous ones first).
 KNN_K = 5
 SOFTMAX_WEIGHT = 0.2
+# The most neighbours a detector may count: more than its bank holds of a class means nothing.
+MAX_NEIGHBOURS = 1000
 # The share of in-domain pictures accepted by default.
 DEFAULT_ACCEPTANCE = 0.95
 
@@ -369,8 +397,19 @@ class UnknownConfig:
     negatives_flagged: float | None = None
 
     def __post_init__(self):
-        if not 0 < self.acceptance <= 1:
-            raise ValueError(f"acceptance must be in (0, 1], not {self.acceptance}")
+        if not _number(self.acceptance) or not 0 < self.acceptance <= 1:
+            raise ValueError(f"acceptance must be in (0, 1], not {self.acceptance!r}")
+        if not _integer(self.k) or not 1 <= self.k <= MAX_NEIGHBOURS:
+            raise ValueError(f"k must be a whole number from 1 to {MAX_NEIGHBOURS}, not "
+                             f"{self.k!r}")
+        if not _number(self.softmax_weight) or self.softmax_weight < 0:
+            raise ValueError(f"softmax_weight must be 0 or more, not {self.softmax_weight!r}")
+        # inf is a threshold (nothing is unknown); NaN or a string is not
+        if (not isinstance(self.threshold, (int, float)) or isinstance(self.threshold, bool)
+                or math.isnan(self.threshold)):
+            raise ValueError(f"threshold must be a number, not {self.threshold!r}")
+        if not _integer(self.bank_size) or self.bank_size < 0:
+            raise ValueError(f"bank_size must be 0 or more, not {self.bank_size!r}")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

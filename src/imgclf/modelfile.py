@@ -74,6 +74,13 @@ class ModelInfo:
     def __post_init__(self):
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "history", tuple(self.history))
+        if not self.classes or not all(isinstance(name, str) and name.strip()
+                                       for name in self.classes):
+            raise ValueError(f"classes must be names, not {list(self.classes)!r}")
+        repeated = sorted({name for name in self.classes if self.classes.count(name) > 1})
+        if repeated:
+            raise ValueError(f"each class must be named once, but {', '.join(repeated)} "
+                             "is named twice")
 
     def to_dict(self) -> dict[str, Any]:
         values = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -193,6 +200,12 @@ def load_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelI
         raise ModelFileError(f"{path} is damaged or was modified after it was saved: its "
                              "weights or metadata do not match their checksum. Export the "
                              "model again from its training run, or download it again.")
+    broken = [name for name, tensor in tensors.items()
+              if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all())]
+    if broken:
+        raise ModelFileError(f"{path} holds weights that are not numbers (NaN or infinite: "
+                             f"{', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}): "
+                             "a diverged run or a damaged export; train or export it again.")
     try:
         values = json.loads(header["metadata"])
     except (KeyError, ValueError) as error:

@@ -125,7 +125,13 @@ def test_cache_says_what_it_holds_and_clears_a_kind(colours, private_cache, caps
     assert main(["cache", "--clear", "nope"]) == 1
     assert "the kinds are copies, views" in capsys.readouterr().err
     assert main(["cache", "--clear"]) == 0
-    assert sorted(p.name for p in private_cache.iterdir()) == ["images", "venvs"]
+    # what remains: the user's folders and file, and the marker that says the cache is imgclf's
+    assert sorted(p.name for p in private_cache.iterdir()) == [".imgclf-cache", "images", "venvs"]
     assert [p.name for p in (private_cache / "images").rglob("*")] == ["mine.jpg"]
     assert main(["cache", "--clear"]) == 0  # nothing left of imgclf's: nothing to do
     assert "freed 0.0 MB" in capsys.readouterr().out
+
+
+def test_more_training_processes_than_cpu_cores_are_refused(colours, capsys):
+    assert main(["train", str(colours), "--devices", "99", "--device", "cpu"]) == 1
+    assert "--devices 99: processes on the CPU share its" in capsys.readouterr().err

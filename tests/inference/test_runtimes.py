@@ -125,3 +125,39 @@ def test_a_cache_that_cannot_be_written_falls_back_to_pytorch(colour_model, monk
     assert predictor.runtime == "torch"
     assert predictor.predict(sorted(photos.glob("red/*.jpg"))[0]).label == "red"
     assert "PyTorch runs the network" in capsys.readouterr().err
+
+
+# --- a cached graph is served only if it is the one built for the model (#27, item 8) -------
+
+@pytest.mark.parametrize("damage", ["another network's graph", "one flipped byte"])
+def test_a_cached_graph_that_is_not_the_models_is_built_again(colour_model, private_cache,
+                                                              damage):
+    photos, path = colour_model
+    picture = sorted(photos.glob("red/*.jpg"))[0]
+    expected = Predictor.load(path, runtime="torch").predict(picture).probabilities
+    graph = Predictor.load(path).network.onnx.path
+    if damage == "another network's graph":
+        other = Classifier.create("efficientnet_lite0", 2).eval()
+        graph.write_bytes(onnx_runtime.cached_graph(other, 64, show_progress=False).read_bytes())
+    else:
+        data = bytearray(graph.read_bytes())
+        data[len(data) // 2] ^= 0xFF
+        graph.write_bytes(bytes(data))
+    again = Predictor.load(path)
+    assert again.runtime == "onnx"
+    assert again.predict(picture).probabilities == pytest.approx(expected, abs=1e-4)
+
+
+@pytest.mark.parametrize("check", ["a JSON list", "accepted edited in, another graph"])
+def test_an_int8_check_imgclf_did_not_write_is_not_trusted(colour_model, private_cache, check):
+    photos, path = colour_model
+    graph = Predictor.load(path).network.onnx.path
+    result = graph.with_suffix(".int8.json")
+    if check == "a JSON list":
+        result.write_text("[1, 2]")
+    else:  # as if a refused check had been edited, with some other graph dropped in
+        result.write_text('{"accepted": true, "reason": "", "key": "x"}')
+        onnx_runtime.int8_path(graph).write_bytes(graph.read_bytes())
+    assert onnx_runtime.read_int8_check(graph) is None
+    with pytest.raises(ImgclfError, match="no checked int8 version"):
+        Predictor.load(path, int8=True)

@@ -7,6 +7,7 @@ import pytest
 
 from imgclf import ImageData, Learner, load, train
 from imgclf.cli import main
+from imgclf.model import Classifier
 from imgclf.training.embeddings import Embeddings, compute_embeddings, fit_linear_head
 
 FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
@@ -204,3 +205,36 @@ def test_a_stored_view_gives_the_tensor_the_original_gives(colours, make_photo, 
     stored[1].unlink()
     assert torch.equal(pictures[0][0], expected[0]) and torch.equal(pictures[1][0], expected[1])
     assert stored[1].exists() and torch.equal(pictures[0][0], expected[0])
+
+
+# --- embeddings that vanish or rot in the cache (#27, item 7) -------------------------------
+
+def test_embeddings_deleted_while_a_run_computes_them_are_still_used(colours, monkeypatch):
+    """`imgclf cache --clear` in another shell while a probe embeds: every picture keeps its
+    row (they used to be dropped without a word, and the model scored 1.0 on what was left)."""
+    from imgclf.training import embeddings
+
+    data = ImageData.from_folder(colours, image_size=64, num_workers=0, verbose=False)
+    network = Classifier.create(data.backbone, len(data.classes)).eval()
+
+    def saved_then_cleared(path, values):
+        pass  # as if each file were deleted right after it was written
+
+    monkeypatch.setattr(embeddings, "save_array", saved_then_cleared)
+    found = embeddings.compute_embeddings(network, data, "train", show_progress=False)
+    assert len(found.targets) == len(data.train) and found.computed == len(data.train)
+
+
+def test_a_damaged_cached_embedding_is_computed_again(colours):
+    from imgclf.training.embeddings import compute_embeddings, embedding_folder
+
+    data = ImageData.from_folder(colours, image_size=64, num_workers=0, verbose=False)
+    network = Classifier.create(data.backbone, len(data.classes)).eval()
+    first = compute_embeddings(network, data, "train", show_progress=False)
+    files = sorted(embedding_folder(data).rglob("*.npy"))
+    files[0].write_bytes(files[0].read_bytes()[:40])  # cut short
+    np.save(files[1], np.full(7, np.nan, np.float32))  # the wrong size, not numbers
+    again = compute_embeddings(network, data, "train", show_progress=False)
+    assert again.computed == 2
+    assert np.allclose(np.sort(again.features, axis=0), np.sort(first.features, axis=0),
+                       atol=1e-5)

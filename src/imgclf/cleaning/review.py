@@ -1,8 +1,8 @@
 """The review page of `imgclf clean DATA --review`: look at each flagged picture, then keep,
 relabel or remove it; Apply moves the files (never deletes one).
 
-The page reads the issues.csv that cleaning wrote (not imgclf.cleaning.finding itself: serving holds
-no training code), shows the flagged pictures as a grid filtered by kind of issue and by
+The page reads the issues.csv that cleaning wrote (not finding.py itself, which needs the
+training code), shows the flagged pictures as a grid filtered by kind of issue and by
 class, and saves each decision to the decisions file the moment it is made
 (``fixes.record_decision``), so closing the page loses nothing and opening it again shows
 every decision taken. Apply hands the decisions to ``fixes.apply_decisions`` (or, for
@@ -12,10 +12,13 @@ CSV-labelled data, ``fixes.correct_csv``), which logs every move in DATA/cleanin
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+import signal
 import shutil
 import tempfile
+import threading
 import weakref
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,6 +27,7 @@ from typing import Any, Sequence
 from imgclf._files import printable
 from imgclf.cleaning.fixes import (DECISIONS, DESCRIPTIONS, LOG, Applied, Decision, apply_decisions,
                                    correct_csv, locate, read_decisions, read_table, record_decision)
+from imgclf.config import ServeConfig
 from imgclf.data.decoding import load_image
 from imgclf.data.sources import REMOVED_FOLDER
 from imgclf.errors import DataError, ImageError, ImgclfError
@@ -34,7 +38,6 @@ from imgclf.serve.http import own_gradio_folder
 ALL = "*"  # the filters' "everything" choice (no class folder is named *)
 THUMBNAIL_SIDE = 192  # grid thumbnails: small enough to list hundreds, big enough to judge
 PREVIEW_SIDE = 640  # the selected picture
-PORT = 7861  # beside `imgclf serve`'s 7860, so both can run at once
 
 
 @dataclass
@@ -154,7 +157,7 @@ class ReviewPage:
                 if parent:
                     os.makedirs(parent, exist_ok=True)
                 self._folder = Path(tempfile.mkdtemp(prefix="imgclf-review-", dir=parent))
-                weakref.finalize(self, shutil.rmtree, self._folder, True)
+                self._cleanup = weakref.finalize(self, shutil.rmtree, self._folder, True)
             target = self._folder / f"{len(self._thumbnails)}.jpg"
             self.picture(path, self.thumbnail_side).save(target, quality=85)
             self._thumbnails[key] = str(target)
@@ -227,7 +230,17 @@ class ReviewPage:
         """Carry out every decision in the file; Markdown saying what moved and how to undo."""
         if not self.decisions():
             return "No decisions yet: choose keep, relabel or remove for some pictures first."
-        decisions = read_decisions(self.decisions_file)
+        # the page carries out decisions on the pictures it shows, and no others: a
+        # decisions.csv that came with the data cannot move what no one reviewed here
+        decisions, others = [], 0
+        for decision in read_decisions(self.decisions_file):
+            if str(locate(str(decision.path), self.root)) in self.by_path:
+                decisions.append(decision)
+            else:
+                others += 1
+        if not decisions:
+            return (f"None of the {others} decision(s) in {self._code(self.decisions_file)} is "
+                    "about a picture on this page: nothing was moved.")
         if self.csv_file is not None:
             target = correct_csv(self.csv_file, decisions,
                                  root=Path(os.path.abspath(self.csv_file)).parent)
@@ -238,7 +251,9 @@ class ReviewPage:
         for source, target in applied.moved:
             self.moved[str(source)] = target
         self._archive_decisions()
-        return self._applied_text(applied)
+        return self._applied_text(applied) + (
+            f"\n\n{others} decision(s) about pictures not on this page were left undone."
+            if others else "")
 
     def _archive_decisions(self) -> None:
         """Applied decisions move aside (decisions-applied-TIME.csv), so that a later Apply,
@@ -260,6 +275,12 @@ class ReviewPage:
         lines.append(f"\nEvery move is in {self._code(self.root / LOG)}; "
                      f"{_code(f'imgclf clean {printable(self.root)} --undo')} moves them back.")
         return "\n".join(lines)
+
+    def close(self) -> None:
+        """Remove the thumbnails' folder now (also done when the page is collected)."""
+        cleanup = getattr(self, "_cleanup", None)
+        if cleanup is not None:
+            cleanup()
 
     # --- the page's event handlers: Gradio values in, Gradio values out -----------------
 
@@ -297,7 +318,9 @@ class ReviewPage:
 
     def on_select(self, paths: list[str], index: int):
         """A thumbnail was clicked: the picture at `index` of the grid."""
-        return self.on_view(paths[index] if 0 <= index < len(paths) else None)
+        chosen = (isinstance(index, int) and not isinstance(index, bool)
+                  and 0 <= index < len(paths or ()))  # an event from elsewhere: ignored
+        return self.on_view(paths[index] if chosen else None)
 
     def on_decide(self, action: str, path: str | None, new_label: str | None, kind: str,
                   label: str, paths: list[str]):
@@ -430,7 +453,7 @@ def build_review(issues_file: str | os.PathLike, root: str | os.PathLike,
 def serve_review(issues_file: str | os.PathLike, root: str | os.PathLike,
                  classes: Sequence[str], *, decisions_file: str | os.PathLike | None = None,
                  csv_file: str | os.PathLike | None = None, host: str = "127.0.0.1",
-                 port: int = PORT) -> None:
+                 port: int = ServeConfig.review_port) -> None:
     """Serve the review page until interrupted (what `imgclf clean DATA --review` does).
 
     Example:
@@ -443,7 +466,8 @@ def serve_review(issues_file: str | os.PathLike, root: str | os.PathLike,
     except ImportError:
         raise ImgclfError(SERVE_HINT) from None
     gr = _gradio()
-    with own_gradio_folder():
+    # SIGTERM handled from before the page exists to after its folders are removed
+    with _stopping_on_sigterm(), own_gradio_folder():
         page = ReviewPage(issues_file, root, classes, decisions_file=decisions_file,
                           csv_file=csv_file)
         if not page.pictures:
@@ -452,8 +476,30 @@ def serve_review(issues_file: str | os.PathLike, root: str | os.PathLike,
         app = gr.mount_gradio_app(FastAPI(), page.build(), path="/")
         print(f"Review {len(page.pictures)} flagged pictures on http://{host}:{port} "
               f"(decisions are saved to {printable(page.decisions_file)} as you make them; "
-              "Ctrl+C stops)")
-        uvicorn.run(app, host=host, port=port, log_level="warning")
+              "Ctrl+C stops)", flush=True)
+        try:
+            uvicorn.run(app, host=host, port=port, log_level="warning")
+        finally:
+            page.close()
+
+
+@contextlib.contextmanager
+def _stopping_on_sigterm():
+    """SIGTERM ends the process as Ctrl+C does, through every `finally` (the temporary
+    folders are removed); uvicorn hands a signal it caught back to this handler."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGTERM)
+
+    def stop(number, frame):
+        raise SystemExit(128 + number)
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 
 def placeholder(text: str, side: int = THUMBNAIL_SIDE):

@@ -182,7 +182,7 @@ def _train(args: argparse.Namespace) -> int:
 
 def _clean(args: argparse.Namespace) -> int:
     from imgclf.cleaning.finding import find_issues
-    from imgclf.cleaning.fixes import apply_decisions, correct_csv, read_decisions, undo
+    from imgclf.cleaning.fixes import read_decisions, undo
 
     is_csv = args.data.lower().endswith(".csv")
     root = _data_root(args.data)
@@ -192,8 +192,12 @@ def _clean(args: argparse.Namespace) -> int:
                               "file beside the original, which is unchanged.")
         moved = undo(root)
         print(f"Moved back {len(moved)} file(s); see {root / 'cleaning-log.csv'}.")
-        return 0
+        for path, why in moved.left:
+            print(f"  left in place: {printable(path)}: {why}", file=sys.stderr)
+        return 1 if moved.left else 0
     decisions = read_decisions(args.apply) if args.apply else None
+    if decisions is not None:  # the files alone: no reading of the data (an interrupted
+        return _apply(args, root, decisions, is_csv)  # apply may have emptied a class)
     data = load_data(args)
     if decisions is None:
         issues = find_issues(data)
@@ -209,14 +213,24 @@ def _clean(args: argparse.Namespace) -> int:
         if not args.auto:
             return 0
         decisions = issues.auto_decisions()
+    return _apply(args, root, decisions, is_csv, classes=data.classes)
+
+
+def _apply(args: argparse.Namespace, root: Path, decisions: list, is_csv: bool, *,
+           classes: list[str] | None = None) -> int:
+    from imgclf.cleaning.fixes import apply_decisions, class_folders, correct_csv
+
     if is_csv:
         target = correct_csv(args.data, decisions)
         print(f"Wrote the corrected labels to {target}; {args.data} is unchanged.")
         return 0
-    applied = apply_decisions(root, decisions, classes=data.classes)
+    applied = apply_decisions(root, decisions,
+                              classes=classes if classes is not None else class_folders(root))
     print(f"Moved {len(applied.moved)} file(s) ({applied.already} already moved, "
           f"{len(applied.skipped)} not found); every move is in {root / 'cleaning-log.csv'}, "
           f"and imgclf clean {args.data} --undo moves them back.")
+    for path, why in applied.skipped:
+        print(f"  not found: {printable(path)} ({why})", file=sys.stderr)
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import errno
 import io
 import os
+import stat
 import warnings
 from pathlib import Path
 from typing import BinaryIO, Union
@@ -40,6 +41,10 @@ MAX_PIXELS = 89_478_485
 Image.MAX_IMAGE_PIXELS = None
 # Fewer pixels a side than this hold nothing to classify (a 1x1 web beacon, say): refused.
 MIN_SIDE = 8
+# Files larger than this are refused before a byte is read: a picture of MAX_PIXELS is 268 MB
+# even as uncompressed RGB, so anything past twice that is no picture imgclf can use (a disk
+# image or a video named .jpg, say), and reading it whole would only fill the memory.
+MAX_FILE_BYTES = 512 * 1024 * 1024
 
 # Magic bytes of common formats, to tell a damaged image from a file that never was one.
 _SIGNATURES = (
@@ -172,16 +177,32 @@ def _open_source(source: ImageSource) -> tuple[str, BinaryIO]:
     if hasattr(source, "read"):
         return str(getattr(source, "name", "<stream>")), source  # type: ignore[return-value]
     path = Path(source)
-    if not path.exists():
-        raise ImageError(str(path), missing_reason(path))
-    if path.is_dir():
-        raise ImageError(str(path), "is a folder, not an image file")
-    if path.stat().st_size == 0:
-        raise ImageError(str(path), "empty file (0 bytes)")
+    problem = file_problem(path)
+    if problem:
+        raise ImageError(str(path), problem)
     try:
         return str(path), open(path, "rb")
     except OSError as error:
         raise ImageError(str(path), f"cannot be opened ({error.strerror or error})") from None
+
+
+def file_problem(path: Path) -> str | None:
+    """Why a path cannot be a picture file, told from its metadata alone (nothing is read):
+    missing, a folder, a device, pipe or socket, empty, or over MAX_FILE_BYTES; else None."""
+    try:
+        found = path.stat()
+    except OSError:
+        return missing_reason(path)
+    if stat.S_ISDIR(found.st_mode):
+        return "is a folder, not an image file"
+    if not stat.S_ISREG(found.st_mode):
+        return "is not a regular file (a device, a pipe or a socket): not a picture"
+    if found.st_size == 0:
+        return "empty file (0 bytes)"
+    if found.st_size > MAX_FILE_BYTES:
+        return (f"too large to be a picture imgclf reads ({found.st_size / 1e6:,.0f} MB; at "
+                f"most {MAX_FILE_BYTES / 1e6:,.0f} MB)")
+    return None
 
 
 def missing_reason(path: Path) -> str:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
+from imgclf.config import DataConfig
 from imgclf.errors import DataError, ImgclfError, ImgclfWarning
 
 IMAGE_SUFFIXES = frozenset(
@@ -53,22 +54,18 @@ def find_images(folder: str | os.PathLike, *, recursive: bool = True) -> list[Pa
     """Image files under a folder by suffix, sorted; hidden files and folders, and pictures
     removed by cleaning (``_removed/``), left out.
 
-    Broken symbolic links and link loops with an image name are included, so that reading
-    them skips them with a reason instead of their vanishing without a word.
+    Whatever else carries an image name (a broken symbolic link, a link loop, a device or a
+    pipe) is included too, so that reading it skips it with a reason instead of its vanishing
+    without a word.
     """
     root = Path(folder)
     pattern = "**/*" if recursive else "*"
     return sorted(
         p for p in root.glob(pattern)
-        if p.suffix.lower() in IMAGE_SUFFIXES and (p.is_file() or _dangling(p))
+        if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
         and not any(part.startswith(".") or part == REMOVED_FOLDER
                     for part in p.relative_to(root).parts)
     )
-
-
-def _dangling(path: Path) -> bool:
-    """A symbolic link that leads to no file (missing target, or a loop)."""
-    return path.is_symlink() and not path.exists()
 
 
 def items_from_folder(root: str | os.PathLike) -> list[Item]:
@@ -219,7 +216,8 @@ def _existing_folder(folder: str | os.PathLike) -> Path:
 # --- splitting ------------------------------------------------------------------------------
 
 
-def split_items(items: Iterable[Item], valid_fraction: float = 0.2, seed: int = 42) -> list[Item]:
+def split_items(items: Iterable[Item], valid_fraction: float = DataConfig.valid_fraction,
+                seed: int = DataConfig.seed) -> list[Item]:
     """Give every item without a split one, at random but stratified and reproducible.
 
     Each class with at least two unsplit pictures puts round(valid_fraction * n) of them
@@ -255,8 +253,8 @@ def expand_paths(arguments: list[str]) -> list[Path]:
             if not found:
                 raise ImgclfError(f"No image files in folder {path}.")
             paths.extend(found)
-        elif path.is_file() or path.is_symlink():  # a broken link is skipped, saying so
-            paths.append(path)
+        elif path.exists() or path.is_symlink():  # a broken link or a device: skipped,
+            paths.append(path)                      # saying why, when it is read
         else:
             raise ImgclfError(f"No such file or folder: {path}")
     return paths

@@ -4,21 +4,20 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from imgclf.config import AugmentConfig, InputConfig
+from imgclf.config import INTERPOLATIONS, AugmentConfig, InputConfig
 
 if TYPE_CHECKING:
     from PIL import Image
     from torchvision.transforms import v2
 
-_INTERPOLATIONS = ("nearest", "bilinear", "bicubic")
 
 
 def interpolation_mode(name: str):
     """torchvision's InterpolationMode for a plain name ("bicubic", "bilinear", "nearest")."""
     from torchvision.transforms import InterpolationMode
 
-    if name not in _INTERPOLATIONS:
-        raise ValueError(f"interpolation must be one of {_INTERPOLATIONS}, not {name!r}")
+    if name not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, not {name!r}")
     return InterpolationMode(name)
 
 

@@ -20,9 +20,9 @@ import numpy as np
 
 from imgclf._files import atomic_open, save_array, write_json
 from imgclf._progress import progress
-from imgclf.cache import cache_root
+from imgclf.cache import cache_folder
 from imgclf.config import InputConfig
-from imgclf.data.decoding import load_image, missing_reason
+from imgclf.data.decoding import file_problem, load_image
 from imgclf.errors import ImageError
 
 # Pictures with this many colours or fewer are drawings, icons or placeholders, not photos
@@ -47,7 +47,7 @@ def view_folder(input: InputConfig) -> Path:
                       "crop": input.crop_fraction, "interpolation": input.interpolation,
                       "pillow": PIL.__version__, "torchvision": torchvision.__version__},
                      sort_keys=True)
-    return cache_root() / "views" / hashlib.sha256(key.encode()).hexdigest()[:16]
+    return cache_folder("views") / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def view_path(folder: Path, digest: str) -> Path:
@@ -91,7 +91,7 @@ def verify_files(paths: list[Path], *, copy_side: int | None, cache_dir: Path | 
         view: (view_folder, square): each file decoded here also leaves its square view
             there, so the run's first reader of that view need not decode it again.
     """
-    cache_dir = cache_dir or cache_root()
+    cache_dir = cache_dir or cache_folder()
     index = _Index(cache_dir / "verified.json")
     copies = cache_dir / "images"
     keys = [_file_key(path) for path in paths]
@@ -120,8 +120,9 @@ def verify_files(paths: list[Path], *, copy_side: int | None, cache_dir: Path | 
 
 def _verify_one(path: Path, copy_side: int | None, copies: Path,
                 view: tuple[Path, Callable] | None = None) -> Verdict:
-    if not path.exists():
-        return Verdict(error=missing_reason(path))
+    problem = file_problem(path)  # before reading: a device or a 3 GB file is never read
+    if problem:
+        return Verdict(error=problem)
     try:
         data = path.read_bytes()
     except OSError as error:

@@ -32,8 +32,8 @@ from imgclf.data.decoding import load_image
 from imgclf.errors import ImageError, ImgclfError
 from imgclf.inference import loop
 from imgclf.inference.predictor import Predictor, outlier_calibration
-from imgclf.inference.runtimes import (OnnxModule, OnnxNetwork, cached_graph, int8_path,
-                                       read_int8_check, require)
+from imgclf.inference.runtimes import (OnnxModule, OnnxNetwork, cached_graph, file_digest,
+                                       int8_path, read_int8_check, require)
 
 if TYPE_CHECKING:
     from imgclf.data.imagedata import ImageData
@@ -106,7 +106,9 @@ def quantize(model: str | os.PathLike | Predictor, data: ImageData, *, again: bo
     check = _compare(predictor, float_path, target, data, len(calibration), show_progress)
     if not check.accepted:
         target.unlink(missing_ok=True)
-    write_json(float_path.with_suffix(".int8.json"), {**asdict(check), "key": key})
+    # the checked graph's hash: read_int8_check serves no other file under its name
+    digest = {"sha256": file_digest(target)} if check.accepted else {}
+    write_json(float_path.with_suffix(".int8.json"), {**asdict(check), "key": key, **digest})
     return check
 
 

@@ -1,4 +1,4 @@
-"""onnxruntime behind the interface of the one forward loop (inference.py).
+"""onnxruntime behind the interface of the one forward loop (inference/loop.py).
 
 Two uses:
 - ``accelerated(network, size)``: the CPU runtime every forward pass outside training uses by
@@ -27,7 +27,7 @@ import torch
 from imgclf import model as model_module, unknown as unknown_module
 from imgclf._files import atomic_path
 from imgclf._progress import console, status
-from imgclf.cache import cache_root
+from imgclf.cache import cache_folder
 from imgclf.config import RUNTIMES, InferenceConfig, InputConfig, UnknownConfig
 from imgclf.errors import ImgclfError, ModelFileError
 from imgclf.modelfile import ModelInfo, config_from_dict
@@ -116,7 +116,8 @@ class OnnxModule(torch.nn.Module):
                 results.get("outlier"))
 
 
-def accelerated(network: torch.nn.Module, image_size: int, *, runtime: str = InferenceConfig.runtime,
+def accelerated(network: torch.nn.Module, image_size: int, *,
+                runtime: str = InferenceConfig.runtime,
                 embeddings_only: bool = False, show_progress: bool = True) -> torch.nn.Module:
     """The network as the chosen runtime runs it (see the module's docstring).
 
@@ -174,14 +175,43 @@ def cached_graph(network: torch.nn.Module, image_size: int, *, embeddings_only: 
     and kept on the first call; its path on later ones (opening it is the caller's)."""
     graph = _Graph(network, embeddings_only).eval()
     path = _cache_path(graph, image_size)
+    if path.is_file() and not _intact(path):
+        # not the graph this cache built for these weights (copied over, damaged, or made
+        # before graphs carried their hash): never served; built again, with its int8 files
+        _note_once(f"The cached graph {path.name} is not the one built for this network; "
+                   "building it again.")
+        for stale in (path, _digest_path(path), int8_path(path), path.with_suffix(".int8.json")):
+            stale.unlink(missing_ok=True)
     if not path.is_file():
         _build(graph, image_size, path, show_progress)
     return path
 
 
+def file_digest(path: Path) -> str:
+    """sha256 of a file's bytes (a graph of 15 MB: about 30 ms)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def _digest_path(path: Path) -> Path:
+    """Where a cached graph's hash is kept, written when the graph was built and checked."""
+    return path.with_suffix(".sha256")
+
+
+def _intact(path: Path) -> bool:
+    """Whether a cached graph is, byte for byte, the one built and checked for its key."""
+    try:
+        return _digest_path(path).read_text(encoding="ascii").strip() == file_digest(path)
+    except (OSError, UnicodeDecodeError):
+        return False
+
+
 def int8_module(network: torch.nn.Module, image_size: int) -> OnnxModule:
-    """The int8 graph of a Classifier that ``imgclf.inference.int8.quantize`` made and approved, run by
-    onnxruntime; an ImgclfError saying what to run when there is none, or it was refused."""
+    """The int8 graph of a Classifier that ``imgclf.inference.int8.quantize`` made and approved,
+    run by onnxruntime; an ImgclfError saying what to run when there is none, or it was refused."""
     require("onnxruntime")
     path = _cache_path(_Graph(network, False).eval(), image_size)  # its name: none is built
     check = read_int8_check(path)
@@ -212,8 +242,13 @@ def read_int8_check(float_path: Path) -> dict | None:
         check = json.loads(result.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if check.get("accepted") and not int8_path(float_path).is_file():
-        return None
+    if not isinstance(check, dict) or not isinstance(check.get("accepted"), bool):
+        return None  # not a check imgclf wrote: as if none had run
+    if check["accepted"]:
+        # an accepted graph is served only if it is, byte for byte, the one that was checked
+        graph = int8_path(float_path)
+        if not graph.is_file() or check.get("sha256") != file_digest(graph):
+            return None
     return check
 
 
@@ -267,7 +302,7 @@ def _cache_path(graph: _Graph, image_size: int) -> Path:
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
                       .numpy().tobytes())
-    return cache_root() / "runtimes" / f"{digest.hexdigest()[:24]}.onnx"
+    return cache_folder("runtimes") / f"{digest.hexdigest()[:24]}.onnx"
 
 
 @functools.lru_cache(maxsize=1)
@@ -308,6 +343,9 @@ def _build(graph: _Graph, image_size: int, path: Path, show_progress: bool) -> N
             difference = float(np.abs(want - got).max()) / scale
             if difference > RUNTIME_TOLERANCE:
                 raise ImgclfError(f"its {name} differ from PyTorch's by {difference:.1e}")
+        # the hash of the graph just checked: a file that differs is never served (_intact)
+        with atomic_path(_digest_path(path), durable=False) as digest_file:
+            digest_file.write_text(file_digest(temporary), encoding="ascii")
 
 
 def _fixed_padding(graph: torch.nn.Module, image_size: int) -> torch.nn.Module:

@@ -98,6 +98,11 @@ def launch(arguments: list[str], devices: int, *, cpu: bool = False) -> int:
         raise ImgclfError(f"--devices {devices}: this machine has "
                           f"{torch.cuda.device_count()} GPU(s). Use at most that many, or "
                           "--device cpu for processes sharing the CPU.")
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    if (cpu or not torch.cuda.is_available()) and devices > (cores or 1):
+        raise ImgclfError(f"--devices {devices}: processes on the CPU share its {cores} "
+                          f"core(s), so at most {cores} can each have one (and one process "
+                          "uses them all already). Use --devices 1 here, or GPUs.")
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
                f"--nproc_per_node={devices}", "-m", "imgclf", *arguments]
     environment = dict(os.environ)

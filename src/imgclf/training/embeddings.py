@@ -23,8 +23,8 @@ import torch
 
 from imgclf._files import save_array
 from imgclf._progress import console, progress, status
-from imgclf.cache import cache_root
-from imgclf.config import InferenceConfig, UnknownConfig
+from imgclf.cache import cache_folder
+from imgclf.config import InferenceConfig, TrainConfig, UnknownConfig
 from imgclf.data.datasets import StoredViews, inference_workers
 from imgclf.data.decoding import load_image
 from imgclf.data.sources import SPLITS
@@ -104,7 +104,7 @@ def embedding_folder(data: ImageData) -> Path:
                       **({"weights": _weights_digest(data.weights)} if data.weights else {})},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return cache_root() / "embeddings" / data.backbone / digest
+    return cache_folder("embeddings") / data.backbone / digest
 
 
 def compute_embeddings(network: Classifier, data: ImageData, split: str, *, views: int = 1,
@@ -113,26 +113,31 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
     """Pooled features of a split's pictures: view 0 plus `views - 1` augmented views each.
 
     Cached rows are read from disk; only missing ones go through the network (by default
-    through onnxruntime on the CPU, see onnx_runtime.accelerated), and each batch is saved as
+    through onnxruntime on the CPU, see inference.runtimes.accelerated), and each batch is saved as
     it is done, so an interrupted run keeps what it computed.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")
     folder = embedding_folder(data)
     items = [item for item in data.items[split] if item.label in data.class_index]
-    jobs, rows, stored, items_to_read = [], [], [], []
+    rows = []  # (cache file, class, picture) of every view of every picture
+    found: dict[int, np.ndarray] = {}  # row -> its embedding, read or computed in this call
+    jobs, stored, items_to_read = [], [], []
     for position, item in enumerate(items):
         digest = data.hashes.get(item.path) or _hash_file(item.path)
         missing = []
         for view in range(views):
             target = folder / digest[:2] / f"{digest}_{view}.npy"
+            cached = _read_cached(target, network.backbone.num_features)
+            if cached is None:
+                missing.append((view, len(rows)))
+            else:
+                found[len(rows)] = cached
             rows.append((target, data.class_index[item.label], position))
-            if not target.exists():
-                missing.append((view, target))
         if missing:
             jobs.append((item.path, data.source(item), digest, [v for v, _ in missing],
                          [len(stored) + i for i in range(len(missing))]))
-            stored.extend(target for _, target in missing)
+            stored.extend(row for _, row in missing)
             items_to_read.append(item)
     if jobs:
         views_of = data.stored_views(items_to_read) or StoredViews(
@@ -148,17 +153,35 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
         runner = accelerated(network, data.input.image_size, runtime=runtime,
                              embeddings_only=True, show_progress=show_progress)
         for batch in loop.batches(runner, loader, total=len(stored), probabilities=False,
-                             embeddings=True, show_progress=show_progress,
-                             description=f"Embedding {split} pictures"):
-            for row, embedding in zip(batch.indices, batch.embeddings if batch.indices else ()):
-                save_array(stored[row], embedding.astype(np.float32))
-    present = [(target, label, group) for target, label, group in rows if target.exists()]
+                                  embeddings=True, show_progress=show_progress,
+                                  description=f"Embedding {split} pictures"):
+            for job_row, embedding in zip(batch.indices,
+                                          batch.embeddings if batch.indices else ()):
+                row = stored[job_row]
+                found[row] = embedding.astype(np.float32)
+                # kept in memory as well: a cache entry deleted from now on (imgclf cache
+                # --clear in another shell) costs a recomputation next run, never a row here
+                save_array(rows[row][0], found[row])
+    # a row without an embedding is a picture that could not be read (its error was listed)
+    present = [row for row in range(len(rows)) if row in found]
     if not present:
         raise ValueError(f"No {split} picture could be embedded.")
-    return Embeddings(features=np.stack([np.load(t) for t, _, _ in present]),
-                      targets=np.array([label for _, label, _ in present]),
-                      groups=np.array([group for _, _, group in present]),
+    return Embeddings(features=np.stack([found[row] for row in present]),
+                      targets=np.array([rows[row][1] for row in present]),
+                      groups=np.array([rows[row][2] for row in present]),
                       computed=len(stored))
+
+
+def _read_cached(path: Path, width: int) -> np.ndarray | None:
+    """A cached embedding, or None when it is missing, damaged or not `width` numbers (then
+    it is computed again): the cache is never trusted blindly."""
+    try:
+        values = np.load(path, allow_pickle=False)
+    except (OSError, ValueError, EOFError):
+        return None
+    if values.shape != (width,) or values.dtype != np.float32 or not np.isfinite(values).all():
+        return None
+    return values
 
 
 def plain_embeddings(network: Classifier, data: ImageData, split: str, *, cached: bool,
@@ -268,7 +291,8 @@ class HeadFit:
 
 def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
                     candidates: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
-                    folds: int = 5, seed: int = 42, show_progress: bool = False) -> HeadFit:
+                    folds: int = 5, seed: int = TrainConfig.seed,
+                    show_progress: bool = False) -> HeadFit:
     """Multinomial logistic regression (L-BFGS); C chosen by grouped cross-validated log loss.
 
     Views of one picture always fall in the same fold, so the choice is not fooled by a
