@@ -88,3 +88,13 @@ def test_a_read_only_cache_is_said_plainly(tmp_path, monkeypatch):
         monkeypatch.setattr(os, "access", lambda path, mode: False)
     with pytest.raises(ImgclfError, match="read-only"):
         cache_folder("views")
+
+
+def test_the_default_cache_folder_is_imgclfs_whatever_else_is_in_it(tmp_path, monkeypatch):
+    monkeypatch.delenv("IMGCLF_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    default = tmp_path / ".cache" / "imgclf"
+    (default / "bench-fastai-0123456789").mkdir(parents=True)  # a benchmark's own virtualenv
+    assert cache_folder("views") == default / "views" and (default / MARKER).is_file()
+    assert clear_cache(["views"]) == {"views": (0, 0, 0)}
+    assert (default / "bench-fastai-0123456789").is_dir()

@@ -2,10 +2,10 @@
 
 Every kind is rebuilt on demand, so any of them can be deleted (``imgclf cache --clear``). A
 cache folder is imgclf's when it carries the marker file ``.imgclf-cache``: imgclf writes it
-into a folder it creates, or into one that holds nothing but what imgclf keeps there (a cache
-made before the marker existed). ``--clear`` deletes nothing in a folder without it, and in
-one with it only files shaped like imgclf's: ``IMGCLF_CACHE`` pointed at a folder of the
-user's own pictures loses none of them.
+into ~/.cache/imgclf (the default, imgclf's by its name), and into a folder IMGCLF_CACHE names
+if that holds nothing but what imgclf keeps there. ``--clear`` deletes nothing in a folder
+without the marker, and in one with it only files shaped like imgclf's: ``IMGCLF_CACHE``
+pointed at a folder of the user's own pictures loses none of them.
 """
 
 from __future__ import annotations
@@ -72,7 +72,9 @@ def cache_folder(name: str = "") -> Path:
         raise ImgclfError(f"imgclf's cache folder {root} is read-only: set IMGCLF_CACHE to a "
                           "folder you may write in.")
     marker = root / MARKER
-    if not marker.exists() and _only_imgclfs(root):
+    # ~/.cache/imgclf is imgclf's by its name; a folder IMGCLF_CACHE names is, if it holds
+    # nothing else
+    if not marker.exists() and (not os.environ.get("IMGCLF_CACHE") or _only_imgclfs(root)):
         try:
             marker.write_text(json.dumps({"imgclf": "cache"}) + "\n", encoding="utf-8")
         except OSError:
