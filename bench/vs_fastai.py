@@ -30,7 +30,7 @@ FASTAI = "fastai==2.8.12"
 def fastai_python() -> Path:
     """A virtualenv with fastai that borrows torch and the rest from this one (a .pth file)."""
     ours = sysconfig.get_paths()["purelib"]
-    key = hashlib.sha256(f"{FASTAI}|{ours}".encode()).hexdigest()[:10]
+    key = hashlib.sha256(f"{FASTAI}|{ours}|addsitedir".encode()).hexdigest()[:10]
     venv = Path.home() / ".cache" / "imgclf" / f"bench-fastai-{key}"
     python = venv / "bin" / "python"
     if not (venv / ".ready").exists():
@@ -39,7 +39,9 @@ def fastai_python() -> Path:
         purelib = subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig."
                                   "get_paths()['purelib'])"], capture_output=True, text=True,
                                  check=True).stdout.strip()
-        Path(purelib, "imgclf_base.pth").write_text(ours + "\n")
+        # addsitedir, not a bare path: the .pth files in our site-packages must run too, among
+        # them the editable install's finder, or `import imgclf` fails in the fastai venv
+        Path(purelib, "imgclf_base.pth").write_text(f"import site; site.addsitedir({ours!r})\n")
         subprocess.run([str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check",
                         FASTAI], check=True)
         (venv / ".ready").touch()
