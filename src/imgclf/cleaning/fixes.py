@@ -19,7 +19,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from imgclf._files import ESCAPE_BYTES, LOCK, FolderLock, atomic_open
+from imgclf._files import ESCAPE_BYTES, LOCK, FolderLock, atomic_open, file_sha256
 from imgclf.data.sources import (IMAGE_SUFFIXES, REMOVED_FOLDER, SPLIT_FOLDERS, UNKNOWN_FOLDER,
                                  find_images)
 from imgclf.errors import DataError
@@ -371,11 +371,7 @@ def _sha256(path: Path) -> str:
     """The content hash of a file (of a link's text, for a link)."""
     if os.path.islink(path):
         return hashlib.sha256(os.readlink(path).encode(errors="surrogateescape")).hexdigest()
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    return file_sha256(path)
 
 
 def _target(root: Path, source: Path, decision: Decision) -> Path:

@@ -26,13 +26,13 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from imgclf._files import atomic_path, write_json
+from imgclf._files import atomic_path, file_sha256, write_json
 from imgclf._progress import status
 from imgclf.data.decoding import load_image
 from imgclf.errors import ImageError, ImgclfError
 from imgclf.inference import loop
 from imgclf.inference.predictor import Predictor, outlier_calibration
-from imgclf.inference.runtimes import (OnnxModule, OnnxNetwork, cached_graph, file_digest,
+from imgclf.inference.runtimes import (OnnxModule, OnnxNetwork, cached_graph,
                                        int8_path, read_int8_check, require)
 
 if TYPE_CHECKING:
@@ -107,7 +107,7 @@ def quantize(model: str | os.PathLike | Predictor, data: ImageData, *, again: bo
     if not check.accepted:
         target.unlink(missing_ok=True)
     # the checked graph's hash: read_int8_check serves no other file under its name
-    digest = {"sha256": file_digest(target)} if check.accepted else {}
+    digest = {"sha256": file_sha256(target)} if check.accepted else {}
     write_json(float_path.with_suffix(".int8.json"), {**asdict(check), "key": key, **digest})
     return check
 

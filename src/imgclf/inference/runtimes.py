@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from imgclf import model as model_module, unknown as unknown_module
-from imgclf._files import atomic_path
+from imgclf._files import atomic_path, file_sha256
 from imgclf._progress import console, status
 from imgclf.cache import cache_folder
 from imgclf.config import RUNTIMES, InferenceConfig, InputConfig, UnknownConfig
@@ -187,15 +187,6 @@ def cached_graph(network: torch.nn.Module, image_size: int, *, embeddings_only: 
     return path
 
 
-def file_digest(path: Path) -> str:
-    """sha256 of a file's bytes (a graph of 15 MB: about 30 ms)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _digest_path(path: Path) -> Path:
     """Where a cached graph's hash is kept, written when the graph was built and checked."""
     return path.with_suffix(".sha256")
@@ -204,7 +195,7 @@ def _digest_path(path: Path) -> Path:
 def _intact(path: Path) -> bool:
     """Whether a cached graph is, byte for byte, the one built and checked for its key."""
     try:
-        return _digest_path(path).read_text(encoding="ascii").strip() == file_digest(path)
+        return _digest_path(path).read_text(encoding="ascii").strip() == file_sha256(path)
     except (OSError, UnicodeDecodeError):
         return False
 
@@ -247,7 +238,7 @@ def read_int8_check(float_path: Path) -> dict | None:
     if check["accepted"]:
         # an accepted graph is served only if it is, byte for byte, the one that was checked
         graph = int8_path(float_path)
-        if not graph.is_file() or check.get("sha256") != file_digest(graph):
+        if not graph.is_file() or check.get("sha256") != file_sha256(graph):
             return None
     return check
 
@@ -345,7 +336,7 @@ def _build(graph: _Graph, image_size: int, path: Path, show_progress: bool) -> N
                 raise ImgclfError(f"its {name} differ from PyTorch's by {difference:.1e}")
         # the hash of the graph just checked: a file that differs is never served (_intact)
         with atomic_path(_digest_path(path), durable=False) as digest_file:
-            digest_file.write_text(file_digest(temporary), encoding="ascii")
+            digest_file.write_text(file_sha256(temporary), encoding="ascii")
 
 
 def _fixed_padding(graph: torch.nn.Module, image_size: int) -> torch.nn.Module:

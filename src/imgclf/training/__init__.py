@@ -1,7 +1,8 @@
 """training: from ImageData to a trained network and its model file.
 
 learner.py (Learner and train(): a plan of phases run in one loop, top to bottom) uses
-plan.py (which phases, the one-cycle schedule, the time limit), embeddings.py (cached
+plan.py (which phases, the one-cycle schedule, the time limit), steps.py (one step and
+one epoch of the schedule, and when auto mode stops), embeddings.py (cached
 backbone embeddings and the probe's head fit), checkpoint.py, callbacks.py, lr_find.py and
 distributed.py (devices, several processes under torchrun).
 """

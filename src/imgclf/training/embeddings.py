@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from imgclf._files import save_array
+from imgclf._files import file_sha256, save_array
 from imgclf._progress import console, progress, status
 from imgclf.cache import cache_folder
 from imgclf.config import InferenceConfig, TrainConfig, UnknownConfig
@@ -124,7 +124,7 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
     found: dict[int, np.ndarray] = {}  # row -> its embedding, read or computed in this call
     jobs, stored, items_to_read = [], [], []
     for position, item in enumerate(items):
-        digest = data.hashes.get(item.path) or _hash_file(item.path)
+        digest = data.hashes.get(item.path) or file_sha256(item.path)
         missing = []
         for view in range(views):
             target = folder / digest[:2] / f"{digest}_{view}.npy"
@@ -382,12 +382,4 @@ def _weights_digest(path: str) -> str:
 
 @functools.lru_cache(maxsize=16)
 def _digest_of(path: str, size: int, modified: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
-def _hash_file(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    return file_sha256(path)

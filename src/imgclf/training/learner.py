@@ -19,12 +19,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
-from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn,
-                           TimeRemainingColumn)
 
 from imgclf._files import FolderLock, write_json
-from imgclf._progress import bar as progress_bar, console
+from imgclf._progress import console
 from imgclf.backbones import get_backbone
 from imgclf.config import HeadConfig, InferenceConfig, TrainConfig, UnknownConfig
 from imgclf.data.imagedata import ImageData
@@ -33,16 +30,16 @@ from imgclf.inference import loop
 from imgclf.inference.predictor import Prediction, Predictor
 from imgclf.model import MODEL_PREFIX, Classifier
 from imgclf.modelfile import ModelInfo, save_model
+from imgclf.training import steps
 from imgclf.training.callbacks import ConsoleLog
 from imgclf.training.checkpoint import (BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS, read_run,
                                         save_checkpoint)
-from imgclf.training.distributed import (agree, all_agree, device_of, main_first, parallel_module,
+from imgclf.training.distributed import (agree, device_of, main_first, parallel_module,
                                          processes, resolve_device)
 from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
 from imgclf.training.lr_find import LearningRates, find_learning_rate
-from imgclf.training.plan import (DISCRIMINATIVE, TIMED_STEPS, Phase, data_for, fine_tune_phases,
-                                  fit_to_time, one_cycle, plan_for, probe_phase, probe_views,
-                                  time_limit)
+from imgclf.training.plan import (DISCRIMINATIVE, Phase, data_for, fine_tune_phases, fit_to_time,
+                                  one_cycle, plan_for, probe_phase, probe_views, time_limit)
 
 __all__ = ["BEST", "CHECKPOINT", "FINAL", "Learner", "LearningRates", "one_cycle", "train"]
 
@@ -174,9 +171,10 @@ class Learner:
                     resumed = index == start_phase
                     why = self._run_one_cycle(plan, index, start_epoch if resumed else 0,
                                               optimizer_state if resumed else None)
-                    if why is None and index < len(plan) - 1 and agree(self.processes,
-                                                                       self._not_helping()):
-                        why = self._not_helping_reason()
+                    if why is None and index < len(plan) - 1:
+                        stop = steps.not_helping(self.config, self.history, self.best)
+                        if agree(self.processes, stop is not None):
+                            why = stop or "Stopping early, as the first process decided."
                     if why is not None:
                         self._stop_early(plan, why)
                         break
@@ -193,20 +191,6 @@ class Learner:
         """The output folder's lock (refusing if another run holds it), or nothing to hold."""
         return (FolderLock(self.output, "imgclf training run") if self.output is not None
                 else nullcontext())
-
-    def _not_helping(self) -> bool:
-        """auto mode: the last `patience` epochs all failed to beat the best one (see
-        TrainConfig.patience)."""
-        patience = self.config.patience
-        if self.config.mode != "auto" or not patience or len(self.history) <= patience:
-            return False
-        return self.best is not None and self.best["epoch"] < len(self.history) - patience
-
-    def _not_helping_reason(self) -> str:
-        best, last, monitor = self.best, self.history[-1], self.config.monitor
-        return (f"Stopping early: {self.config.patience} whole-network epoch(s) did not beat "
-                f"the {best['phase']} epoch's {monitor} ({last[monitor]:.4f} vs "
-                f"{best[monitor]:.4f}); keeping it.")
 
     def _stop_early(self, plan: list[Phase], why: str) -> None:
         """End the plan here: say why, and mark the checkpoint finished (a resume ends too)."""
@@ -257,20 +241,24 @@ class Learner:
             started = time.perf_counter()
             self.seed_epoch(len(self.history), loader)
             name = f"{phase.name} {epoch + 1}/{plan[index].epochs}"
-            train_loss = self._train_epoch(loader, optimizer, epoch * len(loader),
-                                           plan[index].epochs * len(loader), name,
-                                           fit if epoch == first_epoch else None)
+            train_loss = steps.train_epoch(
+                self.train_step, self.network, loader, optimizer,
+                first_step=epoch * len(loader), total_steps=plan[index].epochs * len(loader),
+                warmup_fraction=self.config.warmup_fraction, processes=processes,
+                description=name, show_progress=self.verbose,
+                fit=fit if epoch == first_epoch else None)
             if train_loss is None:  # not one epoch fits
                 return self._out_of_time
             self._end_epoch({"phase": phase.name, "train_loss": train_loss}, started,
                             plan, index, epoch, optimizer)
-            if epoch < plan[index].epochs - 1 and agree(processes, self._not_helping()):
-                return self._not_helping_reason()
+            why = steps.not_helping(self.config, self.history, self.best)
+            if epoch < plan[index].epochs - 1 and agree(processes, why is not None):
+                return why or "Stopping early, as the first process decided."
             epoch += 1
         return None
 
     def _fitter(self, plan: list[Phase], index: int, steps_per_epoch: int, limit: float):
-        """The function _train_epoch calls with the seconds a training step takes: it fits
+        """The function steps.train_epoch calls with the seconds a training step takes: it fits
         plan[index]'s epochs to the time left and returns their steps (0: none fit)."""
         phase = plan[index]
         snapshot = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
@@ -300,76 +288,14 @@ class Learner:
 
         return fit
 
-    def _train_epoch(self, loader, optimizer, first_step: int, total_steps: int,
-                     description: str, fit=None) -> float | None:
-        """One epoch of the schedule; its mean loss. fit: called with the seconds a step
-        takes once TIMED_STEPS have run (see _fitter); None returned if it says stop."""
-        began = time.perf_counter()
-        timed_from = None
-        self.network.train()
-        trainable = [p for group in optimizer.param_groups for p in group["params"]]
-        losses = []
-        columns = (TextColumn(description), BarColumn(), MofNCompleteColumn(),
-                   TextColumn("loss {task.fields[loss]:.4f}"), TimeElapsedColumn(),
-                   TextColumn("eta"), TimeRemainingColumn())
-        with progress_bar(*columns, transient=True, enabled=self.verbose) as bar:
-            task = bar.add_task(description, total=len(loader), loss=float("nan"))
-            for step, (images, targets, _indices, _errors) in enumerate(loader, first_step):
-                for group in optimizer.param_groups:
-                    group["lr"], beta1 = one_cycle(step, total_steps, group["peak"],
-                                                   self.config.warmup_fraction)
-                    group["betas"] = (beta1, group["betas"][1])
-                # a step all processes take, or none: a slice of unreadable pictures skips it
-                if not all_agree(self.processes, images is not None):
-                    continue
-                loss = self.train_step(images, targets, optimizer, trainable)
-                losses.append(loss)
-                bar.update(task, advance=1, loss=sum(losses) / len(losses))
-                if fit is not None and len(losses) == TIMED_STEPS[0]:
-                    timed_from = time.perf_counter()
-                elif fit is not None and len(losses) == TIMED_STEPS[1]:
-                    per_step = (time.perf_counter() - timed_from) / (TIMED_STEPS[1]
-                                                                     - TIMED_STEPS[0])
-                    total_steps, fit = fit(per_step, time.perf_counter() - began), None
-                    if not total_steps:
-                        return None
-        if fit is not None and losses:  # an epoch shorter than TIMED_STEPS: timed whole
-            fit((time.perf_counter() - began) / len(losses), time.perf_counter() - began,
-                finished=True)
-        return sum(losses) / max(1, len(losses))
-
     def train_step(self, images, targets, optimizer, trainable) -> float:
         """One optimizer step on a batch; returns its loss (used by the loop and lr_find)."""
-        images = images.to(self.device, memory_format=torch.channels_last, non_blocking=True)
-        targets = targets.to(self.device, non_blocking=True)
-        # bf16 on this project's CPUs (no AVX-512 BF16) is 6-11x slower: autocast on GPUs only
-        with torch.autocast(self.device.type, dtype=torch.bfloat16,
-                            enabled=self.device.type == "cuda"):
-            frozen, parallel = self._parallel or (None, None)
-            if frozen != self.network.frozen:  # lr_find, or a phase of one process
-                parallel = None
-            if self.network.frozen:
-                with torch.no_grad():  # no graph through a frozen backbone: 2-3x faster
-                    features = self.network.features(images)
-                logits = (parallel or self.network.head)(features)
-            else:
-                logits = (parallel or self.network)(images)
-        loss = F.cross_entropy(logits.float(), targets, label_smoothing=self.config.label_smoothing)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.config.clip_gradient:
-            torch.nn.utils.clip_grad_norm_(trainable, self.config.clip_gradient)
-        optimizer.step()
-        return float(loss.detach())
+        return steps.train_step(self.network, images, targets, optimizer, trainable,
+                                device=self.device, config=self.config, parallel=self._parallel)
 
     def seed_epoch(self, epoch: int, loader) -> None:
-        """Same seed, same batches and augmentation per epoch, also after a resume and with
-        any number of DataLoader workers."""
-        seed = self.config.seed * 1000 + epoch
-        torch.manual_seed(seed)
-        if loader.generator is not None:
-            loader.generator.manual_seed(seed)
-        loader.dataset.seed = seed
+        """Same seed, same batches and augmentation per epoch (steps.seed_epoch)."""
+        steps.seed_epoch(self.config.seed, epoch, loader)
 
     def _end_epoch(self, row: dict[str, Any], started: float, plan: list[Phase], index: int,
                    epoch: int, optimizer: torch.optim.Optimizer | None) -> None:
