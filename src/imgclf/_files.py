@@ -4,6 +4,7 @@ never fails on a file name, and an output folder is used by one run at a time.""
 from __future__ import annotations
 
 import codecs
+import functools
 import hashlib
 import json
 import os
@@ -127,6 +128,18 @@ def file_sha256(path: str | os.PathLike) -> str:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def known_sha256(path: str | os.PathLike) -> str:
+    """file_sha256, hashed once per version of the file (path, size, modification time) in a
+    process: a model's graph is checked at every load, its hash computed once."""
+    found = os.stat(path)
+    return _sha256_of(os.fspath(path), found.st_size, found.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=32)
+def _sha256_of(path: str, size: int, modified: int) -> str:
+    return file_sha256(path)
 
 
 def write_json(path: str | os.PathLike, value: Any, **options) -> Path:

@@ -25,7 +25,7 @@ import numpy as np
 import torch
 
 from imgclf import model as model_module, unknown as unknown_module
-from imgclf._files import atomic_path, file_sha256
+from imgclf._files import atomic_path, file_sha256, known_sha256
 from imgclf._progress import console, status
 from imgclf.cache import cache_folder
 from imgclf.config import RUNTIMES, InferenceConfig, InputConfig, UnknownConfig
@@ -195,7 +195,7 @@ def _digest_path(path: Path) -> Path:
 def _intact(path: Path) -> bool:
     """Whether a cached graph is, byte for byte, the one built and checked for its key."""
     try:
-        return _digest_path(path).read_text(encoding="ascii").strip() == file_sha256(path)
+        return _digest_path(path).read_text(encoding="ascii").strip() == known_sha256(path)
     except (OSError, UnicodeDecodeError):
         return False
 

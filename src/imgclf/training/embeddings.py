@@ -10,7 +10,6 @@ the same network and model file as fine-tuning.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 from collections.abc import Sequence
@@ -21,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from imgclf._files import file_sha256, save_array
+from imgclf._files import file_sha256, known_sha256, save_array
 from imgclf._progress import console, progress, status
 from imgclf.cache import cache_folder
 from imgclf.config import InferenceConfig, TrainConfig, UnknownConfig
@@ -101,7 +100,7 @@ def embedding_folder(data: ImageData) -> Path:
                       "augment": data.augment.to_dict() if data.augment else None,
                       # augmented views are crops of the training copies, if any
                       "copies": data.config.cache,
-                      **({"weights": _weights_digest(data.weights)} if data.weights else {})},
+                      **({"weights": known_sha256(data.weights)} if data.weights else {})},
                      sort_keys=True)
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
     return cache_folder("embeddings") / data.backbone / digest
@@ -372,14 +371,3 @@ def _full_weights(model: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray]
     for row, label in enumerate(model.classes_):
         weight[label], bias[label] = coef[row], intercept[row]
     return weight.astype(np.float32), bias.astype(np.float32)
-
-
-def _weights_digest(path: str) -> str:
-    """A weights file's content hash, read once per version of the file (path, size, time)."""
-    stat = Path(path).stat()
-    return _digest_of(str(path), stat.st_size, stat.st_mtime_ns)
-
-
-@functools.lru_cache(maxsize=16)
-def _digest_of(path: str, size: int, modified: int) -> str:
-    return file_sha256(path)
