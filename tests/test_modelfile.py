@@ -285,3 +285,14 @@ def test_weights_that_are_not_numbers_are_refused(model, tmp_path):
     _resave_with_checksum(path, tmp_path / "nan.imgclf", change_tensors=poison)
     with pytest.raises(ModelFileError, match="not numbers"):
         Predictor.load(tmp_path / "nan.imgclf")
+
+
+def test_settings_a_file_predates_read_as_what_it_did():
+    from imgclf.config import TrainConfig
+    from imgclf.modelfile import config_from_dict
+
+    # written before freeze_early existed: every layer trained, and a resumed run goes on so
+    old = config_from_dict(TrainConfig, {"mode": "auto", "unknown_acceptance": 0.9})
+    assert old.freeze_early is False and old.acceptance == 0.9
+    assert config_from_dict(TrainConfig, {"freeze_early": True}).freeze_early is True
+    assert config_from_dict(TrainConfig, TrainConfig().to_dict()) == TrainConfig()

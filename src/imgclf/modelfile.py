@@ -131,6 +131,8 @@ def _known(config: type, values: dict[str, Any]) -> dict[str, Any]:
 
 # Settings renamed since a model file was written: old name -> new name.
 _RENAMED = {"unknown_acceptance": "acceptance"}
+# Settings added since: what a file without them did (a run resumed from it goes on so).
+_BEFORE = {"freeze_early": False}
 
 
 def config_from_dict(config: type, values: dict[str, Any] | None):
@@ -139,7 +141,7 @@ def config_from_dict(config: type, values: dict[str, Any] | None):
     if not values:
         return None
     values = {_RENAMED.get(key, key): value for key, value in values.items()}
-    known = _known(config, values)
+    known = {**_known(config, _BEFORE), **_known(config, values)}
     for name, value in known.items():  # JSON has no tuples
         if isinstance(value, list):
             known[name] = tuple(value)

@@ -74,7 +74,7 @@ def test_the_model_file_holds_the_figures_evaluate_gives(mode, colours, tmp_path
                     verbose=False)
     phases = [row["phase"] for row in learner.history]
     assert phases == {"probe": ["probe"], "fine_tune": ["head", "all"],
-                      "auto": ["probe", "all"]}[mode]
+                      "auto": ["probe", "all 1"]}[mode]
     model = load(tmp_path / mode / "model.imgclf")
     saved = model.info.metrics
     evaluation = evaluate(model, data, show_progress=False)

@@ -46,10 +46,25 @@ def test_linear_head_matches_logistic_regression_probabilities():
     probabilities = np.exp(logits) / np.exp(logits).sum(axis=1, keepdims=True)
     from sklearn.linear_model import LogisticRegression
 
-    reference = LogisticRegression(C=fit.regularisation, max_iter=2000).fit(features, targets)
-    assert np.allclose(probabilities, reference.predict_proba(features), atol=1e-4)
+    # fitted on standardised features, its scaling folded back into the weight and bias
+    spread = np.maximum(features.std(axis=0), np.median(features.std(axis=0)))
+    standard = (features - features.mean(axis=0)) / spread
+    reference = LogisticRegression(C=fit.regularisation, max_iter=2000).fit(standard, targets)
+    assert np.allclose(probabilities, reference.predict_proba(standard), atol=1e-4)
     assert fit.regularisation in (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0)
     assert fit.cv_accuracy is not None and fit.cv_accuracy > 0.8
+
+
+def test_a_feature_that_hardly_varies_gets_no_outsized_weight():
+    generator = np.random.default_rng(0)
+    targets = np.repeat([0, 1], 40)
+    features = generator.normal(0, 1, (80, 6)) + targets[:, None] * 0.8
+    features[:, 0] = 1e-4 * (targets + generator.normal(0, 0.3, 80))  # nearly constant
+    fit = fit_linear_head(Embeddings(features, targets, np.arange(80), computed=80), 2)
+    # scaled up to the typical feature's spread, it would get a weight near 10,000
+    assert np.abs(fit.weight).max() < 50
+    logits = features @ fit.weight.T + fit.bias
+    assert (logits.argmax(axis=1) == targets).mean() > 0.8
 
 
 def test_probe_gives_the_same_kind_of_model_file(colours, tmp_path):
@@ -73,7 +88,7 @@ def test_auto_mode_fine_tunes_from_the_probe_on_larger_data(colours, monkeypatch
     monkeypatch.setattr("imgclf.training.plan.AUTO_PROBE_BELOW", 5)
     data = ImageData.from_folder(colours, **FAST)
     learner = train(data, mode="auto", epochs=1, verbose=False)
-    assert [row["phase"] for row in learner.history] == ["probe", "all"]
+    assert [row["phase"] for row in learner.history] == ["probe", "all 1"]
     assert learner.config.restore_best
 
 

@@ -41,6 +41,79 @@ def test_freezing_trains_only_the_head(colours):
     assert changed and all(k.startswith("head.") for k in changed)
 
 
+@pytest.mark.parametrize("freeze_early", [True, False])
+def test_freeze_early_keeps_the_first_layer_group_as_it_was(colours, freeze_early):
+    data = ImageData.from_folder(colours, **FAST)
+    learner = Learner.create(data, config=TrainConfig(epochs=1, freeze_epochs=0,
+                                                      freeze_early=freeze_early), verbose=False)
+    early = {id(p) for p in learner.network.layer_groups()[0]}
+    names = {name for name, p in learner.network.named_parameters() if id(p) in early}
+    before = _weights(learner)
+    learner.fine_tune()
+    after = learner.network.state_dict()
+    changed = {k for k in before if not torch.equal(before[k], after[k])}
+    assert any(k.startswith("head.") for k in changed)
+    assert any(k.startswith("backbone.") and k not in names for k in changed)
+    assert bool(changed & names) is not freeze_early
+    assert learner.settings()["training"]["freeze_early"] is freeze_early
+
+
+def test_freeze_early_is_chosen_for_the_device():
+    from imgclf.training.steps import resolved
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert resolved(TrainConfig(), cpu, has_bf16=False)[0].freeze_early is True
+    # fine_tune keeps fastai's recipe: every layer trains
+    assert resolved(TrainConfig(mode="fine_tune"), cpu, has_bf16=False)[0].freeze_early is False
+    assert resolved(TrainConfig(), cuda, has_bf16=True)[0].freeze_early is False
+    assert resolved(TrainConfig(freeze_early=False), cpu, has_bf16=False)[0].freeze_early is False
+
+
+@pytest.mark.parametrize("on_cpu", [True, False])
+def test_a_device_without_bf16_never_trains_in_it(monkeypatch, on_cpu):
+    from imgclf.training import steps
+
+    monkeypatch.setattr(steps, "BF16_ON_CPU", on_cpu)  # whether auto would choose it
+    cpu = torch.device("cpu")
+    for precision in ("auto", "bfloat16", "float32"):
+        config, note = steps.resolved(TrainConfig(precision=precision), cpu, has_bf16=False)
+        assert config.precision == "float32"
+        assert (note is not None) == (precision == "bfloat16")
+    # with bf16 instructions, auto follows the measurement and an explicit choice is kept
+    assert steps.resolved(TrainConfig(), cpu, has_bf16=True)[0].precision == (
+        "bfloat16" if on_cpu else "float32")
+    assert steps.resolved(TrainConfig(precision="bfloat16"), cpu,
+                          has_bf16=True)[0].precision == "bfloat16"
+    assert steps.resolved(TrainConfig(), torch.device("cuda"), has_bf16=True)[0].precision == (
+        "bfloat16")
+    # the CPU is asked, never assumed: checks that say no, or are missing, mean no
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.setattr(torch.cpu, name, lambda: False, raising=False)
+    assert not steps.cpu_has_bf16() and not steps.device_has_bf16(cpu)
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        monkeypatch.delattr(torch.cpu, name, raising=False)
+    assert not steps.cpu_has_bf16()
+
+
+@pytest.mark.parametrize("has_bf16", [True, False])
+def test_training_steps_run_in_the_precision_the_settings_say(colours, monkeypatch, capsys,
+                                                              has_bf16):
+    from imgclf.training import steps
+
+    monkeypatch.setattr(steps, "device_has_bf16", lambda device: has_bf16)
+    data = ImageData.from_folder(colours, **FAST)
+    learner = Learner.create(data, config=TrainConfig(epochs=1, freeze_epochs=0,
+                                                      precision="bfloat16"))
+    seen = []
+    learner.network.head.register_forward_hook(
+        lambda module, inputs, output: seen.append(torch.is_autocast_enabled("cpu"))
+        if module.training else None)
+    learner.fine_tune()
+    assert seen and set(seen) == {has_bf16}
+    assert learner.settings()["training"]["precision"] == ("bfloat16" if has_bf16 else "float32")
+    assert ("no bfloat16 arithmetic" in capsys.readouterr().err) is not has_bf16
+
+
 @pytest.mark.parametrize("workers", [0, 2])
 def test_interrupted_training_resumes_to_the_same_weights(colours, tmp_path, workers):
     config = dict(epochs=2, freeze_epochs=1, learning_rate=5e-3, verbose=False)
@@ -123,9 +196,12 @@ def test_one_cycle_warms_up_then_anneals():
 def test_cli_train_then_predict(colours, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", str(colours), "--mode", "fine_tune", "--image-size", "64",
-                 "--batch-size", "8", "--epochs", "1",
-                 "--learning-rate", "5e-3", "--out", str(out)]) == 0
+                 "--batch-size", "8", "--epochs", "1", "--no-freeze-early",
+                 "--precision", "float32", "--learning-rate", "5e-3", "--out", str(out)]) == 0
     assert (out / FINAL).is_file()
+    training = json.loads((out / "settings.json").read_text())["training"]
+    assert (training["freeze_early"], training["precision"]) == (False, "float32")
+    assert "float32" in capsys.readouterr().err  # the run says how it trains
     capsys.readouterr()
     assert main(["predict", str(out), str(colours / "red"), "--top-k", "2", "--json"]) == 0
     rows = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -172,7 +248,7 @@ def test_an_interrupted_auto_run_resumes_at_its_own_sizes(make_photo, tmp_path):
 
     class StopAfterFirstEpoch:
         def on_epoch_end(self, learner, row):
-            if row["phase"] == "all":
+            if row["phase"] == "all 1":
                 raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
@@ -180,7 +256,7 @@ def test_an_interrupted_auto_run_resumes_at_its_own_sizes(make_photo, tmp_path):
               verbose=False)
     resumed = Learner.resume(tmp_path / "run", data, verbose=False)
     assert (resumed.data.input.image_size, resumed.data.input.train_size) == (288, 224)
-    assert [row["phase"] for row in resumed.history] == ["probe", "all", "all"]
+    assert [row["phase"] for row in resumed.history] == ["probe", "all 1", "all 1"]
 
 
 @pytest.mark.parametrize("mode", ["probe", "fine_tune"])
@@ -223,53 +299,98 @@ def test_a_probe_run_resumes_past_its_probe(colours, tmp_path, monkeypatch):
         train(data, epochs=1, output=tmp_path / "run", callbacks=[StopAfterProbe()],
               verbose=False)
     resumed = Learner.resume(tmp_path / "run", data, verbose=False)
-    assert [row["phase"] for row in resumed.history] == ["probe", "all"]
+    assert [row["phase"] for row in resumed.history] == ["probe", "all 1"]
     assert (tmp_path / "run" / FINAL).is_file()
     # resuming a finished run says so (its best.imgclf now holds a detector too)
     again = Learner.resume(tmp_path / "run", data, verbose=False)
     assert len(again.history) == 2 and again.unknown is not None
 
 
-@pytest.mark.parametrize("losses, epochs_run", [
-    ((0.10, 0.20, 0.30, 0.40), 2),  # the first whole-network epoch loses to the probe: stop
-    ((0.10, 0.05, 0.20, 0.30), 3),  # one epoch helps, the next does not: stop there
-    ((0.10, 0.09, 0.08, 0.07), 4),  # every epoch helps: all of them run
+# validation losses of the probe (epoch 0) and of four whole-network epochs in two cycles
+# of two (epochs 1-2, 3-4); 1 and 3 end at a high learning rate
+@pytest.mark.parametrize("losses, epochs_run, kept", [
+    # the first cycle's warm-up epoch looks better, its annealed end is worse than the probe:
+    # stop there, keeping the probe's weights
+    ((0.10, 0.01, 0.20, 0.01, 0.01), 3, 0),
+    # its warm-up epoch is worse than the probe, its annealed end better: the fine-tuned
+    # weights are kept (the second cycle's warm-up looked better still, its end worse)
+    ((0.10, 0.30, 0.05, 0.01, 0.07), 5, 2),
+    # each cycle ends better than the last: all run, the last is kept
+    ((0.10, 0.30, 0.05, 0.30, 0.04), 5, 4),
 ])
-
-
-def test_auto_mode_stops_when_fine_tuning_does_not_help(make_photo, tmp_path, monkeypatch,
-                                                        losses, epochs_run, capsys):
+def test_auto_mode_judges_fine_tuning_only_where_its_schedule_has_annealed(
+        make_photo, tmp_path, monkeypatch, losses, epochs_run, kept, capsys):
+    monkeypatch.setattr("imgclf.training.plan.AUTO_CYCLE_EPOCHS", 2)
     for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
         for index in range(22):  # auto fine-tunes from 20 training pictures a class
             make_photo(f"data/{label}/{index}.jpg", size=(40, 40), tint=tint, noise=70)
     data = ImageData.from_folder(tmp_path / "data", image_size=32, batch_size=16,
                                  valid_fraction=0.1, num_workers=0, verbose=False)
     monkeypatch.setattr(Learner, "validate", lambda self: {  # one scripted loss per epoch
-        "valid_loss": losses[min(len(self.history), 3)], "accuracy": 1.0, "error_rate": 0.0})
-    learner = train(data, mode="auto", epochs=3, output=tmp_path / "run", verbose=True)
-    assert len(learner.history) == epochs_run
-    best = min(range(epochs_run), key=lambda epoch: losses[epoch])
-    assert learner.best["epoch"] == best
-    stopped = "Stopping early" in capsys.readouterr().err
-    assert stopped == (epochs_run < 4)
+        "valid_loss": losses[min(len(self.history), 4)], "accuracy": 1.0, "error_rate": 0.0})
+    weights = {}
+
+    class Weights:
+        def on_epoch_end(self, learner, row):
+            weights[row["epoch"]] = _weights(learner)
+
+    learner = train(data, mode="auto", epochs=4, output=tmp_path / "run", verbose=True,
+                    time_limit=0, callbacks=[Weights()])
+    assert [row["phase"] for row in learner.history] == [
+        "probe", "all 1", "all 1", "all 2", "all 2"][:epochs_run]
+    assert [row["annealed"] for row in learner.history] == [
+        True, False, True, False, True][:epochs_run]
+    assert learner.best["epoch"] == kept
+    final = learner.network.state_dict()
+    assert all(torch.equal(final[k], v) for k, v in weights[kept].items())
+    said = capsys.readouterr().err
+    assert ("Stopping:" in said) == (epochs_run < 5)
+    assert f"Kept the {learner.history[kept]['phase']} epoch ({kept})" in said
     again = Learner.resume(tmp_path / "run", data, verbose=False)  # a finished run
     assert len(again.history) == epochs_run
 
 
+@pytest.mark.parametrize("epochs, cycles", [(1, [1]), (4, [4]), (5, [5]), (8, [4, 4]),
+                                            (11, [4, 7])])
+def test_auto_mode_runs_its_epochs_in_cycles_of_four_the_rest_joining_the_last(
+        colours, epochs, cycles, monkeypatch):
+    from imgclf.training.plan import plan_for
+
+    monkeypatch.setattr("imgclf.training.plan.AUTO_PROBE_BELOW", 5)
+    data = ImageData.from_folder(colours, **FAST)
+    plan = plan_for(TrainConfig(epochs=epochs), data)
+    assert [phase.kind for phase in plan] == ["probe"] + ["one_cycle"] * len(cycles)
+    assert [phase.epochs for phase in plan[1:]] == cycles
+    assert all(phase.compare_at_end and not phase.frozen for phase in plan[1:])
+    assert not any(phase.compare_at_end for phase in plan_for(TrainConfig(mode="fine_tune"),
+                                                              data))
+
+
 def test_epochs_that_fit_a_time_limit():
-    from imgclf.training.plan import describe_seconds, fit_epochs
+    from imgclf.training.plan import Phase, describe_seconds, fit_epochs, fit_to_time
 
     # 100 s spent, epochs of 50 s, 10 s into the first: it ends at 140 s
     assert fit_epochs(4, limit=1000, spent=100, epoch_seconds=50, into_epoch=10) == 4
     assert fit_epochs(4, limit=240, spent=100, epoch_seconds=50, into_epoch=10) == 3
     assert fit_epochs(4, limit=189, spent=100, epoch_seconds=50, into_epoch=10) == 1
     assert fit_epochs(4, limit=139, spent=100, epoch_seconds=50, into_epoch=10) == 0
+    # time kept for the end (the detector's pass once the backbone trained) is not planned on
+    phase = Phase("all 1", 4, (1e-3,), frozen=False)
+    epochs, said = fit_to_time(phase, limit=300, spent=100, epoch_seconds=50, into_epoch=10,
+                               kept="probe", finishing=60)
+    assert epochs == 3 and "1 min kept for the end" in said and "running 3 of 4" in said
+    epochs, said = fit_to_time(phase, limit=180, spent=100, epoch_seconds=50, into_epoch=10,
+                               kept="probe", finishing=60)
+    assert epochs == 0 and "keeping the probe epoch" in said and "--time-limit 7m" in said
     assert [describe_seconds(s) for s in (45, 200, 3900)] == ["45 s", "3 min 20 s", "1 h 5 min"]
 
 
 @pytest.mark.parametrize("room, epochs_run", [
-    (None, 3),  # no limit: every epoch
-    (15.0, 2),  # the probe's time plus 15 s: two whole-network epochs of 6 s, not three
+    (None, 4),  # no limit: every epoch (two cycles of 2)
+    # the probe's time plus 9 s: one whole-network epoch of 6 s (with 3 s to spare for a busy
+    # machine's checkpoints and set-up), its cycle shortened to a complete 1-epoch schedule;
+    # then the second cycle does not fit
+    (9.0, 1),
     (0.0, 0),  # no time left after the probe: it is kept, unchanged
 ])
 
@@ -280,6 +401,9 @@ def test_auto_mode_fits_its_epochs_to_the_time_limit(make_photo, tmp_path, monke
 
     import imgclf.training.learner
 
+    monkeypatch.setattr("imgclf.training.plan.AUTO_CYCLE_EPOCHS", 2)
+    # validation is scripted below and takes no time; so does the detector's pass
+    monkeypatch.setattr(imgclf.training.learner, "FORWARD_SHARE", 0.0)
     for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
         for index in range(22):
             make_photo(f"data/{label}/{index}.jpg", size=(40, 40), tint=tint, noise=70)
@@ -305,16 +429,17 @@ def test_auto_mode_fits_its_epochs_to_the_time_limit(make_photo, tmp_path, monke
     if room is not None:  # the limit: what the probe took, plus room
         monkeypatch.setattr(imgclf.training.learner, "time_limit",
                             lambda config, device: probe.get("spent", 0.0) + room)
-    learner = train(data, mode="auto", epochs=3, output=tmp_path / "run", verbose=True,
+    learner = train(data, mode="auto", epochs=4, output=tmp_path / "run", verbose=True,
                     time_limit=0 if room is None else 1e9, callbacks=[AfterProbe()])
     said = capsys.readouterr().err
     assert len(learner.history) == 1 + epochs_run
     settings = json.loads((tmp_path / "run" / "settings.json").read_text())
-    assert settings["plan"][-1]["epochs"] == (epochs_run or 3)
+    assert settings["plan"][1]["epochs"] == (1 if epochs_run == 1 else 2)
     if room is None:
         assert "Time limit" not in said
     elif epochs_run:
-        assert f"running {epochs_run} of 3" in said
+        assert "running 1 of 2." in said and "keeping the all 1 epoch" in said
+        assert learner.history[-1]["annealed"]  # the shortened schedule still anneals
     else:
         assert "does not fit; keeping the probe epoch" in said
         assert torch.equal(learner.network.head.linear.weight, probe["head"])

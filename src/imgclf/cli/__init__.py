@@ -14,9 +14,9 @@ from imgclf._files import safe_streams
 from imgclf._version import __version__
 from imgclf.cli import commands as handlers
 from imgclf.cli.commands import print_error
-from imgclf.config import (AUGMENT_POLICIES, DEFAULT_BACKBONE, RESIZE_METHODS, RUNTIMES,
-                           TRAIN_MODES, AugmentConfig, CleanConfig, CollectConfig, DataConfig,
-                           HeadConfig, InferenceConfig, ServeConfig, TrainConfig)
+from imgclf.config import (AUGMENT_POLICIES, DEFAULT_BACKBONE, PRECISIONS, RESIZE_METHODS,
+                           RUNTIMES, TRAIN_MODES, AugmentConfig, CleanConfig, CollectConfig,
+                           DataConfig, HeadConfig, InferenceConfig, ServeConfig, TrainConfig)
 from imgclf.errors import ImgclfError
 
 __all__ = ["main"]
@@ -148,8 +148,9 @@ def _parser() -> argparse.ArgumentParser:
                        choices=["valid_loss", "accuracy", "error_rate"],
                        help="which validation figure picks the best epoch")
     train.add_argument("--patience", type=int, default=TrainConfig.patience,
-                       help="auto mode: stop after this many whole-network epochs that do not "
-                            "beat the best one (0: run them all)")
+                       help="auto mode: stop after this many complete whole-network "
+                            "schedules that end no better than the best point (0: run them "
+                            "all)")
     train.add_argument("--time-limit", type=duration, default=TrainConfig.time_limit,
                        metavar="TIME",
                        help="how long the whole run may take, e.g. 90s, 10m, 1h (whole-network "
@@ -158,6 +159,12 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--restore-best", action="store_true",
                        help="end with the best epoch's weights, not the last")
     train.add_argument("--device", default=None, help="cpu, cuda or mps (default: fastest)")
+    train.add_argument("--precision", default=TrainConfig.precision, choices=PRECISIONS,
+                       help="arithmetic of training steps (auto: bfloat16 where the device "
+                            "has it and it pays; never where it has not)")
+    train.add_argument("--freeze-early", default=None, action=argparse.BooleanOptionalAction,
+                       help="keep the backbone's early layers frozen while the whole network "
+                            "trains (default: on a CPU, yes; on a GPU, no)")
     train.add_argument("--out", default=None, help="output folder (default: models/<data name>)")
     train.add_argument("--mode", default=TrainConfig.mode, choices=TRAIN_MODES,
                        help="auto (default): probe for tiny data, else probe then fine-tune, "

@@ -343,7 +343,7 @@ def _lr_find(args: argparse.Namespace) -> int:
     data = load_data(args)
     learner = Learner.create(data, config=TrainConfig(seed=args.seed))
     if args.whole_network:
-        learner.network.unfreeze()
+        learner.network.unfreeze(early=not learner.config.freeze_early)
     found = learner.lr_find(steps=args.steps)
     with atomic_open(args.out, "wb") as handle:
         found.plot().savefig(handle, dpi=100, format="png")

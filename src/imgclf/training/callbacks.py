@@ -14,6 +14,7 @@ from typing import Any
 from imgclf._progress import console
 from imgclf.training.checkpoint import BEST, CHECKPOINT, FINAL
 from imgclf.training.plan import Phase
+from imgclf.training.steps import kept
 
 # The hooks' `learner` is the running Learner; it is typed Any here because the learner
 # module imports its callbacks, and a callback module importing it back would close a cycle.
@@ -23,7 +24,10 @@ Learner = Any
 class ConsoleLog:
     """Prints the resolved settings, one row per epoch, and where the model went."""
 
+    judged = False  # a plan compared only where its schedules end (auto mode)
+
     def on_train_start(self, learner: Learner, plan: list[Phase]) -> None:
+        self.judged = any(phase.compare_at_end for phase in plan)
         settings, data = learner.settings(plan), learner.data
         out = console()
         out.print(f"[bold]Training[/] {settings['backbone']} on {len(data.train)} pictures "
@@ -31,17 +35,19 @@ class ConsoleLog:
                   f"device {settings['device']}, {settings['threads']} threads, batch "
                   f"{data.config.batch_size}, image size {data.input.image_size}"
                   + (f" (training crops {data.input.train_size})"
-                     if data.input.train_size else ""))
+                     if data.input.train_size else "")
+                  + f", {learner.config.precision}")
         for phase in plan:
             if phase.kind == "probe":
                 out.print(f"  {phase.name}: a linear head fitted on cached embeddings")
                 continue
             rates = ", ".join(f"{r:.2g}" for r in phase.learning_rates)
-            what = "head only" if phase.frozen else "whole network"
+            what = ("head only" if phase.frozen else "whole network"
+                    + (" (its early layers frozen)" if learner.config.freeze_early else ""))
             out.print(f"  {phase.name}: {phase.epochs} epoch(s), {what}, one-cycle peak {rates}")
         if learner.output is not None:
             out.print(f"  settings and checkpoints: {learner.output}")
-        out.print(f"{'epoch':>5} {'phase':>5} {'train_loss':>10} {'valid_loss':>10} "
+        out.print(f"{'epoch':>5} {'phase':>6} {'train_loss':>10} {'valid_loss':>10} "
                   f"{'accuracy':>8} {'error_rate':>10} {'time':>6}")
 
     def on_epoch_end(self, learner: Learner, row: dict[str, Any]) -> None:
@@ -54,12 +60,15 @@ class ConsoleLog:
                       + (f", cross-validated accuracy {cv:.3f}" if cv is not None else ""),
                       highlight=False)
         improved = learner.best is not None and learner.best["epoch"] == row["epoch"]
-        out.print(f"{row['epoch']:>5} {row['phase']:>5.5} {row['train_loss']:>10.4f} "
+        out.print(f"{row['epoch']:>5} {row['phase']:>6.6} {row['train_loss']:>10.4f} "
                   f"{row['valid_loss']:>10.4f} {row['accuracy']:>8.4f} "
                   f"{row['error_rate']:>10.4f} {row['seconds']:>5.0f}s"
                   + (" *" if improved else ""), highlight=False)
 
     def on_train_end(self, learner: Learner) -> None:
+        line = kept(learner.config, learner.history, learner.best) if self.judged else None
+        if line:
+            console().print(line, highlight=False, soft_wrap=True)
         if learner.output is None or learner.best is None or not learner.history:
             return
         final = learner.best if learner.config.restore_best else learner.history[-1]

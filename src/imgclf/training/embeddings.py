@@ -298,10 +298,28 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
     picture's augmented twin. With fewer than 2 pictures per class in some fold, a middle C
     is used without cross-validation. Past SEARCH_ROWS rows, C is chosen on a seeded share of
     the pictures of every class (3 folds), and only the final fit sees them all.
+
+    The features are standardised first (centred, each divided by its spread or the median
+    spread, whichever is larger; the scaling is folded back into the returned weight and
+    bias), and each fold's fits go from the most to the least regularised C, each starting
+    from the last one's solution. On raw EfficientNet features L-BFGS needed 150-360
+    iterations a fit, and blood-cells' 1,920 embeddings took 167 s; standardised and
+    warm-started, 14 s, and a lower validation loss (blood-cells 0.307 -> 0.278,
+    hymenoptera 0.073 -> 0.065; bench/accuracy.py).
     """
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold
 
+    centre = embeddings.features.mean(axis=0)
+    spread = embeddings.features.std(axis=0)
+    # no feature is scaled up past the typical one: a feature that hardly varies would
+    # otherwise get a weight hundreds of times the others', which fine-tuning from this head
+    # cannot survive (blood-cells: largest weight 235, and a whole-network epoch from it
+    # validated at loss 0.44 against the probe's 0.31)
+    floor = float(np.median(spread))
+    spread = np.maximum(spread, floor if floor > 1e-6 else 1.0)
+    standard = ((embeddings.features - centre) / spread).astype(np.float32)
+    embeddings = replace(embeddings, features=standard)
     everything = embeddings.features, embeddings.targets
     if len(embeddings.features) > SEARCH_ROWS:
         rows = _search_rows(embeddings, SEARCH_ROWS, seed)
@@ -316,12 +334,14 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
     if folds >= 2 and len(candidates) > 1:
         splitter = StratifiedGroupKFold(n_splits=folds, shuffle=True, random_state=seed)
         splits = list(splitter.split(features, targets, groups))
-        for c in progress(candidates, total=len(candidates), enabled=show_progress,
+        # one model per fold, refitted from its last solution as C grows (warm start)
+        fold_models = [LogisticRegression(max_iter=2000, warm_start=True) for _ in splits]
+        for c in progress(sorted(candidates), total=len(candidates), enabled=show_progress,
                           description="Fitting the head (choosing its regularisation)",
                           transient=True):
             losses, hits = [], []
-            for train_rows, test_rows in splits:
-                model = LogisticRegression(C=c, max_iter=2000)
+            for model, (train_rows, test_rows) in zip(fold_models, splits):
+                model.set_params(C=c)
                 model.fit(features[train_rows], targets[train_rows])
                 probabilities = model.predict_proba(features[test_rows])
                 columns = np.searchsorted(model.classes_, targets[test_rows])
@@ -339,6 +359,9 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
                 enabled=show_progress and len(everything[0]) > SEARCH_ROWS):
         model.fit(*everything)
     weight, bias = _full_weights(model, num_classes)
+    # w . (x - centre) / spread + b  ==  (w / spread) . x + (b - (w / spread) . centre)
+    weight = (weight / spread).astype(np.float32)
+    bias = (bias - weight @ centre).astype(np.float32)
     return HeadFit(weight, bias, best_c, best_score)
 
 

@@ -38,8 +38,9 @@ from imgclf.training.distributed import (agree, device_of, main_first, parallel_
                                          processes, resolve_device)
 from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
 from imgclf.training.lr_find import LearningRates, find_learning_rate
-from imgclf.training.plan import (DISCRIMINATIVE, Phase, data_for, fine_tune_phases, fit_to_time,
-                                  one_cycle, plan_for, probe_phase, probe_views, time_limit)
+from imgclf.training.plan import (DISCRIMINATIVE, FORWARD_SHARE, Phase, data_for,
+                                  fine_tune_phases, fit_to_time, one_cycle, plan_for,
+                                  probe_phase, probe_views, time_limit)
 
 __all__ = ["BEST", "CHECKPOINT", "FINAL", "Learner", "LearningRates", "one_cycle", "train"]
 
@@ -61,13 +62,17 @@ class Learner:
                  output: str | os.PathLike | None = None, callbacks: Sequence[Any] = (),
                  verbose: bool = True):
         self.data = data
-        self.config = config
         # under torchrun, one of several processes (distributed.py); only the first writes
         device = resolve_device(config.device)
         self.processes = processes(cuda=device.type == "cuda")
         self.device = device_of(self.processes, device)
         if not self.processes.main:
             output, verbose = None, False
+        # precision and freeze_early decided for this device: the run's settings say which
+        config, note = steps.resolved(config, self.device)
+        if note and verbose:
+            console().print(f"[yellow]{note}")
+        self.config = config
         # channels_last: 1.5x faster training on CPU (bench/backbone_speed.py, README)
         self.network = network.to(self.device, memory_format=torch.channels_last)
         self.output = Path(output) if output is not None else None
@@ -171,7 +176,7 @@ class Learner:
                     resumed = index == start_phase
                     why = self._run_one_cycle(plan, index, start_epoch if resumed else 0,
                                               optimizer_state if resumed else None)
-                    if why is None and index < len(plan) - 1:
+                    if why is None and index < len(plan) - 1 and plan[index].compare_at_end:
                         stop = steps.not_helping(self.config, self.history, self.best)
                         if agree(self.processes, stop is not None):
                             why = stop or "Stopping early, as the first process decided."
@@ -219,7 +224,10 @@ class Learner:
         weights it began with restored).
         """
         phase = plan[index]
-        self.network.freeze() if phase.frozen else self.network.unfreeze()
+        if phase.frozen:
+            self.network.freeze()
+        else:
+            self.network.unfreeze(early=not self.config.freeze_early)
         self._backbone_trained = self._backbone_trained or not phase.frozen
         groups = ([list(self.network.head.parameters())] if phase.frozen
                   else self.network.layer_groups(len(phase.learning_rates)))
@@ -241,19 +249,17 @@ class Learner:
             started = time.perf_counter()
             self.seed_epoch(len(self.history), loader)
             name = f"{phase.name} {epoch + 1}/{plan[index].epochs}"
-            train_loss = steps.train_epoch(
+            trained = steps.train_epoch(
                 self.train_step, self.network, loader, optimizer,
                 first_step=epoch * len(loader), total_steps=plan[index].epochs * len(loader),
                 warmup_fraction=self.config.warmup_fraction, processes=processes,
                 description=name, show_progress=self.verbose,
                 fit=fit if epoch == first_epoch else None)
-            if train_loss is None:  # not one epoch fits
+            if trained is None:  # not one epoch fits
                 return self._out_of_time
-            self._end_epoch({"phase": phase.name, "train_loss": train_loss}, started,
-                            plan, index, epoch, optimizer)
-            why = steps.not_helping(self.config, self.history, self.best)
-            if epoch < plan[index].epochs - 1 and agree(processes, why is not None):
-                return why or "Stopping early, as the first process decided."
+            self._end_epoch({"phase": phase.name, "train_loss": trained[0],
+                             "pictures_per_second": trained[1]}, started, plan, index, epoch,
+                            optimizer)
             epoch += 1
         return None
 
@@ -263,17 +269,25 @@ class Learner:
         phase = plan[index]
         snapshot = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
         valid_pictures = len(self.data.items["valid"])
+        train_pictures = len(self.data.items["train"])
 
         def fit(step_seconds: float, into_epoch: float, finished: bool = False) -> int:
+            # validation: as long as the last PyTorch pass, or FORWARD_SHARE of a step per
+            # batch (the probe's validation ran on cached embeddings)
+            validating = (self._validate_seconds if self._validate_seconds is not None
+                          else step_seconds * FORWARD_SHARE * valid_pictures
+                          / self.data.config.batch_size)
             epochs, message = fit_to_time(
                 phase, limit=limit, spent=time.perf_counter() - self._started,
-                into_epoch=into_epoch, epoch_seconds=step_seconds * steps_per_epoch + (
-                    # validation: as long as the last PyTorch pass, or forward passes a third
-                    # of a step (the probe's validation ran on cached embeddings)
-                    self._validate_seconds if self._validate_seconds is not None
-                    else step_seconds / 3 * valid_pictures / self.data.config.batch_size),
-                # an epoch already finished is kept whatever the time
-                kept=self.history[-1]["phase"] if self.history and not finished else None)
+                into_epoch=into_epoch, epoch_seconds=step_seconds * steps_per_epoch + validating,
+                # an epoch already finished is kept whatever the time; else the best so far
+                # when the run ends on it, or the last
+                kept=None if finished or not self.history else
+                (self.best or self.history[-1])["phase"] if self.config.restore_best
+                else self.history[-1]["phase"],
+                # once the backbone has changed, the detector embeds every training picture
+                finishing=0.0 if phase.frozen else
+                validating * train_pictures / max(1, valid_pictures))
             epochs = int(agree(self.processes, epochs))  # the first process's estimate
             if not epochs:
                 self.network.load_state_dict(snapshot)
@@ -301,10 +315,12 @@ class Learner:
                    epoch: int, optimizer: torch.optim.Optimizer | None) -> None:
         """Validate, record, keep the best, checkpoint, call back: the same after any phase."""
         row = {"epoch": len(self.history), **row, **self.validate(),
-               "backbone_trained": self._backbone_trained}
+               "backbone_trained": self._backbone_trained,
+               # the epoch ends its phase's schedule, at the bottom of its learning rate
+               "annealed": epoch == plan[index].epochs - 1}
         row["seconds"] = time.perf_counter() - started
         self.history.append(row)
-        self._track_best(row)
+        self._track_best(row, plan[index])
         if self.output is not None:
             save_checkpoint(self.output / CHECKPOINT, self.network, self.info(), plan=plan,
                             phase=index, epoch=epoch, optimizer=optimizer, best=self.best)
@@ -344,7 +360,9 @@ class Learner:
         targets = [t for t, good in zip(dataset.targets, ok) if good]
         return loop.scores(outputs.probabilities[ok], targets)
 
-    def _track_best(self, row: dict[str, Any]) -> None:
+    def _track_best(self, row: dict[str, Any], phase: Phase) -> None:
+        if phase.compare_at_end and not row["annealed"]:  # see steps.not_helping
+            return
         monitor = self.config.monitor
         larger_is_better = monitor == "accuracy"
         if self.best is not None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -27,15 +28,16 @@ from imgclf.training.plan import TIMED_STEPS, one_cycle
 def train_epoch(step: Callable[..., float], network: torch.nn.Module, loader,
                 optimizer: torch.optim.Optimizer, *, first_step: int, total_steps: int,
                 warmup_fraction: float, processes: Processes, description: str,
-                show_progress: bool, fit: Callable[..., int] | None = None) -> float | None:
-    """One epoch of the schedule; its mean loss.
+                show_progress: bool, fit: Callable[..., int] | None = None
+                ) -> tuple[float, float] | None:
+    """One epoch of the schedule: (its mean loss, training pictures a second).
 
     step(images, targets, optimizer, trainable) takes one optimizer step. fit: called with the
     seconds a step takes once TIMED_STEPS have run; it returns the steps the schedule keeps,
     and None is returned here when that is 0 (not one epoch fits the time left).
     """
     began = time.perf_counter()
-    timed_from = None
+    timed_from, pictures = None, 0
     network.train()
     trainable = [p for group in optimizer.param_groups for p in group["params"]]
     losses = []
@@ -53,6 +55,7 @@ def train_epoch(step: Callable[..., float], network: torch.nn.Module, loader,
             if not all_agree(processes, images is not None):
                 continue
             losses.append(step(images, targets, optimizer, trainable))
+            pictures += len(targets)
             bar.update(task, advance=1, loss=sum(losses) / len(losses))
             if fit is not None and len(losses) == TIMED_STEPS[0]:
                 timed_from = time.perf_counter()
@@ -64,7 +67,8 @@ def train_epoch(step: Callable[..., float], network: torch.nn.Module, loader,
     if fit is not None and losses:  # an epoch shorter than TIMED_STEPS: timed whole
         fit((time.perf_counter() - began) / len(losses), time.perf_counter() - began,
             finished=True)
-    return sum(losses) / max(1, len(losses))
+    return (sum(losses) / max(1, len(losses)),
+            pictures * processes.count / max(time.perf_counter() - began, 1e-9))
 
 
 def train_step(network, images, targets, optimizer, trainable, *, device: torch.device,
@@ -73,8 +77,9 @@ def train_step(network, images, targets, optimizer, trainable, *, device: torch.
     DistributedDataParallel's wrapper while a phase runs in several processes."""
     images = images.to(device, memory_format=torch.channels_last, non_blocking=True)
     targets = targets.to(device, non_blocking=True)
-    # bf16 on this project's CPUs (no AVX-512 BF16) is 6-11x slower: autocast on GPUs only
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=device.type == "cuda"):
+    # config.precision is resolved (resolved()): "float32" or "bfloat16"
+    with torch.autocast(device.type, dtype=torch.bfloat16,
+                        enabled=config.precision == "bfloat16"):
         frozen, wrapper = parallel or (None, None)
         if frozen != network.frozen:  # lr_find, or a phase of one process
             wrapper = None
@@ -105,13 +110,92 @@ def seed_epoch(seed: int, epoch: int, loader) -> None:
 
 def not_helping(config: TrainConfig, history: list[dict[str, Any]],
                 best: dict[str, Any] | None) -> str | None:
-    """auto mode: why to stop when the last `patience` epochs all failed to beat the best one
-    (see TrainConfig.patience); None to go on."""
+    """auto mode (phases with compare_at_end): why to stop when the last `patience` complete
+    schedules (rows whose schedule had annealed) all ended no better than the best point so
+    far; None to go on.
+
+    An epoch in the middle of a one-cycle schedule ends at a high learning rate and says
+    little of where the schedule will end, so it is never judged (see TrainConfig.patience).
+    """
     patience, monitor = config.patience, config.monitor
-    if config.mode != "auto" or not patience or len(history) <= patience or best is None:
+    if not patience or best is None or not history:
         return None
-    if best["epoch"] >= len(history) - patience:
+    if not history[-1].get("annealed", True):
         return None
-    return (f"Stopping early: {patience} whole-network epoch(s) did not beat the "
-            f"{best['phase']} epoch's {monitor} ({history[-1][monitor]:.4f} vs "
-            f"{best[monitor]:.4f}); keeping it.")
+    ends = [row for row in history if row.get("annealed", True)]
+    if len(ends) <= patience or best["epoch"] >= ends[-patience]["epoch"]:
+        return None
+    last = history[-1]
+    return (f"Stopping: the whole network after a complete schedule ({last['phase']}, epoch "
+            f"{last['epoch']}) validated at {monitor} {last[monitor]:.4f}, no better than the "
+            f"{best['phase']} epoch's {best[monitor]:.4f}; keeping the {best['phase']} epoch.")
+
+
+def kept(config: TrainConfig, history: list[dict[str, Any]], best: dict[str, Any] | None
+         ) -> str | None:
+    """auto mode: the one line that says which point it kept and against what."""
+    if best is None:
+        return None
+    ends = [row for row in history if row.get("annealed", True)]
+    others = ", ".join(f"{row['phase']} {row[config.monitor]:.4f}" for row in ends
+                       if row["epoch"] != best["epoch"])
+    return (f"Kept the {best['phase']} epoch ({best['epoch']}): {config.monitor} "
+            f"{best[config.monitor]:.4f}, accuracy {best['accuracy']:.4f}"
+            + (f"; the other points where a schedule had annealed: {others}." if others
+               else "; no other schedule ended."))
+
+
+# auto precision on a CPU with bfloat16 instructions: whether bfloat16 autocast is used.
+# `python bench/accuracy.py --steps 40` on this project's EPYC (AVX-512 BF16), hymenoptera,
+# training pictures a second at 224 px through the data loader, float32 / bfloat16: the whole
+# network 13.7 / 13.2, its early layers frozen (freeze_early) 22.8 / 16.3. Random pictures,
+# no loader: 21.0 / 24.8 and 40.9 / 41.6. Nowhere enough to pay for 8 bits of mantissa.
+BF16_ON_CPU = False
+
+
+def cpu_has_bf16() -> bool:
+    """Whether this CPU does bfloat16 arithmetic in its instructions (AVX-512 BF16 or AMX
+    tiles), asked of PyTorch's CPU checks; False wherever they cannot say."""
+    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
+        check = getattr(torch.cpu, name, None)
+        try:
+            if check is not None and check():
+                return True
+        except (RuntimeError, OSError):
+            continue
+    return False
+
+
+def device_has_bf16(device: torch.device) -> bool:
+    """Whether bfloat16 arithmetic runs in hardware on this device."""
+    if device.type == "cuda":
+        if not torch.cuda.is_available():
+            return False
+        try:  # emulated bfloat16 (before Ampere) is not bfloat16 arithmetic
+            return bool(torch.cuda.is_bf16_supported(including_emulation=False))
+        except TypeError:  # a torch without the argument never counted emulation
+            return bool(torch.cuda.is_bf16_supported())
+    if device.type == "cpu":
+        return cpu_has_bf16()
+    return False
+
+
+def resolved(config: TrainConfig, device: torch.device, *, has_bf16: bool | None = None
+             ) -> tuple[TrainConfig, str | None]:
+    """(config with precision and freeze_early decided for this device, a note for people
+    when a choice was overruled). has_bf16: the device's answer (device_has_bf16) when known."""
+    has_bf16 = device_has_bf16(device) if has_bf16 is None else has_bf16
+    precision, note = config.precision, None
+    if precision == "auto":
+        precision = ("bfloat16" if has_bf16 and (device.type != "cpu" or BF16_ON_CPU)
+                     else "float32")
+    elif precision == "bfloat16" and not has_bf16:
+        precision = "float32"
+        note = (f"precision='bfloat16' asked for, but this {device.type.upper()} has no "
+                f"bfloat16 arithmetic (it would be emulated, many times slower): training in "
+                f"float32.")
+    freeze_early = config.freeze_early
+    if freeze_early is None:  # auto mode on a CPU; fine_tune keeps fastai's recipe
+        freeze_early = device.type == "cpu" and config.mode == "auto"
+
+    return replace(config, precision=precision, freeze_early=freeze_early), note
