@@ -1,0 +1,179 @@
+"""Accuracy, time and training speed per data set and per choice: one JSON line per data set.
+
+Each run trains in a fresh process with a cold cache (as a new user's first run), seeded, and
+reports validation accuracy and loss, wall seconds (loading the data to the end of training),
+training pictures a second of its whole-network epochs, the plan it ran (phases and epochs),
+its precision and freeze_early, and which point auto kept. Runs:
+
+- ``auto``: ``imgclf train DATA``, the default (the probe, then one 4-epoch whole-network
+  schedule fitted to the 10-minute limit, the better kept);
+- ``probe``: the probe alone;
+- ``auto-whole``: auto with every layer trained (``freeze_early=False``);
+- ``auto-float32`` / ``auto-bfloat16``: auto in one precision;
+- ``fine_tune``: fastai's recipe (2 head epochs, 4 whole-network epochs), no time limit.
+
+``--steps N`` adds training pictures a second at 224 px through the real data loader (the
+pictures decoded and augmented as training reads them), N steps of batch 16 after 3 to warm
+up, for each (precision, freeze_early) this CPU can run: the first row, float32 with every
+layer trained, is how imgclf trained before freeze_early existed.
+
+Run: python bench/accuracy.py [--datasets hymenoptera,blood-cells] [--runs auto,probe]
+     [--steps 40] [--seed 42] [--src OTHER_CHECKOUT/src]
+``--src`` runs the children on another checkout's code (a git worktree of an older commit),
+side by side with this one; a choice it does not know gives an "error" entry.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+DATASETS = HERE.parents[1] / "shared" / "datasets"
+RUNS = {
+    "auto": {},
+    "probe": {"mode": "probe"},
+    "auto-whole": {"freeze_early": False},
+    "auto-float32": {"precision": "float32"},
+    "auto-bfloat16": {"precision": "bfloat16"},
+    "fine_tune": {"mode": "fine_tune", "time_limit": 0},
+}
+
+
+def run_child(arguments: list[str], src: str | None) -> dict:
+    """One measurement in a fresh process with a cold imgclf cache; its last JSON line."""
+    with tempfile.TemporaryDirectory() as cache:
+        environment = {**os.environ, "IMGCLF_CACHE": cache}
+        if src:
+            environment["PYTHONPATH"] = os.pathsep.join(
+                [str(Path(src).resolve()), environment.get("PYTHONPATH", "")])
+        result = subprocess.run([sys.executable, __file__, *arguments], capture_output=True,
+                                text=True, env=environment)
+    lines = [line for line in result.stdout.splitlines() if line.startswith("{")]
+    if result.returncode != 0 or not lines:
+        return {"error": result.stderr.strip().splitlines()[-1:] or [f"exit {result.returncode}"]}
+    return json.loads(lines[-1])
+
+
+def train_child(data: str, run: str, seed: int) -> None:
+    """Child process: one training run; prints one JSON line."""
+    from imgclf import ImageData, train
+
+    start = time.perf_counter()
+    images = ImageData.from_folder(data, seed=seed, verbose=False)
+    learner = train(images, seed=seed, verbose=False, **RUNS[run])
+    seconds = time.perf_counter() - start
+    history = learner.history
+    speeds = [row["pictures_per_second"] for row in history
+              if row.get("backbone_trained") and "pictures_per_second" in row]
+    best = learner.best or {}
+    print(json.dumps({
+        "valid_accuracy": round(learner.metrics()["accuracy"], 4),
+        "valid_loss": round(learner.metrics()["valid_loss"], 4),
+        "wall_seconds": round(seconds, 1),
+        "train_pictures_per_second": round(sum(speeds) / len(speeds), 1) if speeds else None,
+        "epochs": [row["phase"] for row in history],
+        "kept": best.get("phase") if learner.config.restore_best else history[-1]["phase"],
+        "precision": getattr(learner.config, "precision", None),
+        "freeze_early": getattr(learner.config, "freeze_early", None),
+        "probe_seconds": round(history[0]["seconds"], 1) if history[0]["phase"] == "probe"
+        else None,
+    }))
+
+
+def steps_child(data: str, steps: int, seed: int) -> None:
+    """Child process: training pictures a second at 224 px per (precision, freeze_early)."""
+    import torch
+
+    from imgclf import ImageData, Learner, TrainConfig
+    from imgclf.training.plan import DISCRIMINATIVE
+    from imgclf.training.steps import device_has_bf16
+
+    images = ImageData.from_folder(data, seed=seed, verbose=False)
+    images = images.with_image_size(images.input.image_size)  # 224 for efficientnet_lite0
+    choices = [("float32", False), ("float32", True)]
+    if device_has_bf16(torch.device("cpu")):
+        choices += [("bfloat16", False), ("bfloat16", True)]
+    rows = []
+    for precision, freeze_early in choices:
+        config = TrainConfig(precision=precision, freeze_early=freeze_early, device="cpu",
+                             seed=seed)
+        learner = Learner.create(images, config=config, verbose=False)
+        learner.network.unfreeze(early=not freeze_early)
+        groups = learner.network.layer_groups(len(DISCRIMINATIVE))
+        optimizer = torch.optim.AdamW([{"params": group, "lr": 1e-5} for group in groups])
+        trainable = [p for group in groups for p in group]
+        loader = learner.data.train_loader()
+        learner.seed_epoch(0, loader)
+        learner.network.train()
+        done, began = 0, None
+        batches = iter(loader)
+        for position in range(3 + steps):
+            try:
+                batch, targets, _, _ = next(batches)
+            except StopIteration:
+                batches = iter(loader)
+                batch, targets, _, _ = next(batches)
+            if position == 3:
+                began = time.perf_counter()
+            learner.train_step(batch, targets, optimizer, trainable)
+            done += len(targets) if position >= 3 else 0
+        rows.append({"precision": precision, "freeze_early": freeze_early, "image_size":
+                     images.input.image_size, "pictures_per_second":
+                     round(done / (time.perf_counter() - began), 1)})
+    print(json.dumps({"steps": rows}))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--datasets", default="hymenoptera,blood-cells",
+                        help="folders under ../shared/datasets, or paths")
+    parser.add_argument("--runs", default="auto,probe", help=f"of {', '.join(RUNS)}")
+    parser.add_argument("--steps", type=int, default=0,
+                        help="also measure this many training steps per speed choice")
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--src", help="run the children on this checkout's src folder")
+    parser.add_argument("--child", choices=["train", "steps"], help=argparse.SUPPRESS)
+    parser.add_argument("--data", help=argparse.SUPPRESS)
+    parser.add_argument("--run", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.child == "train":
+        return train_child(args.data, args.run, args.seed)
+    if args.child == "steps":
+        return steps_child(args.data, args.steps, args.seed)
+    runs = [run for run in args.runs.split(",") if run]
+    unknown = [run for run in runs if run not in RUNS]
+    if unknown:
+        parser.error(f"unknown runs {unknown}: choose from {', '.join(RUNS)}")
+    for name in args.datasets.split(","):
+        folder = Path(name) if Path(name).is_dir() else DATASETS / name
+        if not folder.is_dir():
+            print(json.dumps({"benchmark": "accuracy", "dataset": name,
+                              "skipped": f"{folder} is not here"}))
+            continue
+        line = {"benchmark": "accuracy", "dataset": folder.name, "seed": args.seed,
+                "code": args.src or "this checkout"}
+        for run in runs:
+            line[run] = run_child(["--child", "train", "--data", str(folder), "--run", run,
+                                   "--seed", str(args.seed)], args.src)
+        if args.steps:
+            line["training_steps"] = run_child(["--child", "steps", "--data", str(folder),
+                                                "--steps", str(args.steps), "--seed",
+                                                str(args.seed)], args.src).get("steps")
+        import torch
+
+        line.update(threads=torch.get_num_threads(), cpus=os.cpu_count(),
+                    machine=platform.machine(), torch=torch.__version__)
+        print(json.dumps(line), flush=True)
+
+
+if __name__ == "__main__":
+    main()
