@@ -29,15 +29,16 @@ PROBE_FEW = 20
 # (bench/vs_fastai.py learning curve).
 AUTO_PROBE_BELOW = 20
 # auto mode fine-tunes at this fraction of learning_rate, starting from the probed head.
-# Blood-cells (bench/accuracy.py, 2026-12-03): the probe 0.278 validation loss; a 3-epoch
-# schedule at 1e-3 ended at 0.218 (accuracy 0.906 -> 0.925); the older code's 4 epochs at
-# 2e-4 at 0.917. Hymenoptera keeps its probe either way.
+# Blood-cells (bench/README.md, 2026-12-03): the probe 0.278 validation loss (accuracy
+# 0.906); a 1-epoch schedule at 1e-3, then a 3-epoch one, ended at 0.218 (0.925); the older
+# code's 4 epochs at 2e-4 reached 0.917 accuracy; 4 epochs at 1e-3 0.173 (0.950).
+# Hymenoptera keeps its probe either way.
 AUTO_RATE_FACTOR = 1.0
 # auto mode's whole-network epochs come in cycles of at most this many, each a complete
 # one-cycle schedule (a warm restart from the last one's weights), judged at its end: with
 # the default 4 epochs, one schedule. Short schedules were poor judges on blood-cells
-# (bench/accuracy.py): validation loss after a 1-epoch schedule 0.37 (peak rate 2e-4) and
-# 0.39 (1e-3), after a 2-epoch one 0.31, against the probe's 0.28; after 3 epochs, 0.22.
+# (bench/README.md): validation loss after a 1-epoch schedule 0.37 (peak rate 2e-4) and
+# 0.39 (1e-3), after a 2-epoch one 0.31, against the probe's 0.28; after 4 epochs, 0.17.
 AUTO_CYCLE_EPOCHS = 4
 
 # auto mode's time limit on the CPU when none is given: the main job (hymenoptera) takes
