@@ -51,7 +51,7 @@ _EXPORTS = {
     "predict_dataset": "imgclf.inference.ray_batch",
     "quantize": "imgclf.inference.int8",
     "split_items": "imgclf.data.sources",
-    "train": "imgclf.training.learner",
+    "train": "imgclf.training.modes",
     "train_transform": "imgclf.data.transforms",
 }
 
@@ -86,4 +86,5 @@ if TYPE_CHECKING:
     from imgclf.inference.imagenet import classify_imagenet
     from imgclf.inference.predictor import Prediction, Predictor, load
     from imgclf.modelfile import ModelInfo
-    from imgclf.training.learner import Learner, train
+    from imgclf.training.learner import Learner
+    from imgclf.training.modes import train

@@ -367,13 +367,25 @@ def test_auto_mode_runs_its_epochs_in_cycles_of_four_the_rest_joining_the_last(
 
 
 def test_epochs_that_fit_a_time_limit():
-    from imgclf.training.plan import Phase, describe_seconds, fit_epochs, fit_to_time
+    from imgclf.training.plan import (FORWARD_SHARE, Phase, describe_seconds, epoch_costs,
+                                      fit_epochs, fit_to_time)
 
     # 100 s spent, epochs of 50 s, 10 s into the first: it ends at 140 s
     assert fit_epochs(4, limit=1000, spent=100, epoch_seconds=50, into_epoch=10) == 4
     assert fit_epochs(4, limit=240, spent=100, epoch_seconds=50, into_epoch=10) == 3
     assert fit_epochs(4, limit=189, spent=100, epoch_seconds=50, into_epoch=10) == 1
     assert fit_epochs(4, limit=139, spent=100, epoch_seconds=50, into_epoch=10) == 0
+    # an epoch: its steps and a validation pass, timed or (before one ran) estimated; the end
+    # of a run whose backbone trained: the detector's pass over the training pictures
+    pictures = {"train": 400, "valid": 100}
+    whole, head = Phase("all", 4, (1e-3,), frozen=False), Phase("head", 2, (1e-2,))
+    assert epoch_costs(whole, step_seconds=0.5, steps_per_epoch=25, validate_seconds=8.0,
+                       pictures=pictures, batch_size=16) == (20.5, 32.0)
+    assert epoch_costs(head, step_seconds=0.5, steps_per_epoch=25, validate_seconds=8.0,
+                       pictures=pictures, batch_size=16) == (20.5, 0.0)
+    estimated = 0.5 * FORWARD_SHARE * 100 / 16
+    assert epoch_costs(whole, step_seconds=0.5, steps_per_epoch=25, validate_seconds=None,
+                       pictures=pictures, batch_size=16) == (12.5 + estimated, 4 * estimated)
     # time kept for the end (the detector's pass once the backbone trained) is not planned on
     phase = Phase("all 1", 4, (1e-3,), frozen=False)
     epochs, said = fit_to_time(phase, limit=300, spent=100, epoch_seconds=50, into_epoch=10,
@@ -403,7 +415,7 @@ def test_auto_mode_fits_its_epochs_to_the_time_limit(make_photo, tmp_path, monke
 
     monkeypatch.setattr("imgclf.training.plan.AUTO_CYCLE_EPOCHS", 2)
     # validation is scripted below and takes no time; so does the detector's pass
-    monkeypatch.setattr(imgclf.training.learner, "FORWARD_SHARE", 0.0)
+    monkeypatch.setattr("imgclf.training.plan.FORWARD_SHARE", 0.0)
     for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
         for index in range(22):
             make_photo(f"data/{label}/{index}.jpg", size=(40, 40), tint=tint, noise=70)

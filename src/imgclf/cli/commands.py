@@ -153,7 +153,8 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace) -> int:
     from imgclf.training.checkpoint import read_checkpoint
-    from imgclf.training.learner import CHECKPOINT, FINAL, Learner, train
+    from imgclf.training.learner import CHECKPOINT, FINAL, Learner
+    from imgclf.training.modes import train
 
     if args.devices < 1:
         raise ImgclfError(f"--devices must be 1 or more, not {args.devices}.")

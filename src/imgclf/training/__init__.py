@@ -1,6 +1,7 @@
 """training: from ImageData to a trained network and its model file.
 
-learner.py (Learner and train(): a plan of phases run in one loop, top to bottom) uses
+modes.py (train(): the mode's input sizes and plan, then a Learner) and learner.py
+(Learner: a plan of phases run in one loop, top to bottom) use
 plan.py (which phases, the one-cycle schedule, the time limit), steps.py (one step and
 one epoch of the schedule, and when auto mode stops), embeddings.py (cached
 backbone embeddings and the probe's head fit), checkpoint.py, callbacks.py, lr_find.py and

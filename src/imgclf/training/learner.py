@@ -38,11 +38,10 @@ from imgclf.training.distributed import (agree, device_of, main_first, parallel_
                                          processes, resolve_device)
 from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
 from imgclf.training.lr_find import LearningRates, find_learning_rate
-from imgclf.training.plan import (DISCRIMINATIVE, FORWARD_SHARE, Phase, data_for,
-                                  fine_tune_phases, fit_to_time, one_cycle, plan_for,
-                                  probe_phase, probe_views, time_limit)
+from imgclf.training.plan import (DISCRIMINATIVE, Phase, epoch_costs, fine_tune_phases,
+                                  fit_to_time, one_cycle, probe_phase, probe_views, time_limit)
 
-__all__ = ["BEST", "CHECKPOINT", "FINAL", "Learner", "LearningRates", "one_cycle", "train"]
+__all__ = ["BEST", "CHECKPOINT", "FINAL", "Learner", "LearningRates", "one_cycle"]
 
 METRICS = ("valid_loss", "accuracy", "error_rate")
 
@@ -268,26 +267,21 @@ class Learner:
         plan[index]'s epochs to the time left and returns their steps (0: none fit)."""
         phase = plan[index]
         snapshot = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
-        valid_pictures = len(self.data.items["valid"])
-        train_pictures = len(self.data.items["train"])
+        pictures = {split: len(items) for split, items in self.data.items.items()}
 
         def fit(step_seconds: float, into_epoch: float, finished: bool = False) -> int:
-            # validation: as long as the last PyTorch pass, or FORWARD_SHARE of a step per
-            # batch (the probe's validation ran on cached embeddings)
-            validating = (self._validate_seconds if self._validate_seconds is not None
-                          else step_seconds * FORWARD_SHARE * valid_pictures
-                          / self.data.config.batch_size)
+            epoch_seconds, finishing = epoch_costs(
+                phase, step_seconds=step_seconds, steps_per_epoch=steps_per_epoch,
+                validate_seconds=self._validate_seconds, pictures=pictures,
+                batch_size=self.data.config.batch_size)
+            # an epoch already finished is kept whatever the time; else the one the run ends
+            # on: the best so far (restore_best) or the last
+            last = (self.best if self.config.restore_best and self.best else
+                    self.history[-1] if self.history else None)
             epochs, message = fit_to_time(
                 phase, limit=limit, spent=time.perf_counter() - self._started,
-                into_epoch=into_epoch, epoch_seconds=step_seconds * steps_per_epoch + validating,
-                # an epoch already finished is kept whatever the time; else the best so far
-                # when the run ends on it, or the last
-                kept=None if finished or not self.history else
-                (self.best or self.history[-1])["phase"] if self.config.restore_best
-                else self.history[-1]["phase"],
-                # once the backbone has changed, the detector embeds every training picture
-                finishing=0.0 if phase.frozen else
-                validating * train_pictures / max(1, valid_pictures))
+                into_epoch=into_epoch, epoch_seconds=epoch_seconds, finishing=finishing,
+                kept=None if finished or last is None else last["phase"])
             epochs = int(agree(self.processes, epochs))  # the first process's estimate
             if not epochs:
                 self.network.load_state_dict(snapshot)
@@ -527,43 +521,3 @@ class Learner:
 
 def _timm_name(backbone: str) -> str | None:
     return get_backbone(backbone).timm_name
-
-
-def train(data: ImageData, *, backbone: str | None = None, weights: str | os.PathLike | None = None,
-          output: str | os.PathLike | None = None, head: HeadConfig = HeadConfig(),
-          config: TrainConfig | None = None, verbose: bool = True, callbacks: Sequence[Any] = (),
-          **training) -> Learner:
-    """Train a classifier on the data: the five-line quick start in one call.
-
-    Args:
-        backbone: defaults to the backbone the data was prepared for.
-        weights: a ``.safetensors`` or ``.pth`` file of the backbone's weights instead of its
-            ImageNet ones (a backbone that is not on this computer offline, say).
-        output: folder for the settings, checkpoints, the best and final model, the history.
-        config: a TrainConfig; or give its fields as keywords (mode="auto", epochs=4,
-            freeze_epochs=2, learning_rate=1e-3, ...): TrainConfig holds every default.
-            mode "auto" (the default) probes alone for tiny data, else probes, then fine-tunes
-            the whole network from the probed head, keeping the better epoch; "probe" fits a
-            head on cached embeddings in seconds; "fine_tune" trains head epochs, then the
-            whole network. probe and auto read pictures at 1.3x the backbone's pretrained size
-            (288 for efficientnet_lite0) unless the data was given an image_size.
-
-    Example:
-        >>> data = ImageData.from_folder("cats", valid_fraction=0.2, seed=42)
-        >>> model = train(data, backbone="efficientnet_lite0", epochs=4)
-        >>> model.predict("tiger.jpg").label
-        'wild_cat'
-    """
-    if weights is not None:
-        data = data.for_backbone(backbone or data.backbone, weights=weights)
-    elif backbone is not None and backbone != data.backbone:
-        data = data.for_backbone(backbone)
-    if config is None:
-        training.setdefault("seed", data.config.seed)
-    config = replace(config or TrainConfig(), **training)
-    if config.mode == "auto":  # auto keeps whichever epoch, the probe included, is best
-        config = replace(config, restore_best=True)
-    data = data_for(config, data)
-    learner = Learner.create(data, head=head, config=config, output=output, verbose=verbose,
-                             callbacks=callbacks)
-    return learner.fit(plan_for(config, data))

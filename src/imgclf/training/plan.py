@@ -167,6 +167,24 @@ def fit_epochs(planned: int, *, limit: float, spent: float, epoch_seconds: float
     return min(planned, 1 + int((limit - first_ends) // max(epoch_seconds, 1e-9)))
 
 
+def epoch_costs(phase: Phase, *, step_seconds: float, steps_per_epoch: int,
+                validate_seconds: float | None, pictures: dict[str, int], batch_size: int
+                ) -> tuple[float, float]:
+    """(seconds an epoch of the phase takes, its training steps and validation; seconds to
+    keep for the run's end) from the seconds a training step takes.
+
+    Validation takes as long as the last PyTorch pass (validate_seconds), or FORWARD_SHARE of
+    a step per batch before there was one (the probe validates on cached embeddings). Once
+    the backbone has changed, the run ends with the detector's pass over every training
+    picture, at validation's pace.
+    """
+    valid = max(1, pictures.get("valid", 0))
+    validating = (validate_seconds if validate_seconds is not None
+                  else step_seconds * FORWARD_SHARE * pictures.get("valid", 0) / batch_size)
+    finishing = 0.0 if phase.frozen else validating * pictures.get("train", 0) / valid
+    return step_seconds * steps_per_epoch + validating, finishing
+
+
 def fit_to_time(phase: Phase, *, limit: float, spent: float, epoch_seconds: float,
                 into_epoch: float, kept: str | None, finishing: float = 0.0) -> tuple[int, str]:
     """(epochs of the phase to run, the line that says so) under a time limit.
