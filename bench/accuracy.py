@@ -10,12 +10,18 @@ its precision and freeze_early, and which point auto kept. Runs:
 - ``probe``: the probe alone;
 - ``auto-whole``: auto with every layer trained (``freeze_early=False``);
 - ``auto-float32`` / ``auto-bfloat16``: auto in one precision;
+- ``auto-progressive``: auto with progressive resizing (its schedule's epochs but the last on
+  176-pixel crops);
+- ``auto-backbone``: auto with ``backbone="auto"`` (efficientnet_lite0, 1, 2 probed within
+  half the time limit, the lowest cross-validated loss trained);
 - ``fine_tune``: fastai's recipe (2 head epochs, 4 whole-network epochs), no time limit.
 
 ``--steps N`` adds training pictures a second at 224 px through the real data loader (the
 pictures decoded and augmented as training reads them), N steps of batch 16 after 3 to warm
-up, for each (precision, freeze_early) this CPU can run: the first row, float32 with every
-layer trained, is how imgclf trained before freeze_early existed.
+up, for each (precision, freeze_early) this CPU can run, and float32 with freeze_early on
+progressive resizing's 176-pixel crops. The first row, float32 with every layer trained, is
+how imgclf trained before freeze_early existed (with ``--src`` on that code, its data loader
+too: a worker process on 2 cores then, none now).
 
 Run: python bench/accuracy.py [--datasets hymenoptera,blood-cells] [--runs auto,probe]
      [--steps 40] [--seed 42] [--src OTHER_CHECKOUT/src]
@@ -43,6 +49,8 @@ RUNS = {
     "auto-whole": {"freeze_early": False},
     "auto-float32": {"precision": "float32"},
     "auto-bfloat16": {"precision": "bfloat16"},
+    "auto-progressive": {"progressive_resizing": True},
+    "auto-backbone": {"backbone": "auto"},
     "fine_tune": {"mode": "fine_tune", "time_limit": 0},
 }
 
@@ -83,6 +91,11 @@ def train_child(data: str, run: str, seed: int) -> None:
         "kept": best.get("phase") if learner.config.restore_best else history[-1]["phase"],
         "precision": getattr(learner.config, "precision", None),
         "freeze_early": getattr(learner.config, "freeze_early", None),
+        "progressive_resizing": getattr(learner.config, "progressive_resizing", None),
+        "backbone": learner.data.backbone,
+        "backbone_choice": getattr(learner, "backbone_choice", None),
+        "train_sizes": [row.get("train_size") for row in history],
+        "valid_losses": [round(row["valid_loss"], 4) for row in history],
         "probe_seconds": round(history[0]["seconds"], 1) if history[0]["phase"] == "probe"
         else None,
     }))
@@ -101,8 +114,16 @@ def steps_child(data: str, steps: int, seed: int) -> None:
     choices = [("float32", False), ("float32", True)]
     if device_has_bf16(torch.device("cpu")):
         choices += [("bfloat16", False), ("bfloat16", True)]
+    choices = [(precision, freeze_early, None) for precision, freeze_early in choices]
+    try:  # progressive resizing's smaller crops, where this code has it
+        from imgclf.training.plan import small_size
+        choices.append(("float32", True, small_size(images.input.image_size)))
+    except ImportError:
+        pass
     rows = []
-    for precision, freeze_early in choices:
+    base = images
+    for precision, freeze_early, crops in choices:
+        images = base.with_image_size(base.input.image_size, train_size=crops)
         config = TrainConfig(precision=precision, freeze_early=freeze_early, device="cpu",
                              seed=seed)
         learner = Learner.create(images, config=config, verbose=False)
@@ -126,7 +147,7 @@ def steps_child(data: str, steps: int, seed: int) -> None:
             learner.train_step(batch, targets, optimizer, trainable)
             done += len(targets) if position >= 3 else 0
         rows.append({"precision": precision, "freeze_early": freeze_early, "image_size":
-                     images.input.image_size, "pictures_per_second":
+                     images.input.train_size or images.input.image_size, "pictures_per_second":
                      round(done / (time.perf_counter() - began), 1)})
     print(json.dumps({"steps": rows}))
 

@@ -287,6 +287,14 @@ class TrainConfig:
     # gradients through the largest pictures in the network, 2x the training pictures a
     # second on a CPU (bench/accuracy.py). None: yes on a CPU, no on a GPU.
     freeze_early: bool | None = None
+    # Progressive resizing (fastai's): a whole-network phase trains its epochs but the last
+    # on smaller crops (plan.PROGRESSIVE_FACTOR of the training size: 176 for 224), 1.6-1.7x
+    # the training pictures a second; the last epoch, where the schedule anneals and the run
+    # is judged, trains at full size. Off by default: on blood-cells it cost what
+    # fine-tuning gained (auto's 4-epoch schedule ended at validation loss 0.36 with 3
+    # epochs at 176, 0.30 with 176-pixel crops at the full size's scale, against 0.17 at 224,
+    # and the probe's 0.28 was kept; bench/accuracy.py, docs/training.md).
+    progressive_resizing: bool = False
     # Share of in-domain pictures the "unknown" detector accepts: its threshold is set so that
     # this share of the validation pictures is not called unknown (with fewer than 50 of them,
     # the training pictures count too, each left out of the detector's bank in turn).

@@ -135,3 +135,14 @@ def test_cache_says_what_it_holds_and_clears_a_kind(colours, private_cache, caps
 def test_more_training_processes_than_cpu_cores_are_refused(colours, capsys):
     assert main(["train", str(colours), "--devices", "99", "--device", "cpu"]) == 1
     assert "--devices 99: processes on the CPU share its" in capsys.readouterr().err
+
+
+def test_train_backbone_auto_names_the_one_it_chose(colours, tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", str(colours), "--mode", "probe", "--image-size", "64",
+                 "--backbone", "auto", "--out", str(out)]) == 0
+    printed = capsys.readouterr()
+    settings = json.loads((out / "settings.json").read_text())
+    chosen = [row["backbone"] for row in settings["backbone_choice"] if row.get("chosen")]
+    assert chosen == [settings["backbone"]]
+    assert f"Backbone: {settings['backbone']}" in printed.out + printed.err

@@ -69,6 +69,41 @@ def test_freeze_early_is_chosen_for_the_device():
     assert resolved(TrainConfig(freeze_early=False), cpu, has_bf16=False)[0].freeze_early is False
 
 
+def test_progressive_resizing_trains_all_but_the_last_epoch_on_smaller_crops(colours):
+    from imgclf.training.plan import small_size
+
+    data = ImageData.from_folder(colours, **FAST)
+    learner = Learner.create(data, config=TrainConfig(epochs=3, freeze_epochs=1,
+                                                      progressive_resizing=True), verbose=False)
+    seen = []
+    learner.network.register_forward_pre_hook(
+        lambda module, inputs: seen.append(inputs[0].shape[-1]) if module.training else None)
+    learner.fine_tune()
+    small = small_size(64)
+    assert small == 48
+    # the head-only epoch and the schedule's last epoch at full size; the others smaller
+    assert [row["train_size"] for row in learner.history] == [64, small, small, 64]
+    steps_per_epoch = len(data.train_loader())
+    # (the head-only epoch runs its backbone in evaluation mode, unseen here)
+    assert seen == [small] * 2 * steps_per_epoch + [64] * steps_per_epoch
+    assert learner.settings()["training"]["progressive_resizing"] is True
+
+
+def test_the_time_limit_prices_the_full_size_epoch_from_a_smaller_one():
+    from imgclf.training.plan import Phase, mean_step_seconds, small_epochs
+
+    whole = Phase("all 1", 4, (1e-3,), frozen=False)
+    assert small_epochs(whole, True) == 3 and small_epochs(whole, False) == 0
+    assert small_epochs(Phase("head", 4, (1e-3,)), True) == 0  # head epochs keep their size
+    assert small_epochs(Phase("all", 1, (1e-3,), frozen=False), True) == 0
+    # timed on the smaller crops at 1 s a step, half the pixels: the full-size step 2 s
+    assert mean_step_seconds(1.0, epochs=4, small=3, timed_small=True,
+                             area_ratio=0.5) == pytest.approx((3 * 1.0 + 2.0) / 4)
+    assert mean_step_seconds(2.0, epochs=4, small=3, timed_small=False,
+                             area_ratio=0.5) == pytest.approx((3 * 1.0 + 2.0) / 4)
+    assert mean_step_seconds(1.0, epochs=4, small=0, timed_small=False, area_ratio=0.5) == 1.0
+
+
 @pytest.mark.parametrize("on_cpu", [True, False])
 def test_a_device_without_bf16_never_trains_in_it(monkeypatch, on_cpu):
     from imgclf.training import steps
@@ -512,3 +547,46 @@ def test_every_long_phase_shows_a_bar_and_logs_get_no_blank_lines(colours, monke
     train(data, mode="fine_tune", epochs=1, freeze_epochs=1)
     log = capsys.readouterr().err
     assert "epoch" in log and "\n\n" not in log
+
+
+def test_auto_backbone_trains_the_candidate_with_the_lowest_cross_validated_loss(colours,
+                                                                              tmp_path):
+    data = ImageData.from_folder(colours, **FAST)
+    learner = train(data, backbone="auto", mode="probe", output=tmp_path / "run",
+                    verbose=False)
+    rows = learner.backbone_choice
+    assert [row["backbone"] for row in rows] == ["efficientnet_lite0", "efficientnet_lite1",
+                                                 "efficientnet_lite2"]
+    best = min(rows, key=lambda row: row["cv_loss"])
+    assert [row.get("chosen", False) for row in rows] == [row is best for row in rows]
+    assert learner.data.backbone == best["backbone"]
+    assert learner.info().backbone == best["backbone"]
+    # the chosen one's probe phase fits the same head on the embeddings its choice cached
+    assert learner.history[0]["cv_loss"] == pytest.approx(best["cv_loss"])
+    assert learner.history[0]["computed"] == 0
+    settings = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert settings["backbone"] == best["backbone"] and settings["backbone_choice"] == rows
+
+
+def test_auto_backbone_probes_larger_candidates_only_while_the_time_limit_allows(colours,
+                                                                                 capsys):
+    from imgclf.training.modes import choose_backbone
+
+    data = ImageData.from_folder(colours, **FAST)
+    chosen, rows = choose_backbone(data, TrainConfig(mode="probe", time_limit=0.01),
+                                   verbose=True)
+    assert [row["backbone"] for row in rows] == ["efficientnet_lite0"]
+    assert chosen.backbone == "efficientnet_lite0"
+    assert "efficientnet_lite1: not probed" in capsys.readouterr().err
+    chosen, rows = choose_backbone(data, TrainConfig(mode="probe", time_limit=0),
+                                   candidates=["efficientnet_lite1", "efficientnet_lite0"],
+                                   verbose=False)
+    assert [row["backbone"] for row in rows] == ["efficientnet_lite1", "efficientnet_lite0"]
+
+
+def test_auto_backbone_refuses_a_weights_file(colours, tmp_path):
+    from imgclf.errors import BackboneError
+
+    data = ImageData.from_folder(colours, **FAST)
+    with pytest.raises(BackboneError, match="name it"):
+        train(data, backbone="auto", weights=tmp_path / "w.safetensors", verbose=False)

@@ -165,6 +165,9 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--freeze-early", default=None, action=argparse.BooleanOptionalAction,
                        help="keep the backbone's early layers frozen while the whole network "
                             "trains (default: on a CPU, yes; on a GPU, no)")
+    train.add_argument("--progressive-resizing", action="store_true",
+                       help="train whole-network epochs but the last on smaller crops "
+                            "(faster; it cost accuracy on blood-cells)")
     train.add_argument("--out", default=None, help="output folder (default: models/<data name>)")
     train.add_argument("--mode", default=TrainConfig.mode, choices=TRAIN_MODES,
                        help="auto (default): probe for tiny data, else probe then fine-tune, "
@@ -346,7 +349,10 @@ def _add_data_arguments(parser: argparse.ArgumentParser, defaults_from_model: bo
                                 "; a resumed run's own" if split_from_run else ""))
     if not defaults_from_model:  # a model knows its backbone
         parser.add_argument("--backbone", default=DEFAULT_BACKBONE,
-                            help="decides the input size, mean and std")
+                            help="decides the input size, mean and std"
+                                 + ("; auto: the one whose probe has the lowest "
+                                    "cross-validated loss (efficientnet_lite0, 1, 2)"
+                                    if split_from_run else ""))
         parser.add_argument("--weights", default=None, metavar="FILE",
                             help="a .safetensors or .pth file of the backbone's weights, "
                                  "instead of its ImageNet ones")

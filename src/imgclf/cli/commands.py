@@ -15,7 +15,8 @@ import sys
 from pathlib import Path
 
 from imgclf._files import atomic_open, printable
-from imgclf.config import AugmentConfig, CollectConfig, DataConfig, HeadConfig, TrainConfig
+from imgclf.config import (DEFAULT_BACKBONE, AugmentConfig, CollectConfig, DataConfig, HeadConfig,
+                           TrainConfig)
 from imgclf.data.sources import expand_paths
 from imgclf.errors import ImageError, ImgclfError
 
@@ -173,9 +174,11 @@ def _train(args: argparse.Namespace) -> int:
                                       verbose=main_process), verbose=main_process)
     else:
         _fill_split(args, None)
+        choose = args.backbone == "auto"  # the data is read for the first candidate
+        args.backbone = DEFAULT_BACKBONE if choose else args.backbone
         data = load_data(args, unknown=args.unknown_folder, verbose=main_process)
-        train(data, config=config_from(args, TrainConfig), output=out,
-              head=config_from(args, HeadConfig), verbose=main_process)
+        train(data, backbone="auto" if choose else None, config=config_from(args, TrainConfig),
+              output=out, head=config_from(args, HeadConfig), verbose=main_process)
     if main_process:
         print(f"Model: {out / FINAL}")
     return 0

@@ -13,7 +13,7 @@ from typing import Any
 
 from imgclf._progress import console
 from imgclf.training.checkpoint import BEST, CHECKPOINT, FINAL
-from imgclf.training.plan import Phase
+from imgclf.training.plan import Phase, small_epochs, small_size
 from imgclf.training.steps import kept
 
 # The hooks' `learner` is the running Learner; it is typed Any here because the learner
@@ -44,7 +44,12 @@ class ConsoleLog:
             rates = ", ".join(f"{r:.2g}" for r in phase.learning_rates)
             what = ("head only" if phase.frozen else "whole network"
                     + (" (its early layers frozen)" if learner.config.freeze_early else ""))
-            out.print(f"  {phase.name}: {phase.epochs} epoch(s), {what}, one-cycle peak {rates}")
+            small = small_epochs(phase, learner.config.progressive_resizing)
+            train_size = data.input.train_size or data.input.image_size
+            crops = (f", crops {small_size(train_size)} for {small} epoch(s), then {train_size}"
+                     if small and small_size(train_size) < train_size else "")
+            out.print(f"  {phase.name}: {phase.epochs} epoch(s), {what}, one-cycle peak {rates}"
+                      + crops)
         if learner.output is not None:
             out.print(f"  settings and checkpoints: {learner.output}")
         out.print(f"{'epoch':>5} {'phase':>6} {'train_loss':>10} {'valid_loss':>10} "

@@ -251,7 +251,7 @@ def fit_probe(network: Classifier, data: ImageData, *, views: int, seed: int,
     """Fit the network's linear head on cached training embeddings (the probe phase).
 
     Returns the figures of a history row: train_loss, the regularisation chosen, the
-    cross-validated accuracy, embeddings used and computed.
+    cross-validated accuracy and loss, embeddings used and computed.
     """
     import torch.nn.functional as F
 
@@ -268,7 +268,8 @@ def fit_probe(network: Classifier, data: ImageData, *, views: int, seed: int,
         logits = network.head(torch.from_numpy(train.features).to(linear.weight.device))
     train_loss = float(F.cross_entropy(logits.float().cpu(), torch.from_numpy(train.targets)))
     return {"train_loss": train_loss, "regularisation": fit.regularisation,
-            "cv_accuracy": fit.cv_accuracy, "embeddings": len(train.features),
+            "cv_accuracy": fit.cv_accuracy, "cv_loss": fit.cv_loss,
+            "embeddings": len(train.features),
             "computed": train.computed}
 
 
@@ -286,6 +287,7 @@ class HeadFit:
     bias: np.ndarray
     regularisation: float  # scikit-learn's C: larger means less regularised
     cv_accuracy: float | None
+    cv_loss: float | None = None  # the chosen C's cross-validated log loss
 
 
 def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
@@ -362,7 +364,7 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
     # w . (x - centre) / spread + b  ==  (w / spread) . x + (b - (w / spread) . centre)
     weight = (weight / spread).astype(np.float32)
     bias = (bias - weight @ centre).astype(np.float32)
-    return HeadFit(weight, bias, best_c, best_score)
+    return HeadFit(weight, bias, best_c, best_score, best_loss)
 
 
 def _search_rows(embeddings: Embeddings, limit: int, seed: int) -> np.ndarray:

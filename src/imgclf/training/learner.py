@@ -39,7 +39,8 @@ from imgclf.training.distributed import (agree, device_of, main_first, parallel_
 from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
 from imgclf.training.lr_find import LearningRates, find_learning_rate
 from imgclf.training.plan import (DISCRIMINATIVE, Phase, epoch_costs, fine_tune_phases,
-                                  fit_to_time, one_cycle, probe_phase, probe_views, time_limit)
+                                  fit_to_time, mean_step_seconds, one_cycle, probe_phase,
+                                  probe_views, small_epochs, small_size, time_limit)
 
 __all__ = ["BEST", "CHECKPOINT", "FINAL", "Learner", "LearningRates", "one_cycle"]
 
@@ -95,6 +96,8 @@ class Learner:
         # (frozen, the module a training step runs): DistributedDataParallel's wrapper of the
         # head or the network while a phase runs in several processes
         self._parallel: tuple[bool, torch.nn.Module] | None = None
+        # train(backbone="auto"): the candidates' probes (modes.choose_backbone), or None
+        self.backbone_choice: list[dict[str, Any]] | None = None
 
     @classmethod
     def create(cls, data: ImageData, *, head: HeadConfig = HeadConfig(),
@@ -149,21 +152,24 @@ class Learner:
         """
         return self.fit([probe_phase(views)])
 
-    def fit(self, plan: list[Phase]) -> Learner:
-        """Run a plan of phases from its start (what fine_tune, probe and train call)."""
-        return self._run(plan)
+    def fit(self, plan: list[Phase], *, started: float | None = None) -> Learner:
+        """Run a plan of phases from its start (what fine_tune, probe and train call).
+
+        started: when the run began (time.perf_counter()), if earlier work counts toward the
+        time limit (train's backbone choice)."""
+        return self._run(plan, started=started)
 
     # --- the loop -------------------------------------------------------------------------
 
     def _run(self, plan: list[Phase], *, start: tuple[int, int] = (0, 0),
-             optimizer_state: dict | None = None) -> Learner:
+             optimizer_state: dict | None = None, started: float | None = None) -> Learner:
         """Run phases from (phase, epoch); the heart of training, top to bottom."""
         with self._holding_output() as lock:  # one run at a time writes an output folder
             if lock is not None and lock.previous and self.verbose:
                 console().print(f"(The lock left in {self.output} by process "
                                 f"{lock.previous.get('pid')}, which ended, was taken over.)")
             self.network.detector, self.unknown = None, None  # refitted when this run ends
-            self._started = time.perf_counter()
+            self._started = time.perf_counter() if started is None else started
             self._save_settings(plan)
             self._call("on_train_start", learner=self, plan=plan)
             start_phase, start_epoch = start
@@ -237,15 +243,22 @@ class Learner:
             optimizer.load_state_dict(optimizer_state)
         processes = self.processes
         # several processes: each takes its share of every batch; gradients are averaged
-        loader = self.data.train_loader(
-            part=(processes.rank, processes.count) if processes.parallel else None)
+        part = (processes.rank, processes.count) if processes.parallel else None
+        sizes = self._train_sizes()
+        loaders = {size: data.train_loader(part=part) for size, data in sizes.items()}
         self._parallel = (phase.frozen, parallel_module(
             processes, self.network.head if phase.frozen else self.network))
         limit = time_limit(self.config, self.device.type)
-        fit = self._fitter(plan, index, len(loader), limit) if limit and not first_epoch else None
+        fit = (self._fitter(plan, index, len(loaders[max(sizes)]), limit, sizes)
+               if limit and not first_epoch else None)
         epoch = first_epoch
         while epoch < plan[index].epochs:
             started = time.perf_counter()
+            # progressive resizing: smaller crops until the schedule's last epoch
+            size = (min(sizes) if epoch < small_epochs(plan[index],
+                                                       self.config.progressive_resizing)
+                    else max(sizes))
+            loader = loaders[size]
             self.seed_epoch(len(self.history), loader)
             name = f"{phase.name} {epoch + 1}/{plan[index].epochs}"
             trained = steps.train_epoch(
@@ -257,19 +270,35 @@ class Learner:
             if trained is None:  # not one epoch fits
                 return self._out_of_time
             self._end_epoch({"phase": phase.name, "train_loss": trained[0],
-                             "pictures_per_second": trained[1]}, started, plan, index, epoch,
-                            optimizer)
+                             "pictures_per_second": trained[1], "train_size": size},
+                            started, plan, index, epoch, optimizer)
             epoch += 1
         return None
 
-    def _fitter(self, plan: list[Phase], index: int, steps_per_epoch: int, limit: float):
+    def _train_sizes(self) -> dict[int, ImageData]:
+        """The data at each side training crops are read at: the training size, and under
+        progressive resizing also the smaller one (plan.small_size)."""
+        full = self.data.input.train_size or self.data.input.image_size
+        sizes = {full: self.data}
+        if self.config.progressive_resizing and small_size(full) < full:
+            sizes[small_size(full)] = self.data.with_image_size(self.data.input.image_size,
+                                                                train_size=small_size(full))
+        return sizes
+
+    def _fitter(self, plan: list[Phase], index: int, steps_per_epoch: int, limit: float,
+                sizes: dict[int, ImageData]):
         """The function steps.train_epoch calls with the seconds a training step takes: it fits
         plan[index]'s epochs to the time left and returns their steps (0: none fit)."""
         phase = plan[index]
         snapshot = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
         pictures = {split: len(items) for split, items in self.data.items.items()}
+        small = small_epochs(phase, self.config.progressive_resizing) if len(sizes) > 1 else 0
 
         def fit(step_seconds: float, into_epoch: float, finished: bool = False) -> int:
+            # the first epoch, timed, trains on the smaller crops when there are any
+            step_seconds = mean_step_seconds(step_seconds, epochs=phase.epochs, small=small,
+                                             timed_small=small > 0,
+                                             area_ratio=(min(sizes) / max(sizes)) ** 2)
             epoch_seconds, finishing = epoch_costs(
                 phase, step_seconds=step_seconds, steps_per_epoch=steps_per_epoch,
                 validate_seconds=self._validate_seconds, pictures=pictures,
@@ -511,6 +540,7 @@ class Learner:
             "head": self.network.head.config.to_dict(), "training": self.config.to_dict(),
             "time_limit_seconds": time_limit(self.config, self.device.type),
             "plan": [asdict(phase) for phase in plan or []],
+            "backbone_choice": self.backbone_choice,
             "output": str(self.output) if self.output else None,
         }
 

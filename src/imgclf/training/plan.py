@@ -49,6 +49,11 @@ DEFAULT_TIME_LIMIT = 600.0
 # step, before a validation pass has been timed: blood-cells with freeze_early, 480
 # pictures validated at 288 px in 18 s, a training step of 16 at 224 px 0.56 s.
 FORWARD_SHARE = 1.0
+# Progressive resizing (TrainConfig.progressive_resizing): the smaller crops' side as a
+# fraction of the training size, rounded to a multiple of 16 (224 -> 176). Training pictures
+# a second through the real loader, efficientnet_lite0 with its early layers frozen, 2-core
+# CPU (bench/accuracy.py --steps): 176 px 1.6-1.7x those at 224 px.
+PROGRESSIVE_FACTOR = 0.8
 # Training steps timed at the start of a whole-network phase before its epochs are fitted to
 # the time left: the first step also pays for warming up, so the second and third are timed.
 TIMED_STEPS = (1, 3)
@@ -145,6 +150,29 @@ def probe_views(data: ImageData) -> int:
     """Embeddings per training picture when a probe phase does not say (PROBE_VIEWS)."""
     fewest = min(row["train"] for row in data.counts().values())
     return PROBE_VIEWS[0] if fewest < PROBE_FEW else PROBE_VIEWS[1]
+
+
+def small_epochs(phase: Phase, progressive: bool) -> int:
+    """How many of a phase's first epochs train on smaller crops: all but the last of a
+    whole-network phase under progressive resizing (the last, where its schedule anneals,
+    trains at full size), else none."""
+    return phase.epochs - 1 if progressive and not phase.frozen and phase.kind == "one_cycle" else 0
+
+
+def small_size(train_size: int) -> int:
+    """The side of progressive resizing's smaller crops (a multiple of 16, at least 32)."""
+    return max(32, round(train_size * PROGRESSIVE_FACTOR / 16) * 16)
+
+
+def mean_step_seconds(step_seconds: float, *, epochs: int, small: int, timed_small: bool,
+                      area_ratio: float) -> float:
+    """A training step's mean cost over a phase whose first `small` of `epochs` epochs train
+    on crops area_ratio (< 1) the area of the rest, from one timed at the size of the first
+    epoch (timed_small: the smaller): a step's cost taken to scale with the pixels."""
+    if not small:
+        return step_seconds
+    full = step_seconds / area_ratio if timed_small else step_seconds
+    return (small * full * area_ratio + (epochs - small) * full) / epochs
 
 
 def time_limit(config: TrainConfig, device_type: str) -> float | None:

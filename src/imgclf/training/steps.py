@@ -197,5 +197,4 @@ def resolved(config: TrainConfig, device: torch.device, *, has_bf16: bool | None
     freeze_early = config.freeze_early
     if freeze_early is None:  # auto mode on a CPU; fine_tune keeps fastai's recipe
         freeze_early = device.type == "cpu" and config.mode == "auto"
-
     return replace(config, precision=precision, freeze_early=freeze_early), note
