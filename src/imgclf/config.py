@@ -174,7 +174,8 @@ class DataConfig:
     batch_size: int = 16
     # Draw every class equally often in training (weighted sampling) for unbalanced data.
     balance: bool = False
-    # DataLoader worker processes; None: one fewer than the CPU cores.
+    # DataLoader worker processes; None: none on 2 cores or fewer (pictures are read in the
+    # network's process), else one fewer than the cores, at most 4 (data.datasets).
     num_workers: int | None = None
     # Keep a resized copy of every training picture on disk so later epochs skip decoding big
     # JPEGs, and every picture's square view at its test size (uint8, 249 KB at 288 px), so
@@ -288,12 +289,12 @@ class TrainConfig:
     # second on a CPU (bench/accuracy.py). None: yes on a CPU, no on a GPU.
     freeze_early: bool | None = None
     # Progressive resizing (fastai's): a whole-network phase trains its epochs but the last
-    # on smaller crops (plan.PROGRESSIVE_FACTOR of the training size: 176 for 224), 1.6-1.7x
-    # the training pictures a second; the last epoch, where the schedule anneals and the run
-    # is judged, trains at full size. Off by default: on blood-cells it cost what
-    # fine-tuning gained (auto's 4-epoch schedule ended at validation loss 0.36 with 3
-    # epochs at 176, 0.30 with 176-pixel crops at the full size's scale, against 0.17 at 224,
-    # and the probe's 0.28 was kept; bench/accuracy.py, docs/training.md).
+    # on smaller crops (plan.PROGRESSIVE_FACTOR of the training size: 176 for 224), 1.1-1.4x
+    # the training pictures a second (hymenoptera 41.6 against 38.1, blood-cells 51.2
+    # against 36.1); the last epoch, where the schedule anneals and the run is judged, trains
+    # at full size. Off by default: on blood-cells it cost what fine-tuning gained (auto's
+    # 4-epoch schedule ended at validation loss 0.36 with 3 epochs at 176, against 0.21 at
+    # 224, and the probe's 0.28 was kept; bench/accuracy.py, docs/training.md).
     progressive_resizing: bool = False
     # Share of in-domain pictures the "unknown" detector accepts: its threshold is set so that
     # this share of the validation pictures is not called unknown (with fewer than 50 of them,

@@ -146,3 +146,11 @@ def test_train_backbone_auto_names_the_one_it_chose(colours, tmp_path, capsys):
     chosen = [row["backbone"] for row in settings["backbone_choice"] if row.get("chosen")]
     assert chosen == [settings["backbone"]]
     assert f"Backbone: {settings['backbone']}" in printed.out + printed.err
+
+
+def test_train_backbone_auto_refuses_a_weights_file(colours, tmp_path, capsys):
+    weights = tmp_path / "w.safetensors"
+    weights.write_bytes(b"")
+    assert main(["train", str(colours), "--backbone", "auto", "--weights", str(weights),
+                 "--out", str(tmp_path / "run")]) == 1
+    assert "name it with --backbone" in capsys.readouterr().err

@@ -73,7 +73,7 @@ def test_progressive_resizing_trains_all_but_the_last_epoch_on_smaller_crops(col
     from imgclf.training.plan import small_size
 
     data = ImageData.from_folder(colours, **FAST)
-    learner = Learner.create(data, config=TrainConfig(epochs=3, freeze_epochs=1,
+    learner = Learner.create(data, config=TrainConfig(epochs=3, freeze_epochs=1, time_limit=0,
                                                       progressive_resizing=True), verbose=False)
     seen = []
     learner.network.register_forward_pre_hook(
@@ -84,24 +84,21 @@ def test_progressive_resizing_trains_all_but_the_last_epoch_on_smaller_crops(col
     # the head-only epoch and the schedule's last epoch at full size; the others smaller
     assert [row["train_size"] for row in learner.history] == [64, small, small, 64]
     steps_per_epoch = len(data.train_loader())
-    # (the head-only epoch runs its backbone in evaluation mode, unseen here)
+    # (head-only steps call network.features, not the network: unseen here)
     assert seen == [small] * 2 * steps_per_epoch + [64] * steps_per_epoch
     assert learner.settings()["training"]["progressive_resizing"] is True
 
 
 def test_the_time_limit_prices_the_full_size_epoch_from_a_smaller_one():
-    from imgclf.training.plan import Phase, mean_step_seconds, small_epochs
+    from imgclf.training.plan import Phase, full_step_seconds, small_epochs
 
     whole = Phase("all 1", 4, (1e-3,), frozen=False)
     assert small_epochs(whole, True) == 3 and small_epochs(whole, False) == 0
     assert small_epochs(Phase("head", 4, (1e-3,)), True) == 0  # head epochs keep their size
     assert small_epochs(Phase("all", 1, (1e-3,), frozen=False), True) == 0
-    # timed on the smaller crops at 1 s a step, half the pixels: the full-size step 2 s
-    assert mean_step_seconds(1.0, epochs=4, small=3, timed_small=True,
-                             area_ratio=0.5) == pytest.approx((3 * 1.0 + 2.0) / 4)
-    assert mean_step_seconds(2.0, epochs=4, small=3, timed_small=False,
-                             area_ratio=0.5) == pytest.approx((3 * 1.0 + 2.0) / 4)
-    assert mean_step_seconds(1.0, epochs=4, small=0, timed_small=False, area_ratio=0.5) == 1.0
+    # timed on the smaller crops at 1 s a step, half the pixels: a full-size step 2 s
+    assert full_step_seconds(1.0, timed_small=True, area_ratio=0.5) == pytest.approx(2.0)
+    assert full_step_seconds(2.0, timed_small=False, area_ratio=0.5) == 2.0
 
 
 @pytest.mark.parametrize("on_cpu", [True, False])
@@ -590,3 +587,36 @@ def test_auto_backbone_refuses_a_weights_file(colours, tmp_path):
     data = ImageData.from_folder(colours, **FAST)
     with pytest.raises(BackboneError, match="name it"):
         train(data, backbone="auto", weights=tmp_path / "w.safetensors", verbose=False)
+
+
+def test_a_run_that_chose_its_backbone_resumes_on_it(colours, tmp_path, monkeypatch):
+    from imgclf import load
+
+    # one candidate, not the data's own: the resumed run must find it in the checkpoint
+    monkeypatch.setattr("imgclf.training.modes.offline_backbones", lambda: ["efficientnet_lite1"])
+    data = ImageData.from_folder(colours, **FAST)
+    assert data.backbone == "efficientnet_lite0"
+
+    class StopAfterFirstEpoch:
+        def on_epoch_end(self, learner, row):
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, backbone="auto", mode="fine_tune", epochs=1, freeze_epochs=1,
+              output=tmp_path / "run", callbacks=[StopAfterFirstEpoch()], verbose=False)
+    learner = Learner.resume(tmp_path / "run", data, verbose=False)
+    assert learner.data.backbone == "efficientnet_lite1"
+    assert [row["phase"] for row in learner.history] == ["head", "all"]
+    assert [row["backbone"] for row in learner.backbone_choice] == ["efficientnet_lite1"]
+    settings = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert settings["backbone_choice"] == learner.backbone_choice
+    assert load(tmp_path / "run" / FINAL).info.backbone == "efficientnet_lite1"
+
+
+def test_auto_backbone_refuses_to_run_in_several_processes(colours, monkeypatch):
+    from imgclf.errors import ImgclfError
+    from imgclf.training.modes import choose_backbone
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    with pytest.raises(ImgclfError, match="one process"):
+        choose_backbone(ImageData.from_folder(colours, **FAST), TrainConfig(), verbose=False)

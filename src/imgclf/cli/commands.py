@@ -169,12 +169,18 @@ def _train(args: argparse.Namespace) -> int:
     if args.resume:
         if not (out / CHECKPOINT).exists():
             raise ImgclfError(f"Nothing to resume: no {CHECKPOINT} in {out}.")
-        _fill_split(args, read_checkpoint(out / CHECKPOINT).info.data)
+        info = read_checkpoint(out / CHECKPOINT).info
+        _fill_split(args, info.data)
+        if args.backbone == "auto":  # chosen when the run began: the checkpoint's
+            args.backbone = info.backbone
         Learner.resume(out, load_data(args, unknown=args.unknown_folder,
                                       verbose=main_process), verbose=main_process)
     else:
         _fill_split(args, None)
         choose = args.backbone == "auto"  # the data is read for the first candidate
+        if choose and args.weights:
+            raise ImgclfError("--backbone auto chooses among ImageNet backbones; a weights "
+                              "file belongs to one backbone: name it with --backbone.")
         args.backbone = DEFAULT_BACKBONE if choose else args.backbone
         data = load_data(args, unknown=args.unknown_folder, verbose=main_process)
         train(data, backbone="auto" if choose else None, config=config_from(args, TrainConfig),

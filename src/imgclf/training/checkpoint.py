@@ -97,6 +97,8 @@ def read_run(output: Path, data: ImageData, *, verbose: bool = True) -> Run:
     saved = read_checkpoint(output / CHECKPOINT)
     info = saved.info
     check_same_data(info, data, output)
+    if info.backbone != data.backbone and data.weights is None:  # the run's own (a chosen one)
+        data = data.for_backbone(info.backbone)
     if data.weights is None and (output / SETTINGS).exists():  # the run's own weights file
         weights = json.loads((output / SETTINGS).read_text(encoding="utf-8")).get("weights")
         if weights and Path(weights).is_file():

