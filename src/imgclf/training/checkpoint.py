@@ -86,6 +86,7 @@ class Run:
     best_state: dict[str, torch.Tensor] | None  # the best epoch's weights, without detector
     start: tuple[int, int] | None  # (phase, epoch) to continue from; None: it had finished
     optimizer: dict | None  # the optimizer's state to continue with
+    backbone_choice: list | None = None  # train(backbone="auto")'s probes, from the settings
 
 
 def read_run(output: Path, data: ImageData, *, verbose: bool = True) -> Run:
@@ -99,8 +100,10 @@ def read_run(output: Path, data: ImageData, *, verbose: bool = True) -> Run:
     check_same_data(info, data, output)
     if info.backbone != data.backbone and data.weights is None:  # the run's own (a chosen one)
         data = data.for_backbone(info.backbone)
-    if data.weights is None and (output / SETTINGS).exists():  # the run's own weights file
-        weights = json.loads((output / SETTINGS).read_text(encoding="utf-8")).get("weights")
+    settings = (json.loads((output / SETTINGS).read_text(encoding="utf-8"))
+                if (output / SETTINGS).exists() else {})
+    if data.weights is None:  # the run's own weights file
+        weights = settings.get("weights")
         if weights and Path(weights).is_file():
             data = data.for_backbone(data.backbone, weights=weights)
         elif weights and verbose:  # the checkpoint holds every weight: only caches differ
@@ -121,7 +124,8 @@ def read_run(output: Path, data: ImageData, *, verbose: bool = True) -> Run:
     if epoch >= plan[phase].epochs:  # the phase had finished: start the next one afresh
         phase, epoch, optimizer = phase + 1, 0, None
     start = (phase, epoch) if phase < len(plan) else None
-    return Run(data, network, saved, best_state, start, optimizer)
+    return Run(data, network, saved, best_state, start, optimizer,
+               settings.get("backbone_choice"))
 
 
 def check_same_data(info: ModelInfo, data: ImageData, path: Path) -> None:

@@ -9,7 +9,6 @@ loses at most one epoch: ``Learner.resume(folder, data)`` continues it.
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from collections.abc import Sequence
@@ -41,7 +40,7 @@ from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknow
 from imgclf.training.lr_find import LearningRates, find_learning_rate
 from imgclf.training.plan import (DISCRIMINATIVE, Phase, epoch_costs, fine_tune_phases,
                                   fit_to_time, full_step_seconds, one_cycle, probe_phase,
-                                  probe_views, small_epochs, small_size, time_limit)
+                                  probe_views, small_epochs, time_limit, train_sizes)
 
 __all__ = ["BEST", "CHECKPOINT", "FINAL", "Learner", "LearningRates", "one_cycle"]
 
@@ -245,7 +244,7 @@ class Learner:
         processes = self.processes
         # several processes: each takes its share of every batch; gradients are averaged
         part = (processes.rank, processes.count) if processes.parallel else None
-        sizes = self._train_sizes()
+        sizes = train_sizes(self.data, self.config.progressive_resizing)
         loaders = {size: data.train_loader(part=part) for size, data in sizes.items()}
         self._parallel = (phase.frozen, parallel_module(
             processes, self.network.head if phase.frozen else self.network))
@@ -275,16 +274,6 @@ class Learner:
                             started, plan, index, epoch, optimizer)
             epoch += 1
         return None
-
-    def _train_sizes(self) -> dict[int, ImageData]:
-        """The data at each side training crops are read at: the training size, and under
-        progressive resizing also the smaller one (plan.small_size)."""
-        full = self.data.input.train_size or self.data.input.image_size
-        sizes = {full: self.data}
-        if self.config.progressive_resizing and small_size(full) < full:
-            sizes[small_size(full)] = self.data.with_image_size(self.data.input.image_size,
-                                                                train_size=small_size(full))
-        return sizes
 
     def _fitter(self, plan: list[Phase], index: int, steps_per_epoch: int, limit: float,
                 sizes: dict[int, ImageData]):
@@ -452,9 +441,7 @@ class Learner:
         learner._backbone_trained = bool(learner.history and
                                          learner.history[-1].get("backbone_trained"))
         learner.best, learner._best_state = run.saved.best, run.best_state
-        if (output / SETTINGS).exists():  # what chose the backbone, kept in the settings
-            learner.backbone_choice = json.loads(
-                (output / SETTINGS).read_text(encoding="utf-8")).get("backbone_choice")
+        learner.backbone_choice = run.backbone_choice
         if run.start is None:
             if verbose:
                 console().print(f"{output} has finished training; nothing to resume.")

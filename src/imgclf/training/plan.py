@@ -164,6 +164,17 @@ def small_size(train_size: int) -> int:
     return max(32, round(train_size * PROGRESSIVE_FACTOR / 16) * 16)
 
 
+def train_sizes(data: ImageData, progressive: bool) -> dict[int, ImageData]:
+    """The data at each side training crops are read at: the training size, and under
+    progressive resizing also the smaller one (small_size)."""
+    full = data.input.train_size or data.input.image_size
+    sizes = {full: data}
+    if progressive and small_size(full) < full:
+        sizes[small_size(full)] = data.with_image_size(data.input.image_size,
+                                                       train_size=small_size(full))
+    return sizes
+
+
 def full_step_seconds(step_seconds: float, *, timed_small: bool, area_ratio: float) -> float:
     """A full-size training step's cost from one timed on crops area_ratio (< 1) its area
     (timed_small), taken to scale with the pixels. Progressive resizing's epochs are all
