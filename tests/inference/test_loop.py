@@ -81,3 +81,47 @@ def test_the_model_file_holds_the_figures_evaluate_gives(mode, colours, tmp_path
     assert evaluation.loss == pytest.approx(saved["valid_loss"], abs=1e-6)
     assert evaluation.accuracy == saved["accuracy"]
     assert evaluation.error_rate == pytest.approx(saved["error_rate"], abs=1e-12)
+
+
+def test_reading_ahead_keeps_the_order_raises_in_place_and_stops_with_its_caller():
+    import threading
+
+    assert list(inference.read_ahead(iter(range(50)), depth=2)) == list(range(50))
+
+    def failing():
+        yield from range(3)
+        raise OSError("disk gone")
+
+    seen = []
+    with pytest.raises(OSError, match="disk gone"):
+        for item in inference.read_ahead(failing()):
+            seen.append(item)
+    assert seen == [0, 1, 2]
+    before = set(threading.enumerate())
+    endless = inference.read_ahead(iter(range(10**9)), depth=2)
+    assert next(endless) == 0
+    started = [t for t in threading.enumerate() if t not in before]
+    assert [t.name for t in started] == ["imgclf-read-ahead"]
+    endless.close()  # as a Ctrl-C or an error in the caller's loop does
+    started[0].join(timeout=5)
+    assert not started[0].is_alive()
+
+
+def test_predictions_come_in_input_order_as_batches_finish(colour_model, tmp_path):
+    from imgclf import Predictor, ImageError
+
+    photos, model = colour_model
+    predictor = Predictor.load(model)
+    paths = sorted(photos.rglob("*.jpg"))[:11]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture")
+    paths = [*paths[:4], broken, *paths[4:]]
+    # read in this process, a thread ahead of the network: 4 batches of 3
+    each = list(predictor.predict_each(paths, batch_size=3, num_workers=0))
+    assert [position for position, _ in each] == list(range(len(paths)))
+    assert isinstance(each[4][1], ImageError) and "broken.jpg" in each[4][1].source
+    whole = predictor.outputs(paths, num_workers=0)
+    for position, result in each:
+        if position != 4:
+            assert result.probabilities == pytest.approx(
+                dict(zip(predictor.classes, whole.probabilities[position].tolist())), abs=1e-6)

@@ -286,24 +286,31 @@ def _predict(args: argparse.Namespace) -> int:
     predictor = Predictor.load(_model_path(args.model), runtime=args.runtime, int8=args.int8,
                                acceptance=args.acceptance)
     paths = expand_paths(args.paths)
-    results = predictor.predict_batch(paths, batch_size=args.batch_size)
-    good = [(path, result) for path, result in zip(paths, results)
-            if not isinstance(result, ImageError)]
+    # each row as soon as its batch is through the network (a thread reads the next ones)
+    # (a progress bar only while writing a table: a live bar takes over stdout, rows too)
+    answers = predictor.predict_each(paths, batch_size=args.batch_size,
+                                     show_progress=bool(args.csv) and sys.stderr.isatty())
+    results = []
     # --csv and --json keep every file: an unreadable one is a row with its error
     if args.csv:
         with atomic_open(args.csv, newline="") as handle:
             writer = csv.DictWriter(handle, table_columns(predictor.classes))
             writer.writeheader()
-            for path, result in zip(paths, results):
-                writer.writerow(_csv_cells(table_row(predictor.classes, path, result)))
+            for position, result in answers:
+                results.append(result)
+                writer.writerow(_csv_cells(table_row(predictor.classes, paths[position],
+                                                     result)))
+    for position, result in answers if not args.csv else ():
+        results.append(result)
+        if args.json:
+            print(json.dumps(record(paths[position], result, top_k=args.top_k)), flush=True)
+        elif not isinstance(result, ImageError):
+            print(f"{paths[position]}\t{result.describe(args.top_k)}", flush=True)
+    good = [result for result in results if not isinstance(result, ImageError)]
+    if args.csv:
         print(f"Wrote {len(good)} predictions to {args.csv}"
               + (f" ({len(results) - len(good)} unreadable file(s) with their error)"
                  if len(good) < len(results) else ""))
-    for path, result in zip(paths, results) if not args.csv else ():
-        if args.json:
-            print(json.dumps(record(path, result, top_k=args.top_k)))
-        elif not isinstance(result, ImageError):
-            print(f"{path}\t{result.describe(args.top_k)}")
     if not predictor.has_detector:
         print("This model file has no detector for unknown pictures (made before imgclf 0.2): "
               "every picture gets one of its classes. Train it again to get one.",

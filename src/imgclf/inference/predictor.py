@@ -7,12 +7,13 @@ runs every picture through ``loop.batches``, the loop training validates with.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imgclf.config import RUNTIMES, InferenceConfig
+from imgclf.data.datasets import ImageFiles
 from imgclf.data.decoding import ImageSource
 from imgclf.data.transforms import eval_transform
 from imgclf.errors import ImageError, ModelFileError
@@ -217,14 +218,35 @@ class Predictor:
         one gives its ImageError.
 
         num_workers: DataLoader processes that read files (default:
-        data.datasets.inference_workers, none on 2 cores); 0 for pictures already in memory.
+        data.datasets.inference_workers, none on 2 cores, where a thread reads ahead); 0 for
+        pictures already in memory.
         """
-        result = self.outputs(paths, batch_size=batch_size, show_progress=show_progress,
-                              num_workers=num_workers)
-        by_position = {error.index: error for error in result.errors}
-        return [self._prediction(result, position) if ok else
-                by_position.get(position, ImageError(_name(path), "could not be read"))
-                for position, (path, ok) in enumerate(zip(paths, result.ok))]
+        return [result for _position, result in self.predict_each(
+            paths, batch_size=batch_size, show_progress=show_progress, num_workers=num_workers)]
+
+    def predict_each(self, paths: Sequence[ImageSource | Image.Image], *,
+                     batch_size: int = InferenceConfig.batch_size, show_progress: bool = False,
+                     num_workers: int | None = None
+                     ) -> Iterator[tuple[int, Prediction | ImageError]]:
+        """(position, Prediction or ImageError) for each picture in order, as soon as its batch
+        is through the network: ``imgclf predict`` prints its first rows while the rest are
+        read."""
+        dataset = ImageFiles(paths, self.transform)
+        waiting: dict[int, Prediction | ImageError] = {}
+        following = 0
+        for batch in loop.batches(self.network, dataset, batch_size=batch_size,
+                                  num_workers=num_workers, show_progress=show_progress):
+            for row, position in enumerate(batch.indices):
+                score = float(batch.outlier[row]) if batch.outlier is not None else None
+                waiting[position] = self._answer(batch.probabilities[row], score)
+            for error in batch.errors:
+                waiting[error.index] = error
+            while following in waiting:  # in input order, whatever order batches finish in
+                yield following, waiting.pop(following)
+                following += 1
+        for position in range(following, len(paths)):  # none should be left; never silently
+            yield position, waiting.pop(position, None) or ImageError(
+                _name(paths[position]), "could not be read")
 
     def predict_prepared(self, tensors: Sequence[Any]) -> list[Prediction]:
         """Predictions for pictures already read and transformed with ``self.transform``, as
@@ -236,9 +258,11 @@ class Predictor:
         return [self._prediction(result, position) for position in range(len(items))]
 
     def _prediction(self, result: loop.Outputs, position: int) -> Prediction:
-        row = result.probabilities[position]
+        return self._answer(result.probabilities[position], float(result.outlier[position])
+                            if result.outlier is not None else None)
+
+    def _answer(self, row, score: float | None) -> Prediction:
         index = int(row.argmax())
-        score = float(result.outlier[position]) if result.outlier is not None else None
         unknown = score is not None and score > self.threshold
         return Prediction(label=UNKNOWN if unknown else self.classes[index], index=index,
                           probabilities={c: float(p) for c, p in zip(self.classes, row)},
