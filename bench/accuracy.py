@@ -10,6 +10,8 @@ its precision and freeze_early, and which point auto kept. Runs:
 - ``probe``: the probe alone;
 - ``auto-whole``: auto with every layer trained (``freeze_early=False``);
 - ``auto-float32`` / ``auto-bfloat16``: auto in one precision;
+- ``auto-reuse``: auto with every second whole-network epoch reusing the one before's pictures
+  (``reuse_views=True``; by default only when the time limit needs it);
 - ``auto-progressive``: auto with progressive resizing (its schedule's epochs but the last on
   176-pixel crops);
 - ``auto-backbone``: auto with ``backbone="auto"`` (efficientnet_lite0, 1, 2 probed within
@@ -19,9 +21,11 @@ its precision and freeze_early, and which point auto kept. Runs:
 ``--steps N`` adds training pictures a second at 224 px through the real data loader (the
 pictures decoded and augmented as training reads them), N steps of batch 16 after 3 to warm
 up, for each (precision, freeze_early) this CPU can run, and float32 with freeze_early on
-progressive resizing's 176-pixel crops. The first row, float32 with every layer trained, is
-how imgclf trained before freeze_early existed (with ``--src`` on that code, its data loader
-too: a worker process on 2 cores then, none now).
+progressive resizing's 176-pixel crops; then, where the code has reuse_views, a whole epoch
+that reads its pictures and one that reuses them (their mean is what a schedule gets). The
+first row, float32 with every layer trained, is how imgclf trained before freeze_early
+existed (with ``--src`` on that code, its data loader too: a worker process on 2 cores then,
+none now).
 
 Run: python bench/accuracy.py [--datasets hymenoptera,blood-cells] [--runs auto,probe]
      [--steps 40] [--seed 42] [--src OTHER_CHECKOUT/src]
@@ -50,6 +54,7 @@ RUNS = {
     "auto-float32": {"precision": "float32"},
     "auto-bfloat16": {"precision": "bfloat16"},
     "auto-progressive": {"progressive_resizing": True},
+    "auto-reuse": {"reuse_views": True},
     "auto-backbone": {"backbone": "auto"},
     "fine_tune": {"mode": "fine_tune", "time_limit": 0},
 }
@@ -92,6 +97,8 @@ def train_child(data: str, run: str, seed: int) -> None:
         "precision": getattr(learner.config, "precision", None),
         "freeze_early": getattr(learner.config, "freeze_early", None),
         "progressive_resizing": getattr(learner.config, "progressive_resizing", None),
+        "reuse_views": getattr(learner.config, "reuse_views", None),
+        "reused": [row.get("reused_views") for row in history],
         "backbone": learner.data.backbone,
         "backbone_choice": getattr(learner, "backbone_choice", None),
         "train_sizes": [row.get("train_size") for row in history],
@@ -149,7 +156,50 @@ def steps_child(data: str, steps: int, seed: int) -> None:
         rows.append({"precision": precision, "freeze_early": freeze_early, "image_size":
                      images.input.train_size or images.input.image_size, "pictures_per_second":
                      round(done / (time.perf_counter() - began), 1)})
+    try:  # reuse_views, where this code has it: a whole epoch that reads, one that reuses
+        from imgclf.training.frozen import TrainingViews
+    except ImportError:
+        TrainingViews = None
+    if TrainingViews is not None:
+        rows.append(reuse_speeds(base, seed, TrainingViews))
     print(json.dumps({"steps": rows}))
+
+
+def reuse_speeds(images, seed: int, TrainingViews) -> dict:
+    """Training pictures a second, float32 with freeze_early and reuse_views at 224 px: an
+    epoch that reads its pictures (and stores them), then one that reuses them, each whole,
+    and the two together (a schedule alternates them)."""
+    import torch
+
+    from imgclf import Learner, TrainConfig
+    from imgclf.training.plan import DISCRIMINATIVE
+
+    config = TrainConfig(precision="float32", freeze_early=True, reuse_views=True,
+                         device="cpu", seed=seed)
+    learner = Learner.create(images, config=config, verbose=False)
+    learner.network.unfreeze(early=False)
+    groups = learner.network.layer_groups(len(DISCRIMINATIVE))
+    optimizer = torch.optim.AdamW([{"params": group, "lr": 1e-5} for group in groups])
+    trainable = [p for group in groups for p in group]
+    views = TrainingViews(learner.network, learner.network.frozen_start())
+    learner._train_from = views.start
+    loader = learner.data.train_loader()
+    learner.network.train()
+    speeds = []
+    for reuse in (False, True):
+        learner.seed_epoch(int(reuse), loader)
+        began, done = time.perf_counter(), 0
+        for batch, targets, _, _ in views.epoch(loader, reuse=reuse, seed=seed):
+            if batch is not None:
+                learner.train_step(batch, targets, optimizer, trainable)
+                done += len(targets)
+        speeds.append((done, time.perf_counter() - began))
+    return {"precision": "float32", "freeze_early": True, "reuse_views": True,
+            "image_size": images.input.train_size or images.input.image_size,
+            "reading_epoch": round(speeds[0][0] / speeds[0][1], 1),
+            "reusing_epoch": round(speeds[1][0] / speeds[1][1], 1),
+            "pictures_per_second": round(sum(d for d, _ in speeds)
+                                         / sum(t for _, t in speeds), 1)}
 
 
 def main() -> None:

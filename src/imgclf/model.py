@@ -71,22 +71,60 @@ class Classifier(nn.Module):
         network = create_backbone(backbone, pretrained=pretrained, weights=weights)
         return cls(network, Head(network.num_features, num_classes, head))
 
-    def features(self, images: torch.Tensor) -> torch.Tensor:
-        """Unpooled backbone features (N, C, H, W)."""
-        return self.backbone.forward_features(images)
+    def features(self, images: torch.Tensor, *, start: int = 0, stop: int | None = None
+                 ) -> torch.Tensor:
+        """Unpooled backbone features (N, C, H, W).
+
+        start, stop: run only stages()[start:stop]; images are then what stage `start` takes
+        (the output of the stages before it), and the result what stage `stop` would take.
+        """
+        if not start and stop is None:
+            return self.backbone.forward_features(images)
+        stages = self.stages()
+        if stages is None:
+            raise ValueError(f"{type(self.backbone).__name__} cannot be run in stages")
+        for stage in stages[start:stop]:
+            images = stage(images)
+        return images
+
+    def stages(self) -> list[nn.Module] | None:
+        """The backbone's forward_features as modules run in turn, for timm's EfficientNet
+        family (stem, its batch norm, each block, head convolution and batch norm); None for
+        a backbone of another kind."""
+        backbone = self.backbone
+        names = ("conv_stem", "bn1", "blocks", "conv_head", "bn2")
+        if not all(hasattr(backbone, name) for name in names) or getattr(
+                backbone, "grad_checkpointing", False):
+            return None
+        blocks = [block for stage in backbone.blocks for block in stage]
+        return [backbone.conv_stem, backbone.bn1, *blocks, backbone.conv_head, backbone.bn2]
+
+    def frozen_start(self) -> int:
+        """How many of the first stages() have every weight frozen (freeze_early's early
+        layers): what they compute from a picture does not change while training, so it can
+        be computed once (training/frozen.py). 0 when none is, or the backbone has no stages;
+        every stage when the whole backbone is frozen."""
+        count = 0
+        for stage in self.stages() or ():
+            parameters = list(stage.parameters())
+            if any(parameter.requires_grad for parameter in parameters):
+                break
+            count += 1
+        return count
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(images))
 
-    def infer(self, images: torch.Tensor, *, embeddings: bool = False
+    def infer(self, images: torch.Tensor, *, embeddings: bool = False, start: int = 0
               ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None]:
         """One pass for the forward loop: (class scores, pooled embeddings, outlier scores).
 
         The embeddings (average-pooled backbone features, N x num_features) feed the probe's
         head fit and the detector; they are returned when asked for. Outlier scores (higher =
-        stranger) come from the detector, None without one.
+        stranger) come from the detector, None without one. start: images are the output of
+        the first `start` stages (features).
         """
-        features = self.features(images)
+        features = self.features(images, start=start)
         pooled = features.mean(dim=(2, 3))
         logits = self.head(features)
         outlier = self.detector(logits, pooled) if self.detector is not None else None

@@ -132,7 +132,7 @@ def _known(config: type, values: dict[str, Any]) -> dict[str, Any]:
 # Settings renamed since a model file was written: old name -> new name.
 _RENAMED = {"unknown_acceptance": "acceptance"}
 # Settings added since: what a file without them did (a run resumed from it goes on so).
-_BEFORE = {"freeze_early": False, "progressive_resizing": False}
+_BEFORE = {"freeze_early": False, "progressive_resizing": False, "reuse_views": False}
 
 
 def config_from_dict(config: type, values: dict[str, Any] | None):

@@ -165,6 +165,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--freeze-early", default=None, action=argparse.BooleanOptionalAction,
                        help="keep the backbone's early layers frozen while the whole network "
                             "trains (default: on a CPU, yes; on a GPU, no)")
+    train.add_argument("--reuse-views", default=None, action=argparse.BooleanOptionalAction,
+                       help="with frozen early layers, every second whole-network epoch "
+                            "trains again on the one before's pictures (faster; default: "
+                            "only when the time limit would cut the schedule otherwise)")
     train.add_argument("--progressive-resizing", action="store_true",
                        help="train whole-network epochs but the last on smaller crops "
                             "(faster; it cost accuracy on blood-cells)")

@@ -42,8 +42,15 @@ class ConsoleLog:
                 out.print(f"  {phase.name}: a linear head fitted on cached embeddings")
                 continue
             rates = ", ".join(f"{r:.2g}" for r in phase.learning_rates)
-            what = ("head only" if phase.frozen else "whole network"
-                    + (" (its early layers frozen)" if learner.config.freeze_early else ""))
+            config = learner.config
+            what = "head only" if phase.frozen else "whole network"
+            if not phase.frozen and config.freeze_early:
+                reusing = (config.reuse_views is True and phase.epochs > 1
+                           and not learner.processes.parallel
+                           and not small_epochs(phase, config.progressive_resizing))
+                what += (" (its early layers frozen" + (
+                    "; every second epoch reuses the one before's pictures" if reusing
+                    else "") + ")")
             small = small_epochs(phase, learner.config.progressive_resizing)
             train_size = data.input.train_size or data.input.image_size
             crops = (f", crops {small_size(train_size)} for {small} epoch(s), then {train_size}"

@@ -37,6 +37,7 @@ from imgclf.training.checkpoint import (BEST, CHECKPOINT, FINAL, HISTORY, SETTIN
 from imgclf.training.distributed import (agree, device_of, main_first, parallel_module,
                                          processes, resolve_device)
 from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
+from imgclf.training.frozen import TrainingViews, ValidationStart
 from imgclf.training.lr_find import LearningRates, find_learning_rate
 from imgclf.training.plan import (DISCRIMINATIVE, Phase, epoch_costs, fine_tune_phases,
                                   fit_to_time, full_step_seconds, one_cycle, probe_phase,
@@ -90,12 +91,14 @@ class Learner:
         self._valid_embeddings: np.ndarray | None = None
         self._best_valid_embeddings: np.ndarray | None = None
         self._valid_loader = None
+        self._valid_start = ValidationStart()
         self._validate_seconds: float | None = None  # the last validation pass's
         self._started = time.perf_counter()  # when the current run began (the time limit)
         self._out_of_time = ""  # why the time limit ended a run, when it did
         # (frozen, the module a training step runs): DistributedDataParallel's wrapper of the
         # head or the network while a phase runs in several processes
         self._parallel: tuple[bool, torch.nn.Module] | None = None
+        self._train_from = 0  # the stage training steps start at (frozen.TrainingViews)
         # train(backbone="auto"): the candidates' probes (modes.choose_backbone), or None
         self.backbone_choice: list[dict[str, Any]] | None = None
 
@@ -248,9 +251,26 @@ class Learner:
         loaders = {size: data.train_loader(part=part) for size, data in sizes.items()}
         self._parallel = (phase.frozen, parallel_module(
             processes, self.network.head if phase.frozen else self.network))
+        start = self.network.frozen_start()
+        views = (TrainingViews(self.network, start, precision=self.config.precision)
+                 if self.config.reuse_views is not False and not phase.frozen and len(sizes) == 1
+                 and not processes.parallel and 0 < start < len(self.network.stages())
+                 else None)
         limit = time_limit(self.config, self.device.type)
-        fit = (self._fitter(plan, index, len(loaders[max(sizes)]), limit, sizes)
+        fit = (self._fitter(plan, index, len(loaders[max(sizes)]), limit, sizes, views)
                if limit and not first_epoch else None)
+        if views is not None:  # the user's choice; else the time limit's, made or to make
+            views.reuse = next((choice for choice in (self.config.reuse_views,
+                                                      phase.reuse_views) if choice is not None),
+                               None if fit is not None else False)
+        self._train_from = views.start if views else 0
+        try:
+            return self._epochs(plan, index, first_epoch, optimizer, loaders, sizes, views, fit)
+        finally:
+            self._train_from = 0
+
+    def _epochs(self, plan, index, first_epoch, optimizer, loaders, sizes, views, fit):
+        phase, processes = plan[index], self.processes
         epoch = first_epoch
         while epoch < plan[index].epochs:
             started = time.perf_counter()
@@ -261,8 +281,13 @@ class Learner:
             loader = loaders[size]
             self.seed_epoch(len(self.history), loader)
             name = f"{phase.name} {epoch + 1}/{plan[index].epochs}"
+            # reuse_views: every second epoch trains again on the one before's pictures
+            batches = (views.epoch(loader, reuse=epoch % 2 == 1,
+                                   seed=self.config.seed * 1000 + len(self.history),
+                                   store=epoch < plan[index].epochs - 1)
+                       if views else loader)
             trained = steps.train_epoch(
-                self.train_step, self.network, loader, optimizer,
+                self.train_step, self.network, batches, optimizer,
                 first_step=epoch * len(loader), total_steps=plan[index].epochs * len(loader),
                 warmup_fraction=self.config.warmup_fraction, processes=processes,
                 description=name, show_progress=self.verbose,
@@ -270,13 +295,14 @@ class Learner:
             if trained is None:  # not one epoch fits
                 return self._out_of_time
             self._end_epoch({"phase": phase.name, "train_loss": trained[0],
-                             "pictures_per_second": trained[1], "train_size": size},
+                             "pictures_per_second": trained[1], "train_size": size,
+                             "reused_views": getattr(batches, "reused", False)},
                             started, plan, index, epoch, optimizer)
             epoch += 1
         return None
 
     def _fitter(self, plan: list[Phase], index: int, steps_per_epoch: int, limit: float,
-                sizes: dict[int, ImageData]):
+                sizes: dict[int, ImageData], views: TrainingViews | None):
         """The function steps.train_epoch calls with the seconds a training step takes: it fits
         plan[index]'s epochs to the time left and returns their steps (0: none fit)."""
         phase = plan[index]
@@ -289,25 +315,48 @@ class Learner:
             # keeps them if the limit leaves one epoch: it began on them)
             step_seconds = full_step_seconds(step_seconds, timed_small=small > 0,
                                              area_ratio=(min(sizes) / max(sizes)) ** 2)
-            epoch_seconds, finishing = epoch_costs(
-                phase, step_seconds=step_seconds, steps_per_epoch=steps_per_epoch,
-                validate_seconds=self._validate_seconds, pictures=pictures,
-                batch_size=self.data.config.batch_size)
             # an epoch already finished is kept whatever the time; else the one the run ends
             # on: the best so far (restore_best) or the last
             last = (self.best if self.config.restore_best and self.best else
                     self.history[-1] if self.history else None)
-            epochs, message = fit_to_time(
-                phase, limit=limit, spent=time.perf_counter() - self._started,
-                into_epoch=into_epoch, epoch_seconds=epoch_seconds, finishing=finishing,
-                kept=None if finished or last is None else last["phase"])
+
+            def epochs_that_fit(reusing: bool, count: int = phase.epochs) -> tuple[int, str]:
+                # of `count` epochs, count // 2 reuse pictures: they skip reading them and
+                # the frozen stages
+                saved = (min(views.front_seconds(), 0.9 * step_seconds) * (count // 2) / count
+                         if reusing else 0.0)
+                epoch_seconds, finishing = epoch_costs(
+                    phase, step_seconds=step_seconds - saved, steps_per_epoch=steps_per_epoch,
+                    validate_seconds=self._validate_seconds, pictures=pictures,
+                    full_validate_seconds=self._valid_start.full_seconds,
+                    stored=(self.network.frozen_start() > 0
+                            and self._valid_start.too_large is None),
+                    batch_size=self.data.config.batch_size)
+                fitted = fit_to_time(
+                    phase, limit=limit, spent=time.perf_counter() - self._started,
+                    into_epoch=into_epoch, epoch_seconds=epoch_seconds, finishing=finishing,
+                    kept=None if finished or last is None else last["phase"])
+                if reusing and 0 < fitted[0] < count:  # fewer epochs: a smaller share reuses
+                    return epochs_that_fit(True, fitted[0])
+                return fitted
+
+            epochs, message = epochs_that_fit(bool(views and views.reuse))
+            if views is not None and views.reuse is None:  # reuse_views=None: when it helps
+                reusing = epochs_that_fit(True) if epochs < phase.epochs else (0, "")
+                views.reuse = reusing[0] > epochs
+                if views.reuse:
+                    epochs, message = reusing[0], (f"{reusing[1]} Every second epoch reuses "
+                                                   f"the one before's pictures to fit.")
+                else:
+                    views.drop()
             epochs = int(agree(self.processes, epochs))  # the first process's estimate
             if not epochs:
                 self.network.load_state_dict(snapshot)
                 self._out_of_time = message
                 return 0
-            if epochs < phase.epochs:
-                plan[index] = replace(phase, epochs=epochs)
+            reuse = views.reuse if views is not None and self.config.reuse_views is None else None
+            if epochs < phase.epochs or reuse:  # a resumed run goes on as decided here
+                plan[index] = replace(phase, epochs=epochs, reuse_views=reuse)
                 self._save_settings(plan)
             if self.verbose:
                 console().print(message, soft_wrap=True)
@@ -318,7 +367,8 @@ class Learner:
     def train_step(self, images, targets, optimizer, trainable) -> float:
         """One optimizer step on a batch; returns its loss (used by the loop and lr_find)."""
         return steps.train_step(self.network, images, targets, optimizer, trainable,
-                                device=self.device, config=self.config, parallel=self._parallel)
+                                device=self.device, config=self.config, parallel=self._parallel,
+                                start=self._train_from)
 
     def seed_epoch(self, epoch: int, loader) -> None:
         """Same seed, same batches and augmentation per epoch (steps.seed_epoch)."""
@@ -364,9 +414,9 @@ class Learner:
             self._valid_loader = self.data.loader("valid", augment=False, shuffle=False,
                                                   batch_size=InferenceConfig.batch_size)
         dataset = self._valid_loader.dataset
-        outputs = loop.run(self.network, self._valid_loader, embeddings=True,
-                                show_progress=self.verbose, description="Validating",
-                                transient=True)
+        # after freeze_early's frozen stages when their output is stored (frozen.py)
+        outputs = self._valid_start.run(self.network, self._valid_loader,
+                                        show_progress=self.verbose)
         self._validate_seconds = time.perf_counter() - started
         ok = outputs.ok
         self._valid_embeddings = outputs.embeddings[ok]
@@ -398,6 +448,7 @@ class Learner:
             final = self.best if self._restored_best else self.history[-1]
             self._fit_detector(bool(final.get("backbone_trained")), valid)
         self._valid_loader = None  # lets its worker process go
+        self._valid_start = ValidationStart()  # and the stored features their memory
         if self.output is not None and self.history:
             self.export(self.output / FINAL)
             if self._restored_best:  # the same weights, now with their detector

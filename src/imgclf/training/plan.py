@@ -49,6 +49,10 @@ DEFAULT_TIME_LIMIT = 600.0
 # step, before a validation pass has been timed: blood-cells with freeze_early, 480
 # pictures validated at 288 px in 18 s, a training step of 16 at 224 px 0.56 s.
 FORWARD_SHARE = 1.0
+# A validation pass from the frozen stages' stored output (training/frozen.py) as a share of
+# one through the whole network, before one was timed: efficientnet_lite0 at 288 px, batch
+# 32, its first 10 of 20 stages frozen (freeze_early), 2-core EPYC: 0.18.
+STORED_SHARE = 0.25
 # Progressive resizing (TrainConfig.progressive_resizing): the smaller crops' side as a
 # fraction of the training size, rounded to a multiple of 16 (224 -> 176). Training pictures
 # a second through the real loader, efficientnet_lite0 with its early layers frozen, 2-core
@@ -77,6 +81,9 @@ class Phase:
     # auto mode: only the phase's last epoch, where its schedule has annealed, may become the
     # run's best, and only there is the run judged (steps.not_helping)
     compare_at_end: bool = False
+    # reuse_views=None: whether the time limit had every second epoch reuse the pictures of
+    # the one before (frozen.TrainingViews), kept so that a resumed run goes on the same way
+    reuse_views: bool | None = None
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> Phase:
@@ -203,7 +210,8 @@ def fit_epochs(planned: int, *, limit: float, spent: float, epoch_seconds: float
 
 
 def epoch_costs(phase: Phase, *, step_seconds: float, steps_per_epoch: int,
-                validate_seconds: float | None, pictures: dict[str, int], batch_size: int
+                validate_seconds: float | None, pictures: dict[str, int], batch_size: int,
+                full_validate_seconds: float | None = None, stored: bool = False
                 ) -> tuple[float, float]:
     """(seconds an epoch of the phase takes, its training steps and validation; seconds to
     keep for the run's end) from the seconds a training step takes.
@@ -211,12 +219,20 @@ def epoch_costs(phase: Phase, *, step_seconds: float, steps_per_epoch: int,
     Validation takes as long as the last PyTorch pass (validate_seconds), or FORWARD_SHARE of
     a step per batch before there was one (the probe validates on cached embeddings). Once
     the backbone has changed, the run ends with the detector's pass over every training
-    picture, at validation's pace.
+    picture, at the pace of a validation pass that read every picture through the whole
+    network (full_validate_seconds). stored: validation passes start from the frozen stages'
+    stored output (frozen.py) once the first has stored it; before that first pass was timed,
+    the others are priced at STORED_SHARE of it and its extra cost is kept aside with the end.
     """
     valid = max(1, pictures.get("valid", 0))
-    validating = (validate_seconds if validate_seconds is not None
-                  else step_seconds * FORWARD_SHARE * pictures.get("valid", 0) / batch_size)
-    finishing = 0.0 if phase.frozen else validating * pictures.get("train", 0) / valid
+    estimate = step_seconds * FORWARD_SHARE * pictures.get("valid", 0) / batch_size
+    validating = validate_seconds if validate_seconds is not None else estimate
+    full = next(seconds for seconds in (full_validate_seconds, validate_seconds, estimate)
+                if seconds is not None)
+    finishing = 0.0 if phase.frozen else full * pictures.get("train", 0) / valid
+    if stored and validate_seconds is None:
+        validating = estimate * STORED_SHARE
+        finishing += estimate - validating
     return step_seconds * steps_per_epoch + validating, finishing
 
 

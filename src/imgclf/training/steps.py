@@ -72,9 +72,11 @@ def train_epoch(step: Callable[..., float], network: torch.nn.Module, loader,
 
 
 def train_step(network, images, targets, optimizer, trainable, *, device: torch.device,
-               config: TrainConfig, parallel: tuple[bool, torch.nn.Module] | None) -> float:
+               config: TrainConfig, parallel: tuple[bool, torch.nn.Module] | None,
+               start: int = 0) -> float:
     """One optimizer step on a batch of a Classifier; its loss. parallel: (frozen, module) of
-    DistributedDataParallel's wrapper while a phase runs in several processes."""
+    DistributedDataParallel's wrapper while a phase runs in several processes. start: images
+    are what the network's first `start` stages made of the pictures (frozen.TrainingViews)."""
     images = images.to(device, memory_format=torch.channels_last, non_blocking=True)
     targets = targets.to(device, non_blocking=True)
     # config.precision is resolved (resolved()): "float32" or "bfloat16"
@@ -87,6 +89,8 @@ def train_step(network, images, targets, optimizer, trainable, *, device: torch.
             with torch.no_grad():  # no graph through a frozen backbone: 2-3x faster
                 features = network.features(images)
             logits = (wrapper or network.head)(features)
+        elif start:
+            logits = network.head(network.features(images, start=start))
         else:
             logits = (wrapper or network)(images)
     loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
@@ -197,4 +201,6 @@ def resolved(config: TrainConfig, device: torch.device, *, has_bf16: bool | None
     freeze_early = config.freeze_early
     if freeze_early is None:  # auto mode on a CPU; fine_tune keeps fastai's recipe
         freeze_early = device.type == "cpu" and config.mode == "auto"
-    return replace(config, precision=precision, freeze_early=freeze_early), note
+    reuse_views = config.reuse_views if freeze_early else False  # None: when the limit needs it
+    return replace(config, precision=precision, freeze_early=freeze_early,
+                   reuse_views=reuse_views), note

@@ -1,0 +1,259 @@
+"""What the frozen early layers compute, computed once.
+
+With ``freeze_early`` (auto mode on a CPU) the backbone's first stages keep their pretrained
+weights for the whole run, and their batch norms their ImageNet statistics: what they make of
+a picture never changes. They are also where the network spends most of a forward pass
+(efficientnet_lite0 at 288 px on 2 cores: 82%), because their feature maps are the largest.
+
+``ValidationStart`` keeps the validation pictures as the frozen stages leave them (the first
+pass computes and stores them), so each later validation pass runs only the rest of the
+network: the same figures, several times faster. It re-reads the pictures whenever the frozen
+stages change (another ``frozen_start``, weights loaded or trained) and stays out of the way
+where the stored features would take more than ``MAX_BYTES``.
+
+``TrainingViews`` does the same for training (TrainConfig.reuse_views): every second epoch of
+a whole-network schedule trains again on the previous epoch's augmented pictures as the
+frozen stages left them, reshuffled, which skips reading, augmenting and the frozen stages.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from torch import nn
+
+from imgclf._progress import progress
+from imgclf.inference import loop
+from imgclf.inference.loop import read_ahead
+from imgclf.model import Classifier
+
+__all__ = ["MAX_BYTES", "TrainingViews", "ValidationStart"]
+
+# The most memory stored features may take (float32): efficientnet_lite0 at 288 px leaves
+# 104 KB a picture after its frozen stages, so 1 GiB holds about 10,000 validation pictures.
+MAX_BYTES = 1 << 30
+
+
+def frozen_key(network: Classifier, start: int) -> tuple:
+    """Identifies the weights of the first `start` stages: every parameter's identity and
+    version (PyTorch counts each in-place change: an optimizer step, load_state_dict). Their
+    batch norms' statistics are not counted: they stay as they are in a Classifier's training
+    mode, and change only with the parameters (load_state_dict) or to the same values
+    (DistributedDataParallel's broadcast from the first process)."""
+    tensors = [t for stage in network.stages()[:start] for t in stage.parameters()]
+    return (start, next(network.parameters()).device,
+            tuple((id(t), t._version) for t in tensors))
+
+
+class _From(nn.Module):
+    """The network from stage `start` on, for the forward loop (loop.batches)."""
+
+    def __init__(self, network: Classifier, start: int):
+        super().__init__()
+        self.network, self.start = network, start
+
+    def infer(self, features: torch.Tensor, *, embeddings: bool = False):
+        return self.network.infer(features, embeddings=embeddings, start=self.start)
+
+
+class _Stored:
+    """A dataset of stored features: (features, target, index) at each position that was
+    read, the picture's ImageError at each that was not (as the original dataset gives)."""
+
+    def __init__(self, features: torch.Tensor, rows: dict[int, tuple[int, int]],
+                 errors: dict[int, Any], count: int):
+        self.features, self.rows, self.errors, self.count = features, rows, errors, count
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __getitem__(self, index: int):
+        if index in self.errors:
+            return self.errors[index]
+        row, target = self.rows[index]
+        return self.features[row], target, index
+
+
+@dataclass
+class ValidationStart:
+    """Validation passes that start after the frozen stages (see the module's docstring)."""
+
+    max_bytes: int = MAX_BYTES
+    stored: tuple[tuple, _Stored] | None = None  # (frozen_key, the dataset), once computed
+    full_seconds: float | None = None  # the last pass that read every picture, whole network
+    too_large: tuple | None = None  # the frozen_key whose output would not fit max_bytes
+
+    def run(self, network: Classifier, loader: torch.utils.data.DataLoader, *,
+            show_progress: bool = False) -> loop.Outputs:
+        """loop.run(network, loader, embeddings=True): probabilities and pooled embeddings of
+        every validation picture, from stored features when they are still right."""
+        options = {"embeddings": True, "show_progress": show_progress,
+                   "description": "Validating", "transient": True}
+        start = network.frozen_start()
+        key = frozen_key(network, start) if start else None
+        if start and key != self.too_large:
+            if self.stored is None or self.stored[0] != key:
+                began = time.perf_counter()
+                dataset = self._store(network, loader, start, show_progress)
+                self.stored = (key, dataset) if dataset is not None else None
+                self.too_large = key if dataset is None else None
+                if dataset is not None:
+                    outputs = loop.run(_From(network, start), dataset, num_workers=0, **options)
+                    self.full_seconds = time.perf_counter() - began
+                    return outputs
+            else:
+                return loop.run(_From(network, start), self.stored[1], num_workers=0, **options)
+        began = time.perf_counter()
+        outputs = loop.run(network, loader, **options)
+        self.full_seconds = time.perf_counter() - began
+        return outputs
+
+    def _store(self, network: Classifier, loader, start: int, show_progress: bool
+               ) -> _Stored | None:
+        """The frozen stages' output for every picture the loader reads; None (nothing kept)
+        when it would take more than max_bytes."""
+        count = len(loader.dataset)
+        features: torch.Tensor | None = None
+        rows: dict[int, tuple[int, int]] = {}  # position in the dataset -> (row, target)
+        errors: dict[int, Any] = {}  # position -> its ImageError (datasets set the index)
+        device = next(network.parameters()).device
+        network.eval()
+        batches = progress(read_ahead(loader) if not loader.num_workers else loader,
+                           total=count, description="Validating",
+                           enabled=show_progress, transient=True,
+                           weight=lambda batch: (0 if batch[0] is None else len(batch[0]))
+                           + len(batch[3]))
+        with torch.inference_mode():
+            for images, targets, indices, bad in batches:
+                errors.update((error.index, error) for error in bad)
+                if images is None:
+                    continue
+                images = images.to(device, memory_format=torch.channels_last)
+                out = network.features(images, stop=start)
+                if features is None:
+                    if out[0].numel() * out.element_size() * count > self.max_bytes:
+                        return None
+                    features = torch.empty((count, *out.shape[1:]), dtype=out.dtype,
+                                           device=out.device)
+                first = len(rows)
+                features[first:first + len(out)] = out
+                rows.update((index, (first + offset, target)) for offset, (index, target)
+                            in enumerate(zip(indices.tolist(), targets.tolist())))
+        if features is None or None in errors:  # nothing read, or an error of no position
+            return None
+        return _Stored(features[:len(rows)], rows, errors, count)
+
+
+class _Batches:
+    """An epoch's batches with a length, as steps.train_epoch takes a DataLoader."""
+
+    def __init__(self, batches, length: int, *, reused: bool):
+        self.batches, self.length, self.reused = batches, length, reused
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return self.length
+
+
+class TrainingViews:
+    """Whole-network epochs that reuse what the frozen stages made of their pictures.
+
+    An epoch that reads pictures (decoded and augmented as always) runs each batch through
+    the frozen stages, trains the rest of the network on the result and stores it; the next
+    epoch trains on the stored batches again, reshuffled, with no decoding, augmenting or
+    frozen stages at all (TrainConfig.reuse_views): "data echoing" (Choi et al., 2019) at the
+    point where the network starts to learn. Batches are (features, targets, indices,
+    errors), the training step told to start at stage `start`.
+    """
+
+    def __init__(self, network: Classifier, start: int, *, precision: str = "float32",
+                 max_bytes: int = MAX_BYTES):
+        self.network, self.start, self.max_bytes = network, start, max_bytes
+        self.bfloat16 = precision == "bfloat16"
+        self.stored: tuple[tuple, torch.Tensor, torch.Tensor, torch.Tensor, list[int]] | None = None
+        # True: every second epoch reuses the one before's pictures; False: none does; None:
+        # not decided yet (the time limit decides during the first epoch, which stores them)
+        self.reuse: bool | None = True
+        self.too_large = False
+        # seconds each batch of the last epoch that read pictures spent reading them and in
+        # the frozen stages
+        self.front: list[float] = []
+
+    def front_seconds(self) -> float:
+        """Seconds a batch of an epoch that reads pictures spends before the trained stages:
+        what an epoch that reuses them saves per step. The first batch, which also waits for
+        the loader to start, is left out as the training step's timing leaves it out."""
+        timed = self.front[1:] or self.front
+        return sum(timed) / max(1, len(timed))
+
+    def drop(self) -> None:
+        """Let the stored batches go (decided against reusing them)."""
+        self.stored = None
+
+    def epoch(self, loader, *, reuse: bool, seed: int, store: bool = True) -> _Batches:
+        """The batches of one epoch: the stored ones again in an order drawn from seed when
+        reuse is asked and they are still right, else the loader's pictures (stored unless
+        store is False: the last epoch of a schedule has no next one)."""
+        key = frozen_key(self.network, self.start)
+        if reuse and self.reuse and self.stored is not None and self.stored[0] == key:
+            sizes = self.stored[4]
+            return _Batches(self._again(seed), len(sizes), reused=True)
+        self.stored = None
+        return _Batches(self._read(loader, key, store), len(loader), reused=False)
+
+    def _read(self, loader, key: tuple, store: bool):
+        device = next(self.network.parameters()).device
+        features = targets = indices = None
+        sizes: list[int] = []
+        keep, count = store and not self.too_large, 0
+        self.front = []
+        batches = iter(loader)
+        while True:
+            began = time.perf_counter()
+            try:
+                images, labels, positions, errors = next(batches)
+            except StopIteration:
+                break
+            if self.reuse is False:  # decided against while this epoch ran
+                keep, features = False, None
+            if images is not None:
+                images = images.to(device, memory_format=torch.channels_last)
+                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                     enabled=self.bfloat16):
+                    images = self.network.features(images, stop=self.start)
+                if keep and features is None:
+                    room = len(loader.dataset) + loader.batch_size
+                    if images[0].numel() * images.element_size() * room > self.max_bytes:
+                        keep, self.too_large = False, True
+                    else:
+                        features = torch.empty((room, *images.shape[1:]), dtype=images.dtype,
+                                               device=images.device)
+                        targets = torch.empty(room, dtype=labels.dtype)
+                        indices = torch.empty(room, dtype=positions.dtype)
+                if keep and count + len(images) <= len(features):
+                    features[count:count + len(images)] = images
+                    targets[count:count + len(images)] = labels
+                    indices[count:count + len(images)] = positions
+                    count += len(images)
+                    sizes.append(len(images))
+                else:
+                    keep = False
+            self.front.append(time.perf_counter() - began)
+            yield images, labels, positions, errors
+        # the whole epoch ran: its batches can be trained on again
+        self.stored = (key, features, targets, indices, sizes) if keep and sizes else None
+
+    def _again(self, seed: int):
+        _key, features, targets, indices, sizes = self.stored
+        order = torch.randperm(sum(sizes), generator=torch.Generator().manual_seed(seed))
+        first = 0
+        for size in sizes:
+            rows = order[first:first + size]
+            first += size
+            yield features[rows], targets[rows], indices[rows], []
+        self.stored = None  # each stored epoch is trained on twice, never more

@@ -1,0 +1,252 @@
+"""The frozen early layers' output computed once: the same figures as the whole network."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from imgclf import ImageData, Learner, TrainConfig
+from imgclf.inference import loop
+from imgclf.model import Classifier
+from imgclf.training.frozen import ValidationStart
+
+FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
+
+
+def test_the_network_runs_in_stages_as_a_whole():
+    network = Classifier.create("efficientnet_lite0", 3, pretrained=False).eval()
+    images = torch.randn(2, 3, 64, 64)
+    stages = network.stages()
+    with torch.inference_mode():
+        whole = network.features(images)
+        middle = network.features(images, stop=7)
+        assert torch.allclose(network.features(middle, start=7), whole, atol=1e-5)
+        assert torch.allclose(network.infer(middle, start=7)[0], network(images), atol=1e-5)
+    assert network.frozen_start() == 0
+    network.unfreeze(early=False)  # freeze_early: the first layer group
+    start = network.frozen_start()
+    assert 0 < start < len(stages)
+    assert all(not p.requires_grad for stage in stages[:start] for p in stage.parameters())
+    assert any(p.requires_grad for p in stages[start].parameters())
+    network.freeze()
+    assert network.frozen_start() == len(stages)
+
+
+def test_validation_from_stored_features_matches_the_whole_network(colours, tmp_path):
+    from imgclf.data.datasets import ImageFiles, collate
+    from imgclf.data.transforms import eval_transform
+
+    data = ImageData.from_folder(colours, valid_fraction=0.5, **FAST)
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture")
+    paths = sorted(colours.rglob("*.jpg"))[:11]
+    dataset = ImageFiles([*paths[:4], broken, *paths[4:]], eval_transform(data.input),
+                         targets=[0, 1] * 6)
+    loader = torch.utils.data.DataLoader(dataset, batch_size=5, collate_fn=collate)
+    network = Classifier.create("efficientnet_lite0", 2, pretrained=False)
+    network.unfreeze(early=False)
+    plain = loop.run(network, loader, embeddings=True)
+    assert [error.index for error in plain.errors] == [4]
+    start = ValidationStart()
+    first, second = (start.run(network, loader) for _ in range(2))
+    assert start.stored is not None and start.full_seconds > 0
+    for outputs in (first, second):
+        assert (outputs.ok == plain.ok).all()
+        assert [e.source for e in outputs.errors] == [e.source for e in plain.errors]
+        ok = outputs.ok
+        assert np.allclose(outputs.probabilities[ok], plain.probabilities[ok], atol=1e-5)
+        assert np.allclose(outputs.embeddings[ok], plain.embeddings[ok], atol=1e-4)
+    # a frozen weight changes (loaded, trained): the pictures are read again
+    key = start.stored[0]
+    with torch.no_grad():
+        network.stages()[0].weight.mul_(0.5)
+    changed = start.run(network, loader)
+    assert start.stored[0] != key
+    assert not np.allclose(changed.embeddings[changed.ok], first.embeddings[first.ok])
+    # too large to keep: every pass through the whole network, the same figures, and no
+    # second try at storing them while the frozen stages stay as they are
+    small = ValidationStart(max_bytes=1)
+    again = small.run(network, loader)
+    assert small.stored is None and small.too_large is not None
+    small.run(network, loader)
+    assert small.too_large == start.stored[0]
+    assert np.allclose(again.probabilities[again.ok], changed.probabilities[changed.ok],
+                       atol=1e-5)
+
+
+def test_a_network_without_frozen_stages_is_validated_whole(colours):
+    data = ImageData.from_folder(colours, valid_fraction=0.5, **FAST)
+    network = Classifier.create("efficientnet_lite0", 2, pretrained=False)
+    network.unfreeze(early=True)
+    start = ValidationStart()
+    start.run(network, data.loader("valid", augment=False, shuffle=False))
+    assert start.stored is None
+
+
+@pytest.mark.parametrize("freeze_early", [True, False])
+def test_training_validates_the_same_with_or_without_stored_features(colours, freeze_early):
+    data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
+    config = TrainConfig(epochs=2, freeze_epochs=0, freeze_early=freeze_early, seed=3)
+    learner = Learner.create(data, config=config, verbose=False)
+    learner.fine_tune()
+    # a pass after training: from stored features exactly when the early layers were frozen
+    final = learner.validate()
+    assert (learner._valid_start.stored is not None) is freeze_early
+    plain = loop.run(learner.network, data.loader("valid", augment=False, shuffle=False))
+    assert final["valid_loss"] == pytest.approx(
+        loop.scores(plain.probabilities[plain.ok],
+                    np.array(data.dataset("valid").targets)[plain.ok])["valid_loss"], abs=1e-5)
+
+
+def _views_network():
+    network = Classifier.create("efficientnet_lite0", 2, pretrained=False)
+    network.unfreeze(early=False)
+    return network.train(), network.frozen_start()
+
+
+def test_an_epoch_that_reads_pictures_stores_them_and_the_next_reuses_them(colours):
+    from imgclf.training.frozen import TrainingViews
+
+    data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
+    loader = data.train_loader()
+    network, start = _views_network()
+    views = TrainingViews(network, start)
+    read = views.epoch(loader, reuse=True, seed=1)  # nothing stored yet: pictures are read
+    assert not read.reused and len(read) == len(loader)
+    first = list(read)
+    assert views.front_seconds() > 0
+    again = views.epoch(loader, reuse=True, seed=1)
+    assert again.reused and len(again) == len(first)
+    second = list(again)
+    assert [len(batch[1]) for batch in second] == [len(batch[1]) for batch in first]
+    rows = {int(i): (f, int(t)) for f, t, ids, _ in first for i, f, t in zip(ids, f, t)}
+    reused = {int(i): (f, int(t)) for f, t, ids, _ in second for i, f, t in zip(ids, f, t)}
+    assert rows.keys() == reused.keys()
+    assert all(torch.equal(rows[i][0], reused[i][0]) and rows[i][1] == reused[i][1]
+               for i in rows)
+    order = [int(i) for _, _, ids, _ in first for i in ids]
+    assert [int(i) for _, _, ids, _ in second for i in ids] != order  # reshuffled
+    # each stored epoch is reused once; then pictures are read again
+    assert not views.epoch(loader, reuse=True, seed=2).reused
+
+
+def test_stored_pictures_are_not_reused_once_the_frozen_stages_change(colours):
+    from imgclf.training.frozen import TrainingViews
+
+    data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
+    network, start = _views_network()
+    views = TrainingViews(network, start)
+    list(views.epoch(data.train_loader(), reuse=False, seed=1))
+    with torch.no_grad():
+        network.stages()[0].weight.mul_(0.5)
+    assert not views.epoch(data.train_loader(), reuse=True, seed=1).reused
+    tiny = TrainingViews(network, start, max_bytes=1)
+    list(tiny.epoch(data.train_loader(), reuse=False, seed=1))
+    assert tiny.too_large and not tiny.epoch(data.train_loader(), reuse=True, seed=1).reused
+
+
+def test_a_step_from_the_frozen_stages_output_is_the_whole_network_step(colours):
+    from imgclf.config import TrainConfig
+    from imgclf.training.steps import train_step
+
+    data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
+    images, targets, _, _ = next(iter(data.train_loader()))
+    results = []
+    for start in (0, None):
+        torch.manual_seed(0)
+        network, frozen = _views_network()
+        trainable = [p for p in network.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=1e-3)
+        batch = images
+        if start is None:
+            start = frozen
+            with torch.no_grad():
+                batch = network.features(images.contiguous(memory_format=torch.channels_last),
+                                         stop=start)
+        loss = train_step(network, batch, targets, optimizer, trainable,
+                          device=torch.device("cpu"), config=TrainConfig(precision="float32"),
+                          parallel=None, start=start)
+        results.append((loss, network.state_dict()))
+    assert results[0][0] == pytest.approx(results[1][0], abs=1e-5)
+    assert all(torch.allclose(results[0][1][k], results[1][1][k], atol=1e-5)
+               for k in results[0][1])
+
+
+def test_reuse_views_needs_freeze_early():
+    from imgclf.training.steps import resolved
+
+    cpu = torch.device("cpu")
+    assert resolved(TrainConfig(), cpu, has_bf16=False)[0].reuse_views is None  # the limit's
+    assert resolved(TrainConfig(reuse_views=True), cpu, has_bf16=False)[0].reuse_views is True
+    assert resolved(TrainConfig(mode="fine_tune"), cpu, has_bf16=False)[0].reuse_views is False
+    assert resolved(TrainConfig(freeze_early=False, reuse_views=True), cpu,
+                    has_bf16=False)[0].reuse_views is False
+
+
+@pytest.mark.parametrize("front, reused", [
+    (0.0, [False]),  # reading pictures costs nothing: reusing them would not fit another epoch
+    (2.0, [False, True]),  # it costs most of a step: the epoch that reuses them fits
+])
+def test_the_time_limit_reuses_pictures_only_to_fit_its_schedule(make_photo, tmp_path,
+                                                                  monkeypatch, capsys, front,
+                                                                  reused):
+    import time
+
+    import imgclf.training.learner
+    from imgclf import train
+    from imgclf.training.frozen import TrainingViews
+
+    monkeypatch.setattr("imgclf.training.plan.FORWARD_SHARE", 0.0)
+    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
+        for index in range(22):
+            make_photo(f"data/{label}/{index}.jpg", size=(40, 40), tint=tint, noise=70)
+    data = ImageData.from_folder(tmp_path / "data", image_size=32, batch_size=8,
+                                 valid_fraction=0.1, num_workers=0, verbose=False)
+    monkeypatch.setattr(Learner, "validate", lambda self: {
+        "valid_loss": 1.0 / (1 + len(self.history)), "accuracy": 1.0, "error_rate": 0.0})
+    real_step = Learner.train_step
+
+    def slow_step(self, *arguments):  # 1.2 s a batch, 5 batches an epoch: 6 s
+        time.sleep(1.2)
+        return real_step(self, *arguments)
+
+    monkeypatch.setattr(Learner, "train_step", slow_step)
+    # what each step of an epoch that reads pictures spends reading them, as if measured
+    monkeypatch.setattr(TrainingViews, "front_seconds", lambda self: front)
+    probe = {}
+
+    class AfterProbe:
+        def on_epoch_end(self, learner, row):
+            if row["phase"] == "probe":
+                probe["spent"] = time.perf_counter() - learner._started
+
+    # the probe's time plus 9 s: one 6-s epoch of two fits, or two at 4.5 s on average
+    monkeypatch.setattr(imgclf.training.learner, "time_limit",
+                        lambda config, device: probe.get("spent", 0.0) + 9.0)
+    learner = train(data, mode="auto", epochs=2, verbose=True, time_limit=1e9,
+                    output=tmp_path / "run", callbacks=[AfterProbe()])
+    said = capsys.readouterr().err
+    assert [row["reused_views"] for row in learner.history[1:]] == reused
+    # the decision is saved with the plan: a resumed run goes on the same way
+    settings = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert settings["plan"][1]["reuse_views"] is (len(reused) == 2)
+    assert ("Every second epoch reuses the one before's pictures to fit." in said) is (
+        len(reused) == 2)
+    assert learner.config.reuse_views is None  # the setting stays the user's: decided per run
+
+
+def test_whole_network_epochs_alternate_reading_and_reusing(colours):
+    data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
+    config = TrainConfig(epochs=3, freeze_epochs=0, freeze_early=True, reuse_views=True,
+                         seed=3)
+    learner = Learner.create(data, config=config, verbose=False)
+    before = {k: v.clone() for k, v in learner.network.state_dict().items()}
+    learner.fine_tune()
+    assert [row["reused_views"] for row in learner.history] == [False, True, False]
+    assert learner.settings()["training"]["reuse_views"] is True
+    after = learner.network.state_dict()
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
+    assert learner._train_from == 0  # lr_find and later phases start at the pictures
