@@ -113,7 +113,6 @@ def steps_child(data: str, steps: int, seed: int) -> None:
     import torch
 
     from imgclf import ImageData, Learner, TrainConfig
-    from imgclf.training.plan import DISCRIMINATIVE
     from imgclf.training.steps import device_has_bf16
 
     images = ImageData.from_folder(data, seed=seed, verbose=False)
@@ -134,10 +133,7 @@ def steps_child(data: str, steps: int, seed: int) -> None:
         config = TrainConfig(precision=precision, freeze_early=freeze_early, device="cpu",
                              seed=seed)
         learner = Learner.create(images, config=config, verbose=False)
-        learner.network.unfreeze(early=not freeze_early)
-        groups = learner.network.layer_groups(len(DISCRIMINATIVE))
-        optimizer = torch.optim.AdamW([{"params": group, "lr": 1e-5} for group in groups])
-        trainable = [p for group in groups for p in group]
+        optimizer, trainable = whole_network(learner, freeze_early)
         loader = learner.data.train_loader()
         learner.seed_epoch(0, loader)
         learner.network.train()
@@ -165,22 +161,30 @@ def steps_child(data: str, steps: int, seed: int) -> None:
     print(json.dumps({"steps": rows}))
 
 
+def whole_network(learner, freeze_early: bool):
+    """(an optimizer over the learner's layer groups at a small rate, the parameters it
+    trains), the whole network unfrozen but its early layers when freeze_early."""
+    import torch
+
+    from imgclf.training.plan import DISCRIMINATIVE
+
+    learner.network.unfreeze(early=not freeze_early)
+    groups = learner.network.layer_groups(len(DISCRIMINATIVE))
+    optimizer = torch.optim.AdamW([{"params": group, "lr": 1e-5} for group in groups])
+    return optimizer, [p for group in groups for p in group]
+
+
 def reuse_speeds(images, seed: int, TrainingViews) -> dict:
     """Training pictures a second, float32 with freeze_early and reuse_views at 224 px: an
     epoch that reads its pictures (and stores them), then one that reuses them, each whole,
     and the two together (a schedule alternates them)."""
-    import torch
 
     from imgclf import Learner, TrainConfig
-    from imgclf.training.plan import DISCRIMINATIVE
 
     config = TrainConfig(precision="float32", freeze_early=True, reuse_views=True,
                          device="cpu", seed=seed)
     learner = Learner.create(images, config=config, verbose=False)
-    learner.network.unfreeze(early=False)
-    groups = learner.network.layer_groups(len(DISCRIMINATIVE))
-    optimizer = torch.optim.AdamW([{"params": group, "lr": 1e-5} for group in groups])
-    trainable = [p for group in groups for p in group]
+    optimizer, trainable = whole_network(learner, True)
     views = TrainingViews(learner.network, learner.network.frozen_start())
     learner._train_from = views.start
     loader = learner.data.train_loader()

@@ -190,44 +190,18 @@ def test_reuse_views_needs_freeze_early():
     (0.0, [False]),  # reading pictures costs nothing: reusing them would not fit another epoch
     (2.0, [False, True]),  # it costs most of a step: the epoch that reuses them fits
 ])
-def test_the_time_limit_reuses_pictures_only_to_fit_its_schedule(make_photo, tmp_path,
+def test_the_time_limit_reuses_pictures_only_to_fit_its_schedule(timed_auto, tmp_path,
                                                                   monkeypatch, capsys, front,
                                                                   reused):
-    import time
-
-    import imgclf.training.learner
     from imgclf import train
     from imgclf.training.frozen import TrainingViews
 
-    monkeypatch.setattr("imgclf.training.plan.FORWARD_SHARE", 0.0)
-    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
-        for index in range(22):
-            make_photo(f"data/{label}/{index}.jpg", size=(40, 40), tint=tint, noise=70)
-    data = ImageData.from_folder(tmp_path / "data", image_size=32, batch_size=8,
-                                 valid_fraction=0.1, num_workers=0, verbose=False)
-    monkeypatch.setattr(Learner, "validate", lambda self: {
-        "valid_loss": 1.0 / (1 + len(self.history)), "accuracy": 1.0, "error_rate": 0.0})
-    real_step = Learner.train_step
-
-    def slow_step(self, *arguments):  # 1.2 s a batch, 5 batches an epoch: 6 s
-        time.sleep(1.2)
-        return real_step(self, *arguments)
-
-    monkeypatch.setattr(Learner, "train_step", slow_step)
     # what each step of an epoch that reads pictures spends reading them, as if measured
     monkeypatch.setattr(TrainingViews, "front_seconds", lambda self: front)
-    probe = {}
-
-    class AfterProbe:
-        def on_epoch_end(self, learner, row):
-            if row["phase"] == "probe":
-                probe["spent"] = time.perf_counter() - learner._started
-
     # the probe's time plus 9 s: one 6-s epoch of two fits, or two at 4.5 s on average
-    monkeypatch.setattr(imgclf.training.learner, "time_limit",
-                        lambda config, device: probe.get("spent", 0.0) + 9.0)
-    learner = train(data, mode="auto", epochs=2, verbose=True, time_limit=1e9,
-                    output=tmp_path / "run", callbacks=[AfterProbe()])
+    timed_auto.room(9.0)
+    learner = train(timed_auto.data, mode="auto", epochs=2, verbose=True, time_limit=1e9,
+                    output=tmp_path / "run", callbacks=[timed_auto.after_probe])
     said = capsys.readouterr().err
     assert [row["reused_views"] for row in learner.history[1:]] == reused
     # the decision is saved with the plan: a resumed run goes on the same way

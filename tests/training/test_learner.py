@@ -439,42 +439,14 @@ def test_epochs_that_fit_a_time_limit():
 ])
 
 
-def test_auto_mode_fits_its_epochs_to_the_time_limit(make_photo, tmp_path, monkeypatch, capsys,
+def test_auto_mode_fits_its_epochs_to_the_time_limit(timed_auto, tmp_path, monkeypatch, capsys,
                                                       room, epochs_run):
-    import time
-
-    import imgclf.training.learner
-
     monkeypatch.setattr("imgclf.training.plan.AUTO_CYCLE_EPOCHS", 2)
-    # validation is scripted below and takes no time; so does the detector's pass
-    monkeypatch.setattr("imgclf.training.plan.FORWARD_SHARE", 0.0)
-    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
-        for index in range(22):
-            make_photo(f"data/{label}/{index}.jpg", size=(40, 40), tint=tint, noise=70)
-    data = ImageData.from_folder(tmp_path / "data", image_size=32, batch_size=8,
-                                 valid_fraction=0.1, num_workers=0, verbose=False)
-    monkeypatch.setattr(Learner, "validate", lambda self: {  # every epoch helps
-        "valid_loss": 1.0 / (1 + len(self.history)), "accuracy": 1.0, "error_rate": 0.0})
-    real_step = Learner.train_step
-
-    def slow_step(self, *arguments):  # 1.2 s a batch, 5 batches an epoch: 6 s (with 3 s
-        time.sleep(1.2)                 # to spare for a busy machine's checkpoints and set-up)
-        return real_step(self, *arguments)
-
-    monkeypatch.setattr(Learner, "train_step", slow_step)
-    probe = {}
-
-    class AfterProbe:
-        def on_epoch_end(self, learner, row):
-            if row["phase"] == "probe":
-                probe["spent"] = time.perf_counter() - learner._started
-                probe["head"] = learner.network.head.linear.weight.detach().clone()
-
+    data, probe = timed_auto.data, timed_auto.probe
     if room is not None:  # the limit: what the probe took, plus room
-        monkeypatch.setattr(imgclf.training.learner, "time_limit",
-                            lambda config, device: probe.get("spent", 0.0) + room)
+        timed_auto.room(room)
     learner = train(data, mode="auto", epochs=4, output=tmp_path / "run", verbose=True,
-                    time_limit=0 if room is None else 1e9, callbacks=[AfterProbe()])
+                    time_limit=0 if room is None else 1e9, callbacks=[timed_auto.after_probe])
     said = capsys.readouterr().err
     assert len(learner.history) == 1 + epochs_run
     settings = json.loads((tmp_path / "run" / "settings.json").read_text())

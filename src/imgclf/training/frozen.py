@@ -22,10 +22,12 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
 
 from imgclf._progress import progress
+from imgclf.config import InferenceConfig
 from imgclf.inference import loop
 from imgclf.inference.loop import read_ahead
 from imgclf.model import Classifier
@@ -84,7 +86,23 @@ class ValidationStart:
     max_bytes: int = MAX_BYTES
     stored: tuple[tuple, _Stored] | None = None  # (frozen_key, the dataset), once computed
     full_seconds: float | None = None  # the last pass that read every picture, whole network
+    seconds: float | None = None  # the last pass scores() made, from the loader's start
     too_large: tuple | None = None  # the frozen_key whose output would not fit max_bytes
+    loader: Any = None  # the validation DataLoader, kept: its worker starts once, not per epoch
+
+    def scores(self, network: Classifier, data, *, show_progress: bool = False
+               ) -> tuple[dict[str, float], np.ndarray]:
+        """(valid_loss, accuracy and error_rate, the pooled embeddings) of data's validation
+        pictures that could be read, through run."""
+        began = time.perf_counter()
+        if self.loader is None:
+            self.loader = data.loader("valid", augment=False, shuffle=False,
+                                      batch_size=InferenceConfig.batch_size)
+        outputs = self.run(network, self.loader, show_progress=show_progress)
+        self.seconds = time.perf_counter() - began
+        ok = outputs.ok
+        targets = [t for t, good in zip(self.loader.dataset.targets, ok) if good]
+        return loop.scores(outputs.probabilities[ok], targets), outputs.embeddings[ok]
 
     def run(self, network: Classifier, loader: torch.utils.data.DataLoader, *,
             show_progress: bool = False) -> loop.Outputs:
@@ -183,6 +201,22 @@ class TrainingViews:
         # seconds each batch of the last epoch that read pictures spent reading them and in
         # the frozen stages
         self.front: list[float] = []
+
+    @classmethod
+    def for_phase(cls, network: Classifier, config, phase, *, fitting: bool, one_size: bool,
+                  parallel: bool) -> TrainingViews | None:
+        """The views of a whole-network phase (TrainConfig.reuse_views), or None where they
+        cannot be: without frozen stages, in several processes, under progressive resizing.
+        fitting: the time limit will fit the phase's epochs (and may decide on reuse)."""
+        start = network.frozen_start()
+        if (config.reuse_views is False or phase.frozen or not one_size or parallel
+                or not 0 < start < len(network.stages())):
+            return None
+        views = cls(network, start, precision=config.precision)
+        # the user's choice; else the time limit's, made (a resumed phase) or to make
+        views.reuse = next((choice for choice in (config.reuse_views, phase.reuse_views)
+                            if choice is not None), None if fitting else False)
+        return views
 
     def front_seconds(self) -> float:
         """Seconds a batch of an epoch that reads pictures spends before the trained stages:

@@ -23,7 +23,7 @@ import torch
 from imgclf._files import FolderLock, write_json
 from imgclf._progress import console
 from imgclf.backbones import get_backbone
-from imgclf.config import HeadConfig, InferenceConfig, TrainConfig, UnknownConfig
+from imgclf.config import HeadConfig, TrainConfig, UnknownConfig
 from imgclf.data.imagedata import ImageData
 from imgclf.evaluation.metrics import Evaluation, evaluate
 from imgclf.inference import loop
@@ -39,8 +39,8 @@ from imgclf.training.distributed import (agree, device_of, main_first, parallel_
 from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
 from imgclf.training.frozen import TrainingViews, ValidationStart
 from imgclf.training.lr_find import LearningRates, find_learning_rate
-from imgclf.training.plan import (DISCRIMINATIVE, Phase, epoch_costs, fine_tune_phases,
-                                  fit_to_time, full_step_seconds, one_cycle, probe_phase,
+from imgclf.training.plan import (DISCRIMINATIVE, Phase, fine_tune_phases,
+                                  fit_phase, full_step_seconds, one_cycle, probe_phase,
                                   probe_views, small_epochs, time_limit, train_sizes)
 
 __all__ = ["BEST", "CHECKPOINT", "FINAL", "Learner", "LearningRates", "one_cycle"]
@@ -90,9 +90,7 @@ class Learner:
         # validation embeddings of the last and of the best epoch: the detector's calibration
         self._valid_embeddings: np.ndarray | None = None
         self._best_valid_embeddings: np.ndarray | None = None
-        self._valid_loader = None
-        self._valid_start = ValidationStart()
-        self._validate_seconds: float | None = None  # the last validation pass's
+        self._valid_start = ValidationStart()  # the validation loader and stored features
         self._started = time.perf_counter()  # when the current run began (the time limit)
         self._out_of_time = ""  # why the time limit ended a run, when it did
         # (frozen, the module a training step runs): DistributedDataParallel's wrapper of the
@@ -237,13 +235,8 @@ class Learner:
         else:
             self.network.unfreeze(early=not self.config.freeze_early)
         self._backbone_trained = self._backbone_trained or not phase.frozen
-        groups = ([list(self.network.head.parameters())] if phase.frozen
-                  else self.network.layer_groups(len(phase.learning_rates)))
-        optimizer = torch.optim.AdamW(
-            [{"params": g, "lr": r, "peak": r} for g, r in zip(groups, phase.learning_rates)],
-            weight_decay=self.config.weight_decay)
-        if optimizer_state is not None:
-            optimizer.load_state_dict(optimizer_state)
+        optimizer = steps.optimizer_for(self.network, phase, self.config.weight_decay,
+                                        optimizer_state)
         processes = self.processes
         # several processes: each takes its share of every batch; gradients are averaged
         part = (processes.rank, processes.count) if processes.parallel else None
@@ -251,18 +244,12 @@ class Learner:
         loaders = {size: data.train_loader(part=part) for size, data in sizes.items()}
         self._parallel = (phase.frozen, parallel_module(
             processes, self.network.head if phase.frozen else self.network))
-        start = self.network.frozen_start()
-        views = (TrainingViews(self.network, start, precision=self.config.precision)
-                 if self.config.reuse_views is not False and not phase.frozen and len(sizes) == 1
-                 and not processes.parallel and 0 < start < len(self.network.stages())
-                 else None)
         limit = time_limit(self.config, self.device.type)
+        fitting = bool(limit and not first_epoch)
+        views = TrainingViews.for_phase(self.network, self.config, phase, fitting=fitting,
+                                        one_size=len(sizes) == 1, parallel=processes.parallel)
         fit = (self._fitter(plan, index, len(loaders[max(sizes)]), limit, sizes, views)
-               if limit and not first_epoch else None)
-        if views is not None:  # the user's choice; else the time limit's, made or to make
-            views.reuse = next((choice for choice in (self.config.reuse_views,
-                                                      phase.reuse_views) if choice is not None),
-                               None if fit is not None else False)
+               if fitting else None)
         self._train_from = views.start if views else 0
         try:
             return self._epochs(plan, index, first_epoch, optimizer, loaders, sizes, views, fit)
@@ -311,43 +298,26 @@ class Learner:
         small = small_epochs(phase, self.config.progressive_resizing) if len(sizes) > 1 else 0
 
         def fit(step_seconds: float, into_epoch: float, finished: bool = False) -> int:
-            # the first epoch, timed, trains on the smaller crops when there are any (and
-            # keeps them if the limit leaves one epoch: it began on them)
-            step_seconds = full_step_seconds(step_seconds, timed_small=small > 0,
-                                             area_ratio=(min(sizes) / max(sizes)) ** 2)
             # an epoch already finished is kept whatever the time; else the one the run ends
             # on: the best so far (restore_best) or the last
             last = (self.best if self.config.restore_best and self.best else
                     self.history[-1] if self.history else None)
-
-            def epochs_that_fit(reusing: bool, count: int = phase.epochs) -> tuple[int, str]:
-                # of `count` epochs, count // 2 reuse pictures: they skip reading them and
-                # the frozen stages
-                saved = (min(views.front_seconds(), 0.9 * step_seconds) * (count // 2) / count
-                         if reusing else 0.0)
-                epoch_seconds, finishing = epoch_costs(
-                    phase, step_seconds=step_seconds - saved, steps_per_epoch=steps_per_epoch,
-                    validate_seconds=self._validate_seconds, pictures=pictures,
-                    full_validate_seconds=self._valid_start.full_seconds,
-                    stored=(self.network.frozen_start() > 0
-                            and self._valid_start.too_large is None),
-                    batch_size=self.data.config.batch_size)
-                fitted = fit_to_time(
-                    phase, limit=limit, spent=time.perf_counter() - self._started,
-                    into_epoch=into_epoch, epoch_seconds=epoch_seconds, finishing=finishing,
-                    kept=None if finished or last is None else last["phase"])
-                if reusing and 0 < fitted[0] < count:  # fewer epochs: a smaller share reuses
-                    return epochs_that_fit(True, fitted[0])
-                return fitted
-
-            epochs, message = epochs_that_fit(bool(views and views.reuse))
-            if views is not None and views.reuse is None:  # reuse_views=None: when it helps
-                reusing = epochs_that_fit(True) if epochs < phase.epochs else (0, "")
-                views.reuse = reusing[0] > epochs
-                if views.reuse:
-                    epochs, message = reusing[0], (f"{reusing[1]} Every second epoch reuses "
-                                                   f"the one before's pictures to fit.")
-                else:
+            epochs, message, reuse = fit_phase(
+                phase, limit=limit, spent=time.perf_counter() - self._started,
+                into_epoch=into_epoch, kept=None if finished or last is None else last["phase"],
+                # the first epoch, timed, trains on the smaller crops when there are any (and
+                # keeps them if the limit leaves one epoch: it began on them)
+                step_seconds=full_step_seconds(step_seconds, timed_small=small > 0,
+                                               area_ratio=(min(sizes) / max(sizes)) ** 2),
+                steps_per_epoch=steps_per_epoch, pictures=pictures,
+                front_seconds=views.front_seconds() if views else None,
+                reuse=views.reuse if views else False,
+                validate_seconds=self._valid_start.seconds, batch_size=self.data.config.batch_size,
+                full_validate_seconds=self._valid_start.full_seconds,
+                stored=self.network.frozen_start() > 0 and self._valid_start.too_large is None)
+            if views is not None:
+                views.reuse = reuse
+                if not reuse:
                     views.drop()
             epochs = int(agree(self.processes, epochs))  # the first process's estimate
             if not epochs:
@@ -400,28 +370,19 @@ class Learner:
         """
         if not self.data.valid:
             return loop.scores(np.zeros((0, len(self.data.classes))), [])
-        started = time.perf_counter()
         if not self._backbone_trained and self.network.head.config.pool == "avg":
             found = compute_embeddings(self.network, self.data, "valid",
                                        show_progress=self.verbose)
             self.network.eval()
             with torch.inference_mode():
                 logits = self.network.head(torch.from_numpy(found.features).to(self.device))
-            self._validate_seconds = None  # cached: says nothing of a PyTorch pass
+            self._valid_start.seconds = None  # cached: says nothing of a PyTorch pass
             self._valid_embeddings = found.features
             return loop.scores(logits.float().softmax(dim=1).cpu().numpy(), found.targets)
-        if self._valid_loader is None:  # kept: its worker starts once, not every epoch
-            self._valid_loader = self.data.loader("valid", augment=False, shuffle=False,
-                                                  batch_size=InferenceConfig.batch_size)
-        dataset = self._valid_loader.dataset
         # after freeze_early's frozen stages when their output is stored (frozen.py)
-        outputs = self._valid_start.run(self.network, self._valid_loader,
-                                        show_progress=self.verbose)
-        self._validate_seconds = time.perf_counter() - started
-        ok = outputs.ok
-        self._valid_embeddings = outputs.embeddings[ok]
-        targets = [t for t, good in zip(dataset.targets, ok) if good]
-        return loop.scores(outputs.probabilities[ok], targets)
+        scores, self._valid_embeddings = self._valid_start.scores(
+            self.network, self.data, show_progress=self.verbose)
+        return scores
 
     def _track_best(self, row: dict[str, Any], phase: Phase) -> None:
         if phase.compare_at_end and not row["annealed"]:  # see steps.not_helping
@@ -447,8 +408,7 @@ class Learner:
         if self.history:
             final = self.best if self._restored_best else self.history[-1]
             self._fit_detector(bool(final.get("backbone_trained")), valid)
-        self._valid_loader = None  # lets its worker process go
-        self._valid_start = ValidationStart()  # and the stored features their memory
+        self._valid_start = ValidationStart()  # lets its worker and stored features go
         if self.output is not None and self.history:
             self.export(self.output / FINAL)
             if self._restored_best:  # the same weights, now with their detector
@@ -532,7 +492,7 @@ class Learner:
         network = self.network
         return ModelInfo(
             backbone=self.data.backbone, classes=tuple(self.data.classes), input=self.data.input,
-            head=network.head.config, timm_name=_timm_name(self.data.backbone),
+            head=network.head.config, timm_name=get_backbone(self.data.backbone).timm_name,
             num_features=network.backbone.num_features, metrics=self.metrics(),
             best_epoch=self.best["epoch"] if self.best else None, history=tuple(self.history),
             training=self.config, data=self.data.config, augment=self.data.augment,
@@ -591,5 +551,3 @@ class Learner:
             write_json(self.output / SETTINGS, self.settings(plan), indent=1)
 
 
-def _timm_name(backbone: str) -> str | None:
-    return get_backbone(backbone).timm_name

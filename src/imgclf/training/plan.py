@@ -257,6 +257,42 @@ def fit_to_time(phase: Phase, *, limit: float, spent: float, epoch_seconds: floa
                f"{math.ceil(needed * 1.1 / 60)}m would run all {phase.epochs}.")
 
 
+def fit_phase(phase: Phase, *, limit: float, spent: float, into_epoch: float,
+              step_seconds: float, steps_per_epoch: int, kept: str | None,
+              front_seconds: float | None, reuse: bool | None, **costs: Any
+              ) -> tuple[int, str, bool | None]:
+    """(epochs of the phase to run, the line that says so, whether every second one reuses
+    the one before's pictures) under a time limit: fit_to_time on epoch_costs (costs: its
+    other arguments).
+
+    front_seconds: what a step of an epoch that reads pictures spends reading them and in the
+    frozen stages, which an epoch that reuses them saves (frozen.TrainingViews), or None
+    without reuse. reuse: True or False as decided; None: reuse only if more epochs fit so.
+    """
+    def epochs_that_fit(reusing: bool, count: int = phase.epochs) -> tuple[int, str]:
+        # of `count` epochs, count // 2 reuse pictures
+        saved = (min(front_seconds, 0.9 * step_seconds) * (count // 2) / count
+                 if reusing else 0.0)
+        epoch_seconds, finishing = epoch_costs(phase, step_seconds=step_seconds - saved,
+                                               steps_per_epoch=steps_per_epoch, **costs)
+        fitted = fit_to_time(phase, limit=limit, spent=spent, into_epoch=into_epoch,
+                             epoch_seconds=epoch_seconds, finishing=finishing, kept=kept)
+        if reusing and 0 < fitted[0] < count:  # fewer epochs: a smaller share reuses
+            return epochs_that_fit(True, fitted[0])
+        return fitted
+
+    if front_seconds is None:
+        return (*epochs_that_fit(False), False)
+    epochs, message = epochs_that_fit(bool(reuse))
+    if reuse is None:  # reuse_views=None: only when it fits more epochs
+        reusing = epochs_that_fit(True) if epochs < phase.epochs else (0, "")
+        reuse = reusing[0] > epochs
+        if reuse:
+            epochs, message = reusing[0], (f"{reusing[1]} Every second epoch reuses the one "
+                                           f"before's pictures to fit.")
+    return epochs, message, reuse
+
+
 def describe_seconds(seconds: float) -> str:
     """For people: "45 s", "3 min 20 s", "1 h 5 min"."""
     seconds = round(seconds)

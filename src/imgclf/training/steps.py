@@ -71,6 +71,20 @@ def train_epoch(step: Callable[..., float], network: torch.nn.Module, loader,
             pictures * processes.count / max(time.perf_counter() - began, 1e-9))
 
 
+def optimizer_for(network, phase, weight_decay: float, state: dict | None = None
+                  ) -> torch.optim.Optimizer:
+    """AdamW over what a one-cycle phase trains: the head alone (frozen), or the network's
+    layer groups, each peaking at its rate of the phase; state: a checkpoint's, to resume."""
+    groups = ([list(network.head.parameters())] if phase.frozen
+              else network.layer_groups(len(phase.learning_rates)))
+    optimizer = torch.optim.AdamW(
+        [{"params": g, "lr": r, "peak": r} for g, r in zip(groups, phase.learning_rates)],
+        weight_decay=weight_decay)
+    if state is not None:
+        optimizer.load_state_dict(state)
+    return optimizer
+
+
 def train_step(network, images, targets, optimizer, trainable, *, device: torch.device,
                config: TrainConfig, parallel: tuple[bool, torch.nn.Module] | None,
                start: int = 0) -> float:
