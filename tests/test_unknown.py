@@ -12,6 +12,7 @@ from PIL import Image, ImageDraw
 
 from imgclf import ImageData, Predictor, evaluate, load, train
 from imgclf.cli import main
+from imgclf.config import DEFAULT_ACCEPTANCE
 
 SIZE = 96
 
@@ -74,7 +75,7 @@ def test_strangers_are_unknown_and_the_classes_are_accepted(shapes):
     shapes_seen = predictor.predict_batch(sorted(data_folder.glob("*/*.jpg")),
                                           show_progress=False)
     accepted = np.mean([not answer.unknown for answer in shapes_seen])
-    assert accepted >= 0.85  # 0.95 of the validation pictures, about as many of the rest
+    assert accepted >= 0.85  # 0.98 of the calibration pictures, about as many of the rest
     for answer in shapes_seen:
         assert answer.outlier_score is not None
         assert answer.label == ("unknown" if answer.unknown else answer.closest)
@@ -132,7 +133,7 @@ def test_the_http_api_answers_unknown(shapes):
         described = httpx.get(f"{url}/model", timeout=60).json()
     assert stranger["unknown"] is True and stranger["label"] == "unknown"
     assert circle["label"] in ("circles", "unknown") and "outlier_score" in circle
-    assert described["unknown"]["acceptance"] == 0.95
+    assert described["unknown"]["acceptance"] == DEFAULT_ACCEPTANCE
 
 
 def test_onnx_computes_the_same_outlier_score(shapes, tmp_path):
@@ -221,6 +222,32 @@ def test_the_bank_keeps_every_class_and_lone_pictures_do_not_loosen_the_threshol
     assert config.calibrated_on == "valid + train (left out)" and config.threshold < 0.5
     strangers = torch.randn(5, 32, generator=generator) * 5
     assert (detector(head(strangers), strangers) > config.threshold).all()
+
+
+def test_too_few_validation_pictures_beyond_the_threshold_bring_in_the_training_ones():
+    import torch
+
+    from imgclf.unknown import MIN_BEYOND, fit_detector, too_few_beyond
+
+    # the threshold at 98% of 153 validation pictures has 3 above it: too few to place it
+    assert too_few_beyond(153, 0.98) and not too_few_beyond(480, 0.98)
+    assert not too_few_beyond(153, 0.95) and too_few_beyond(99, 0.95)
+    assert not too_few_beyond(round(MIN_BEYOND / 0.02), 0.98)
+    generator = torch.Generator().manual_seed(1)
+    centres = torch.randn(2, 16, generator=generator) * 5
+    labels = torch.tensor([0, 1] * 60)
+    train = centres[labels] + torch.randn(len(labels), 16, generator=generator)
+    valid = centres[torch.tensor([0, 1] * 100)] + torch.randn(200, 16, generator=generator)
+    head = torch.nn.Linear(16, 2)
+    with torch.no_grad():
+        head.weight.copy_(centres)
+        head.bias.zero_()
+    scored = {}
+    for acceptance in (0.95, 0.98):
+        detector, config = fit_detector(train, labels, head, valid=valid, acceptance=acceptance)
+        scored[acceptance] = (config.calibrated_on, len(detector.calibration))
+    assert scored[0.95] == ("valid", 200)  # 10 above the threshold
+    assert scored[0.98] == ("valid + train (left out)", 320)  # 4 would be: 120 more scores
 
 
 def test_pictures_anywhere_under_an_unknown_folder_are_no_class(shapes, tmp_path):

@@ -23,7 +23,8 @@ def test_imagenet_photos_of_neither_ants_nor_bees_are_unknown(tmp_path):
     summary = evaluate(model, data, unknown=strangers, show_progress=False).summary()
     assert len(strangers) == 99 and summary["strangers"] == 99
     assert summary["strangers_flagged"] >= 0.95 and summary["unknown_auroc"] >= 0.98
-    assert 0.9 <= summary["acceptance"] <= 0.98  # calibrated at 95% of these very pictures
+    # calibrated at 98% of these pictures and the training ones (153 alone are too few)
+    assert 0.94 <= summary["acceptance"] <= 0.995
     assert summary["accepted_accuracy"] >= summary["accuracy"] - 0.01
     oxcart = model.predict(shared_dataset("imagenet-sample-100") / "n03868242_oxcart.JPEG")
     assert oxcart.unknown and oxcart.label == "unknown" and oxcart.closest in ("ants", "bees")
