@@ -272,3 +272,19 @@ def test_a_csv_as_from_csv_reads_it_is_corrected(tmp_path, monkeypatch):
     assert "data/cats/cats0.jpg" not in target.read_text() and target.read_text().count("\n") == 8
     with pytest.raises(DataError, match="nothing to correct"):
         correct_csv(Path("lists/labels.csv"), [Decision(Path("other/x.jpg"), "remove")])
+
+
+
+def test_out_of_fold_probabilities_do_not_depend_on_the_features_units():
+    from imgclf.cleaning.finding import out_of_fold_probabilities
+
+    # backbones differ in their features' scale and offset (and one backbone's features in
+    # spread by orders of magnitude): each fold standardises, so one regularisation means the
+    # same on all of them, and the threshold on these probabilities transfers
+    generator = np.random.default_rng(0)
+    targets = np.repeat([0, 1, 2], 40)
+    features = generator.normal(0, 1, (120, 32)) + np.eye(3, 32)[targets] * 1.5
+    plain = out_of_fold_probabilities(features, targets, 3, seed=0)
+    rescaled = out_of_fold_probabilities(features * 50 + 7, targets, 3, seed=0)
+    np.testing.assert_allclose(rescaled, plain, atol=1e-3)
+    assert (plain.argmax(axis=1) == targets).mean() >= 0.7

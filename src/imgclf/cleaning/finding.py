@@ -35,7 +35,7 @@ from imgclf.data.decoding import load_image
 from imgclf.data.sources import SPLITS
 from imgclf.errors import DataError, ImageError, ImgclfError
 from imgclf.model import Classifier
-from imgclf.training.embeddings import compute_embeddings
+from imgclf.training.embeddings import compute_embeddings, standard_scale
 from imgclf.training.plan import data_for
 from imgclf.unknown import Detector
 
@@ -210,6 +210,10 @@ def out_of_fold_probabilities(features: np.ndarray, targets: np.ndarray, num_cla
                               exclude: np.ndarray | None = None) -> np.ndarray:
     """Each picture's class probabilities from a logistic regression that never saw it.
 
+    Each fold standardises the features on its training rows as the probe's head fit does
+    (training.embeddings.standard_scale): on raw EfficientNet features L-BFGS crawls, and one
+    pass over blood-cells' 2,400 pictures took minutes.
+
     exclude: pictures never trained on (each still gets its probabilities).
     """
     from sklearn.linear_model import LogisticRegression
@@ -222,9 +226,11 @@ def out_of_fold_probabilities(features: np.ndarray, targets: np.ndarray, num_cla
     for train_rows, test_rows in splitter.split(features, targets):
         if exclude is not None:
             train_rows = train_rows[~exclude[train_rows]]
+        centre, spread = standard_scale(features[train_rows])
         model = LogisticRegression(C=regularisation, max_iter=2000)
-        model.fit(features[train_rows], targets[train_rows])
-        probabilities[np.ix_(test_rows, model.classes_)] = model.predict_proba(features[test_rows])
+        model.fit((features[train_rows] - centre) / spread, targets[train_rows])
+        probabilities[np.ix_(test_rows, model.classes_)] = model.predict_proba(
+            (features[test_rows] - centre) / spread)
     return probabilities
 
 

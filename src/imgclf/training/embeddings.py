@@ -313,14 +313,7 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
     from sklearn.linear_model import LogisticRegression
     from sklearn.model_selection import StratifiedGroupKFold
 
-    centre = embeddings.features.mean(axis=0)
-    spread = embeddings.features.std(axis=0)
-    # no feature is scaled up past the typical one: a feature that hardly varies would
-    # otherwise get a weight hundreds of times the others', which fine-tuning from this head
-    # cannot survive (blood-cells: largest weight 235, and a whole-network epoch from it
-    # validated at loss 0.44 against the probe's 0.31)
-    floor = float(np.median(spread))
-    spread = np.maximum(spread, floor if floor > 1e-6 else 1.0)
+    centre, spread = standard_scale(embeddings.features)
     standard = ((embeddings.features - centre) / spread).astype(np.float32)
     embeddings = replace(embeddings, features=standard)
     everything = embeddings.features, embeddings.targets
@@ -366,6 +359,20 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
     weight = (weight / spread).astype(np.float32)
     bias = (bias - weight @ centre).astype(np.float32)
     return HeadFit(weight, bias, best_c, best_score, best_loss)
+
+
+def standard_scale(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(centre, spread) of each feature for (features - centre) / spread: the mean, and the
+    standard deviation or the median one, whichever is larger.
+
+    No feature is scaled up past the typical one: a feature that hardly varies would
+    otherwise get a weight hundreds of times the others', which fine-tuning from this head
+    cannot survive (blood-cells: largest weight 235, and a whole-network epoch from it
+    validated at loss 0.44 against the probe's 0.31).
+    """
+    centre, spread = features.mean(axis=0), features.std(axis=0)
+    floor = float(np.median(spread))
+    return centre, np.maximum(spread, floor if floor > 1e-6 else 1.0)
 
 
 def _search_rows(embeddings: Embeddings, limit: int, seed: int) -> np.ndarray:
