@@ -106,7 +106,7 @@ def main() -> None:
     settings = {"default": CleanConfig(),
                 "cleanlab_alone": replace(CleanConfig(), label_confidence=1.01),
                 "auto_label_score_0.9": replace(CleanConfig(), auto_label_score=0.9),
-                "before (C 0.1, cleanlab alone, auto 0.9)": replace(
+                "C 0.1, cleanlab alone, auto 0.9": replace(
                     CleanConfig(), regularisation=0.1, label_confidence=1.01,
                     auto_label_score=0.9)}
     result = {"benchmark": "clean_labels", "seeds": args.seeds, "pictures": len(targets) + 10,

@@ -13,6 +13,7 @@ from PIL import Image, ImageDraw
 from imgclf import ImageData, Predictor, evaluate, load, train
 from imgclf.cli import main
 from imgclf.config import DEFAULT_ACCEPTANCE
+from imgclf.errors import ImgclfWarning
 
 SIZE = 96
 
@@ -86,6 +87,9 @@ def test_acceptance_moves_the_threshold_at_load_time(shapes):
     strict, lenient = Predictor.load(model, acceptance=0.5), Predictor.load(model, acceptance=1.0)
     assert strict.threshold < load(model).threshold <= lenient.threshold
     assert lenient.acceptance == 1.0
+    # 12 validation and 48 training scores: at 99.9% none would lie above the threshold
+    with pytest.warns(ImgclfWarning, match="too few to place it"):
+        Predictor.load(model, acceptance=0.999)
 
 
 def test_evaluate_reports_the_unknown_answer(shapes, tmp_path):
@@ -242,12 +246,18 @@ def test_too_few_validation_pictures_beyond_the_threshold_bring_in_the_training_
     with torch.no_grad():
         head.weight.copy_(centres)
         head.bias.zero_()
+    more_valid = centres[torch.tensor([0, 1] * 50)] + torch.randn(100, 16, generator=generator)
     scored = {}
     for acceptance in (0.95, 0.98):
-        detector, config = fit_detector(train, labels, head, valid=valid, acceptance=acceptance)
-        scored[acceptance] = (config.calibrated_on, len(detector.calibration))
-    assert scored[0.95] == ("valid", 200)  # 10 above the threshold
-    assert scored[0.98] == ("valid + train (left out)", 320)  # 4 would be: 120 more scores
+        for pictures in (valid, torch.cat([valid, more_valid])):
+            detector, config = fit_detector(train, labels, head, valid=pictures,
+                                            acceptance=acceptance)
+            scored[acceptance, len(pictures)] = (config.calibrated_on, len(detector.calibration))
+    # 300 validation pictures: 6 above the threshold at 98%, enough
+    assert scored[0.98, 300] == scored[0.95, 300] == ("valid", 300)
+    # 200: 4 would be, so the 120 training pictures' scores count too, also for a model trained
+    # at 95% (10 above), which is loaded at the default 98% unless told otherwise
+    assert scored[0.98, 200] == scored[0.95, 200] == ("valid + train (left out)", 320)
 
 
 def test_pictures_anywhere_under_an_unknown_folder_are_no_class(shapes, tmp_path):

@@ -308,8 +308,9 @@ class TrainConfig:
     # no progressive resizing.
     reuse_views: bool | None = None
     # Share of in-domain pictures the "unknown" detector accepts: its threshold is set so that
-    # this share of the validation pictures is not called unknown (with fewer than 50 of them,
-    # the training pictures count too, each left out of the detector's bank in turn).
+    # this share of the validation pictures is not called unknown (with too few of them to
+    # place it, unknown.too_few_beyond, the training pictures count too, each left out of the
+    # detector's bank in turn).
     # InferenceConfig.acceptance changes it when a model is loaded.
     acceptance: float = DEFAULT_ACCEPTANCE
 

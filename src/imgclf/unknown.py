@@ -110,7 +110,9 @@ def fit_detector(train: torch.Tensor, train_targets: torch.Tensor, head: nn.Modu
     use_negatives = negatives is not None and len(negatives) > 0
     tried = TUNING if use_negatives else [(KNN_K, SOFTMAX_WEIGHT)]
     use_valid = valid is not None and len(valid) > 0
-    use_train = not use_valid or too_few_beyond(len(valid), acceptance)
+    # judged at the default acceptance too: the scores are kept, and a model trained at 0.95
+    # is loaded at the default (Predictor.set_acceptance warns past what they can place)
+    use_train = not use_valid or too_few_beyond(len(valid), max(acceptance, DEFAULT_ACCEPTANCE))
     # a picture alone in its class has no neighbour of its class once left out
     alone = torch.bincount(labels)[labels] < 2
     source = " + ".join(["valid"] * use_valid + ["train (left out)"] * use_train)

@@ -333,7 +333,7 @@ def _add_accept_argument(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--acceptance", "--accept", type=float,
                         default=InferenceConfig.acceptance, metavar="SHARE",
                         help="share of in-domain pictures the unknown detector accepts, e.g. "
-                             "0.99 (default: the model's own, 0.95 unless trained otherwise)")
+                             "0.99 (default: the model's own, 0.98 unless trained otherwise)")
 
 
 def _add_data_arguments(parser: argparse.ArgumentParser, defaults_from_model: bool = False,

@@ -16,12 +16,12 @@ from imgclf.config import RUNTIMES, InferenceConfig
 from imgclf.data.datasets import ImageFiles
 from imgclf.data.decoding import ImageSource
 from imgclf.data.transforms import eval_transform
-from imgclf.errors import ImageError, ModelFileError
+from imgclf.errors import ImageError, ImgclfWarning, ModelFileError
 from imgclf.inference import loop
 from imgclf.inference.runtimes import accelerated, int8_module, load_onnx
 from imgclf.model import network_from_tensors
 from imgclf.modelfile import ModelInfo, load_model
-from imgclf.unknown import threshold_for
+from imgclf.unknown import threshold_for, too_few_beyond
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -138,8 +138,20 @@ class Predictor:
         if not self.has_detector:
             raise ModelFileError("This model file has no detector for unknown pictures (it was "
                                  "made before imgclf 0.2): train it again to get one.")
-        self.threshold = threshold_for(outlier_calibration(self.network), acceptance)
+        calibration = outlier_calibration(self.network)
+        self.threshold = threshold_for(calibration, acceptance)
         self.acceptance = acceptance
+        trained_at = self.info.unknown.acceptance if self.info.unknown else None
+        # the acceptance it was trained at placed the threshold as well as its data allowed
+        if acceptance not in (trained_at, 1) and too_few_beyond(len(calibration), acceptance):
+            import warnings
+
+            warnings.warn(
+                f"Accepting {acceptance:.1%} leaves {len(calibration) * (1 - acceptance):.1f} of "
+                f"this model's {len(calibration)} calibration pictures above the unknown "
+                f"threshold, too few to place it well (the share accepted may be off by a few "
+                f"points): train with more validation pictures, or choose a lower acceptance.",
+                ImgclfWarning, stacklevel=2)
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, runtime: str = InferenceConfig.runtime,
@@ -155,7 +167,8 @@ class Predictor:
         (2.1-2.3x float onnxruntime at batch 32 on a VNNI CPU); an error saying what to run
         when it has not been checked, or was refused.
         acceptance: the share of in-domain pictures the "unknown" detector accepts; default:
-        the one the model was calibrated at (0.95 unless trained otherwise).
+        the one the model was calibrated at (0.98 unless trained otherwise; 0.95 for
+        model files made before imgclf chose 0.98).
 
         Example:
             >>> predictor = Predictor.load("models/ants-vs-bees/model.imgclf")

@@ -38,8 +38,8 @@ def describe(predictor) -> str:
                      f"{metrics.get('valid_loss', float('nan')):.3f}")
     if predictor.has_detector:
         lines.append(f"**Unknown pictures**: a picture that looks like none of the classes is "
-                     f"called unknown ({predictor.acceptance:.0%} of validation "
-                     f"pictures pass)")
+                     f"called unknown ({predictor.acceptance:.0%} of the pictures it "
+                     f"was calibrated on pass)")
     return "  \n".join(lines)
 
 
