@@ -226,8 +226,7 @@ class Learner:
         """One one-cycle phase; why it stopped before its last epoch, or None.
 
         Under a time limit, a phase begun afresh times its first batches, then keeps the
-        epochs that fit (fewer, a shorter schedule: plan[index] changes) or none at all (the
-        weights it began with restored).
+        epochs that fit (plan[index] shortened) or none (its first weights restored).
         """
         phase = plan[index]
         if phase.frozen:
@@ -257,14 +256,12 @@ class Learner:
             self._train_from = 0
 
     def _epochs(self, plan, index, first_epoch, optimizer, loaders, sizes, views, fit):
-        phase, processes = plan[index], self.processes
-        epoch = first_epoch
-        while epoch < plan[index].epochs:
+        phase, epoch = plan[index], first_epoch
+        while epoch < plan[index].epochs:  # (fit may shorten plan[index] in the first epoch)
             started = time.perf_counter()
             # progressive resizing: smaller crops until the schedule's last epoch
-            size = (min(sizes) if epoch < small_epochs(plan[index],
-                                                       self.config.progressive_resizing)
-                    else max(sizes))
+            small = small_epochs(plan[index], self.config.progressive_resizing)
+            size = min(sizes) if epoch < small else max(sizes)
             loader = loaders[size]
             self.seed_epoch(len(self.history), loader)
             name = f"{phase.name} {epoch + 1}/{plan[index].epochs}"
@@ -276,7 +273,7 @@ class Learner:
             trained = steps.train_epoch(
                 self.train_step, self.network, batches, optimizer,
                 first_step=epoch * len(loader), total_steps=plan[index].epochs * len(loader),
-                warmup_fraction=self.config.warmup_fraction, processes=processes,
+                warmup_fraction=self.config.warmup_fraction, processes=self.processes,
                 description=name, show_progress=self.verbose,
                 fit=fit if epoch == first_epoch else None)
             if trained is None:  # not one epoch fits
