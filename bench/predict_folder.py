@@ -12,7 +12,13 @@ as any second use of a model has); the time to its first row is when its first l
 the pipe. --src adds `imgclf predict` on another checkout's code (a git worktree of an older
 commit), side by side, and whether its labels are the same.
 
+--large N adds phone-sized photos: the first N hymenoptera validation photos of each class
+enlarged to 4032 pixels on the long side (a 12-megapixel phone photo, JPEG quality 90), each
+code's `imgclf predict` timed on them, with its accuracy (the closest class against the
+folder's) and, with --src, the share of pictures both codes give the same label.
+
 Run: python bench/predict_folder.py [--model MODEL.imgclf] [--src OTHER/src] [--copies 9]
+     [--large 30]
 """
 
 from __future__ import annotations
@@ -90,6 +96,26 @@ def make_pictures(folder: Path, copies: int) -> list[Path]:
     return sorted(folder.iterdir())
 
 
+def make_large(folder: Path, per_class: int) -> list[Path]:
+    """Hymenoptera validation photos enlarged to phone size, in class folders."""
+    from PIL import Image
+
+    for kind in ("ants", "bees"):
+        (folder / kind).mkdir(parents=True)
+        for path in sorted((SHARED / "hymenoptera" / "val" / kind).glob("*.jpg"))[:per_class]:
+            with Image.open(path) as picture:
+                picture = picture.convert("RGB")
+                scale = 4032 / max(picture.size)
+                picture.resize((round(picture.width * scale), round(picture.height * scale)),
+                               Image.BICUBIC).save(folder / kind / path.name, quality=90)
+    return sorted(folder.rglob("*.jpg"))
+
+
+def accuracy_of(lines: list[str]) -> float:
+    rows = [json.loads(line) for line in lines]
+    return sum(row.get("closest") == Path(row["path"]).parent.name for row in rows) / len(rows)
+
+
 def timed(command: list[str], environment: dict) -> dict:
     """Run a command; wall seconds to its first and last line of output, and its lines."""
     began = time.perf_counter()
@@ -128,6 +154,8 @@ def main() -> None:
     parser.add_argument("--model", help="a model file (default: a hymenoptera probe, trained)")
     parser.add_argument("--src", help="also run imgclf predict on this checkout's src folder")
     parser.add_argument("--copies", type=int, default=9)
+    parser.add_argument("--large", type=int, default=0,
+                        help="phone-sized hymenoptera photos of each class (0: none)")
     args = parser.parse_args()
     imgclf = [sys.executable, "-m", "imgclf"]
     with tempfile.TemporaryDirectory() as work:
@@ -163,6 +191,22 @@ def main() -> None:
                           "times_hand_loop": round(hand["seconds"] / result["seconds"], 2)}
         if args.src:
             line["same_labels"] = labels["imgclf"] == labels["imgclf_src"]
+        if args.large:
+            large = make_large(work / "large", args.large)
+            closest = {}
+            for name, src in runs.items():
+                result = timed([*imgclf, "predict", model, str(work / "large"), "--json"],
+                               environment_for(src, cache))
+                closest[name] = [json.loads(row).get("closest") for row in result["lines"]]
+                line[f"large_{name}"] = {
+                    "seconds": round(result["seconds"], 2),
+                    "pictures_per_second": round(len(large) / result["seconds"], 2),
+                    "accuracy": round(accuracy_of(result["lines"]), 4)}
+            line["large_pictures"] = len(large)
+            if args.src:
+                line["large_same_labels"] = round(sum(
+                    a == b for a, b in zip(closest["imgclf"], closest["imgclf_src"]))
+                    / len(large), 4)
         import torch
 
         line.update(threads=torch.get_num_threads(), cpus=os.cpu_count(),

@@ -58,11 +58,18 @@ def test_a_cycle_closed_by_type_hints_alone_breaks_the_contracts(tmp_path):
     assert "No cycles are allowed in imgclf.training" in result.stdout
 
 
+# Imports that wait for the function that needs them, named here so that none is hidden:
+# Predictor loads a model file it has run before without torch (its remembered graph), so the
+# modules that build a network (and import torch) are imported when one must be built.
+WITHOUT_TORCH = {"imgclf/inference/predictor.py": {"imgclf.inference.runtimes", "imgclf.model",
+                                                   "imgclf.unknown"}}
+
+
 def test_imports_of_imgclf_stand_at_a_module_s_top():
     """Outside the command line (whose commands import their stage when they run, so that one
-    command does not load another's libraries) and the package's lazy public API, no function
-    imports imgclf: an import hidden in a function hides a dependency from the contracts'
-    readers and from the reader of the module."""
+    command does not load another's libraries), the package's lazy public API and
+    WITHOUT_TORCH, no function imports imgclf: an import hidden in a function hides a
+    dependency from the contracts' readers and from the reader of the module."""
     hidden = []
     for path in sorted((REPO / "src" / "imgclf").rglob("*.py")):
         relative = path.relative_to(REPO / "src").as_posix()
@@ -73,6 +80,7 @@ def test_imports_of_imgclf_stand_at_a_module_s_top():
                 for inner in ast.walk(node):
                     module = (inner.module if isinstance(inner, ast.ImportFrom)
                               else inner.names[0].name if isinstance(inner, ast.Import) else "")
-                    if module and module.split(".")[0] == "imgclf":
+                    if (module and module.split(".")[0] == "imgclf"
+                            and module not in WITHOUT_TORCH.get(relative, ())):
                         hidden.append(f"{relative}:{inner.lineno} {module}")
     assert not hidden, hidden

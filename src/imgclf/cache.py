@@ -29,8 +29,10 @@ CACHE_KINDS = {
     "embeddings": ("embeddings", "the probe's embeddings, by backbone and preprocessing",
                    rf"[^/]+/{_HEX}{{16}}/{_HEX}{{2}}/{_HEX}{{64}}_\d+\.npy",
                    rf"[^/]+(/{_HEX}{{16}}(/{_HEX}{{2}})?)?"),
-    "runtimes": ("runtimes", "onnxruntime graphs (and int8 checks), by weights and size",
-                 rf"{_HEX}{{24}}(\.int8)?\.(onnx|json|sha256)", ""),
+    "runtimes": ("runtimes", "onnxruntime graphs (and int8 checks), by weights and size, and "
+                 "the graph each model file runs",
+                 rf"{_HEX}{{24}}(\.int8)?\.(onnx|json|sha256)|models/{_HEX}{{32}}\.json",
+                 "models"),
     "verdicts": ("verified.json", "verification verdicts, by path, size and time", "", ""),
 }
 # Other names imgclf may keep beside its kinds (scripts/env.sh's virtualenvs).

@@ -15,15 +15,17 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from imgclf._files import atomic_path
 from imgclf._version import __version__
 from imgclf.config import (AugmentConfig, DataConfig, HeadConfig, InputConfig, TrainConfig,
                            UnknownConfig)
 from imgclf.errors import ModelFileError
+
+if TYPE_CHECKING:
+    import numpy as np
+    import torch
 
 FORMAT = "imgclf"
 # 4: the checksum covers the header (format, version, metadata) as well as the tensors.
@@ -34,6 +36,9 @@ FORMAT_VERSION = 4
 # the header fields the checksum covers, from format 4
 _CHECKED = ("format", "format_version", "metadata")
 SUFFIX = ".imgclf"
+# The model file a training run writes in its output folder when it ends; `imgclf predict RUN`
+# reads it.
+FINAL = "model" + SUFFIX
 
 
 @dataclass(frozen=True)
@@ -175,6 +180,7 @@ def load_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelI
             tensors do not match the checksum written with them, or its metadata does not
             describe a network.
     """
+    import torch
     from safetensors import safe_open
 
     path = Path(path)
@@ -185,19 +191,8 @@ def load_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelI
             header = handle.metadata() or {}
             tensors = {name: handle.get_tensor(name) for name in handle.keys()}
     except Exception as error:  # noqa: BLE001 - safetensors raises several types
-        raise ModelFileError(
-            f"{path} is not a readable model file: it is damaged (truncated download?) or not "
-            f"a safetensors file ({error})") from None
-    if header.get("format") != FORMAT:
-        raise ModelFileError(f"{path} is a safetensors file but not an imgclf model file "
-                             "(no imgclf metadata). Export models with Learner.export().")
-    try:
-        version = int(header.get("format_version", "0"))
-    except ValueError:
-        version = -1
-    if version > FORMAT_VERSION:
-        raise ModelFileError(f"{path} was written by a newer imgclf (format {version}; this one "
-                             f"reads up to {FORMAT_VERSION}): pip install -U imgclf")
+        raise _unreadable(path, error) from None
+    version = _format_version(path, header)
     if header.get("checksum") != _checksum(tensors, header if version >= 4 else None):
         raise ModelFileError(f"{path} is damaged or was modified after it was saved: its "
                              "weights or metadata do not match their checksum. Export the "
@@ -208,21 +203,66 @@ def load_model(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], ModelI
         raise ModelFileError(f"{path} holds weights that are not numbers (NaN or infinite: "
                              f"{', '.join(broken[:3])}{', ...' if len(broken) > 3 else ''}): "
                              "a diverged run or a damaged export; train or export it again.")
+    return tensors, _info(path, header, version)
+
+
+def read_info(path: str | os.PathLike, tensor: str | None = None
+              ) -> tuple[ModelInfo, np.ndarray | None]:
+    """A model file's ModelInfo and one of its tensors (numpy; None when it has no such
+    tensor), read without torch and without reading the other tensors.
+
+    Nothing is checked against the checksum: this is for a file known to be, byte for byte,
+    one that ``load_model`` read and checked (the graph index of inference/sessions.py).
+    """
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="numpy") as handle:
+            header = handle.metadata() or {}
+            values = handle.get_tensor(tensor) if tensor in handle.keys() else None
+    except Exception as error:  # noqa: BLE001 - safetensors raises several types
+        raise _unreadable(Path(path), error) from None
+    return _info(Path(path), header, _format_version(Path(path), header)), values
+
+
+def _unreadable(path: Path, error: Exception) -> ModelFileError:
+    return ModelFileError(
+        f"{path} is not a readable model file: it is damaged (truncated download?) or not "
+        f"a safetensors file ({error})")
+
+
+def _format_version(path: Path, header: dict[str, str]) -> int:
+    """The header's format version, once it is known to be an imgclf file this one reads."""
+    if header.get("format") != FORMAT:
+        raise ModelFileError(f"{path} is a safetensors file but not an imgclf model file "
+                             "(no imgclf metadata). Export models with Learner.export().")
+    try:
+        version = int(header.get("format_version", "0"))
+    except ValueError:
+        version = -1
+    if version > FORMAT_VERSION:
+        raise ModelFileError(f"{path} was written by a newer imgclf (format {version}; this one "
+                             f"reads up to {FORMAT_VERSION}): pip install -U imgclf")
+    return version
+
+
+def _info(path: Path, header: dict[str, str], version: int) -> ModelInfo:
     try:
         values = json.loads(header["metadata"])
     except (KeyError, ValueError) as error:
         raise ModelFileError(f"{path}: its metadata is not valid JSON ({error})") from None
     try:
-        info = ModelInfo.from_dict(values, version)
+        return ModelInfo.from_dict(values, version)
     except (KeyError, TypeError, ValueError, AttributeError) as error:
         raise ModelFileError(f"{path}: its metadata does not describe a network "
                              f"({type(error).__name__}: {error})") from None
-    return tensors, info
 
 
 def _checksum(tensors: dict[str, torch.Tensor], header: dict[str, str] | None = None) -> str:
     """SHA-256 of every tensor (name, dtype, shape, bytes) and, given a header, of its format,
     version and metadata strings (lengths first, so no two headers hash alike)."""
+    import torch
+
     digest = hashlib.sha256()
     for name in sorted(tensors):
         tensor = tensors[name].contiguous()

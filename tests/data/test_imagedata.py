@@ -8,6 +8,7 @@ import os
 import time
 
 import pytest
+import numpy as np
 import torch
 
 from imgclf import DataError, ImageData, Item, split_items
@@ -235,14 +236,14 @@ def test_pad_keeps_the_whole_picture(make_photo, tmp_path):
     wide = make_photo("wide.jpg", size=(200, 50), tint=(55, 55, 55))
     config = InputConfig(64, (0.0,) * 3, (1.0,) * 3, resize="pad")
     padded = eval_transform(config)(load_image(wide))
-    assert padded[:, :20, :].abs().max() == 0  # black band on top
+    assert abs(padded[:, :20, :]).max() == 0  # black band on top
     assert padded[:, 32, :].mean() > 0.3        # the picture across the middle
 
 
 def test_validation_is_deterministic_and_training_is_random(class_folders):
     data = ImageData.from_folder(class_folders, **QUIET)
     valid = data.dataset("valid")
-    assert torch.equal(valid[0][0], valid[0][0])
+    assert np.array_equal(valid[0][0], valid[0][0])
     train = data.dataset("train")
     assert not torch.equal(train[0][0], train[0][0])
 

@@ -50,7 +50,7 @@ def test_int8_is_checked_then_runs_predict_evaluate_and_export(colour_model, tmp
     shipped = Predictor.load(target)
     assert shipped.runtime == "int8" and shipped.threshold == pytest.approx(fast.threshold)
     assert [p.closest for p in shipped.predict_batch(pictures, show_progress=False)] == answers
-    assert target.stat().st_size < 0.5 * Predictor.load(path).network.onnx.path.stat().st_size
+    assert target.stat().st_size < 0.5 * Predictor.load(path).network.path.stat().st_size
 
 
 def test_int8_that_loses_accuracy_is_refused(colour_model, monkeypatch, capsys):

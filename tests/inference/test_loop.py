@@ -125,3 +125,22 @@ def test_predictions_come_in_input_order_as_batches_finish(colour_model, tmp_pat
         if position != 4:
             assert result.probabilities == pytest.approx(
                 dict(zip(predictor.classes, whole.probabilities[position].tolist())), abs=1e-6)
+
+
+def test_the_first_batch_is_small_so_the_first_answers_come_sooner(colour_model):
+    from imgclf import Predictor
+
+    photos, model = colour_model
+    predictor = Predictor.load(model)
+    paths = sorted(photos.rglob("*.jpg"))[:11]
+    dataset = inference.ImageFiles(paths, predictor.transform)
+    sizes = [len(batch.indices) for batch in inference.batches(
+        predictor.network, dataset, batch_size=4, num_workers=0, first_batch=1)]
+    assert sizes == [1, 4, 4, 2]
+    even = inference.run(predictor.network, paths, transform=predictor.transform,
+                         batch_size=4, num_workers=0)
+    ramped = [result for _, result in predictor.predict_each(paths, batch_size=4,
+                                                             num_workers=0)]
+    assert [result.probabilities for result in ramped] == [
+        pytest.approx(dict(zip(predictor.classes, row.tolist())), abs=1e-6)
+        for row in even.probabilities]

@@ -64,10 +64,14 @@ def test_without_onnxruntime_pytorch_runs_it_and_says_how_to_install(colour_mode
                                                                       monkeypatch, capsys):
     photos, path = colour_model
 
-    def missing(module, hint=onnx_runtime.ONNX_HINT):
+    from imgclf.inference import predictor as predictor_module, sessions
+
+    def missing(module, hint=sessions.ONNX_HINT):
         raise ImgclfError(hint)
 
+    Predictor.load(path)  # its graph remembered: without onnxruntime it is not used
     monkeypatch.setattr(onnx_runtime, "require", missing)
+    monkeypatch.setattr(predictor_module, "require", missing)
     monkeypatch.setattr(onnx_runtime, "_NOTED", set())
     predictor = Predictor.load(path)
     assert predictor.runtime == "torch"
@@ -135,7 +139,7 @@ def test_a_cached_graph_that_is_not_the_models_is_built_again(colour_model, priv
     photos, path = colour_model
     picture = sorted(photos.glob("red/*.jpg"))[0]
     expected = Predictor.load(path, runtime="torch").predict(picture).probabilities
-    graph = Predictor.load(path).network.onnx.path
+    graph = Predictor.load(path).network.path
     if damage == "another network's graph":
         other = Classifier.create("efficientnet_lite0", 2).eval()
         graph.write_bytes(onnx_runtime.cached_graph(other, 64, show_progress=False).read_bytes())
@@ -151,7 +155,7 @@ def test_a_cached_graph_that_is_not_the_models_is_built_again(colour_model, priv
 @pytest.mark.parametrize("check", ["a JSON list", "accepted edited in, another graph"])
 def test_an_int8_check_imgclf_did_not_write_is_not_trusted(colour_model, private_cache, check):
     photos, path = colour_model
-    graph = Predictor.load(path).network.onnx.path
+    graph = Predictor.load(path).network.path
     result = graph.with_suffix(".int8.json")
     if check == "a JSON list":
         result.write_text("[1, 2]")
@@ -161,3 +165,71 @@ def test_an_int8_check_imgclf_did_not_write_is_not_trusted(colour_model, private
     assert onnx_runtime.read_int8_check(graph) is None
     with pytest.raises(ImgclfError, match="no checked int8 version"):
         Predictor.load(path, int8=True)
+
+
+# --- a model file loaded again opens its graph without torch (#30) --------------------------
+
+PREDICT_WITHOUT_TORCH = """
+import json, sys
+from imgclf import load
+predictor = load(sys.argv[1])
+answer = predictor.predict(sys.argv[2])
+print(json.dumps({"torch": "torch" in sys.modules, "runtime": predictor.runtime,
+                  "probabilities": answer.probabilities, "score": answer.outlier_score,
+                  "threshold": predictor.threshold}))
+"""
+
+
+def _predict_in_a_new_process(path, picture) -> dict:
+    import json
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-c", PREDICT_WITHOUT_TORCH, str(path),
+                             str(picture)], capture_output=True, text=True, check=True)
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+def test_a_model_loaded_again_predicts_without_torch(colour_model, private_cache):
+    photos, path = colour_model
+    picture = sorted(photos.glob("blue/*.jpg"))[0]
+    first = _predict_in_a_new_process(path, picture)  # builds the graph, remembers it
+    assert first["torch"] and first["runtime"] == "onnx"
+    again = _predict_in_a_new_process(path, picture)
+    assert not again["torch"] and again["runtime"] == "onnx"
+    # the same graph, the same threshold: the same answer as the first, full load
+    assert again["probabilities"] == first["probabilities"]
+    assert again["score"] == first["score"] and again["threshold"] == first["threshold"]
+    assert again["probabilities"] == pytest.approx(
+        Predictor.load(path, runtime="torch").predict(picture).probabilities, abs=1e-4)
+
+
+def test_an_edited_model_file_is_never_run_by_the_graph_remembered_for_it(
+        colour_model, private_cache, tmp_path):
+    from imgclf import ModelFileError
+
+    photos, original = colour_model
+    path = tmp_path / "model.imgclf"
+    path.write_bytes(original.read_bytes())
+    Predictor.load(path)  # remembered
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # one flipped byte in the weights
+    path.write_bytes(bytes(data))
+    with pytest.raises(ModelFileError, match="checksum"):
+        Predictor.load(path)
+
+
+def test_a_remembered_graph_is_forgotten_when_the_code_or_the_graph_changes(
+        colour_model, private_cache, monkeypatch):
+    from imgclf.inference import sessions
+
+    photos, path = colour_model
+    graph = Predictor.load(path).network.path
+    assert sessions.remembered_graph(path) == graph
+    monkeypatch.setattr(sessions, "environment", lambda: {"code": "another imgclf"})
+    assert sessions.remembered_graph(path) is None
+    monkeypatch.undo()
+    graph.write_bytes(graph.read_bytes() + b"\0")  # no longer the graph that was checked
+    assert sessions.remembered_graph(path) is None
+    assert Predictor.load(path).runtime == "onnx"  # built again, and remembered again
+    assert sessions.remembered_graph(path) is not None

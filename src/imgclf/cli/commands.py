@@ -97,7 +97,7 @@ def _export(args: argparse.Namespace) -> int:
 
 
 def _model_path(argument: str) -> Path:
-    from imgclf.training.learner import FINAL
+    from imgclf.modelfile import FINAL
 
     path = Path(argument)
     return path / FINAL if path.is_dir() else path

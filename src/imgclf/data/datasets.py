@@ -88,7 +88,9 @@ def save_view(path: Path, view: np.ndarray) -> None:
 
 
 class ImageFiles:
-    """A map-style Dataset over pictures: item -> (tensor, target, index), or an ImageError.
+    """A map-style Dataset over pictures: item -> (picture, target, index), or an ImageError;
+    the picture is what the transform gives (a numpy array from the evaluation pipeline, a
+    tensor from the training one).
 
     Pictures are files (paths), encoded bytes or PIL images. One that cannot be read yields
     its ImageError instead of raising, so one bad photo in a folder of hundreds costs one
@@ -139,15 +141,23 @@ def _is_pil(value: Any) -> bool:
     return isinstance(value, Image.Image)
 
 
-def collate(items: list):
-    """Stack good items into a batch; bad ones travel alongside as a list of ImageErrors."""
-    import torch
+def collate(items: list, *, tensors: bool = True):
+    """Stack good items into a batch; bad ones travel alongside as a list of ImageErrors.
 
+    tensors: torch tensors (what a DataLoader and a torch network take); False keeps numpy
+    arrays of numpy items (the evaluation pipeline's), for onnxruntime, without torch.
+    """
     good = [item for item in items if not isinstance(item, ImageError)]
     errors = [item for item in items if isinstance(item, ImageError)]
     if not good:
         return None, None, None, errors
-    images = torch.stack([item[0] for item in good])
-    targets = torch.tensor([item[1] for item in good])
-    indices = torch.tensor([item[2] for item in good])
-    return images, targets, indices, errors
+    pictures = [item[0] for item in good]
+    targets = np.array([item[1] for item in good], dtype=np.int64)
+    indices = np.array([item[2] for item in good], dtype=np.int64)
+    arrays = isinstance(pictures[0], np.ndarray)
+    if arrays and not tensors:
+        return np.stack(pictures), targets, indices, errors
+    import torch
+
+    images = torch.from_numpy(np.stack(pictures)) if arrays else torch.stack(pictures)
+    return images, torch.from_numpy(targets), torch.from_numpy(indices), errors

@@ -1,4 +1,5 @@
-"""Pure functions: settings + a backbone's InputConfig -> a torchvision (v2) transform pipeline."""
+"""Settings + a backbone's InputConfig -> the picture pipelines: evaluation in Pillow and numpy
+(no torch), training a torchvision (v2) pipeline."""
 
 from __future__ import annotations
 
@@ -21,6 +22,17 @@ def interpolation_mode(name: str):
     return InterpolationMode(name)
 
 
+def _resampling(name: str):
+    """Pillow's resampling filter for a plain interpolation name (what torchvision hands Pillow
+    for a PIL picture)."""
+    from PIL import Image
+
+    if name not in INTERPOLATIONS:
+        raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, not {name!r}")
+    return {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
+            "bicubic": Image.Resampling.BICUBIC}[name]
+
+
 class PadToSquare:
     """Shrink a picture to fit a size x size square and pad the rest with black (keeps it all)."""
 
@@ -29,18 +41,109 @@ class PadToSquare:
         self.interpolation = interpolation
 
     def __call__(self, picture: Image.Image) -> Image.Image:
-        from PIL import Image, ImageOps
+        from PIL import ImageOps
 
-        method = {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
-                  "bicubic": Image.Resampling.BICUBIC}[self.interpolation]
-        return ImageOps.pad(picture, (self.size, self.size), method=method, color=(0, 0, 0))
+        return ImageOps.pad(picture, (self.size, self.size),
+                            method=_resampling(self.interpolation), color=(0, 0, 0))
 
     def __repr__(self) -> str:
         return f"PadToSquare(size={self.size})"
 
 
+class Square:
+    """An upright RGB picture -> the size x size square the network sees, by config.resize.
+
+    crop: shorter side to size / crop_fraction, then the center (timm's evaluation transform);
+    squish: stretch to the square; pad: fit inside the square, black borders.
+    Pillow alone, no torch: the same calls torchvision's Resize and CenterCrop make for a PIL
+    picture (the same sizes, rounding and filters), so the same pixels.
+    """
+
+    def __init__(self, config: InputConfig, size: int | None = None):
+        if config.resize not in ("crop", "squish", "pad"):
+            raise ValueError(f"resize must be 'crop', 'squish' or 'pad', not {config.resize!r}")
+        self.size = size or config.image_size
+        self.resize = config.resize
+        self.interpolation = config.interpolation
+        self.resample = _resampling(config.interpolation)
+        self.shorter = int(self.size / config.crop_fraction)
+
+    def __call__(self, picture: Image.Image) -> Image.Image:
+        size = self.size
+        if self.resize == "pad":
+            return PadToSquare(size, self.interpolation)(picture)
+        if self.resize == "squish":
+            return _resized(picture, size, size, self.resample)
+        width, height = picture.size
+        if width <= height:  # torchvision's rule: the shorter side to size, the other in step
+            width, height = self.shorter, int(self.shorter * height / width)
+        else:
+            width, height = int(self.shorter * width / height), self.shorter
+        picture = _resized(picture, width, height, self.resample)
+        # torchvision's anchor: round() halves to even; a crop past an edge is black
+        top, left = _anchor(height, size), _anchor(width, size)
+        return picture.crop((left, top, left + size, top + size))
+
+    def __repr__(self) -> str:
+        return f"Square(size={self.size}, resize={self.resize!r}, {self.interpolation})"
+
+
+def _resized(picture: Image.Image, width: int, height: int, resample) -> Image.Image:
+    return picture if picture.size == (width, height) else picture.resize((width, height),
+                                                                           resample=resample)
+
+
+def _anchor(length: int, crop: int) -> int:
+    return int(round((length - crop) / 2.0)) if crop <= length else -((crop - length) // 2)
+
+
+class Normalise:
+    """A square picture (PIL, or an HxWx3 uint8 array) -> a float32 3xHxW numpy array scaled to
+    0..1 and normalised with the backbone's mean and std.
+
+    numpy alone, no torch: the same float32 operations, in the same order, as torchvision's
+    ToImage, ToDtype(scale=True) and Normalize, so the same numbers bit for bit.
+    """
+
+    def __init__(self, mean, std):
+        import numpy as np
+
+        self.mean = np.asarray(mean, np.float32).reshape(-1, 1, 1)
+        self.std = np.asarray(std, np.float32).reshape(-1, 1, 1)
+        self.scale = np.float32(1.0 / 255)
+
+    def __call__(self, picture):
+        import numpy as np
+
+        pixels = np.asarray(picture, dtype=np.uint8)
+        if pixels.ndim == 2:
+            pixels = pixels[:, :, None]
+        image = pixels.transpose(2, 0, 1).astype(np.float32)
+        image *= self.scale
+        image -= self.mean
+        image /= self.std
+        return image
+
+    def __repr__(self) -> str:
+        return f"Normalise(mean={self.mean.ravel().tolist()}, std={self.std.ravel().tolist()})"
+
+
+class EvalTransform:
+    """The evaluation pipeline as one callable: ``finish(square(picture))``."""
+
+    def __init__(self, square: Square, finish: Normalise):
+        self.square, self.finish = square, finish
+
+    def __call__(self, picture: Image.Image):
+        return self.finish(self.square(picture))
+
+    def __repr__(self) -> str:
+        return f"EvalTransform({self.square!r}, {self.finish!r})"
+
+
 def normalize(config: InputConfig) -> list:
-    """PIL picture -> float tensor scaled to 0..1 and normalised with the backbone's mean/std."""
+    """PIL picture -> float tensor scaled to 0..1 and normalised with the backbone's mean/std
+    (torchvision, for the random training pipeline; ``Normalise`` is its numpy twin)."""
     import torch
     from torchvision.transforms import v2
 
@@ -51,49 +154,26 @@ def normalize(config: InputConfig) -> list:
     ]
 
 
-def square(config: InputConfig, size: int | None = None) -> list:
-    """Deterministic steps that make a picture a size x size square by config.resize.
-
-    crop: shorter side to size / crop_fraction, then the center (timm's evaluation transform);
-    squish: stretch to the square; pad: fit inside the square, black borders.
-    """
-    from torchvision.transforms import v2
-
-    size = size or config.image_size
-    mode = interpolation_mode(config.interpolation)
-    resize = config.resize
-    if resize == "crop":
-        return [v2.Resize(int(size / config.crop_fraction), interpolation=mode, antialias=True),
-                v2.CenterCrop(size)]
-    if resize == "squish":
-        return [v2.Resize((size, size), interpolation=mode, antialias=True)]
-    if resize == "pad":
-        return [PadToSquare(size, config.interpolation)]
-    raise ValueError(f"resize must be 'crop', 'squish' or 'pad', not {resize!r}")
-
-
-def eval_transform(config: InputConfig) -> v2.Compose:
+def eval_transform(config: InputConfig) -> EvalTransform:
     """Deterministic validation/inference pipeline: make the picture square, then normalise.
+    Gives a float32 3xHxW numpy array (``torch.from_numpy`` makes it a tensor, sharing its
+    memory); Pillow and numpy only, so predicting needs no torch until a network does.
 
     With resize="crop" this is timm's evaluation transform, so published accuracy reproduces.
 
     Example:
         >>> transform = eval_transform(InputConfig(224, (0.5,) * 3, (0.5,) * 3))
         >>> transform(load_image("ant.jpg")).shape
-        torch.Size([3, 224, 224])
+        (3, 224, 224)
     """
-    from torchvision.transforms import v2
-
-    return v2.Compose([*square(config), *normalize(config)])
+    return EvalTransform(*eval_parts(config))
 
 
-def eval_parts(config: InputConfig) -> tuple[v2.Compose, v2.Compose]:
+def eval_parts(config: InputConfig) -> tuple[Square, Normalise]:
     """eval_transform in two: (square, finish). square makes the uint8 square picture a
     stored view keeps (pictures.StoredViews); finish turns it (PIL or HxWx3 array) into the
-    normalised tensor, the same one eval_transform gives."""
-    from torchvision.transforms import v2
-
-    return v2.Compose(square(config)), v2.Compose(normalize(config))
+    normalised array, the same one eval_transform gives."""
+    return Square(config), Normalise(config.mean, config.std)
 
 
 # The random crop, rotation, zoom and warp resample bilinearly whatever the backbone's
@@ -121,7 +201,7 @@ def train_transform(config: InputConfig, augment: AugmentConfig | None) -> v2.Co
     mode = interpolation_mode(TRAIN_INTERPOLATION)
     steps: list = []
     if config.resize != "crop":
-        steps += square(config, size=int(size / config.crop_fraction))
+        steps.append(Square(config, size=int(size / config.crop_fraction)))
     steps.append(v2.RandomResizedCrop(size, scale=(augment.min_scale, 1.0), interpolation=mode,
                                       antialias=True))
     if augment.flip:

@@ -131,7 +131,7 @@ def _calibration_pictures(predictor: Predictor, data: ImageData) -> np.ndarray:
     pictures = []
     for item in items:
         try:
-            pictures.append(predictor.transform(load_image(data.source(item))).numpy())
+            pictures.append(predictor.transform(load_image(data.source(item))))
         except ImageError:
             continue
         if len(pictures) == CALIBRATION_PICTURES:

@@ -8,7 +8,9 @@ probe mode. So the accuracy printed while training, the one saved in the model f
 
 The loop takes a Classifier, whose ``infer(images, embeddings=...)`` gives class scores,
 pooled embeddings and outlier scores (the "unknown" detector) in one pass, or any module whose
-``network(images)`` gives class scores (timm's ImageNet networks, say).
+``network(images)`` gives class scores (timm's ImageNet networks, say), or an onnxruntime
+session (``sessions.OnnxNetwork``, or a module wrapping one), which it runs in numpy without
+importing torch.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from imgclf._progress import progress
 from imgclf.config import InferenceConfig
 from imgclf.data.datasets import ImageFiles, collate, inference_workers
 from imgclf.errors import ImageError
+from imgclf.inference.sessions import OnnxNetwork, softmax
 
 if TYPE_CHECKING:
     import torch
@@ -55,7 +58,7 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = InferenceConf
             num_workers: int | None = InferenceConfig.num_workers, probabilities: bool = True,
             embeddings: bool = False, tta: bool = False, show_progress: bool = False,
             description: str = "Predicting", transient: bool = False,
-            total: int | None = None) -> Iterator[Batch]:
+            total: int | None = None, first_batch: int | None = None) -> Iterator[Batch]:
     """Run a network over a dataset of (tensor, target, index) items or ImageErrors (or over a
     DataLoader of such a dataset that collates with ``collate``, kept by its owner to reuse
     its worker processes).
@@ -67,39 +70,48 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = InferenceConf
         num_workers: DataLoader processes; default: data.datasets.inference_workers (none on 2
             cores), none for a single picture (a process costs more than decoding one photo).
         total: rows the progress bar counts, when an item holds several (default: one each).
+        first_batch: pictures in the first batch, when fewer than batch_size, so the first
+            answers come sooner (read in this process only; a DataLoader's batches are even).
     """
-    import torch
-
+    session = getattr(network, "onnx", network)  # onnxruntime's: the loop needs no torch
+    in_numpy = isinstance(session, OnnxNetwork)
     if num_workers is None:
         num_workers = inference_workers() if len(dataset) > 1 else 0
-    if isinstance(dataset, torch.utils.data.DataLoader):
+    if _is_loader(dataset):
         loader, dataset = dataset, dataset.dataset
         num_workers = loader.num_workers
     elif num_workers:
+        import torch
+
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                              num_workers=num_workers, collate_fn=collate)
     else:  # in this process: a DataLoader's set-up costs more than a served picture's decode
-        loader = (collate([dataset[i] for i in range(start, min(start + batch_size, len(dataset)))])
-                  for start in range(0, len(dataset), batch_size))
+        loader = (collate([dataset[i] for i in range(start, stop)], tensors=not in_numpy)
+                  for start, stop in _spans(len(dataset), batch_size, first_batch))
     if not num_workers and isinstance(dataset, ImageFiles) and len(dataset) > batch_size:
         loader = read_ahead(loader)  # files decoded while the network runs
+    rows = progress(loader, total=total or len(dataset), description=description,
+                    enabled=show_progress,
+                    weight=lambda batch: (0 if batch[0] is None else len(batch[0])) + len(batch[3]),
+                    transient=transient)
+    if in_numpy:
+        yield from _session_batches(session, rows, probabilities=probabilities,
+                                    embeddings=embeddings, tta=tta)
+        return
+    import torch
+
     if network.training:  # eval() walks every module: 1.7 ms, a served picture's 3%
         network.eval()
     device = next(network.parameters()).device
     layout = (torch.channels_last if getattr(network, "channels_last", True)
               else torch.contiguous_format)
-    rows = progress(loader, total=total or len(dataset), description=description,
-                    enabled=show_progress,
-                    weight=lambda batch: (0 if batch[0] is None else len(batch[0])) + len(batch[3]),
-                    transient=transient)
     with torch.inference_mode():
         for images, _targets, indices, errors in rows:
             if images is None:
                 yield Batch([], None, None, None, errors)
                 continue
-            # channels_last: 1.6x faster at batch 32 on a 2-core CPU (bench/backbone_speed.py);
-            # onnxruntime takes pictures as they are
-            images = images.to(device, memory_format=layout)
+            # channels_last: 1.6x faster at batch 32 on a 2-core CPU (bench/backbone_speed.py)
+            images = torch.as_tensor(images).to(device, memory_format=layout)
             scores, pooled, outlier = _forward(network, images, embeddings)
             probability = None
             if probabilities:
@@ -109,6 +121,41 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = InferenceConf
                     probability = (probability + mirrored.float().softmax(dim=1)) / 2
                 probability = probability.cpu().numpy()
             yield Batch(indices.tolist(), probability, _numpy(pooled), _numpy(outlier), errors)
+
+
+def _session_batches(session: OnnxNetwork, rows: Iterable[Any], *, probabilities: bool,
+                     embeddings: bool, tta: bool) -> Iterator[Batch]:
+    """The loop's body for an onnxruntime session: numpy in and out, no torch (pictures
+    collated as tensors by a DataLoader's workers are taken as they are)."""
+    for images, _targets, indices, errors in rows:
+        if images is None:
+            yield Batch([], None, None, None, errors)
+            continue
+        images = np.asarray(images, dtype=np.float32)
+        scores, pooled, outlier = session.infer(images, embeddings=embeddings)
+        probability = None
+        if probabilities:
+            probability = softmax(scores)
+            if tta:
+                mirrored = session.infer(np.ascontiguousarray(images[..., ::-1]))[0]
+                probability = (probability + softmax(mirrored)) / 2
+        yield Batch(np.asarray(indices).tolist(), probability, pooled, outlier, errors)
+
+
+def _spans(count: int, batch_size: int, first: int | None) -> Iterator[tuple[int, int]]:
+    """(start, stop) of each batch: the first of `first` pictures, the others of batch_size."""
+    start, size = 0, min(first or batch_size, batch_size)
+    while start < count:
+        yield start, min(start + size, count)
+        start, size = start + size, batch_size
+
+
+def _is_loader(dataset: Any) -> bool:
+    """Whether this is a torch DataLoader (it cannot be one while torch is not imported)."""
+    import sys
+
+    torch = sys.modules.get("torch")
+    return torch is not None and isinstance(dataset, torch.utils.data.DataLoader)
 
 
 def read_ahead(batches: Iterable[Any], depth: int = 2) -> Iterator[Any]:
@@ -178,11 +225,8 @@ def run(network: nn.Module, pictures: Sequence[Any] | Any, *, transform: Callabl
     or a dataset of (tensor, target, index) items such as ``ImageData.dataset``.
     Options are those of ``batches``.
     """
-    import torch
-
     dataset = pictures if transform is None else ImageFiles(pictures, transform)
-    is_loader = isinstance(dataset, torch.utils.data.DataLoader)
-    count = len(dataset.dataset if is_loader else dataset)
+    count = len(dataset.dataset if _is_loader(dataset) else dataset)
     tables: dict[str, np.ndarray | None] = dict.fromkeys(("probabilities", "embeddings",
                                                           "outlier"))
     errors: list[ImageError] = []

@@ -78,7 +78,7 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
 def _export_int8(model: str | os.PathLike, path: Path) -> dict:
     """The checked int8 graph with the metadata load_onnx reads."""
     predictor = Predictor.load(model, int8=True)  # fails with what to run when unchecked
-    source = predictor.network.onnx.path
+    source = predictor.network.path
     with atomic_path(path) as temporary:
         shutil.copyfile(source, temporary)
         _write_metadata(temporary, predictor, int8=True)
@@ -107,7 +107,7 @@ def _check_batch(predictor, images: Sequence[str | os.PathLike]):
     import torch
 
     if images:
-        return torch.stack([predictor.transform(load_image(p)) for p in images])
+        return torch.stack([torch.from_numpy(predictor.transform(load_image(p))) for p in images])
     generator = torch.Generator().manual_seed(0)
     size = predictor.input.image_size
     return torch.randn(4, 3, size, size, generator=generator)

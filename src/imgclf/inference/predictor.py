@@ -2,6 +2,10 @@
 
 Evaluation, export checks, the CLI and the web app all predict through this class, and it
 runs every picture through ``loop.batches``, the loop training validates with.
+
+A model file loaded before runs through its remembered onnxruntime graph (sessions.py) without
+importing torch; inference.runtimes, model and unknown (which import it) are imported only
+where a network is built or its detector recalibrated.
 """
 
 from __future__ import annotations
@@ -12,16 +16,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
+from imgclf._files import known_sha256
 from imgclf.config import RUNTIMES, InferenceConfig
 from imgclf.data.datasets import ImageFiles
 from imgclf.data.decoding import ImageSource
 from imgclf.data.transforms import eval_transform
-from imgclf.errors import ImageError, ImgclfWarning, ModelFileError
+from imgclf.errors import ImageError, ImgclfError, ImgclfWarning, ModelFileError
 from imgclf.inference import loop
-from imgclf.inference.runtimes import accelerated, int8_module, load_onnx
-from imgclf.model import network_from_tensors
-from imgclf.modelfile import ModelInfo, load_model
-from imgclf.unknown import threshold_for, too_few_beyond
+from imgclf.inference.sessions import OnnxNetwork, remember_graph, remembered_graph, require
+from imgclf.modelfile import ModelInfo, load_model, read_info
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -29,6 +34,11 @@ if TYPE_CHECKING:
 
 # The label of a picture that looks like none of the model's classes.
 UNKNOWN = "unknown"
+# Pictures in predict_each's first batch: its rows are printed after a few pictures, not a
+# whole batch (the time from `imgclf predict` to its first row).
+FIRST_BATCH = 4
+# The detector's calibration scores in a model file (model.MODEL_PREFIX + "detector.")
+_CALIBRATION = "model.detector.calibration"
 
 
 @dataclass(frozen=True)
@@ -113,11 +123,16 @@ class Predictor:
         'ants'
     """
 
-    def __init__(self, network: nn.Module, info: ModelInfo, *, acceptance: float | None = None):
-        import torch
+    def __init__(self, network: nn.Module | OnnxNetwork, info: ModelInfo, *,
+                 acceptance: float | None = None):
+        session = getattr(network, "onnx", network)
+        if isinstance(session, OnnxNetwork):  # onnxruntime runs it: predicting needs no torch
+            self.network = session
+        else:
+            import torch
 
-        # channels_last: 1.6x faster at batch 32 on a 2-core CPU (bench/backbone_speed.py)
-        self.network = network.eval().to(memory_format=torch.channels_last)
+            # channels_last: 1.6x faster at batch 32 on a 2-core CPU (bench/backbone_speed.py)
+            self.network = network.eval().to(memory_format=torch.channels_last)
         self.info = info
         self.classes = list(info.classes)
         self.input = info.input
@@ -138,6 +153,8 @@ class Predictor:
         if not self.has_detector:
             raise ModelFileError("This model file has no detector for unknown pictures (it was "
                                  "made before imgclf 0.2): train it again to get one.")
+        from imgclf.unknown import threshold_for, too_few_beyond
+
         calibration = outlier_calibration(self.network)
         self.threshold = threshold_for(calibration, acceptance)
         self.acceptance = acceptance
@@ -181,22 +198,53 @@ class Predictor:
                                  "the .imgclf model with --int8, or export its int8 graph "
                                  "(imgclf export MODEL --onnx FILE --int8).")
         if path.suffix == ".onnx":
+            from imgclf.inference.runtimes import load_onnx
+
             return cls(*load_onnx(path), acceptance=acceptance)
+        if not int8 and runtime != "torch":
+            remembered = cls._remembered(path, acceptance)
+            if remembered is not None:
+                return remembered
+        digest = known_sha256(path) if path.is_file() else None
         tensors, info = load_model(path)
+        from imgclf.inference.runtimes import accelerated, int8_module
+        from imgclf.model import network_from_tensors
+
         network = network_from_tensors(tensors, info, str(path))
         if int8:  # the threshold is set on int8's own scores, at the model's acceptance
             return cls(int8_module(network, info.input.image_size), info,
                        acceptance=acceptance or (info.unknown.acceptance if info.unknown
                                                  else None))
-        return cls(accelerated(network, info.input.image_size, runtime=runtime), info,
-                   acceptance=acceptance)
+        runner = accelerated(network, info.input.image_size, runtime=runtime)
+        session = getattr(runner, "onnx", None)
+        if session is not None and known_sha256(path) == digest:  # the bytes that were read
+            remember_graph(path, session.path)
+        return cls(runner, info, acceptance=acceptance)
+
+    @classmethod
+    def _remembered(cls, path: Path, acceptance: float | None) -> Predictor | None:
+        """The model through the graph remembered for this exact file (sessions.py): no
+        torch, no network built; None when there is none (the first load of a file)."""
+        try:
+            require("onnxruntime")
+            graph = remembered_graph(path) if path.is_file() else None
+            if graph is None:
+                return None
+            info, calibration = read_info(path, _CALIBRATION)
+            session = OnnxNetwork(graph)
+        except (ImgclfError, OSError):  # the slow way says what is wrong, if anything
+            return None
+        if calibration is not None:
+            session.calibration = calibration
+        return cls(session, info, acceptance=acceptance)
 
     @property
     def runtime(self) -> str:
         """"onnx" when onnxruntime runs the network, "int8" when it runs a checked int8
         graph, else "torch"."""
-        onnx = getattr(self.network, "onnx", None)
-        return "torch" if onnx is None else "int8" if onnx.int8 else "onnx"
+        if not isinstance(self.network, OnnxNetwork):
+            return "torch"
+        return "int8" if self.network.int8 else "onnx"
 
     def outputs(self, pictures: Sequence[ImageSource | Image.Image], *,
                 batch_size: int = InferenceConfig.batch_size,
@@ -248,7 +296,8 @@ class Predictor:
         waiting: dict[int, Prediction | ImageError] = {}
         following = 0
         for batch in loop.batches(self.network, dataset, batch_size=batch_size,
-                                  num_workers=num_workers, show_progress=show_progress):
+                                  num_workers=num_workers, show_progress=show_progress,
+                                  first_batch=FIRST_BATCH):
             for row, position in enumerate(batch.indices):
                 score = float(batch.outlier[row]) if batch.outlier is not None else None
                 waiting[position] = self._answer(batch.probabilities[row], score)
@@ -323,14 +372,13 @@ def table_row(classes: Sequence[str], path: Any, result: Prediction | ImageError
     return row
 
 
-def outlier_calibration(network: nn.Module):
+def outlier_calibration(network: nn.Module | OnnxNetwork):
     """The in-domain outlier scores a network's detector was calibrated on (numpy)."""
-    import numpy as np
-
     detector = getattr(network, "detector", None)
     if detector is not None:
         return detector.calibration.cpu().numpy()
-    return getattr(getattr(network, "onnx", None), "calibration", np.zeros(0, np.float32))
+    session = getattr(network, "onnx", network)  # an onnxruntime session, or a module of one
+    return getattr(session, "calibration", np.zeros(0, np.float32))
 
 
 def load(path: str | os.PathLike, *, runtime: str = InferenceConfig.runtime, int8: bool = False,

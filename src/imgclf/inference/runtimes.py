@@ -14,7 +14,6 @@ Two uses:
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import os
@@ -24,61 +23,20 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from imgclf import model as model_module, unknown as unknown_module
-from imgclf._files import atomic_path, file_sha256, known_sha256
+from imgclf._files import atomic_path, file_sha256
 from imgclf._progress import console, status
 from imgclf.cache import cache_folder
 from imgclf.config import RUNTIMES, InferenceConfig, InputConfig, UnknownConfig
 from imgclf.errors import ImgclfError, ModelFileError
+from imgclf.inference.sessions import (OnnxNetwork, code_digest, digest_path, intact,
+                                      require, softmax)
 from imgclf.modelfile import ModelInfo, config_from_dict
 
-ONNX_HINT = "ONNX needs the onnx extra: pip install 'imgclf[onnx]'"
 # Largest difference between PyTorch and onnxruntime (probabilities, embeddings relative to
 # their scale, outlier scores) that a cached runtime may show on its check pictures.
 RUNTIME_TOLERANCE = 1e-4
 # The cached file's format: a change here rebuilds every cached runtime.
 _CACHE_VERSION = 1
-
-
-def require(module: str, hint: str = ONNX_HINT):
-    """Import an optional dependency, or fail with the pip command that installs it."""
-    import importlib
-
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ImgclfError(hint) from None
-
-
-class OnnxNetwork:
-    """An onnxruntime session: normalised pictures -> probabilities (and outlier scores, for a
-    model with an "unknown" detector)."""
-
-    def __init__(self, path: str | os.PathLike):
-        runtime = require("onnxruntime")
-        options = runtime.SessionOptions()
-        # idle threads sleep instead of spinning: a spinning pool takes the cores from the
-        # decoding and resizing around each call (one picture through Predictor at 224 px:
-        # p50 15.9 -> 13.4 ms, p99 54 -> 17 ms), for about 2% of batch-32 throughput
-        options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        try:
-            self.session = runtime.InferenceSession(str(path), options,
-                                                    providers=["CPUExecutionProvider"])
-        except Exception as error:  # noqa: BLE001 - onnxruntime raises its own types
-            raise ModelFileError(f"{path} is not a readable ONNX file ({error})") from None
-        self.path = Path(path)
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        # a graph quantized by imgclf.quantize (a cached one, or an exported file)
-        self.int8 = (self.path.name.endswith(".int8.onnx")
-                     or self.metadata.get("imgclf_int8") == "true")
-        self.outputs = [output.name for output in self.session.get_outputs()]
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        return self.run(images)[0]
-
-    def run(self, images: np.ndarray) -> list[np.ndarray]:
-        """[probabilities] or [probabilities, outlier scores]."""
-        return self.session.run(self.outputs, {"images": images.astype(np.float32)})
 
 
 class OnnxModule(torch.nn.Module):
@@ -106,14 +64,10 @@ class OnnxModule(torch.nn.Module):
     def infer(self, images: torch.Tensor, *, embeddings: bool = False):
         """(class scores or None, embeddings or None, outlier scores or None): the
         Classifier's interface."""
-        array = np.ascontiguousarray(images.detach().cpu().numpy())
-        results = {name: torch.from_numpy(output)
-                   for name, output in zip(self.onnx.outputs, self.onnx.run(array))}
-        scores = results.get("logits")
-        if scores is None and "probabilities" in results:
-            scores = results["probabilities"].clamp_min(1e-30).log()
-        return (scores, results.get("embeddings") if embeddings else None,
-                results.get("outlier"))
+        scores, pooled, outlier = self.onnx.infer(images.detach().cpu().numpy(),
+                                                  embeddings=embeddings)
+        return tuple(None if values is None else torch.from_numpy(values)
+                     for values in (scores, pooled, outlier))
 
 
 def accelerated(network: torch.nn.Module, image_size: int, *,
@@ -175,29 +129,16 @@ def cached_graph(network: torch.nn.Module, image_size: int, *, embeddings_only: 
     and kept on the first call; its path on later ones (opening it is the caller's)."""
     graph = _Graph(network, embeddings_only).eval()
     path = _cache_path(graph, image_size)
-    if path.is_file() and not _intact(path):
+    if path.is_file() and not intact(path):
         # not the graph this cache built for these weights (copied over, damaged, or made
         # before graphs carried their hash): never served; built again, with its int8 files
         _note_once(f"The cached graph {path.name} is not the one built for this network; "
                    "building it again.")
-        for stale in (path, _digest_path(path), int8_path(path), path.with_suffix(".int8.json")):
+        for stale in (path, digest_path(path), int8_path(path), path.with_suffix(".int8.json")):
             stale.unlink(missing_ok=True)
     if not path.is_file():
         _build(graph, image_size, path, show_progress)
     return path
-
-
-def _digest_path(path: Path) -> Path:
-    """Where a cached graph's hash is kept, written when the graph was built and checked."""
-    return path.with_suffix(".sha256")
-
-
-def _intact(path: Path) -> bool:
-    """Whether a cached graph is, byte for byte, the one built and checked for its key."""
-    try:
-        return _digest_path(path).read_text(encoding="ascii").strip() == known_sha256(path)
-    except (OSError, UnicodeDecodeError):
-        return False
 
 
 def int8_module(network: torch.nn.Module, image_size: int) -> OnnxModule:
@@ -285,7 +226,7 @@ def _cache_path(graph: _Graph, image_size: int) -> Path:
     digest = hashlib.sha256(json.dumps(
         {"version": _CACHE_VERSION, "size": image_size, "outputs": graph.outputs,
          "torch": torch.__version__, "onnxruntime": runtime.__version__,
-         "timm": timm.__version__, "code": _code_digest(),
+         "timm": timm.__version__, "code": code_digest(),
          # the detector's settings that are attributes, not tensors
          "detector": [detector.k, detector.softmax_weight] if detector is not None else None,
          }).encode())
@@ -294,16 +235,6 @@ def _cache_path(graph: _Graph, image_size: int) -> Path:
         digest.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8)
                       .numpy().tobytes())
     return cache_folder("runtimes") / f"{digest.hexdigest()[:24]}.onnx"
-
-
-@functools.lru_cache(maxsize=1)
-def _code_digest() -> str:
-    """A hash of the code the graph is traced from (the network, its head and detector, this
-    file), so a change to it builds new graphs rather than serving stale ones."""
-    digest = hashlib.sha256()
-    for source in (model_module.__file__, unknown_module.__file__, __file__):
-        digest.update(Path(source).read_bytes())
-    return digest.hexdigest()[:16]
 
 
 def _build(graph: _Graph, image_size: int, path: Path, show_progress: bool) -> None:
@@ -329,13 +260,13 @@ def _build(graph: _Graph, image_size: int, path: Path, show_progress: bool) -> N
         for name, want, got in zip(graph.outputs, expected, actual):
             want = want.float().numpy()
             if name == "logits":  # compared as probabilities, as export_onnx does
-                want, got = _softmax(want), _softmax(got)
+                want, got = softmax(want), softmax(got)
             scale = max(1.0, float(np.abs(want).max())) if name == "embeddings" else 1.0
             difference = float(np.abs(want - got).max()) / scale
             if difference > RUNTIME_TOLERANCE:
                 raise ImgclfError(f"its {name} differ from PyTorch's by {difference:.1e}")
         # the hash of the graph just checked: a file that differs is never served (_intact)
-        with atomic_path(_digest_path(path), durable=False) as digest_file:
+        with atomic_path(digest_path(path), durable=False) as digest_file:
             digest_file.write_text(file_sha256(temporary), encoding="ascii")
 
 
@@ -437,11 +368,6 @@ def _fold_padding(path: Path) -> None:
     for tensor in [t for t in graph.initializer if t.name not in used]:
         graph.initializer.remove(tensor)  # the merged pads, which onnxruntime would warn of
     onnx.save(model, str(path))
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return shifted / shifted.sum(axis=1, keepdims=True)
 
 
 _NOTED: set[str] = set()

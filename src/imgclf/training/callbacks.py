@@ -12,7 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from imgclf._progress import console
-from imgclf.training.checkpoint import BEST, CHECKPOINT, FINAL
+from imgclf.modelfile import FINAL
+from imgclf.training.checkpoint import BEST, CHECKPOINT
 from imgclf.training.plan import Phase, small_epochs, small_size
 from imgclf.training.steps import kept
 

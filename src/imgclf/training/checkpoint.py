@@ -25,7 +25,7 @@ from imgclf.training.plan import Phase
 # The files of a run's output folder.
 CHECKPOINT = "checkpoint.safetensors"
 BEST = "best" + SUFFIX  # the best epoch so far by TrainConfig.monitor
-FINAL = "model" + SUFFIX  # written when the run ends
+# and modelfile.FINAL, the model file written when the run ends
 SETTINGS = "settings.json"  # every resolved setting, written when the run starts
 HISTORY = "history.json"
 _OPTIMIZER = "optimizer."

@@ -81,7 +81,7 @@ class _Pictures:
                     tensors.append(self.augmented(picture))
         except ImageError as error:
             return error
-        return torch.stack(tensors), -1, rows
+        return torch.stack([torch.as_tensor(view) for view in tensors]), -1, rows
 
 
 def _collate_rows(items: list):

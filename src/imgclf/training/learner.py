@@ -29,10 +29,10 @@ from imgclf.evaluation.metrics import Evaluation, evaluate
 from imgclf.inference import loop
 from imgclf.inference.predictor import Prediction, Predictor
 from imgclf.model import MODEL_PREFIX, Classifier
-from imgclf.modelfile import ModelInfo, save_model
+from imgclf.modelfile import FINAL, ModelInfo, save_model
 from imgclf.training import steps
 from imgclf.training.callbacks import ConsoleLog
-from imgclf.training.checkpoint import (BEST, CHECKPOINT, FINAL, HISTORY, SETTINGS, read_run,
+from imgclf.training.checkpoint import (BEST, CHECKPOINT, HISTORY, SETTINGS, read_run,
                                         save_checkpoint)
 from imgclf.training.distributed import (agree, device_of, main_first, parallel_module,
                                          processes, resolve_device)
