@@ -9,8 +9,10 @@ The servers are all started, then loaded in turns (ROUNDS each), so that they ar
 side by side.
 
 Run: python bench/serve_latency.py [MODEL.imgclf] [--baseline OTHER/src]
+  [--baseline-runtime torch|onnx]
   --baseline: the src folder of another imgclf checkout (a git worktree of an older commit,
-  say); its server runs the same way, side by side, and the JSON gives the ratio.
+  say); its server runs the same way, side by side, with --baseline-runtime (default torch),
+  and the JSON gives the ratios.
 """
 
 from __future__ import annotations
@@ -127,7 +129,9 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=100)
     parser.add_argument("--requests", type=int, default=320)
     parser.add_argument("--baseline", type=Path,
-                        help="src folder of another imgclf checkout, served with PyTorch")
+                        help="src folder of another imgclf checkout, served side by side")
+    parser.add_argument("--baseline-runtime", choices=("torch", "onnx"), default="torch",
+                        help="the runtime the baseline's server uses (default: torch)")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp())
     model = Path(args.model) if args.model else None
@@ -143,7 +147,8 @@ def main() -> None:
                              for runtime in ("torch", "onnx")}, pictures, args.repeats))
     servers = [("torch", SOURCE, "torch"), ("onnx", SOURCE, "onnx")]
     if args.baseline:
-        servers.append(("baseline_torch", args.baseline.resolve(), "torch"))
+        servers.append((f"baseline_{args.baseline_runtime}", args.baseline.resolve(),
+                        args.baseline_runtime))
     # every server up at once (idle, each sleeps), loaded in turns, ROUNDS times each: a slower
     # minute of this shared machine slows them alike
     running = []
@@ -166,7 +171,8 @@ def main() -> None:
             except subprocess.TimeoutExpired:
                 process.kill()
     if args.baseline:  # the default runtime now, and PyTorch alone, over the old server
-        baseline = result["http_baseline_torch_8_clients"]["requests_per_second"]
+        baseline = result[f"http_baseline_{args.baseline_runtime}_8_clients"][
+            "requests_per_second"]
         for runtime in ("onnx", "torch"):
             result[f"{runtime}_over_baseline_8_clients"] = round(
                 result[f"http_{runtime}_8_clients"]["requests_per_second"] / baseline, 2)

@@ -212,7 +212,7 @@ def read_info(path: str | os.PathLike, tensor: str | None = None
     tensor), read without torch and without reading the other tensors.
 
     Nothing is checked against the checksum: this is for a file known to be, byte for byte,
-    one that ``load_model`` read and checked (the graph index of inference/sessions.py).
+    one that ``load_model`` read and checked (the graph index of inference/graphs.py).
     """
     from safetensors import safe_open
 

@@ -66,3 +66,24 @@ def test_predicting_imports_no_torch(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                             check=True)
     assert result.stdout.strip() == "[]"
+
+
+def test_a_large_jpeg_is_decoded_at_reduced_scale_close_to_a_full_decode(tmp_path):
+    from imgclf.data.decoding import load_image
+
+    # a smooth photo-like picture (gradients and shapes), 12 megapixels as a phone takes it
+    y, x = np.mgrid[0:3024, 0:4032]
+    pixels = np.stack([x * 255 // 4031, y * 255 // 3023, (x + y) % 256], axis=2)
+    pixels[1000:2000, 1500:2500] = (250, 200, 40)
+    path = tmp_path / "phone.jpg"
+    Image.fromarray(pixels.astype(np.uint8)).save(path, quality=90)
+    transform = eval_transform(InputConfig(224, MEAN, STD))
+    assert load_image(path, least=transform.decode_size).size == (504, 378)  # 1/8 scale
+    reduced, full = transform.read(path), transform(load_image(path))
+    assert reduced.shape == full.shape == (3, 224, 224)
+    # a few grey levels apart (1/255 of a level is 0.017 after normalising)
+    assert np.abs(reduced - full).mean() < 0.05
+    # never below the size the square needs: a picture under twice it is decoded whole
+    small = tmp_path / "small.jpg"
+    Image.fromarray(pixels[:400, :500].astype(np.uint8)).save(small, quality=90)
+    assert np.array_equal(transform.read(small), transform(load_image(small)))

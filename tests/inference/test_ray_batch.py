@@ -99,7 +99,7 @@ def test_ray_wants_an_output_and_says_what_it_takes(colour_model, capsys):
 
 def test_without_ray_the_error_says_how_to_install(colour_model, monkeypatch):
     from imgclf.inference import ray_batch
-    from imgclf.inference.sessions import ONNX_HINT
+    from imgclf.inference.graphs import ONNX_HINT
 
     real = ray_batch.require
 

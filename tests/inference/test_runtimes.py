@@ -64,9 +64,9 @@ def test_without_onnxruntime_pytorch_runs_it_and_says_how_to_install(colour_mode
                                                                       monkeypatch, capsys):
     photos, path = colour_model
 
-    from imgclf.inference import predictor as predictor_module, sessions
+    from imgclf.inference import graphs, predictor as predictor_module
 
-    def missing(module, hint=sessions.ONNX_HINT):
+    def missing(module, hint=graphs.ONNX_HINT):
         raise ImgclfError(hint)
 
     Predictor.load(path)  # its graph remembered: without onnxruntime it is not used
@@ -221,15 +221,15 @@ def test_an_edited_model_file_is_never_run_by_the_graph_remembered_for_it(
 
 def test_a_remembered_graph_is_forgotten_when_the_code_or_the_graph_changes(
         colour_model, private_cache, monkeypatch):
-    from imgclf.inference import sessions
+    from imgclf.inference import graphs
 
     photos, path = colour_model
     graph = Predictor.load(path).network.path
-    assert sessions.remembered_graph(path) == graph
-    monkeypatch.setattr(sessions, "environment", lambda: {"code": "another imgclf"})
-    assert sessions.remembered_graph(path) is None
+    assert graphs.remembered_graph(path) == graph
+    monkeypatch.setattr(graphs, "environment", lambda: {"code": "another imgclf"})
+    assert graphs.remembered_graph(path) is None
     monkeypatch.undo()
     graph.write_bytes(graph.read_bytes() + b"\0")  # no longer the graph that was checked
-    assert sessions.remembered_graph(path) is None
+    assert graphs.remembered_graph(path) is None
     assert Predictor.load(path).runtime == "onnx"  # built again, and remembered again
-    assert sessions.remembered_graph(path) is not None
+    assert graphs.remembered_graph(path) is not None

@@ -262,9 +262,9 @@ def test_an_endless_chunked_body_is_refused_without_reading_it(base_url, form):
 def test_a_slow_decode_holds_up_no_other_prediction(model, photos, monkeypatch):
     import threading
 
-    import imgclf.data.decoding
     import imgclf.data.datasets
-    import imgclf.serve.http
+    import imgclf.data.decoding
+    import imgclf.data.transforms
     from imgclf.serve.http import create_app
 
     slow_picture = (photos / "blue" / "7.jpg").read_bytes()
@@ -278,7 +278,7 @@ def test_a_slow_decode_holds_up_no_other_prediction(model, photos, monkeypatch):
         return real_load_image(source, **options)
 
     # wherever the server reads pictures: its own decode step and the Predictor's loop
-    monkeypatch.setattr(imgclf.serve.http, "load_image", load_image)
+    monkeypatch.setattr(imgclf.data.transforms, "load_image", load_image)
     monkeypatch.setattr(imgclf.data.datasets, "load_image", load_image)
     with running(create_app(model, with_gradio=False)) as url, ThreadPoolExecutor(1) as pool:
         slow = pool.submit(httpx.post, f"{url}/predict", content=slow_picture, timeout=60)

@@ -194,13 +194,13 @@ def test_a_run_decodes_each_original_picture_once(colours, tmp_path, monkeypatch
 @pytest.mark.parametrize("resize", ["crop", "squish", "pad"])
 def test_a_stored_view_gives_the_tensor_the_original_gives(colours, make_photo, resize):
     import numpy as np
-    import torch
     from PIL import Image
 
-    from imgclf.data.decoding import load_image
     from imgclf.data.transforms import eval_transform
 
-    tall = make_photo("colours/red/tall.jpg", size=(60, 90), tint=(180, 20, 20), noise=70)
+    # large enough to be decoded at reduced scale (1/4), and upright by its EXIF tag: the view
+    # verification stores is the picture every later reader decodes
+    tall = make_photo("colours/red/tall.jpg", size=(300, 450), tint=(180, 20, 20), noise=70)
     with Image.open(tall) as picture:  # stored sideways, upright by its EXIF tag
         exif = picture.getexif()
         exif[0x0112] = 6
@@ -208,7 +208,7 @@ def test_a_stored_view_gives_the_tensor_the_original_gives(colours, make_photo, 
     data = ImageData.from_folder(colours, **FAST, resize=resize, valid_fraction=0.5)
     items = data.valid + data.train
     pictures = data.plain(items)
-    expected = [eval_transform(data.input)(load_image(item.path)) for item in items]
+    expected = [eval_transform(data.input).read(item.path) for item in items]
     stored = pictures.views.paths
     assert all(path.exists() for path in stored)  # left by verification
     assert all(np.array_equal(pictures[i][0], expected[i]) for i in range(len(expected)))

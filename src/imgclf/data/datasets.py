@@ -65,7 +65,8 @@ class StoredViews:
         path = self.paths[index]
         view = read_view(path) if path is not None else None
         if view is None:
-            view = self.square(load_image(source))
+            view = self.square(load_image(source, least=getattr(self.square, "decode_size",
+                                                                 None)))
             if path is not None:
                 try:
                     save_view(path, np.asarray(view))
@@ -122,7 +123,8 @@ class ImageFiles:
         try:
             if self.views is not None:
                 return self.views.read(index, source), self.targets[index], index
-            picture = to_rgb(source) if _is_pil(source) else load_image(source)
+            picture = to_rgb(source) if _is_pil(source) else load_image(
+                source, least=getattr(self.transform, "decode_size", None))
         except ImageError as error:
             error.index = index  # bytes have no name: the position says whose it is
             return error

@@ -8,7 +8,7 @@ import os
 import stat
 import warnings
 from pathlib import Path
-from typing import BinaryIO, Union
+from typing import BinaryIO, Callable, Union
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -53,7 +53,8 @@ _SIGNATURES = (
 )
 
 
-def load_image(source: ImageSource, *, max_side: int | None = None) -> Image.Image:
+def load_image(source: ImageSource, *, max_side: int | None = None,
+               least: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
     """Read an image file or bytes and return it as an upright RGB picture.
 
     EXIF orientation is applied; L, LA, P, RGBA, CMYK, 16-bit and float images are
@@ -64,6 +65,9 @@ def load_image(source: ImageSource, *, max_side: int | None = None) -> Image.Ima
         source: a path, raw bytes, or an open binary file.
         max_side: if given, shrink the picture so its longer side is at most this many
             pixels (JPEGs are then decoded at reduced size, which is much faster).
+        least: (width, height) of the file -> the size the picture is needed at, at least
+            (``Square.decode_size``): a JPEG at least twice that is decoded at 1/2, 1/4 or
+            1/8 scale (its DCT scaled, far faster than decoding it whole), never below it.
 
     Raises:
         ImageError: the file is missing, empty, not an image, corrupt, truncated, smaller
@@ -79,7 +83,7 @@ def load_image(source: ImageSource, *, max_side: int | None = None) -> Image.Ima
     try:
         with Image.open(stream) as opened:
             opened.seek(0)  # first frame of an animated GIF, WebP or APNG
-            problem = _size_problem(opened, max_side)
+            problem = _size_problem(opened, max_side, least)
             if problem:
                 raise ImageError(name, problem)
             opened.load()
@@ -103,9 +107,10 @@ def load_image(source: ImageSource, *, max_side: int | None = None) -> Image.Ima
     return picture
 
 
-def _size_problem(opened: Image.Image, max_side: int | None) -> str | None:
-    """Set a JPEG to decode at reduced scale where that is enough (for max_side, or to stay
-    under MAX_PIXELS); say why a picture too small or too large is refused undecoded."""
+def _size_problem(opened: Image.Image, max_side: int | None,
+                  least: Callable[[int, int], tuple[int, int]] | None = None) -> str | None:
+    """Set a JPEG to decode at reduced scale where that is enough (for max_side or least, or
+    to stay under MAX_PIXELS); say why a picture too small or too large is refused undecoded."""
     width, height = opened.size
     if min(width, height) < MIN_SIDE:
         return (f"too small to classify: {width}x{height} pixels (at least {MIN_SIDE} a side "
@@ -117,6 +122,9 @@ def _size_problem(opened: Image.Image, max_side: int | None) -> str | None:
         request = (width // scale, height // scale)
         if max_side is not None:
             request = (min(request[0], max_side), min(request[1], max_side))
+        if least is not None:
+            need = least(width, height)
+            request = (min(request[0], need[0]), min(request[1], need[1]))
         if request != (width, height):
             opened.draft("RGB", request)
     pixels = opened.size[0] * opened.size[1]

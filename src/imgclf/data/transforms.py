@@ -3,9 +3,11 @@
 
 from __future__ import annotations
 
+import math
 from typing import TYPE_CHECKING
 
 from imgclf.config import INTERPOLATIONS, AugmentConfig, InputConfig
+from imgclf.data.decoding import ImageSource, load_image
 
 if TYPE_CHECKING:
     from PIL import Image
@@ -84,6 +86,16 @@ class Square:
         top, left = _anchor(height, size), _anchor(width, size)
         return picture.crop((left, top, left + size, top + size))
 
+    def decode_size(self, width: int, height: int) -> tuple[int, int]:
+        """The least size a width x height picture must be decoded at for this square: a
+        JPEG twice as large is decoded at reduced scale (``load_image(least=...)``), then
+        resized down as a full decode would be (a few grey levels apart)."""
+        if self.resize == "squish":
+            return self.size, self.size
+        scale = (self.shorter / min(width, height) if self.resize == "crop"
+                 else self.size / max(width, height))
+        return math.ceil(width * scale), math.ceil(height * scale)
+
     def __repr__(self) -> str:
         return f"Square(size={self.size}, resize={self.resize!r}, {self.interpolation})"
 
@@ -136,6 +148,15 @@ class EvalTransform:
 
     def __call__(self, picture: Image.Image):
         return self.finish(self.square(picture))
+
+    def decode_size(self, width: int, height: int) -> tuple[int, int]:
+        """See Square.decode_size."""
+        return self.square.decode_size(width, height)
+
+    def read(self, source: ImageSource):
+        """A picture file or its bytes -> the array: decoded (a large JPEG at reduced scale,
+        see Square.decode_size), made upright, square and normalised."""
+        return self(load_image(source, least=self.decode_size))
 
     def __repr__(self) -> str:
         return f"EvalTransform({self.square!r}, {self.finish!r})"

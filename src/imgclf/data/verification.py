@@ -39,14 +39,13 @@ def view_folder(input: InputConfig) -> Path:
     """Where the square views (pictures.StoredViews) of one input size and resize method are
     kept: one uint8 .npy per picture, named by its content hash."""
     import PIL
-    import torchvision
 
-    # the libraries that decode and resize are in the key: another version may round a pixel
+    # the library that decodes and resizes is in the key: another version may round a pixel
     # differently, and a view must be what Predictor computes from the original today
-    key = json.dumps({"version": 1, "size": input.image_size, "resize": input.resize,
+    # (version 2: large JPEGs decoded at reduced scale, Square.decode_size; Pillow alone)
+    key = json.dumps({"version": 2, "size": input.image_size, "resize": input.resize,
                       "crop": input.crop_fraction, "interpolation": input.interpolation,
-                      "pillow": PIL.__version__, "torchvision": torchvision.__version__},
-                     sort_keys=True)
+                      "pillow": PIL.__version__}, sort_keys=True)
     return cache_folder("views") / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
@@ -144,9 +143,26 @@ def _verify_one(path: Path, copy_side: int | None, copies: Path,
     if view is not None:
         stored = view_path(view[0], digest)
         if not stored.exists():
-            save_array(stored, np.asarray(view[1](picture), dtype=np.uint8))
+            save_array(stored, np.asarray(view[1](_as_read(data, picture, view[1])),
+                                          dtype=np.uint8))
     return Verdict(sha256=digest, suspicious=_suspicious(picture), width=width, height=height,
                    copy=copy)
+
+
+def _as_read(data: bytes, picture, square: Callable):
+    """The picture as every later reader decodes it for this square: a JPEG at least twice
+    the size it needs is decoded again at reduced scale (Square.decode_size), as Predictor
+    will decode it; any other picture is the one at hand."""
+    least = getattr(square, "decode_size", None)
+    if least is None or not data.startswith(b"\xff\xd8\xff"):
+        return picture
+    need = least(*picture.size)
+    if picture.size[0] < 2 * need[0] or picture.size[1] < 2 * need[1]:
+        return picture  # too small to decode at half scale or less: the same pixels
+    try:
+        return load_image(data, least=least)
+    except ImageError:
+        return picture
 
 
 def _copy_path(copies: Path, digest: str, side: int) -> Path:

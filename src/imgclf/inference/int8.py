@@ -28,7 +28,6 @@ import numpy as np
 
 from imgclf._files import atomic_path, file_sha256, write_json
 from imgclf._progress import status
-from imgclf.data.decoding import load_image
 from imgclf.errors import ImageError, ImgclfError
 from imgclf.inference import loop
 from imgclf.inference.predictor import Predictor, outlier_calibration
@@ -131,7 +130,7 @@ def _calibration_pictures(predictor: Predictor, data: ImageData) -> np.ndarray:
     pictures = []
     for item in items:
         try:
-            pictures.append(predictor.transform(load_image(data.source(item))))
+            pictures.append(predictor.transform.read(data.source(item)))
         except ImageError:
             continue
         if len(pictures) == CALIBRATION_PICTURES:

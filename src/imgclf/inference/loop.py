@@ -9,7 +9,7 @@ probe mode. So the accuracy printed while training, the one saved in the model f
 The loop takes a Classifier, whose ``infer(images, embeddings=...)`` gives class scores,
 pooled embeddings and outlier scores (the "unknown" detector) in one pass, or any module whose
 ``network(images)`` gives class scores (timm's ImageNet networks, say), or an onnxruntime
-session (``sessions.OnnxNetwork``, or a module wrapping one), which it runs in numpy without
+session (``graphs.OnnxNetwork``, or a module wrapping one), which it runs in numpy without
 importing torch.
 """
 
@@ -25,7 +25,7 @@ from imgclf._progress import progress
 from imgclf.config import InferenceConfig
 from imgclf.data.datasets import ImageFiles, collate, inference_workers
 from imgclf.errors import ImageError
-from imgclf.inference.sessions import OnnxNetwork, softmax
+from imgclf.inference.graphs import OnnxNetwork, softmax
 
 if TYPE_CHECKING:
     import torch

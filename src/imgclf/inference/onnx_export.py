@@ -11,7 +11,6 @@ from pathlib import Path
 import numpy as np
 
 from imgclf._files import atomic_path
-from imgclf.data.decoding import load_image
 from imgclf.errors import ImgclfError
 from imgclf.inference import loop
 from imgclf.inference.predictor import Predictor, outlier_calibration
@@ -107,7 +106,7 @@ def _check_batch(predictor, images: Sequence[str | os.PathLike]):
     import torch
 
     if images:
-        return torch.stack([torch.from_numpy(predictor.transform(load_image(p))) for p in images])
+        return torch.stack([torch.from_numpy(predictor.transform.read(p)) for p in images])
     generator = torch.Generator().manual_seed(0)
     size = predictor.input.image_size
     return torch.randn(4, 3, size, size, generator=generator)

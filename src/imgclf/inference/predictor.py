@@ -3,7 +3,7 @@
 Evaluation, export checks, the CLI and the web app all predict through this class, and it
 runs every picture through ``loop.batches``, the loop training validates with.
 
-A model file loaded before runs through its remembered onnxruntime graph (sessions.py) without
+A model file loaded before runs through its remembered onnxruntime graph (graphs.py) without
 importing torch; inference.runtimes, model and unknown (which import it) are imported only
 where a network is built or its detector recalibrated.
 """
@@ -25,7 +25,7 @@ from imgclf.data.decoding import ImageSource
 from imgclf.data.transforms import eval_transform
 from imgclf.errors import ImageError, ImgclfError, ImgclfWarning, ModelFileError
 from imgclf.inference import loop
-from imgclf.inference.sessions import OnnxNetwork, remember_graph, remembered_graph, require
+from imgclf.inference.graphs import OnnxNetwork, remember_graph, remembered_graph, require
 from imgclf.modelfile import ModelInfo, load_model, read_info
 
 if TYPE_CHECKING:
@@ -223,7 +223,7 @@ class Predictor:
 
     @classmethod
     def _remembered(cls, path: Path, acceptance: float | None) -> Predictor | None:
-        """The model through the graph remembered for this exact file (sessions.py): no
+        """The model through the graph remembered for this exact file (graphs.py): no
         torch, no network built; None when there is none (the first load of a file)."""
         try:
             require("onnxruntime")

@@ -28,7 +28,7 @@ from imgclf._progress import console, status
 from imgclf.cache import cache_folder
 from imgclf.config import RUNTIMES, InferenceConfig, InputConfig, UnknownConfig
 from imgclf.errors import ImgclfError, ModelFileError
-from imgclf.inference.sessions import (OnnxNetwork, code_digest, digest_path, intact,
+from imgclf.inference.graphs import (OnnxNetwork, code_digest, digest_path, intact,
                                       require, softmax)
 from imgclf.modelfile import ModelInfo, config_from_dict
 

@@ -39,7 +39,7 @@ class Batcher:
 
     Example:
         >>> batcher = Batcher(Predictor.load("ants.imgclf"))
-        >>> batcher.submit(predictor.transform(load_image("ant.jpg"))).result().label
+        >>> batcher.submit(predictor.transform.read("ant.jpg")).result().label
         'ants'
     """
 

@@ -21,7 +21,6 @@ from typing import Any
 
 from imgclf._version import __version__
 from imgclf.config import InferenceConfig, ServeConfig
-from imgclf.data.decoding import load_image
 from imgclf.errors import ImageError, ImgclfError
 from imgclf.inference.predictor import Predictor
 from imgclf.serve import SERVE_HINT
@@ -120,7 +119,7 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = InferenceConfig
 
         def decode():  # read and transform here: the queue holds network-sized tensors
             with decoding:
-                return predictor.transform(load_image(data))
+                return predictor.transform.read(data)
 
         try:
             # before the queue: a slow picture (144 megapixels, say) holds up no one else's

@@ -96,8 +96,9 @@ def _collate_rows(items: list):
 
 def embedding_folder(data: ImageData) -> Path:
     """Cache folder for one backbone and preprocessing (any change gives a new folder)."""
-    # version 6: augmented views resample bilinearly (data.transforms.TRAIN_INTERPOLATION)
-    key = json.dumps({"version": 6, "backbone": data.backbone, "input": data.input.to_dict(),
+    # version 7: large JPEGs decoded at reduced scale (data.transforms.Square.decode_size);
+    # 6: augmented views resample bilinearly (data.transforms.TRAIN_INTERPOLATION)
+    key = json.dumps({"version": 7, "backbone": data.backbone, "input": data.input.to_dict(),
                       "augment": data.augment.to_dict() if data.augment else None,
                       # augmented views are crops of the training copies, if any
                       "copies": data.config.cache,

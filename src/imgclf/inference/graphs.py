@@ -1,4 +1,4 @@
-"""onnxruntime sessions without torch: what predicting needs once a network's graph exists.
+"""onnxruntime without torch: what predicting needs once a network's graph exists.
 
 - ``OnnxNetwork``: an ONNX graph (a runtime cached by ``runtimes.accelerated``, or a file
   written by ``export_onnx``), numpy pictures in, numpy scores out. The forward loop runs it
