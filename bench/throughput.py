@@ -97,7 +97,7 @@ def real_pictures(size: int, count: int = 64) -> np.ndarray:
     if not paths:
         return np.random.default_rng(3).standard_normal((count, 3, size, size)).astype(np.float32)
     transform = eval_transform(replace(input_config(DEFAULT_BACKBONE), image_size=size))
-    return np.stack([transform(Image.open(p).convert("RGB")).numpy() for p in paths])
+    return np.stack([transform(Image.open(p).convert("RGB")) for p in paths])
 
 
 def peak_gflops() -> tuple[float, str]:

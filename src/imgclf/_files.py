@@ -131,14 +131,16 @@ def file_sha256(path: str | os.PathLike) -> str:
 
 
 def known_sha256(path: str | os.PathLike) -> str:
-    """file_sha256, hashed once per version of the file (path, size, modification time) in a
-    process: a model's graph is checked at every load, its hash computed once."""
+    """file_sha256, hashed once per version of the file (path, file number, size, modification
+    and change times) in a process: a model's graph is checked at every load, its hash
+    computed once; a file replaced by another (a new file number) is hashed again."""
     found = os.stat(path)
-    return _sha256_of(os.fspath(path), found.st_size, found.st_mtime_ns)
+    return _sha256_of(os.fspath(path), found.st_ino, found.st_size, found.st_mtime_ns,
+                      found.st_ctime_ns)
 
 
 @functools.lru_cache(maxsize=32)
-def _sha256_of(path: str, size: int, modified: int) -> str:
+def _sha256_of(path: str, *version: int) -> str:
     return file_sha256(path)
 
 

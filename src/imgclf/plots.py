@@ -11,6 +11,8 @@ import math
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:
     import torch
     from matplotlib.figure import Figure
@@ -23,22 +25,22 @@ def _figure(width: float, height: float) -> Figure:
     return Figure(figsize=(width, height), layout="constrained")
 
 
-def plot_pictures(pictures: Sequence[torch.Tensor], titles: Sequence[str], *,
+def plot_pictures(pictures: Sequence[np.ndarray | torch.Tensor], titles: Sequence[str], *,
                   mean: Sequence[float], std: Sequence[float], columns: int = 4) -> Figure:
-    """A grid of normalised image tensors (C, H, W), un-normalised for display, with titles."""
-    import torch
-
+    """A grid of normalised pictures (3 x H x W arrays or tensors: the evaluation pipeline's or
+    the training one's), un-normalised for display, with titles."""
     count = max(1, len(pictures))
     columns = min(columns, count)
     rows = math.ceil(count / columns)
     figure = _figure(2.6 * columns, 2.8 * rows)
     axes = figure.subplots(rows, columns, squeeze=False)
-    mean_t = torch.tensor(list(mean)).view(3, 1, 1)
-    std_t = torch.tensor(list(std)).view(3, 1, 1)
+    spread = np.asarray(std, np.float32).reshape(3, 1, 1)
+    centre = np.asarray(mean, np.float32).reshape(3, 1, 1)
     for axis in axes.flat:
         axis.axis("off")
     for axis, picture, title in zip(axes.flat, pictures, titles):
-        shown = (picture.float() * std_t + mean_t).clamp(0, 1).permute(1, 2, 0).numpy()
+        values = np.asarray(picture, dtype=np.float32)  # a tensor on the CPU converts too
+        shown = np.clip(values * spread + centre, 0, 1).transpose(1, 2, 0)
         axis.imshow(shown)
         axis.set_title(title, fontsize=11)
     return figure
@@ -71,8 +73,6 @@ def confused_subset(matrix, max_classes: int) -> list[int]:
     mistakes, first to last, so every top pair that fits is shown whole; a class in many small
     mistakes does not push out the pair with the most.
     """
-    import numpy as np
-
     size = len(matrix)
     if size <= max_classes:
         return list(range(size))
@@ -102,8 +102,6 @@ def confused_subset(matrix, max_classes: int) -> list[int]:
 def plot_confusion_matrix(matrix, classes: Sequence[str], *, normalize: bool = False,
                           max_classes: int = 20) -> Figure:
     """Actual (rows) against predicted (columns); many classes -> the most-confused sub-matrix."""
-    import numpy as np
-
     matrix = np.asarray(matrix)
     keep = confused_subset(matrix, max_classes)
     shown = matrix[np.ix_(keep, keep)]

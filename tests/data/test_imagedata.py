@@ -274,16 +274,21 @@ def test_loader_with_workers_matches_zero_workers(class_folders):
     assert torch.equal(a, b)
 
 
-def test_show_batch_draws_labelled_pictures(class_folders):
+@pytest.mark.parametrize("augment", [True, False])
+def test_show_batch_draws_labelled_pictures(class_folders, augment):
     data = ImageData.from_folder(class_folders, **QUIET)
-    figure = data.show_batch(n=6, augment=True)
+    figure = data.show_batch(n=6, augment=augment)
     titles = [axis.get_title() for axis in figure.axes if axis.get_title()]
     assert len(titles) == 6 and set(titles) <= {"cats", "dogs"}
+    shown = [axis.get_images()[0].get_array() for axis in figure.axes if axis.get_images()]
+    assert len(shown) == 6 and all(0 <= picture.min() <= picture.max() <= 1
+                                   for picture in shown)
 
 
-def test_cli_show_batch_writes_a_png(class_folders, tmp_path):
+@pytest.mark.parametrize("flags", [["--augment"], []])
+def test_cli_show_batch_writes_a_png(class_folders, tmp_path, flags):
     out = tmp_path / "batch.png"
-    assert main(["show-batch", str(class_folders), "--augment", "--out", str(out)]) == 0
+    assert main(["show-batch", str(class_folders), *flags, "--out", str(out)]) == 0
     assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 

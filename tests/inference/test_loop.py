@@ -144,3 +144,38 @@ def test_the_first_batch_is_small_so_the_first_answers_come_sooner(colour_model)
     assert [result.probabilities for result in ramped] == [
         pytest.approx(dict(zip(predictor.classes, row.tolist())), abs=1e-6)
         for row in even.probabilities]
+
+
+def test_on_more_cores_an_onnxruntime_network_reads_with_threads_in_order(colour_model,
+                                                                          tmp_path,
+                                                                          monkeypatch):
+    """Where a torch network gets DataLoader processes (more than 2 cores), onnxruntime's
+    gets reading threads: no torch imported, rows in order, a bad file in its place."""
+    import threading
+
+    from imgclf import ImageError, Predictor
+
+    photos, model = colour_model
+    predictor = Predictor.load(model)
+    assert predictor.runtime == "onnx"
+    paths = sorted(photos.rglob("*.jpg"))[:11]
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"not a picture")
+    paths = [*paths[:4], broken, *paths[4:]]
+    alone = [result for _, result in predictor.predict_each(paths, batch_size=4)]
+    readers = set()
+    original = inference.ImageFiles.__getitem__
+
+    def noting(self, index):
+        readers.add(threading.current_thread().name)
+        return original(self, index)
+
+    monkeypatch.setattr(inference, "inference_workers", lambda: 3)  # an 8-core machine, say
+    monkeypatch.setattr(inference.ImageFiles, "__getitem__", noting)
+    threaded = list(predictor.predict_each(paths, batch_size=4))
+    assert [position for position, _ in threaded] == list(range(len(paths)))
+    assert isinstance(threaded[4][1], ImageError) and "broken.jpg" in threaded[4][1].source
+    assert len({name for name in readers if name.startswith("imgclf-read")}) > 1
+    for (_, result), before in zip(threaded, alone):
+        if not isinstance(result, ImageError):
+            assert result.probabilities == pytest.approx(before.probabilities, abs=1e-6)

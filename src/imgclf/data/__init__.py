@@ -2,7 +2,8 @@
 
 sources.py (class folders, CSV, file names -> Items; the seeded split) -> verification.py
 (each file read once: skipped, flagged, copied, its square view stored) -> decoding.py (any
-file -> an upright RGB picture) -> transforms.py (settings -> torchvision v2 pipelines) ->
+file -> an upright RGB picture) -> transforms.py (settings -> the evaluation pipeline in
+Pillow and numpy, the training one in torchvision v2) ->
 datasets.py (the Dataset and collate every DataLoader uses) -> imagedata.py (ImageData: the
 one-line layer over all of them). Nothing here imports training, inference or later stages.
 """

@@ -1,4 +1,4 @@
-"""Pictures as tensors: the Dataset and collate function every DataLoader in imgclf uses.
+"""Pictures as arrays: the Dataset and collate function every DataLoader in imgclf uses.
 
 Training batches (imagedata.py) and the forward loop (inference/loop.py) both read pictures through
 ``ImageFiles``, so a bad file is skipped the same way everywhere.
@@ -51,17 +51,18 @@ class StoredViews:
     its pixels instead of decoding and resizing the original again.
 
     A view is the uint8 picture ``square`` gives (the part of an evaluation transform before
-    ``finish`` turns it into a normalised tensor), so a stored view gives exactly the tensor
+    ``finish`` turns it into a normalised array), so a stored view gives exactly the array
     the original would. ``paths[i]`` is picture i's file (None: not stored, decode it).
     """
 
     paths: Sequence[Path | None]
     square: Callable  # upright RGB picture -> the square picture the network sees
-    finish: Callable  # square picture (PIL or HxWx3 uint8 array) -> tensor
+    finish: Callable  # square picture (PIL or HxWx3 uint8 array) -> normalised array
 
     def read(self, index: int, source: ImageSource) -> Any:
-        """Picture `index`'s tensor: from its stored view, or decoded from `source` (and its
-        view stored for the next reader)."""
+        """Picture `index`'s normalised array: from its stored view, or decoded from `source`
+        (a large JPEG at reduced scale, as every reader decodes it) and its view stored for
+        the next reader."""
         path = self.paths[index]
         view = read_view(path) if path is not None else None
         if view is None:

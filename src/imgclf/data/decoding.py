@@ -115,7 +115,7 @@ def _size_problem(opened: Image.Image, max_side: int | None,
     if min(width, height) < MIN_SIDE:
         return (f"too small to classify: {width}x{height} pixels (at least {MIN_SIDE} a side "
                 "needed)")
-    if opened.format == "JPEG":
+    if opened.format in ("JPEG", "MPO"):  # MPO: a phone's JPEG with extra pictures inside
         scale = 1
         while (width // scale) * (height // scale) > MAX_PIXELS and scale < 8:
             scale *= 2

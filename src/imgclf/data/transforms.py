@@ -130,7 +130,7 @@ class Normalise:
         pixels = np.asarray(picture, dtype=np.uint8)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]
-        image = pixels.transpose(2, 0, 1).astype(np.float32)
+        image = pixels.transpose(2, 0, 1).astype(np.float32, order="C")
         image *= self.scale
         image -= self.mean
         image /= self.std

@@ -8,6 +8,7 @@ adding a class costs only the new pictures.
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import os
 import threading
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 import numpy as np
+from PIL import Image
 
 from imgclf._files import atomic_open, save_array, write_json
 from imgclf._progress import progress
@@ -156,12 +158,14 @@ def _as_read(data: bytes, picture, square: Callable):
     least = getattr(square, "decode_size", None)
     if least is None or not data.startswith(b"\xff\xd8\xff"):
         return picture
-    need = least(*picture.size)
-    if picture.size[0] < 2 * need[0] or picture.size[1] < 2 * need[1]:
-        return picture  # too small to decode at half scale or less: the same pixels
     try:
+        with Image.open(io.BytesIO(data)) as opened:  # the header's size, as load_image sees it
+            width, height = opened.size
+        need = least(width, height)
+        if width < 2 * need[0] or height < 2 * need[1]:
+            return picture  # too small to decode at half scale or less: the same pixels
         return load_image(data, least=least)
-    except ImageError:
+    except (ImageError, OSError, ValueError):
         return picture
 
 
@@ -181,8 +185,6 @@ def _suspicious(picture) -> str | None:
 
 
 def _save_copy(picture, shorter_side: int, target: Path) -> None:
-    from PIL import Image
-
     scale = shorter_side / min(picture.size)
     if scale < 1:
         size = (max(1, round(picture.width * scale)), max(1, round(picture.height * scale)))

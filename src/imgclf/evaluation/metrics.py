@@ -248,7 +248,7 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
                         f"{', '.join(foreign)}. Model classes: {', '.join(predictor.classes)}.")
     paths = [item.path for item in items]
     # Predictor.outputs' loop, over the originals read through their stored square views at
-    # the model's input (the tensors predictor.transform gives, without decoding again)
+    # the model's input (the arrays predictor.transform gives, without decoding again)
     outputs = loop.run(predictor.network, data.with_input(predictor.input).plain(items),
                             batch_size=batch_size, show_progress=show_progress, tta=tta,
                             description=f"Evaluating on {split}")

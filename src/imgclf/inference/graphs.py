@@ -106,7 +106,7 @@ def remember_graph(model: str | os.PathLike, graph: str | os.PathLike) -> None:
         write_json(_entry_path(known_sha256(model)),
                    {"version": _INDEX_VERSION, "graph": Path(graph).name,
                     "environment": environment()})
-    except OSError:
+    except (OSError, ImgclfError):  # ImgclfError: the cache folder became unwritable
         pass
 
 

@@ -68,15 +68,19 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = InferenceConf
         embeddings: the average-pooled backbone features, as the probe's head sees them.
         tta: test-time augmentation: probabilities averaged with the mirror image's.
         num_workers: DataLoader processes; default: data.datasets.inference_workers (none on 2
-            cores), none for a single picture (a process costs more than decoding one photo).
+            cores), none for a single picture (a process costs more than decoding one photo);
+            for an onnxruntime network, that many threads in this process instead (no torch).
         total: rows the progress bar counts, when an item holds several (default: one each).
         first_batch: pictures in the first batch, when fewer than batch_size, so the first
             answers come sooner (read in this process only; a DataLoader's batches are even).
     """
     session = getattr(network, "onnx", network)  # onnxruntime's: the loop needs no torch
     in_numpy = isinstance(session, OnnxNetwork)
+    threads = 0
     if num_workers is None:
         num_workers = inference_workers() if len(dataset) > 1 else 0
+        if in_numpy:  # threads, not processes: no torch to import (Pillow releases the lock)
+            num_workers, threads = 0, num_workers
     if _is_loader(dataset):
         loader, dataset = dataset, dataset.dataset
         num_workers = loader.num_workers
@@ -86,8 +90,8 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = InferenceConf
         loader = torch.utils.data.DataLoader(dataset, batch_size=batch_size, shuffle=False,
                                              num_workers=num_workers, collate_fn=collate)
     else:  # in this process: a DataLoader's set-up costs more than a served picture's decode
-        loader = (collate([dataset[i] for i in range(start, stop)], tensors=not in_numpy)
-                  for start, stop in _spans(len(dataset), batch_size, first_batch))
+        loader = _read_here(dataset, _spans(len(dataset), batch_size, first_batch),
+                            tensors=not in_numpy, threads=threads)
     if not num_workers and isinstance(dataset, ImageFiles) and len(dataset) > batch_size:
         loader = read_ahead(loader)  # files decoded while the network runs
     rows = progress(loader, total=total or len(dataset), description=description,
@@ -140,6 +144,23 @@ def _session_batches(session: OnnxNetwork, rows: Iterable[Any], *, probabilities
                 mirrored = session.infer(np.ascontiguousarray(images[..., ::-1]))[0]
                 probability = (probability + softmax(mirrored)) / 2
         yield Batch(np.asarray(indices).tolist(), probability, pooled, outlier, errors)
+
+
+def _read_here(dataset: Any, spans: Iterable[tuple[int, int]], *, tensors: bool,
+               threads: int) -> Iterator[Any]:
+    """Batches read in this process; with threads > 1 the pictures of each batch are read by
+    that many threads at once (decoding and resizing release Python's lock), which is how
+    an onnxruntime network gets its pictures on more than 2 cores without torch's workers."""
+    if threads <= 1:
+        for start, stop in spans:
+            yield collate([dataset[i] for i in range(start, stop)], tensors=tensors)
+        return
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(threads, thread_name_prefix="imgclf-read") as pool:
+        for start, stop in spans:
+            yield collate(list(pool.map(dataset.__getitem__, range(start, stop))),
+                          tensors=tensors)
 
 
 def _spans(count: int, batch_size: int, first: int | None) -> Iterator[tuple[int, int]]:

@@ -205,7 +205,9 @@ class Predictor:
             remembered = cls._remembered(path, acceptance)
             if remembered is not None:
                 return remembered
-        digest = known_sha256(path) if path.is_file() else None
+        # the hash of the bytes about to be read: the graph is remembered for them alone
+        digest = known_sha256(path) if path.is_file() and not int8 and runtime != "torch" \
+            else None
         tensors, info = load_model(path)
         from imgclf.inference.runtimes import accelerated, int8_module
         from imgclf.model import network_from_tensors
@@ -217,7 +219,7 @@ class Predictor:
                                                  else None))
         runner = accelerated(network, info.input.image_size, runtime=runtime)
         session = getattr(runner, "onnx", None)
-        if session is not None and known_sha256(path) == digest:  # the bytes that were read
+        if session is not None and digest is not None and known_sha256(path) == digest:
             remember_graph(path, session.path)
         return cls(runner, info, acceptance=acceptance)
 
@@ -227,10 +229,13 @@ class Predictor:
         torch, no network built; None when there is none (the first load of a file)."""
         try:
             require("onnxruntime")
-            graph = remembered_graph(path) if path.is_file() else None
+            digest = known_sha256(path) if path.is_file() else None
+            graph = remembered_graph(path) if digest is not None else None
             if graph is None:
                 return None
             info, calibration = read_info(path, _CALIBRATION)
+            if known_sha256(path) != digest:  # replaced meanwhile: its graph may be another
+                return None
             session = OnnxNetwork(graph)
         except (ImgclfError, OSError):  # the slow way says what is wrong, if anything
             return None

@@ -1,7 +1,7 @@
 """Micro-batching: the pictures of concurrent requests go through the network together.
 
 ``POST /predict`` decodes and transforms each upload on its own thread (so the queue holds
-network-sized tensors, not full-size pictures), then hands it to a Batcher:
+network-sized arrays, not full-size pictures), then hands it to a Batcher:
 one worker thread takes whatever pictures are waiting (up to MAX_BATCH, waiting at most
 MAX_WAIT for more once it has one) and runs them as one batch through ``Predictor``, the path
 every other prediction takes. The queue is bounded: past MAX_QUEUE waiting pictures a request
@@ -38,7 +38,8 @@ class Batcher:
     """Runs submitted pictures through a Predictor in batches, on one worker thread.
 
     Example:
-        >>> batcher = Batcher(Predictor.load("ants.imgclf"))
+        >>> predictor = Predictor.load("ants.imgclf")
+        >>> batcher = Batcher(predictor)
         >>> batcher.submit(predictor.transform.read("ant.jpg")).result().label
         'ants'
     """

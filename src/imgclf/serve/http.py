@@ -117,7 +117,7 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = InferenceConfig
         if not data:
             return refuse(400, "Empty request: send a picture as the body or as a file field.")
 
-        def decode():  # read and transform here: the queue holds network-sized tensors
+        def decode():  # read and transform here: the queue holds network-sized arrays
             with decoding:
                 return predictor.transform.read(data)
 
