@@ -176,8 +176,11 @@ def test_ctrl_c_stops_imgclf_predict_cleanly_after_its_first_rows(colour_model, 
                "--batch-size", "1"]
     subprocess.run([*command[:5], str(originals[0])], check=True, capture_output=True,
                    env={**os.environ, "IMGCLF_CACHE": str(private_cache)})  # graph built
+    # Ctrl-C's default in the child: a shell's background job (CI, say) ignores it, and its
+    # children inherit that
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True, env={**os.environ, "IMGCLF_CACHE": str(private_cache)})
+                               text=True, env={**os.environ, "IMGCLF_CACHE": str(private_cache)},
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     first = json.loads(process.stdout.readline())
     assert first["path"].endswith("00000.jpg") and first["label"] in ("red", "blue")
     process.send_signal(signal.SIGINT)
