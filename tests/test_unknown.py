@@ -231,7 +231,8 @@ def test_the_bank_keeps_every_class_and_lone_pictures_do_not_loosen_the_threshol
 def test_too_few_validation_pictures_beyond_the_threshold_bring_in_the_training_ones():
     import torch
 
-    from imgclf.unknown import MIN_BEYOND, fit_detector, too_few_beyond
+    from imgclf.calibration import MIN_BEYOND, too_few_beyond
+    from imgclf.unknown import fit_detector
 
     # the threshold at 98% of 153 validation pictures has 3 above it: too few to place it
     assert too_few_beyond(153, 0.98) and not too_few_beyond(480, 0.98)

@@ -309,7 +309,7 @@ class TrainConfig:
     reuse_views: bool | None = None
     # Share of in-domain pictures the "unknown" detector accepts: its threshold is set so that
     # this share of the validation pictures is not called unknown (with too few of them to
-    # place it, unknown.too_few_beyond, the training pictures count too, each left out of the
+    # place it, calibration.too_few_beyond, the training pictures count too, each left out of the
     # detector's bank in turn).
     # InferenceConfig.acceptance changes it when a model is loaded.
     acceptance: float = DEFAULT_ACCEPTANCE

@@ -172,7 +172,7 @@ def test_an_int8_check_imgclf_did_not_write_is_not_trusted(colour_model, private
 PREDICT_WITHOUT_TORCH = """
 import json, sys
 from imgclf import load
-predictor = load(sys.argv[1])
+predictor = load(sys.argv[1], acceptance=float(sys.argv[3]) if len(sys.argv) > 3 else None)
 answer = predictor.predict(sys.argv[2])
 print(json.dumps({"torch": "torch" in sys.modules, "runtime": predictor.runtime,
                   "probabilities": answer.probabilities, "score": answer.outlier_score,
@@ -180,13 +180,14 @@ print(json.dumps({"torch": "torch" in sys.modules, "runtime": predictor.runtime,
 """
 
 
-def _predict_in_a_new_process(path, picture) -> dict:
+def _predict_in_a_new_process(path, picture, *acceptance) -> dict:
     import json
     import subprocess
     import sys
 
     result = subprocess.run([sys.executable, "-c", PREDICT_WITHOUT_TORCH, str(path),
-                             str(picture)], capture_output=True, text=True, check=True)
+                             str(picture), *map(str, acceptance)], capture_output=True,
+                            text=True, check=True)
     return json.loads(result.stdout.strip().splitlines()[-1])
 
 
@@ -202,6 +203,11 @@ def test_a_model_loaded_again_predicts_without_torch(colour_model, private_cache
     assert again["score"] == first["score"] and again["threshold"] == first["threshold"]
     assert again["probabilities"] == pytest.approx(
         Predictor.load(path, runtime="torch").predict(picture).probabilities, abs=1e-4)
+    # another acceptance moves the threshold from the scores in the file, still without torch
+    moved = _predict_in_a_new_process(path, picture, 0.5)
+    assert not moved["torch"]
+    assert moved["threshold"] == pytest.approx(
+        Predictor.load(path, acceptance=0.5).threshold) and moved["threshold"] < again["threshold"]
 
 
 def test_an_edited_model_file_is_never_run_by_the_graph_remembered_for_it(

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgclf._files import known_sha256
+from imgclf.calibration import threshold_for, too_few_beyond
 from imgclf.config import RUNTIMES, InferenceConfig
 from imgclf.data.datasets import ImageFiles
 from imgclf.data.decoding import ImageSource
@@ -153,8 +154,6 @@ class Predictor:
         if not self.has_detector:
             raise ModelFileError("This model file has no detector for unknown pictures (it was "
                                  "made before imgclf 0.2): train it again to get one.")
-        from imgclf.unknown import threshold_for, too_few_beyond
-
         calibration = outlier_calibration(self.network)
         self.threshold = threshold_for(calibration, acceptance)
         self.acceptance = acceptance
