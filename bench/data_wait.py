@@ -71,7 +71,7 @@ def main() -> None:
                                              collate_fn=collate)
         with torch.inference_mode():
             passes[name] = timed(loader, lambda batch: len(
-                runner.infer(batch[0], embeddings=True)[1]))
+                runner.infer(batch[0].numpy(), embeddings=True)[1]))
     learner = Learner.create(data, verbose=False)
     learner.network.unfreeze()
     optimizer = torch.optim.AdamW(learner.network.parameters(), lr=1e-5)

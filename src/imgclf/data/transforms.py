@@ -6,11 +6,13 @@ from __future__ import annotations
 import math
 from typing import TYPE_CHECKING
 
+import numpy as np
+from PIL import Image, ImageOps
+
 from imgclf.config import INTERPOLATIONS, AugmentConfig, InputConfig
 from imgclf.data.decoding import ImageSource, load_image
 
 if TYPE_CHECKING:
-    from PIL import Image
     from torchvision.transforms import v2
 
 
@@ -27,8 +29,6 @@ def interpolation_mode(name: str):
 def _resampling(name: str):
     """Pillow's resampling filter for a plain interpolation name (what torchvision hands Pillow
     for a PIL picture)."""
-    from PIL import Image
-
     if name not in INTERPOLATIONS:
         raise ValueError(f"interpolation must be one of {INTERPOLATIONS}, not {name!r}")
     return {"nearest": Image.Resampling.NEAREST, "bilinear": Image.Resampling.BILINEAR,
@@ -43,8 +43,6 @@ class PadToSquare:
         self.interpolation = interpolation
 
     def __call__(self, picture: Image.Image) -> Image.Image:
-        from PIL import ImageOps
-
         return ImageOps.pad(picture, (self.size, self.size),
                             method=_resampling(self.interpolation), color=(0, 0, 0))
 
@@ -69,11 +67,12 @@ class Square:
         self.interpolation = config.interpolation
         self.resample = _resampling(config.interpolation)
         self.shorter = int(self.size / config.crop_fraction)
+        self.pad = PadToSquare(self.size, config.interpolation)
 
     def __call__(self, picture: Image.Image) -> Image.Image:
         size = self.size
         if self.resize == "pad":
-            return PadToSquare(size, self.interpolation)(picture)
+            return self.pad(picture)
         if self.resize == "squish":
             return _resized(picture, size, size, self.resample)
         width, height = picture.size
@@ -118,15 +117,11 @@ class Normalise:
     """
 
     def __init__(self, mean, std):
-        import numpy as np
-
         self.mean = np.asarray(mean, np.float32).reshape(-1, 1, 1)
         self.std = np.asarray(std, np.float32).reshape(-1, 1, 1)
         self.scale = np.float32(1.0 / 255)
 
     def __call__(self, picture):
-        import numpy as np
-
         pixels = np.asarray(picture, dtype=np.uint8)
         if pixels.ndim == 2:
             pixels = pixels[:, :, None]

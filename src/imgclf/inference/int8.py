@@ -31,7 +31,7 @@ from imgclf._progress import status
 from imgclf.errors import ImageError, ImgclfError
 from imgclf.inference import loop
 from imgclf.inference.predictor import Predictor, outlier_calibration
-from imgclf.inference.runtimes import (OnnxModule, OnnxNetwork, cached_graph,
+from imgclf.inference.runtimes import (OnnxNetwork, cached_graph,
                                        int8_path, read_int8_check, require)
 
 if TYPE_CHECKING:
@@ -190,7 +190,7 @@ def _compare(predictor: Predictor, float_path: Path, int8_file: Path, data: Imag
     targets = np.array([data.class_index[item.label] for item in data.valid])
     labels, scores = [], []
     for name, path in (("float", float_path), ("int8", int8_file)):
-        outputs = loop.run(OnnxModule(OnnxNetwork(path)), paths, transform=predictor.transform,
+        outputs = loop.run(OnnxNetwork(path), paths, transform=predictor.transform,
                       num_workers=data.config.num_workers, show_progress=show_progress,
                       description=f"Checking {name} on validation pictures")
         labels.append(np.where(outputs.ok, np.nan_to_num(outputs.probabilities).argmax(1), -1))

@@ -9,8 +9,7 @@ probe mode. So the accuracy printed while training, the one saved in the model f
 The loop takes a Classifier, whose ``infer(images, embeddings=...)`` gives class scores,
 pooled embeddings and outlier scores (the "unknown" detector) in one pass, or any module whose
 ``network(images)`` gives class scores (timm's ImageNet networks, say), or an onnxruntime
-session (``graphs.OnnxNetwork``, or a module wrapping one), which it runs in numpy without
-importing torch.
+graph (``graphs.OnnxNetwork``), which it runs in numpy without importing torch.
 """
 
 from __future__ import annotations
@@ -74,8 +73,7 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = InferenceConf
         first_batch: pictures in the first batch, when fewer than batch_size, so the first
             answers come sooner (read in this process only; a DataLoader's batches are even).
     """
-    session = getattr(network, "onnx", network)  # onnxruntime's: the loop needs no torch
-    in_numpy = isinstance(session, OnnxNetwork)
+    in_numpy = isinstance(network, OnnxNetwork)  # onnxruntime's: the loop needs no torch
     threads = 0
     if num_workers is None:
         num_workers = inference_workers() if len(dataset) > 1 else 0
@@ -99,7 +97,7 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = InferenceConf
                     weight=lambda batch: (0 if batch[0] is None else len(batch[0])) + len(batch[3]),
                     transient=transient)
     if in_numpy:
-        yield from _session_batches(session, rows, probabilities=probabilities,
+        yield from _session_batches(network, rows, probabilities=probabilities,
                                     embeddings=embeddings, tta=tta)
         return
     import torch

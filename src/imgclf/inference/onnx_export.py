@@ -14,7 +14,7 @@ from imgclf._files import atomic_path
 from imgclf.errors import ImgclfError
 from imgclf.inference import loop
 from imgclf.inference.predictor import Predictor, outlier_calibration
-from imgclf.inference.runtimes import OnnxModule, OnnxNetwork, read_int8_check, require
+from imgclf.inference.runtimes import OnnxNetwork, read_int8_check, require
 
 # Largest difference of any probability between PyTorch and onnxruntime that export accepts.
 MATCH_TOLERANCE = 1e-4
@@ -64,7 +64,7 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
                           dynamic_shapes={"images": {0: batch}}, external_data=False)
         _write_metadata(temporary, predictor)
         expected = loop.run(predictor.network, pictures, num_workers=0)
-        actual = loop.run(OnnxModule(OnnxNetwork(temporary)), pictures, num_workers=0)
+        actual = loop.run(OnnxNetwork(temporary), pictures, num_workers=0)
         difference = float(np.abs(expected.probabilities - actual.probabilities).max())
         if predictor.has_detector:  # the outlier score is computed in the graph too
             difference = max(difference, float(np.abs(expected.outlier - actual.outlier).max()))

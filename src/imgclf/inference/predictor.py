@@ -4,8 +4,8 @@ Evaluation, export checks, the CLI and the web app all predict through this clas
 runs every picture through ``loop.batches``, the loop training validates with.
 
 A model file loaded before runs through its remembered onnxruntime graph (graphs.py) without
-importing torch; inference.runtimes, model and unknown (which import it) are imported only
-where a network is built or its detector recalibrated.
+importing torch; inference.runtimes and model (which import it) are imported only where a
+network is built.
 """
 
 from __future__ import annotations
@@ -126,9 +126,8 @@ class Predictor:
 
     def __init__(self, network: nn.Module | OnnxNetwork, info: ModelInfo, *,
                  acceptance: float | None = None):
-        session = getattr(network, "onnx", network)
-        if isinstance(session, OnnxNetwork):  # onnxruntime runs it: predicting needs no torch
-            self.network = session
+        if isinstance(network, OnnxNetwork):  # onnxruntime runs it: predicting needs no torch
+            self.network = network
         else:
             import torch
 
@@ -200,13 +199,13 @@ class Predictor:
             from imgclf.inference.runtimes import load_onnx
 
             return cls(*load_onnx(path), acceptance=acceptance)
-        if not int8 and runtime != "torch":
+        rememberable = not int8 and runtime != "torch"
+        if rememberable:
             remembered = cls._remembered(path, acceptance)
             if remembered is not None:
                 return remembered
         # the hash of the bytes about to be read: the graph is remembered for them alone
-        digest = known_sha256(path) if path.is_file() and not int8 and runtime != "torch" \
-            else None
+        digest = known_sha256(path) if rememberable and path.is_file() else None
         tensors, info = load_model(path)
         from imgclf.inference.runtimes import accelerated, int8_module
         from imgclf.model import network_from_tensors
@@ -217,9 +216,9 @@ class Predictor:
                        acceptance=acceptance or (info.unknown.acceptance if info.unknown
                                                  else None))
         runner = accelerated(network, info.input.image_size, runtime=runtime)
-        session = getattr(runner, "onnx", None)
-        if session is not None and digest is not None and known_sha256(path) == digest:
-            remember_graph(path, session.path)
+        if isinstance(runner, OnnxNetwork) and digest is not None \
+                and known_sha256(path) == digest:
+            remember_graph(path, runner.path)
         return cls(runner, info, acceptance=acceptance)
 
     @classmethod
@@ -381,8 +380,7 @@ def outlier_calibration(network: nn.Module | OnnxNetwork):
     detector = getattr(network, "detector", None)
     if detector is not None:
         return detector.calibration.cpu().numpy()
-    session = getattr(network, "onnx", network)  # an onnxruntime session, or a module of one
-    return getattr(session, "calibration", np.zeros(0, np.float32))
+    return getattr(network, "calibration", np.zeros(0, np.float32))  # an onnxruntime graph's
 
 
 def load(path: str | os.PathLike, *, runtime: str = InferenceConfig.runtime, int8: bool = False,

@@ -39,41 +39,12 @@ RUNTIME_TOLERANCE = 1e-4
 _CACHE_VERSION = 1
 
 
-class OnnxModule(torch.nn.Module):
-    """An OnnxNetwork as a torch module, so the forward loop runs it like any network.
-
-    Its graph's outputs are found by name: "logits" (a runtime built by ``accelerated``) or
-    "probabilities" (an exported file; their logarithm makes the loop's softmax give them back
-    unchanged), "embeddings" and "outlier" when present.
-    """
-
-    # the loop hands pictures over as they are: a channels_last copy would only be undone
-    channels_last = False
-
-    def __init__(self, network: OnnxNetwork):
-        super().__init__()
-        self.onnx = network
-        self.register_buffer("anchor", torch.zeros(1))  # gives the loop a device to use
-
-    def parameters(self, recurse: bool = True):
-        yield self.anchor
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.infer(images)[0]
-
-    def infer(self, images: torch.Tensor, *, embeddings: bool = False):
-        """(class scores or None, embeddings or None, outlier scores or None): the
-        Classifier's interface."""
-        scores, pooled, outlier = self.onnx.infer(images.detach().cpu().numpy(),
-                                                  embeddings=embeddings)
-        return tuple(None if values is None else torch.from_numpy(values)
-                     for values in (scores, pooled, outlier))
-
-
 def accelerated(network: torch.nn.Module, image_size: int, *,
                 runtime: str = InferenceConfig.runtime,
-                embeddings_only: bool = False, show_progress: bool = True) -> torch.nn.Module:
-    """The network as the chosen runtime runs it (see the module's docstring).
+                embeddings_only: bool = False, show_progress: bool = True
+                ) -> torch.nn.Module | OnnxNetwork:
+    """The network as the chosen runtime runs it (see the module's docstring): its cached
+    onnxruntime graph (an OnnxNetwork, which the forward loop runs in numpy), or itself.
 
     runtime: "auto" (onnxruntime when installed and the network is on the CPU), "onnx"
     (onnxruntime, or an ImgclfError saying how to install it) or "torch" (the network itself).
@@ -89,7 +60,7 @@ def accelerated(network: torch.nn.Module, image_size: int, *,
         raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
     infer = getattr(network, "infer", None)
     device = next(network.parameters()).device
-    if runtime == "torch" or infer is None or isinstance(network, OnnxModule):
+    if runtime == "torch" or infer is None or isinstance(network, OnnxNetwork):
         return network
     if device.type != "cpu":
         if runtime == "onnx":
@@ -120,7 +91,7 @@ def accelerated(network: torch.nn.Module, image_size: int, *,
             raise ImgclfError(f"onnxruntime could not run this network: {error}") from None
         _note_once(f"PyTorch runs the network: onnxruntime could not ({error}).")
         return network
-    return _module(onnx, network)
+    return _calibrated(onnx, network)
 
 
 def cached_graph(network: torch.nn.Module, image_size: int, *, embeddings_only: bool = False,
@@ -141,7 +112,7 @@ def cached_graph(network: torch.nn.Module, image_size: int, *, embeddings_only: 
     return path
 
 
-def int8_module(network: torch.nn.Module, image_size: int) -> OnnxModule:
+def int8_module(network: torch.nn.Module, image_size: int) -> OnnxNetwork:
     """The int8 graph of a Classifier that ``imgclf.inference.int8.quantize`` made and approved,
     run by onnxruntime; an ImgclfError saying what to run when there is none, or it was refused."""
     require("onnxruntime")
@@ -155,9 +126,9 @@ def int8_module(network: torch.nn.Module, image_size: int) -> OnnxModule:
     if not check["accepted"]:
         raise ImgclfError(f"int8 was refused for this model: {check['reason']} Run it without "
                           "--int8.")
-    module = _module(OnnxNetwork(int8_path(path)), network)
+    module = _calibrated(OnnxNetwork(int8_path(path)), network)
     if check.get("outlier_calibration"):
-        module.onnx.calibration = np.array(check["outlier_calibration"], np.float32)
+        module.calibration = np.array(check["outlier_calibration"], np.float32)
     return module
 
 
@@ -184,12 +155,12 @@ def read_int8_check(float_path: Path) -> dict | None:
     return check
 
 
-def _module(onnx: OnnxNetwork, network: torch.nn.Module) -> OnnxModule:
-    module = OnnxModule(onnx)
+def _calibrated(onnx: OnnxNetwork, network: torch.nn.Module) -> OnnxNetwork:
+    """The graph, with the calibration scores of the network's detector (none without one)."""
     detector = getattr(network, "detector", None)
-    module.onnx.calibration = (detector.calibration.cpu().numpy() if detector is not None
-                               else np.zeros(0, np.float32))
-    return module
+    onnx.calibration = (detector.calibration.cpu().numpy() if detector is not None
+                        else np.zeros(0, np.float32))
+    return onnx
 
 
 class _Graph(torch.nn.Module):
@@ -380,7 +351,7 @@ def _note_once(message: str) -> None:
                         soft_wrap=True)
 
 
-def load_onnx(path: str | os.PathLike) -> tuple[OnnxModule, ModelInfo]:
+def load_onnx(path: str | os.PathLike) -> tuple[OnnxNetwork, ModelInfo]:
     """An ONNX file written by ``export_onnx``: the network and what its metadata says."""
     path = Path(path)
     if not path.is_file():
@@ -401,4 +372,4 @@ def load_onnx(path: str | os.PathLike) -> tuple[OnnxModule, ModelInfo]:
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFileError(f"{path} is an ONNX file but not one written by imgclf export "
                              f"(no imgclf metadata: {error})") from None
-    return OnnxModule(network), info
+    return network, info
