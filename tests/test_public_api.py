@@ -10,7 +10,7 @@ import imgclf
 # The public API, written out: adding or removing a public name is a decision, made here.
 EXPECTED = [
     "AugmentConfig", "Backbone", "BackboneError", "CollectConfig", "CollectError", "DataConfig",
-    "DataError", "Evaluation", "HeadConfig", "ImageData", "ImageError", "ImgclfError",
+    "DataError", "Evaluation", "Explanation", "HeadConfig", "ImageData", "ImageError", "ImgclfError",
     "InputConfig", "Item", "Learner", "ModelFileError", "ModelInfo", "Prediction", "Predictor",
     "TrainConfig", "classify_imagenet", "collect", "create_backbone", "eval_transform",
     "evaluate", "find_images", "import_huggingface", "import_kaggle", "items_from_csv",

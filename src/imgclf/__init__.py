@@ -21,6 +21,7 @@ _EXPORTS = {
     "DataConfig": "imgclf.config",
     "DataError": "imgclf.errors",
     "Evaluation": "imgclf.evaluation.metrics",
+    "Explanation": "imgclf.inference.explain",
     "ImageData": "imgclf.data.imagedata",
     "HeadConfig": "imgclf.config",
     "ImageError": "imgclf.errors",
@@ -83,6 +84,7 @@ if TYPE_CHECKING:
     from imgclf.errors import (BackboneError, CollectError, DataError, ImageError, ImgclfError,
                                ModelFileError)
     from imgclf.evaluation.metrics import Evaluation, evaluate
+    from imgclf.inference.explain import Explanation
     from imgclf.inference.imagenet import classify_imagenet
     from imgclf.inference.predictor import Prediction, Predictor, load
     from imgclf.modelfile import ModelInfo

@@ -72,6 +72,9 @@ class ModelInfo:
     counts: dict[str, dict[str, int]] = field(default_factory=dict)
     # the "unknown" detector's settings and threshold; None: the model always names a class
     unknown: UnknownConfig | None = None
+    # the training pictures of the detector's bank, in its order (paths as they were when it
+    # trained): an explanation shows the nearest of them; () in older files
+    bank_pictures: tuple[str, ...] = ()
     created: str | None = None
     # a run's state (plan, position, optimizer, best epoch): only in checkpoint files
     checkpoint: dict[str, Any] | None = None
@@ -79,6 +82,7 @@ class ModelInfo:
     def __post_init__(self):
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "history", tuple(self.history))
+        object.__setattr__(self, "bank_pictures", tuple(self.bank_pictures))
         if not self.classes or not all(isinstance(name, str) and name.strip()
                                        for name in self.classes):
             raise ValueError(f"classes must be names, not {list(self.classes)!r}")
@@ -93,6 +97,7 @@ class ModelInfo:
             if values[name] is not None:
                 values[name] = values[name].to_dict()
         values["classes"], values["history"] = list(self.classes), list(self.history)
+        values["bank_pictures"] = list(self.bank_pictures)
         return values
 
     @classmethod
@@ -124,6 +129,7 @@ class ModelInfo:
             augment=config_from_dict(AugmentConfig, values.get("augment")),
             counts=dict(values.get("counts") or {}),
             unknown=config_from_dict(UnknownConfig, values.get("unknown")),
+            bank_pictures=tuple(str(path) for path in values.get("bank_pictures") or ()),
             created=values.get("created"),
             checkpoint=values.get("checkpoint"),
         )

@@ -7,8 +7,10 @@ second to import, which `import imgclf` and the CLI should not pay).
 
 from __future__ import annotations
 
+import io
 import math
 from collections.abc import Sequence
+from types import MethodType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,7 +24,16 @@ def _figure(width: float, height: float) -> Figure:
     # Figure() rather than pyplot: no GUI backend, no global state, safe in threads and servers.
     from matplotlib.figure import Figure
 
-    return Figure(figsize=(width, height), layout="constrained")
+    figure = Figure(figsize=(width, height), layout="constrained")
+    # a notebook shows what _repr_png_ gives: the figure appears without pyplot or show()
+    figure._repr_png_ = MethodType(_png, figure)
+    return figure
+
+
+def _png(figure: Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=80)
+    return buffer.getvalue()
 
 
 def plot_pictures(pictures: Sequence[np.ndarray | torch.Tensor], titles: Sequence[str], *,
@@ -131,10 +142,12 @@ def plot_confusion_matrix(matrix, classes: Sequence[str], *, normalize: bool = F
     return figure
 
 
-def plot_top_losses(top_losses: Sequence, pictures: Sequence, *, columns: int = 3) -> Figure:
+def plot_top_losses(top_losses: Sequence, pictures: Sequence, *, columns: int = 3,
+                    heatmaps: Sequence | None = None) -> Figure:
     """A grid of the worst pictures titled predicted / actual / loss / probability.
 
     pictures: each entry's picture (a PIL image or an array), or None where it is unreadable.
+    heatmaps: each picture's heatmap (0..1, the picture's size) to lay over it, or None.
     """
     count = max(1, len(top_losses))
     columns = min(columns, count)
@@ -143,16 +156,23 @@ def plot_top_losses(top_losses: Sequence, pictures: Sequence, *, columns: int = 
     axes = figure.subplots(rows, columns, squeeze=False)
     for axis in axes.flat:
         axis.axis("off")
-    for axis, entry, picture in zip(axes.flat, top_losses, pictures):
+    for position, (axis, entry, picture) in enumerate(zip(axes.flat, top_losses, pictures)):
         if picture is None:
             axis.text(0.5, 0.5, "unreadable", ha="center")
         else:
             axis.imshow(picture)
+        heat = heatmaps[position] if heatmaps is not None else None
+        if picture is not None and heat is not None:
+            height, width = np.asarray(heat).shape
+            axis.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1,
+                        extent=(-0.5, width - 0.5, height - 0.5, -0.5))
         wrong = entry.predicted != entry.actual
         axis.set_title(f"{entry.predicted} / {entry.actual}\nloss {entry.loss:.2f}, "
                        f"p {entry.probability:.2f}", fontsize=10,
                        color="firebrick" if wrong else "black")
-    figure.suptitle("Top losses: predicted / actual", fontsize=12)
+    figure.suptitle("Top losses: predicted / actual"
+                    + (" (heat: evidence for the prediction)" if heatmaps is not None else ""),
+                    fontsize=12)
     return figure
 
 
@@ -193,3 +213,38 @@ def plot_history(history: Sequence[dict]) -> Figure:
     axis.legend(lines[0] + extra[0], lines[1] + extra[1], loc="center right")
     axis.set_title("Training history")
     return figure
+
+
+def plot_explanation(picture, heatmap, *, title: str, heat_title: str,
+                     neighbours: Sequence[tuple[object, str]] = ()) -> Figure:
+    """A picture with its heatmap laid over it (left) and the nearest training pictures
+    (right, up to 4: each a picture or None when it is not at hand, and a caption)."""
+    count = min(4, len(neighbours))
+    columns = 2 + (2 if count > 1 else count)
+    figure = _figure(2.4 * columns, 5.0)
+    grid = figure.add_gridspec(2, columns)
+    axis = figure.add_subplot(grid[:, :2])
+    axis.imshow(picture)
+    axis.imshow(heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1,
+                extent=(-0.5, picture.shape[1] - 0.5, picture.shape[0] - 0.5, -0.5))
+    axis.set_title(f"{title}\n{heat_title}", fontsize=11)
+    axis.axis("off")
+    for position, (thumbnail, caption) in enumerate(neighbours[:count]):
+        small = figure.add_subplot(grid[position // 2, 2 + position % 2])
+        small.axis("off")
+        if thumbnail is None:
+            small.text(0.5, 0.5, "picture\nnot at hand", ha="center", va="center", fontsize=9)
+        else:
+            small.imshow(thumbnail)
+        small.set_title(caption, fontsize=8)
+    return figure
+
+
+def overlay(picture, heatmap, *, strength: float = 0.45) -> np.ndarray:
+    """A picture (H x W x 3 uint8) with its heatmap (H x W, 0..1) blended over it in the
+    colours plot_explanation uses: for the HTML report and the web page."""
+    from matplotlib import colormaps
+
+    colours = colormaps["jet"](np.clip(np.asarray(heatmap, np.float32), 0, 1))[..., :3]
+    blended = (1 - strength) * np.asarray(picture, np.float32) / 255 + strength * colours
+    return (np.clip(blended, 0, 1) * 255).round().astype(np.uint8)

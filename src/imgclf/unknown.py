@@ -38,7 +38,8 @@ class Detector(nn.Module):
 
     Buffers: ``bank`` (training embeddings, L2-normalised, float16), ``labels`` (their
     classes) and ``calibration`` (the sorted scores of the in-domain pictures the threshold
-    was chosen on).
+    was chosen on). ``rows``: which of the embeddings fit_detector was given are in the bank,
+    in bank order (None for a detector loaded from a file).
     """
 
     def __init__(self, bank: torch.Tensor, labels: torch.Tensor, calibration: torch.Tensor, *,
@@ -48,6 +49,7 @@ class Detector(nn.Module):
         self.register_buffer("bank", nn.functional.normalize(bank.float(), dim=1).half())
         self.register_buffer("labels", labels.long())
         self.register_buffer("calibration", calibration.float().sort().values)
+        self.rows: torch.Tensor | None = None
 
     def forward(self, logits: torch.Tensor, embeddings: torch.Tensor, *,
                 exclude: torch.Tensor | None = None) -> torch.Tensor:
@@ -133,6 +135,7 @@ def fit_detector(train: torch.Tensor, train_targets: torch.Tensor, head: nn.Modu
                 key = (0.0, 0.0)
             if best is None or key > best[0]:
                 best = (key, detector, config)
+    best[1].rows = keep
     return best[1], best[2]
 
 

@@ -150,7 +150,11 @@ def test_evaluate_and_report_on_generated_photos(colours, tmp_path):
     assert not re.search(r"""(src|href)=['"]?https?:""", text)  # nothing fetched from outside
     assert text.count("data:image/png;base64,") >= 4
     top_losses = text.split("<h2>Per class")[0]  # the unknown section has thumbnails too
-    assert top_losses.count("data:image/jpeg;base64,") == min(12, len(data.valid))
+    assert top_losses.count("<div class=tile>") == min(12, len(data.valid))
+    # each with its heat and its 3 nearest training pictures, labelled
+    assert top_losses.count("<div class=near>") == min(12, len(data.valid))
+    assert top_losses.count("data:image/jpeg;base64,") == 4 * min(12, len(data.valid))
+    assert re.search(r"nearest: (red|blue) 0\.\d\d, (red|blue) 0\.\d\d", top_losses)
 
 
 def test_cli_evaluate_writes_the_report(colours, tmp_path, capsys):

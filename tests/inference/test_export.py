@@ -82,6 +82,11 @@ def test_space_folder_is_complete_and_its_app_builds(model, tmp_path):
     assert any(line.startswith("gradio==") for line in requirements)
     assert (folder / "imgclf" / "serve" / "gradio_app.py").exists()
     assert not list(folder.rglob("__pycache__"))
+    # published: the model file names none of the training pictures (explanations' paths)
+    from imgclf.modelfile import read_info
+
+    assert read_info(path)[0].bank_pictures and not read_info(folder / "model.imgclf")[0] \
+        .bank_pictures
     # the app runs on the folder's own imgclf, not the one installed here
     code = ("import runpy, imgclf; print(type(runpy.run_path('app.py')['demo']).__name__, "
             "imgclf.__file__)")

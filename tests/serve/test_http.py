@@ -132,14 +132,16 @@ def test_the_web_page_shows_the_model_its_controls_and_only_real_examples(base_u
     text = " ".join(props.get("value") or "" for props in by_type["markdown"])
     assert "# Blue or red?" in text and "**Classes** (2): blue, red" in text
     assert "efficientnet_lite0" in text and "**Validation**: accuracy" in text
-    assert [props["label"] for props in by_type["image"]] == ["Picture"]
+    assert [props["label"] for props in by_type["image"]] == ["Picture", "Evidence"]
     assert by_type["image"][0]["sources"] == ["upload", "clipboard", "webcam"]
     assert [props["label"] for props in by_type["label"]] == ["Prediction"]
-    assert [props["value"] for props in by_type["button"]] == ["Classify"]
+    assert [props["value"] for props in by_type["button"]] == ["Classify", "Explain"]
+    assert [props["label"] for props in by_type["accordion"]] == ["Why this answer?"]
     # the examples folder's one real picture, not its symlinks, its HTML page or its cut file
     shown = [props for props in by_type.get("dataset", [])]
     assert len(shown) == 1 and len(shown[0]["samples"]) == 1
-    assert "classify" in {dependency.get("api_name") for dependency in config["dependencies"]}
+    assert {"classify", "explain"} <= {dependency.get("api_name")
+                                       for dependency in config["dependencies"]}
 
 
 # --- the page (Gradio): uploads, pictures it cannot read, examples --------------------------
@@ -148,13 +150,29 @@ def upload(base_url: str, name: str, content: bytes) -> httpx.Response:
     return httpx.post(f"{base_url}/gradio_api/upload", files={"files": (name, content)})
 
 
-def classify_on_the_page(base_url: str, path: str) -> str:
-    """Call the page's Classify button through Gradio's API; the event stream's text."""
-    started = httpx.post(f"{base_url}/gradio_api/call/classify",
+def classify_on_the_page(base_url: str, path: str, button: str = "classify") -> str:
+    """Call the page's Classify (or Explain) button through Gradio's API; the event
+    stream's text."""
+    started = httpx.post(f"{base_url}/gradio_api/call/{button}",
                          json={"data": [{"path": path, "meta": {"_type": "gradio.FileData"}}]})
     assert started.status_code == 200, started.text
     event = started.json()["event_id"]
-    return httpx.get(f"{base_url}/gradio_api/call/classify/{event}", timeout=60).text
+    return httpx.get(f"{base_url}/gradio_api/call/{button}/{event}", timeout=120).text
+
+
+def test_the_page_explains_an_answer(base_url, photos):
+    """The "Why this answer?" panel: a heat picture, and the nearest training pictures'
+    classes (their files are not published)."""
+    good = upload(base_url, "red.jpg", (photos / "red" / "3.jpg").read_bytes()).json()[0]
+    events = classify_on_the_page(base_url, good, "explain")
+    assert "event: complete" in events, events
+    assert "evidence for **red**" in events and "Most alike among the training pictures: red" \
+        in events
+    assert str(photos) not in events  # no training picture's path reaches the page
+    bad = upload(base_url, "page.jpg", b"<html>not found</html>").json()[0]
+    events = classify_on_the_page(base_url, bad, "explain")
+    assert "Cannot read this picture: not an image" in events
+    assert httpx.get(f"{base_url}/gradio_api/file={bad}").status_code != 200
 
 
 def test_the_page_refuses_uploads_over_the_api_limit(base_url):
@@ -174,6 +192,29 @@ def test_a_bad_picture_on_the_page_gets_imgclfs_reason_and_is_not_kept(base_url,
     good = upload(base_url, "red.jpg", (photos / "red" / "5.jpg").read_bytes()).json()[0]
     events = classify_on_the_page(base_url, good)
     assert "event: complete" in events and '"label": "red"' in events
+
+
+def test_only_a_page_of_this_computer_shows_the_training_pictures(model, photos):
+    """The "Why this answer?" panel of a page others can reach names the nearest training
+    pictures' classes; a page on 127.0.0.1 (imgclf serve's default) or in a notebook shows
+    the pictures too."""
+    from imgclf.inference.predictor import Predictor
+    from imgclf.serve.gradio_app import build_blocks, explain_picture
+    from imgclf.serve.http import LOOPBACK
+
+    predictor = Predictor.load(model)
+    picture = str(photos / "blue" / "2.jpg")
+    heat, reasons, shown = explain_picture(predictor, picture)
+    assert heat.shape[2] == 3 and "evidence for **blue**" in reasons and shown == []
+    heat, reasons, shown = explain_picture(predictor, picture, training_pictures=True)
+    assert len(shown) == 4 and all(caption.startswith("blue (") for _, caption in shown)
+    assert all(small.size[0] <= 160 for small, _ in shown)
+    assert "127.0.0.1" in LOOPBACK and "0.0.0.0" not in LOOPBACK
+    for training_pictures in (False, True):
+        page = build_blocks(predictor, training_pictures=training_pictures)
+        galleries = [component["props"] for component in page.config["components"]
+                     if component["type"] == "gallery"]
+        assert [gallery["visible"] for gallery in galleries] == [training_pictures]
 
 
 def test_classify_names_the_reason_not_the_temporary_file(model, tmp_path):

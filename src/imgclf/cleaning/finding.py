@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgclf._files import atomic_open
+from imgclf._html import escape, table
 from imgclf._progress import progress
 from imgclf.cleaning.fixes import COLUMNS, KINDS, Decision, read_table
 from imgclf.collection.dedupe import perceptual_hash
@@ -94,6 +95,23 @@ class Issues:
 
     def summary(self) -> dict[str, int]:
         return {kind: sum(issue.kind == kind for issue in self.rows) for kind in KINDS}
+
+    def __repr__(self) -> str:
+        counts = ", ".join(f"{kind}={count}" for kind, count in self.summary().items() if count)
+        return f"Issues({len(self.rows)} of {self.pictures or '?'} pictures: {counts or 'none'})"
+
+    def _repr_html_(self) -> str:
+        """In a notebook: how many of each kind, then the surest issues first."""
+        counts = ", ".join(f"{count} {kind.replace('_', '-')}"
+                           for kind, count in self.summary().items() if count)
+        rows = [(issue.kind, issue.path.name, issue.label or "", issue.suggested or "",
+                 f"{issue.score:.2f}", issue.detail)
+                for issue in sorted(self.rows, key=lambda issue: -issue.score)]
+        return (f"<div><b>{len(self.rows)} issues</b>"
+                + (f" among {self.pictures} pictures" if self.pictures else "")
+                + (f": {escape(counts)}" if counts else "")
+                + table(("kind", "picture", "label", "suggested", "score", "detail"), rows,
+                        numbers=(4,)) + "</div>")
 
     def of_kind(self, kind: str) -> list[Issue]:
         return [issue for issue in self.rows if issue.kind == kind]

@@ -228,6 +228,9 @@ def _parser() -> argparse.ArgumentParser:
     output.add_argument("--out", metavar="FILE",
                         help="with --engine ray: the .parquet or .csv table to write (another "
                              "path, or s3://..., gets a folder of Parquet parts)")
+    predict.add_argument("--explain", metavar="DIR",
+                         help="also write one PNG per picture to DIR: the evidence for its "
+                              "answer as a heatmap and the nearest training pictures")
     predict.add_argument("--engine", default="local", choices=["local", "ray"],
                          help="local (this process) or ray: Ray Data, one model per actor, "
                               "on RAY_ADDRESS's cluster or a local Ray (pip install "

@@ -279,10 +279,16 @@ def _predict(args: argparse.Namespace) -> int:
     from imgclf.inference.predictor import Predictor, record, table_columns, table_row
 
     if args.engine == "ray":
+        if args.explain:
+            raise ImgclfError("--explain runs here, not on Ray: drop --engine ray, or explain "
+                              "a few pictures after the table is written.")
         return _predict_on_ray(args)
     if args.out or args.address or args.actors or args.gpus_per_actor:
         raise ImgclfError("--out, --address, --actors and --gpus-per-actor go with --engine "
                           "ray; here, write a table with --csv FILE.")
+    if args.explain and Path(args.explain).exists() and not Path(args.explain).is_dir():
+        raise ImgclfError(f"--explain wants a folder to write pictures to; {args.explain} is "
+                          "a file.")
     predictor = Predictor.load(_model_path(args.model), runtime=args.runtime, int8=args.int8,
                                acceptance=args.acceptance)
     paths = expand_paths(args.paths)
@@ -319,7 +325,33 @@ def _predict(args: argparse.Namespace) -> int:
     if not good:
         print_error("No picture could be read; nothing was predicted.")
         return 1
+    if args.explain:
+        _write_explanations(predictor, [path for path, result in zip(paths, results)
+                                        if not isinstance(result, ImageError)],
+                            Path(args.explain))
     return 0
+
+
+def _write_explanations(predictor, paths: list[Path], folder: Path) -> None:
+    """predict --explain: one PNG per picture, named after it (a repeated name gets its
+    position in front)."""
+    from imgclf._progress import progress
+
+    folder.mkdir(parents=True, exist_ok=True)
+    names: set[str] = set()
+    written = 0
+    for position, path in enumerate(progress(paths, total=len(paths), description="Explaining",
+                                             enabled=sys.stderr.isatty())):
+        name = f"{Path(path).stem}.png"
+        if name in names:
+            name = f"{position}-{name}"
+        names.add(name)
+        try:
+            predictor.explain(path).save(folder / name)
+            written += 1
+        except ImageError as error:  # changed since it was predicted
+            print(f"Skipped {path}: {error.reason}", file=sys.stderr)
+    print(f"Wrote {written} explanation(s) to {folder}", file=sys.stderr)
 
 
 def load_data(args: argparse.Namespace, **options):

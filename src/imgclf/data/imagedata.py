@@ -16,6 +16,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imgclf._html import escape
+from imgclf._html import table as html_table
 from imgclf._progress import console as default_console, data_summary_tables
 from imgclf.backbones import input_config_for
 from imgclf.config import DEFAULT_BACKBONE, AugmentConfig, DataConfig, InputConfig, probe_image_size
@@ -425,6 +427,24 @@ class ImageData:
     def __repr__(self) -> str:
         sizes = ", ".join(f"{split}={len(items)}" for split, items in self.items.items() if items)
         return f"ImageData({len(self.classes)} classes, {sizes}, image_size={self.input.image_size})"
+
+    def _repr_html_(self) -> str:
+        """In a notebook: pictures per class and split, then what was skipped or is odd
+        (show_batch() shows the pictures)."""
+        summary = self.summary()
+        splits = [split for split in SPLITS if self.items.get(split)]
+        rows = [(label, *(row.get(split, 0) for split in splits))
+                for label, row in summary["counts"].items()]
+        notes = [f"{len(summary[name])} {text}" for name, text in (
+            ("skipped", "unreadable file(s) skipped"), ("suspicious", "suspicious file(s)"),
+            ("leakage", "file(s) in both training and validation"),
+            ("duplicates", "duplicate pair(s)")) if summary[name]]
+        return (f"<div><b>{len(self.classes)} classes</b>, "
+                f"{sum(len(self.items[s]) for s in splits)} pictures at "
+                f"{self.input.image_size} px ({escape(self.backbone)})"
+                + html_table(("class", *splits), rows, numbers=tuple(range(1, len(splits) + 1)))
+                + (f"<div style='color:#9a6700'>{escape('; '.join(notes))}: print_summary() "
+                   "lists them.</div>" if notes else "") + "</div>")
 
 
 class _Share:

@@ -14,13 +14,15 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from imgclf._html import cards, escape, figure_img, percent, table
 from imgclf.config import InferenceConfig
 from imgclf.data.decoding import load_image
 from imgclf.data.imagedata import ImageData
 from imgclf.data.sources import find_images
-from imgclf.errors import DataError, ImageError
+from imgclf.errors import DataError, ImageError, ModelFileError
 from imgclf.evaluation.report import write_report
 from imgclf.inference import loop
+from imgclf.inference.explain import Explanation
 from imgclf.inference.predictor import Predictor
 from imgclf.modelfile import ModelInfo
 from imgclf.plots import plot_confusion_matrix, plot_per_class, plot_top_losses
@@ -65,6 +67,8 @@ class Evaluation:
     threshold: float = float("inf")
     strangers: list[Path] = field(default_factory=list)
     stranger_scores: np.ndarray | None = None
+    # the Predictor that made it, for explanations (None for one built from data alone)
+    model: Predictor | None = field(default=None, repr=False, compare=False)
 
     def __post_init__(self):
         self.targets = np.asarray(self.targets, dtype=np.int64)
@@ -205,12 +209,54 @@ class Evaluation:
         return plot_confusion_matrix(self.confusion_matrix(normalize), self.classes,
                                      normalize=normalize, max_classes=max_classes)
 
-    def plot_top_losses(self, k: int = 9) -> Figure:
+    def plot_top_losses(self, k: int = 9, *, heatmap: bool = True) -> Figure:
+        """The k worst pictures; heatmap: with the evidence for each prediction laid over
+        it (Grad-CAM, see explain), where the model is at hand and the picture readable."""
         top = self.top_losses(k)
-        return plot_top_losses(top, [_picture(entry.path) for entry in top])
+        explanations = [self.explain(entry.path) if heatmap else None for entry in top]
+        if not any(explanations):
+            return plot_top_losses(top, [_picture(entry.path) for entry in top])
+        return plot_top_losses(
+            top, [e.picture if e else _picture(entry.path) for e, entry in zip(explanations, top)],
+            heatmaps=[e.heatmap if e else None for e in explanations])
+
+    def explain(self, path: str | os.PathLike) -> Explanation | None:
+        """Why the model answered as it did for one picture (Predictor.explain); None when
+        this evaluation has no model at hand or the picture cannot be read now."""
+        if self.model is None:
+            return None
+        try:
+            return self.model.explain(path)
+        except (ImageError, ModelFileError):  # unreadable now; an .onnx file has no gradients
+            return None
 
     def plot_per_class(self) -> Figure:
         return plot_per_class(self.per_class())
+
+    def __repr__(self) -> str:
+        figures = ", ".join(f"{name}={value:.4g}" if isinstance(value, float) else
+                            f"{name}={value!r}" for name, value in self.summary().items()
+                            if value is not None)
+        return f"Evaluation({len(self.classes)} classes, {figures})"
+
+    def _repr_html_(self) -> str:
+        """In a notebook: the headline figures, the confusion matrix (the most-confused
+        classes when there are many) and the most-confused pairs."""
+        summary = self.summary()
+        figures = [("accuracy", percent(summary["accuracy"])), ("loss", f"{self.loss:.3f}"),
+                   ("macro F1", f"{self.macro_f1:.3f}"), ("pictures", str(len(self.targets)))]
+        if self.outlier_scores is not None:
+            figures += [("accepted", percent(self.acceptance)),
+                        ("accuracy when accepted", percent(self.accepted_accuracy))]
+            if self.strangers_flagged is not None:
+                figures.append(("strangers called unknown", percent(self.strangers_flagged)))
+        pairs = [(actual, predicted, count) for actual, predicted, count
+                 in self.most_confused()[:5]]
+        return (f"<div><b>Evaluation on the {escape(self.split)} split</b>" + cards(figures)
+                + figure_img(self.plot_confusion_matrix(normalize=len(self.classes) > 10),
+                             css="", dpi=70)
+                + (table(("actual", "predicted as", "times"), pairs, numbers=(2,))
+                   if pairs else "<p>No mistakes.</p>") + "</div>")
 
     def report(self, path: str | os.PathLike, *, data: ImageData | None = None,
                issues: Any = None) -> Path:
@@ -267,6 +313,7 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
         info=predictor.info,
         outlier_scores=outputs.outlier[good] if outputs.outlier is not None else None,
         threshold=predictor.threshold,
+        model=predictor,
         **_strangers(predictor, unknown, batch_size, show_progress),
     )
 

@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import html
-import io
 import json
 import os
 import time
@@ -12,12 +9,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from PIL import Image
 
 from imgclf._files import write_text
+from imgclf._html import escape as _e
+from imgclf._html import figure_img as _figure
+from imgclf._html import picture_img
 from imgclf.data.decoding import load_image
 from imgclf.data.imagedata import ImageData
 from imgclf.errors import ImageError
-from imgclf.plots import plot_history
+from imgclf.plots import overlay, plot_history
 
 # The report draws from an Evaluation (metrics.py, which imports this module for its
 # .report()) and, when given, the Issues cleaning found (a later stage): both are typed Any
@@ -40,6 +41,7 @@ img.fig{max-width:100%;background:#fff;border:1px solid #d0d7de;border-radius:6p
 .grid{display:grid;grid-template-columns:repeat(auto-fill,minmax(190px,1fr));gap:12px}
 .tile{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:6px;font-size:.85em}
 .tile img{width:100%;height:170px;object-fit:cover;border-radius:4px}
+.tile .near img{width:32%;height:56px;margin-right:1%}
 .wrong{color:#cf222e;font-weight:600}.figs{display:flex;flex-wrap:wrap;gap:16px}
 details{background:#fff;border:1px solid #d0d7de;border-radius:6px;padding:8px 12px}
 pre{white-space:pre-wrap;font-size:.85em}
@@ -77,8 +79,9 @@ def render_report(evaluation: Evaluation, *, data: ImageData | None = None,
         "</div>",
         "<h2>Most confused</h2>", _most_confused(evaluation),
         "<h2>Top losses</h2><p class=sub>The pictures the model got most wrong: predicted / "
-        "actual, loss, probability of the prediction. Mislabelled photos often show up here."
-        "</p>", _top_losses(evaluation, top_k),
+        "actual, loss, probability of the prediction. Mislabelled photos often show up here. "
+        "The heat marks where the evidence for the prediction lies; the nearest training "
+        "pictures' labels follow, with their similarity.</p>", _top_losses(evaluation, top_k),
         "<h2>Per class</h2><div class=figs>", _per_class_table(evaluation),
         _figure(evaluation.plot_per_class()), "</div>",
     ]
@@ -125,14 +128,23 @@ def _most_confused(evaluation: Evaluation) -> str:
     return f"<table><tr><th>actual</th><th>predicted as</th><th>times</th></tr>{rows}</table>"
 
 
-def _thumbnail(path: Path, *lines: str) -> str:
-    """One picture, inline as a small JPEG, with caption lines (already HTML)."""
+def _thumbnail(path: Path, *lines: str, explanation: Any = None) -> str:
+    """One picture, inline as a small JPEG, with caption lines (already HTML).
+
+    explanation: the picture's Explanation (Evaluation.explain): the picture the network saw,
+    with the evidence for its answer as heat, and the labels of the nearest training pictures.
+    """
+    if explanation is not None and explanation.nearest:
+        shown = explanation.nearest[:3]
+        pictures = [(n, n.picture(side=120)) for n in shown]
+        lines = (*lines, "<div class=near>" + "".join(
+            picture_img(small, alt=n.label) for n, small in pictures if small is not None)
+            + "</div><div class=sub>nearest: " + ", ".join(
+                f"{_e(n.label)} {n.similarity:.2f}" for n in shown) + "</div>")
     try:
-        picture = load_image(path, max_side=240)
-        buffer = io.BytesIO()
-        picture.save(buffer, format="JPEG", quality=80)
-        source = "data:image/jpeg;base64," + base64.b64encode(buffer.getvalue()).decode()
-        image = f"<img src='{source}' alt='{_e(path.name)}'>"
+        picture = (Image.fromarray(overlay(explanation.picture, explanation.heatmap))
+                   if explanation is not None else load_image(path, max_side=240))
+        image = picture_img(picture, alt=path.name)
     except ImageError:
         image = "<div>unreadable</div>"
     return (f"<div class=tile>{image}" + "".join(lines)
@@ -145,7 +157,8 @@ def _top_losses(evaluation: Evaluation, k: int) -> str:
         css = " class=wrong" if entry.predicted != entry.actual else ""
         tiles.append(_thumbnail(entry.path, f"<div{css}>{_e(entry.predicted)} / "
                                 f"{_e(entry.actual)}</div>", f"<div>loss {entry.loss:.2f}, p "
-                                f"{entry.probability:.2f}</div>"))
+                                f"{entry.probability:.2f}</div>",
+                                explanation=evaluation.explain(entry.path)))
     return "<div class=grid>" + "".join(tiles) + "</div>"
 
 
@@ -165,7 +178,8 @@ def _unknown(evaluation: Evaluation, k: int) -> str:
         parts.append("<h3>Pictures of the classes called unknown</h3><div class=grid>" + "".join(
             _thumbnail(evaluation.paths[i], f"<div class=wrong>unknown / "
                        f"{_e(evaluation.classes[evaluation.targets[i]])}</div>",
-                       f"<div>outlier score {evaluation.outlier_scores[i]:.3f}</div>")
+                       f"<div>outlier score {evaluation.outlier_scores[i]:.3f}</div>",
+                       explanation=evaluation.explain(evaluation.paths[i]))
             for i in rejected) + "</div>")
     if evaluation.stranger_scores is not None:
         passed = np.flatnonzero(evaluation.stranger_scores <= evaluation.threshold)
@@ -237,14 +251,3 @@ def _issues(issues: Issues, k: int) -> str:
                                     f"<div>{change}, score {issue.score:.2f}</div>",
                                     f"<div class=sub>{_e(issue.detail)}</div>"))
     return "\n".join(parts) + "</div>"
-
-
-def _figure(figure) -> str:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=90)
-    encoded = base64.b64encode(buffer.getvalue()).decode()
-    return f"<img class=fig src='data:image/png;base64,{encoded}'>"
-
-
-def _e(value: Any) -> str:
-    return html.escape(str(value), quote=True)

@@ -19,13 +19,15 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgclf._files import known_sha256
+from imgclf._html import escape, percent, table
 from imgclf.calibration import threshold_for, too_few_beyond
 from imgclf.config import RUNTIMES, InferenceConfig
 from imgclf.data.datasets import ImageFiles
-from imgclf.data.decoding import ImageSource
+from imgclf.data.decoding import ImageSource, load_image, to_rgb
 from imgclf.data.transforms import eval_transform
 from imgclf.errors import ImageError, ImgclfError, ImgclfWarning, ModelFileError
 from imgclf.inference import loop
+from imgclf.inference.explain import NEIGHBOURS, Explanation, explain_array
 from imgclf.inference.graphs import OnnxNetwork, remember_graph, remembered_graph, require
 from imgclf.modelfile import ModelInfo, load_model, read_info
 
@@ -114,6 +116,44 @@ class Prediction:
         guesses = ", ".join(f"{label} {p:.1%}" for label, p in self.top(top_k))
         return f"{UNKNOWN} (closest: {guesses})" if self.unknown else guesses
 
+    def _repr_html_(self) -> str:
+        """In a notebook: the answer, then the likeliest classes as bars."""
+        bars = "".join(
+            f"<tr><td>{escape(label)}</td><td><div style='background:#4c8ed9;height:.9em;"
+            f"width:{max(1, round(150 * p))}px'></div></td><td>{p:.1%}</td></tr>"
+            for label, p in self.top(5))
+        score = ("" if self.outlier_score is None else
+                 f" <span style='color:#57606a'>(outlier score {self.outlier_score:.3f})</span>")
+        answer = (f"<b style='color:#cf222e'>{UNKNOWN}</b>: like none of the classes; closest "
+                  f"{escape(self.closest)}" if self.unknown else f"<b>{escape(self.label)}</b>")
+        return f"<div>{answer}{score}<table>{bars}</table></div>"
+
+
+class Predictions(list):
+    """Predictor.predict_batch's answers (a Prediction, or the ImageError of a picture that
+    could not be read, per picture, in order): a list that shows itself as a table in a
+    notebook."""
+
+    def __init__(self, answers: Sequence[Prediction | ImageError], sources: Sequence[Any]):
+        super().__init__(answers)
+        self.sources = list(sources)
+
+    def _repr_html_(self) -> str:
+        rows = []
+        for source, answer in zip(self.sources, self):
+            name = _name(source) if isinstance(source, (str, os.PathLike, bytes)) else "picture"
+            if isinstance(answer, ImageError):
+                rows.append((name, "unreadable", answer.reason, ""))
+            else:
+                rows.append((name, answer.label, percent(answer.probability),
+                             "" if answer.outlier_score is None else f"{answer.outlier_score:.3f}"))
+        readable = [a for a in self if not isinstance(a, ImageError)]
+        unknown = sum(a.unknown for a in readable)
+        return (f"<div>{len(self)} pictures: {len(readable)} predicted ({unknown} unknown), "
+                f"{len(self) - len(readable)} unreadable</div>"
+                + table(("picture", "label", "probability", "outlier score"), rows,
+                        numbers=(2, 3)))
+
 
 class Predictor:
     """A trained network, what its model file says about it, and its preprocessing.
@@ -125,7 +165,11 @@ class Predictor:
     """
 
     def __init__(self, network: nn.Module | OnnxNetwork, info: ModelInfo, *,
-                 acceptance: float | None = None):
+                 acceptance: float | None = None, source: str | os.PathLike | None = None):
+        # the model file it came from: explain() rebuilds the PyTorch network from it when
+        # onnxruntime runs this one
+        self.source = Path(source) if source is not None else None
+        self._torch_network: nn.Module | None = None
         if isinstance(network, OnnxNetwork):  # onnxruntime runs it: predicting needs no torch
             self.network = network
         else:
@@ -214,12 +258,15 @@ class Predictor:
         if int8:  # the threshold is set on int8's own scores, at the model's acceptance
             return cls(int8_module(network, info.input.image_size), info,
                        acceptance=acceptance or (info.unknown.acceptance if info.unknown
-                                                 else None))
+                                                 else None), source=path)
         runner = accelerated(network, info.input.image_size, runtime=runtime)
         if isinstance(runner, OnnxNetwork) and digest is not None \
                 and known_sha256(path) == digest:
             remember_graph(path, runner.path)
-        return cls(runner, info, acceptance=acceptance)
+        predictor = cls(runner, info, acceptance=acceptance, source=path)
+        if runner is not network:  # keep the PyTorch network for explain()
+            predictor._torch_network = network
+        return predictor
 
     @classmethod
     def _remembered(cls, path: Path, acceptance: float | None) -> Predictor | None:
@@ -239,7 +286,7 @@ class Predictor:
             return None
         if calibration is not None:
             session.calibration = calibration
-        return cls(session, info, acceptance=acceptance)
+        return cls(session, info, acceptance=acceptance, source=path)
 
     @property
     def runtime(self) -> str:
@@ -277,7 +324,7 @@ class Predictor:
     def predict_batch(self, paths: Sequence[ImageSource | Image.Image], *,
                       batch_size: int = InferenceConfig.batch_size,
                       show_progress: bool = True, num_workers: int | None = None
-                      ) -> list[Prediction | ImageError]:
+                      ) -> Predictions:
         """Predictions for many pictures (files, bytes or PIL images), in order; an unreadable
         one gives its ImageError.
 
@@ -285,8 +332,9 @@ class Predictor:
         data.datasets.inference_workers, none on 2 cores, where a thread reads ahead); 0 for
         pictures already in memory.
         """
-        return [result for _position, result in self.predict_each(
-            paths, batch_size=batch_size, show_progress=show_progress, num_workers=num_workers)]
+        return Predictions([result for _position, result in self.predict_each(
+            paths, batch_size=batch_size, show_progress=show_progress, num_workers=num_workers)],
+            paths)
 
     def predict_each(self, paths: Sequence[ImageSource | Image.Image], *,
                      batch_size: int = InferenceConfig.batch_size, show_progress: bool = False,
@@ -321,6 +369,50 @@ class Predictor:
         result = loop.run(self.network, items, batch_size=max(1, len(items)),
                                num_workers=0)
         return [self._prediction(result, position) for position in range(len(items))]
+
+    def explain(self, image: ImageSource | Image.Image, *, neighbours: int = NEIGHBOURS
+                ) -> Explanation:
+        """Predict one picture and say why: a heatmap of where the evidence for its closest
+        class lies (Grad-CAM, computed with PyTorch) and the training pictures nearest to it.
+
+        Raises:
+            ImageError: the picture cannot be read.
+
+        Example:
+            >>> explanation = imgclf.load("ants.imgclf").explain("ant.jpg")
+            >>> explanation.nearest[0].label
+            'ants'
+            >>> explanation.save("ant-why.png")
+        """
+        # read once, as predict_each reads a file (an open file cannot be read twice)
+        picture = to_rgb(image) if hasattr(image, "getbands") else load_image(
+            image, least=self.transform.decode_size)
+        prediction = self.predict(picture)
+        square = self.transform.square(picture)
+        heatmap, nearest = explain_array(
+            self.torch_network(), self.transform.finish(square), np.asarray(square),
+            index=prediction.index, classes=self.classes,
+            bank_pictures=self.info.bank_pictures, neighbours=neighbours)
+        name = Path(image).name if isinstance(image, (str, os.PathLike)) else ""
+        return Explanation(prediction=prediction, picture=np.asarray(square), heatmap=heatmap,
+                           explained=self.classes[prediction.index], nearest=nearest,
+                           name=name)
+
+    def torch_network(self) -> nn.Module:
+        """The PyTorch network (explanations need its gradients): the one this Predictor
+        runs, or, when onnxruntime runs it, the one rebuilt from its model file once."""
+        if not isinstance(self.network, OnnxNetwork):
+            return self.network
+        if self._torch_network is None:
+            if self.source is None or self.source.suffix == ".onnx":
+                raise ModelFileError(
+                    "Explaining a prediction needs the PyTorch network: load the .imgclf "
+                    "model file (an exported .onnx file holds only the graph).")
+            from imgclf.model import network_from_tensors
+
+            tensors, info = load_model(self.source)
+            self._torch_network = network_from_tensors(tensors, info, str(self.source))
+        return self._torch_network
 
     def _prediction(self, result: loop.Outputs, position: int) -> Prediction:
         return self._answer(result.probabilities[position], float(result.outlier[position])

@@ -12,6 +12,7 @@ from imgclf.data.decoding import load_image
 from imgclf.data.sources import find_images
 from imgclf.errors import ImageError, ImgclfError
 from imgclf.inference.predictor import Predictor
+from imgclf.plots import overlay
 from imgclf.serve import SERVE_HINT
 
 # Gradio's delete_cache: every 10 minutes, uploads older than an hour are deleted (and all of
@@ -89,9 +90,48 @@ def classify(predictor, picture: dict | str | os.PathLike | None) -> dict[str, f
     return prediction.to_dict()["probabilities"]  # the API's answer, drawn as bars
 
 
+def explain_picture(predictor, picture: dict | str | os.PathLike | None, *,
+                    training_pictures: bool = False) -> tuple[Any, str, list]:
+    """The page's "Why this answer?" panel for one picture: the picture the network saw with
+    the evidence for its answer as heat, markdown naming the nearest training pictures'
+    classes, and, with training_pictures, those pictures with their captions (a page others
+    can open must not show the training data: see build_blocks).
+
+    Raises:
+        gradio.Error: the picture cannot be read, or the model cannot be explained.
+    """
+    gr = _gradio()
+    upload = picture.get("path") if isinstance(picture, dict) else None
+    if upload is not None:
+        picture = upload
+    if not picture:
+        return None, "", []
+    try:
+        explanation = predictor.explain(picture)
+    except ImageError as error:  # as classify: the reason alone, and no unusable upload kept
+        if upload is not None:
+            Path(upload).unlink(missing_ok=True)
+        raise gr.Error(f"Cannot read this picture: {error.reason}",
+                       print_exception=False) from None
+    except ImgclfError as error:  # an .onnx model: no PyTorch network to explain
+        raise gr.Error(f"Cannot explain this picture: {error}", print_exception=False) from None
+    lines = [f"The heat marks where the evidence for **{explanation.explained}** lies."]
+    if explanation.nearest:
+        lines.append("Most alike among the training pictures: " + ", ".join(
+            f"{n.label} ({n.similarity:.2f})" for n in explanation.nearest) + ".")
+    shown = [(neighbour.picture(), f"{neighbour.label} ({neighbour.similarity:.2f})")
+             for neighbour in explanation.nearest] if training_pictures else []
+    return (overlay(explanation.picture, explanation.heatmap), "  \n".join(lines),
+            [(small, caption) for small, caption in shown if small is not None])
+
+
 def build_blocks(predictor, *, examples: str | os.PathLike | list | None = None,
-                 title: str | None = None):
+                 title: str | None = None, training_pictures: bool = False):
     """Gradio Blocks over a Predictor. examples: a folder of pictures or a list of paths.
+    training_pictures: the "Why this answer?" panel shows the training pictures most like
+    the picture (where the model file names them and they are at hand); for a page that is
+    this computer's alone (``imgclf serve`` on 127.0.0.1, a notebook), never for one others
+    can open.
 
     Uploads are deleted an hour after they arrive and when the server stops; mount it with
     ``max_file_size`` (``imgclf.serve.http.create_app`` does) to cap their size.
@@ -115,6 +155,17 @@ def build_blocks(predictor, *, examples: str | os.PathLike | list | None = None,
         image.change(run, inputs=image, outputs=label, preprocess=False,
                      api_visibility="undocumented")
         button.click(run, inputs=image, outputs=label, preprocess=False, api_name="classify")
+        with gr.Accordion("Why this answer?", open=False):
+            why = gr.Button("Explain")
+            with gr.Row():
+                heat = gr.Image(label="Evidence", interactive=False, elem_id="evidence")
+                reasons = gr.Markdown(elem_id="reasons")
+            alike = gr.Gallery(label="Most alike training pictures", columns=4, height=220,
+                               visible=training_pictures, elem_id="alike")
+            why.click(lambda picture: explain_picture(predictor, picture,
+                                                      training_pictures=training_pictures),
+                      inputs=image, outputs=[heat, reasons, alike], preprocess=False,
+                      api_name="explain")
         paths = example_paths(examples)
         if paths:
             gr.Examples(paths, inputs=image)
@@ -124,9 +175,14 @@ def build_blocks(predictor, *, examples: str | os.PathLike | list | None = None,
 
 
 def build_app(model: str | os.PathLike, *, examples: Any = None,
-              runtime: str = InferenceConfig.runtime):
-    """The Gradio app for a model file (what a Hugging Face Space's app.py calls)."""
-    return build_blocks(Predictor.load(model, runtime=runtime), examples=examples)
+              runtime: str = InferenceConfig.runtime, training_pictures: bool = False):
+    """The Gradio app for a model file (what a Hugging Face Space's app.py calls).
+
+    Example:
+        >>> build_app("cats.imgclf", training_pictures=True).launch()  # in a notebook
+    """
+    return build_blocks(Predictor.load(model, runtime=runtime), examples=examples,
+                        training_pictures=training_pictures)
 
 
 def example_paths(examples: str | os.PathLike | list | None, *, limit: int = 12

@@ -32,6 +32,8 @@ from imgclf.serve.gradio_app import build_blocks
 MAX_UPLOAD_BYTES = 10 * 1024 * 1024
 # A multipart form may be this much larger than its file: boundaries, part headers, fields.
 FORM_OVERHEAD_BYTES = 64 * 1024
+# Host names that only this computer can reach.
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
 # The most a form's text field may hold (a picture needs no field at all).
 FORM_FIELD_BYTES = 16 * 1024
 
@@ -40,10 +42,12 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = InferenceConfig
                int8: bool = False,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, examples: Any = None,
                with_gradio: bool = True, acceptance: float | None = None,
-               batching: dict | None = None):
+               batching: dict | None = None, training_pictures: bool = False):
     """A FastAPI app serving a model file (or a Predictor).
 
     batching: Batcher's settings (max_batch, max_wait, max_queue), if not its defaults.
+    training_pictures: the page's "Why this answer?" panel shows the nearest training
+    pictures (gradio_app.build_blocks): only for a server this computer alone can reach.
 
     Example:
         >>> import uvicorn
@@ -144,8 +148,8 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = InferenceConfig
     if with_gradio:
         import gradio
 
-        app = gradio.mount_gradio_app(app, build_blocks(predictor, examples=examples), path="/",
-                                      max_file_size=max_upload_bytes)
+        page = build_blocks(predictor, examples=examples, training_pictures=training_pictures)
+        app = gradio.mount_gradio_app(app, page, path="/", max_file_size=max_upload_bytes)
     return app
 
 
@@ -162,8 +166,9 @@ def serve(model: str | os.PathLike, *, host: str = ServeConfig.host, port: int =
     except ImportError:
         raise ImgclfError(SERVE_HINT) from None
     with own_gradio_folder():
+        # the page shows training pictures only to this computer (see build_blocks)
         app = create_app(model, runtime=runtime, int8=int8, examples=examples,
-                         acceptance=acceptance)
+                         acceptance=acceptance, training_pictures=host in LOOPBACK)
         print(f"Serving {model} on http://{host}:{port} (API: POST /predict, GET /model)")
         uvicorn.run(app, host=host, port=port, log_level="warning")
 

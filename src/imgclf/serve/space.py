@@ -6,6 +6,7 @@ app locally.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -17,6 +18,7 @@ from imgclf._files import atomic_path, write_text
 from imgclf._version import __version__
 from imgclf.errors import ImgclfError
 from imgclf.inference.predictor import Predictor
+from imgclf.modelfile import load_model, save_model
 
 _APP = '''"""Gradio app for this model, made by `imgclf export --space`. Run: python app.py"""
 
@@ -59,7 +61,9 @@ def export_space(model: str | os.PathLike, folder: str | os.PathLike, *,
     predictor = Predictor.load(model, runtime="torch")  # fails early on a bad model file
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    _copy(model, folder / "model.imgclf")
+    # published: the paths of the training pictures (explanations' nearest pictures) stay home
+    tensors, info = load_model(model)
+    save_model(folder / "model.imgclf", tensors, dataclasses.replace(info, bank_pictures=()))
     write_text(folder / "app.py", _APP)
     gradio_version = _installed_version("gradio") or "5.0.0"
     # imgclf itself travels in the folder (no package index has to have this version), and

@@ -27,6 +27,7 @@ from imgclf.config import HeadConfig, TrainConfig, UnknownConfig
 from imgclf.data.imagedata import ImageData
 from imgclf.evaluation.metrics import Evaluation, evaluate
 from imgclf.inference import loop
+from imgclf.inference.explain import NEIGHBOURS, Explanation
 from imgclf.inference.predictor import Prediction, Predictor
 from imgclf.model import MODEL_PREFIX, Classifier
 from imgclf.modelfile import FINAL, ModelInfo, save_model
@@ -83,6 +84,7 @@ class Learner:
         self.best: dict[str, Any] | None = None
         # the "unknown" detector's settings, once fitted when the run ends
         self.unknown: UnknownConfig | None = None
+        self.bank_pictures: tuple[str, ...] = ()  # the detector's pictures (ModelInfo)
         self._best_state: dict[str, torch.Tensor] | None = None
         self._restored_best = False  # True once the network holds the best epoch's weights
         # has a whole-network phase changed the backbone? (then cached embeddings are stale)
@@ -170,6 +172,7 @@ class Learner:
                 console().print(f"(The lock left in {self.output} by process "
                                 f"{lock.previous.get('pid')}, which ended, was taken over.)")
             self.network.detector, self.unknown = None, None  # refitted when this run ends
+            self.bank_pictures = ()
             self._started = time.perf_counter() if started is None else started
             self._save_settings(plan)
             self._call("on_train_start", learner=self, plan=plan)
@@ -422,7 +425,7 @@ class Learner:
                              acceptance=self.config.acceptance, seed=self.config.seed,
                              show_progress=self.verbose)
         if fitted is not None:
-            detector, self.unknown = fitted
+            detector, self.unknown, self.bank_pictures = fitted
             self.network.detector = detector.to(self.device)
 
     def _call(self, hook: str, **arguments) -> None:
@@ -493,7 +496,7 @@ class Learner:
             num_features=network.backbone.num_features, metrics=self.metrics(),
             best_epoch=self.best["epoch"] if self.best else None, history=tuple(self.history),
             training=self.config, data=self.data.config, augment=self.data.augment,
-            counts=self.data.counts(), unknown=self.unknown,
+            counts=self.data.counts(), unknown=self.unknown, bank_pictures=self.bank_pictures,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def metrics(self) -> dict[str, float]:
@@ -527,6 +530,15 @@ class Learner:
     def predict(self, image) -> Prediction:
         """Label one picture (path, bytes or PIL image)."""
         return self.predictor().predict(image)
+
+    def explain(self, image, *, neighbours: int = NEIGHBOURS) -> Explanation:
+        """Label one picture and say why: a heatmap and the nearest training pictures
+        (Predictor.explain).
+
+        Example:
+            >>> learner.explain("bee.jpg").plot()
+        """
+        return self.predictor().explain(image, neighbours=neighbours)
 
     def settings(self, plan: list[Phase] | None = None) -> dict[str, Any]:
         """The fully resolved settings of this run, as printed at the start and saved."""
