@@ -26,7 +26,7 @@ def test_an_evaluation_shows_its_figures_its_matrix_and_its_mistakes():
     assert "Evaluation on the valid split" in shown
     assert "71.4%" in shown  # accuracy, 5 of 7
     assert "85.7%" in shown  # accepted: 6 of 7 scores under the threshold
-    assert shown.count("<img") == 1 and "data:image/png;base64," in shown
+    assert shown.count("<img") == 1 and "<img src='data:image/png;base64," in shown
     assert "<td>ants</td><td>bees</td><td style=text-align:right>1</td>" in shown
     text = repr(evaluation())
     assert text.startswith("Evaluation(3 classes, split='valid', pictures=7, accuracy=0.7143")
@@ -34,12 +34,25 @@ def test_an_evaluation_shows_its_figures_its_matrix_and_its_mistakes():
 
 
 def test_figures_show_themselves_without_pyplot():
+    import subprocess
     import sys
 
-    figure = evaluation().plot_confusion_matrix()
-    png = figure._repr_png_()
-    assert png.startswith(b"\x89PNG") and len(png) > 2000
-    assert "matplotlib.pyplot" not in sys.modules
+    code = ("import sys; from tests.test_display import evaluation; "
+            "png = evaluation().plot_confusion_matrix()._repr_png_(); "
+            "print(png[:4] == bytes([137, 80, 78, 71]), len(png) > 2000, "
+            "'matplotlib.pyplot' in sys.modules)")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                            timeout=120, cwd=Path(__file__).parents[1])
+    assert result.stdout.split() == ["True", "True", "False"], result.stderr[-2000:]
+
+
+def test_figures_and_evaluations_pickle():
+    import pickle
+
+    figure = pickle.loads(pickle.dumps(evaluation().plot_per_class()))
+    assert figure._repr_png_().startswith(b"\x89PNG")
+    again = pickle.loads(pickle.dumps(evaluation()))
+    assert again.accuracy == evaluation().accuracy and again.model is None
 
 
 def test_a_prediction_shows_its_classes_as_bars():

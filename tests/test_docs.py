@@ -35,6 +35,7 @@ def test_the_guide_speaks_of_the_project_not_of_who_wrote_it(page):
 def test_the_docs_build_as_a_site_with_no_broken_link(tmp_path):
     pytest.importorskip("mkdocs", reason="needs mkdocs-material (the docs or test extra)")
     pytest.importorskip("material", reason="needs mkdocs-material (the docs or test extra)")
+    pytest.importorskip("mkdocs_jupyter", reason="needs mkdocs-jupyter (the docs or test extra)")
     mkdocs = Path(sys.executable).parent / "mkdocs"
     command = [str(mkdocs)] if mkdocs.exists() else [shutil.which("mkdocs") or "mkdocs"]
     result = subprocess.run([*command, "build", "--strict", "--site-dir", str(tmp_path / "site")],

@@ -5,7 +5,6 @@ classes comes back unknown."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
 
 import pytest
@@ -16,7 +15,7 @@ pytestmark = pytest.mark.integration
 TUTORIALS = REPO / "docs" / "tutorials"
 
 
-def run_notebook(name: str, folder):
+def run_notebook(name: str, folder, monkeypatch):
     """Execute a copy of the notebook in `folder` (its working folder); the run notebook."""
     nbformat = pytest.importorskip("nbformat", reason="needs the test extra (nbclient)")
     nbclient = pytest.importorskip("nbclient", reason="needs the test extra (nbclient)")
@@ -24,7 +23,7 @@ def run_notebook(name: str, folder):
     notebook = nbformat.read(TUTORIALS / f"{name}.ipynb", as_version=4)
     client = nbclient.NotebookClient(notebook, timeout=900, kernel_name="python3",
                                      resources={"metadata": {"path": str(folder)}})
-    os.environ["IMGCLF_SHARED"] = str(SHARED.parent)  # the kernel's environment
+    monkeypatch.setenv("IMGCLF_SHARED", str(SHARED.parent))  # the kernel's environment
     client.execute()
     return notebook
 
@@ -54,10 +53,10 @@ def test_the_tutorials_are_kept_without_outputs(name):
             assert cell["outputs"] == [] and cell["execution_count"] is None
 
 
-def test_the_cats_tutorial_runs_in_a_kernel(tmp_path):
+def test_the_cats_tutorial_runs_in_a_kernel(tmp_path, monkeypatch):
     shared_dataset("hymenoptera")
     shared_dataset("imagenet-sample-100")
-    notebook = run_notebook("cats", tmp_path)
+    notebook = run_notebook("cats", tmp_path, monkeypatch)
     assert "using" in text(cell_with(notebook, "imgclf.collect(\"data/cats\""))  # offline
     assert "<table>" in "".join(outputs(cell_with(notebook, "data = ImageData"), "text/html"))
     for figure in ("data.show_batch", "plot_confusion_matrix", "plot_top_losses",
@@ -75,9 +74,9 @@ def test_the_cats_tutorial_runs_in_a_kernel(tmp_path):
     shutil.rmtree(tmp_path / "data", ignore_errors=True)
 
 
-def test_the_many_classes_tutorial_runs_in_a_kernel(tmp_path):
+def test_the_many_classes_tutorial_runs_in_a_kernel(tmp_path, monkeypatch):
     shared_dataset("blood-cells")
-    notebook = run_notebook("breeds", tmp_path)
+    notebook = run_notebook("breeds", tmp_path, monkeypatch)
     assert "blood-cells" in text(cell_with(notebook, "folder = shared"))
     for figure in ("show_batch", "plot_per_class", "plot_confusion_matrix(max_classes=6)",
                    "model.explain(photo)"):

@@ -23,7 +23,8 @@ def figure_img(figure, *, css: str = "fig", dpi: int = 90) -> str:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=dpi)
     encoded = base64.b64encode(buffer.getvalue()).decode()
-    return f"<img class={css} src='data:image/png;base64,{encoded}'>"
+    css = f" class='{css}'" if css else ""
+    return f"<img{css} src='data:image/png;base64,{encoded}'>"
 
 
 def picture_img(picture, *, alt: str = "", side: int | None = None) -> str:

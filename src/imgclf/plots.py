@@ -10,7 +10,6 @@ from __future__ import annotations
 import io
 import math
 from collections.abc import Sequence
-from types import MethodType
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -22,18 +21,32 @@ if TYPE_CHECKING:
 
 def _figure(width: float, height: float) -> Figure:
     # Figure() rather than pyplot: no GUI backend, no global state, safe in threads and servers.
-    from matplotlib.figure import Figure
-
-    figure = Figure(figsize=(width, height), layout="constrained")
-    # a notebook shows what _repr_png_ gives: the figure appears without pyplot or show()
-    figure._repr_png_ = MethodType(_png, figure)
-    return figure
+    return _shown_figure()(figsize=(width, height), layout="constrained")
 
 
-def _png(figure: Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=80)
-    return buffer.getvalue()
+def _shown_figure() -> type:
+    """ShownFigure: a matplotlib Figure whose _repr_png_ a notebook shows, so a figure
+    appears without pyplot or show(). Made on first use (matplotlib takes a second to
+    import) and kept as this module's attribute, so figures pickle and unpickle."""
+    shown = globals().get("ShownFigure")
+    if shown is None:
+        from matplotlib.figure import Figure
+
+        class ShownFigure(Figure):
+            def _repr_png_(self) -> bytes:
+                buffer = io.BytesIO()
+                self.savefig(buffer, format="png", dpi=80)
+                return buffer.getvalue()
+
+        ShownFigure.__module__, ShownFigure.__qualname__ = __name__, "ShownFigure"
+        globals()["ShownFigure"] = shown = ShownFigure
+    return shown
+
+
+def __getattr__(name: str):
+    if name == "ShownFigure":  # unpickling a figure in a new process
+        return _shown_figure()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 def plot_pictures(pictures: Sequence[np.ndarray | torch.Tensor], titles: Sequence[str], *,
@@ -163,9 +176,7 @@ def plot_top_losses(top_losses: Sequence, pictures: Sequence, *, columns: int = 
             axis.imshow(picture)
         heat = heatmaps[position] if heatmaps is not None else None
         if picture is not None and heat is not None:
-            height, width = np.asarray(heat).shape
-            axis.imshow(heat, cmap="jet", alpha=0.45, vmin=0, vmax=1,
-                        extent=(-0.5, width - 0.5, height - 0.5, -0.5))
+            _draw_heat(axis, heat)
         wrong = entry.predicted != entry.actual
         axis.set_title(f"{entry.predicted} / {entry.actual}\nloss {entry.loss:.2f}, "
                        f"p {entry.probability:.2f}", fontsize=10,
@@ -225,8 +236,7 @@ def plot_explanation(picture, heatmap, *, title: str, heat_title: str,
     grid = figure.add_gridspec(2, columns)
     axis = figure.add_subplot(grid[:, :2])
     axis.imshow(picture)
-    axis.imshow(heatmap, cmap="jet", alpha=0.45, vmin=0, vmax=1,
-                extent=(-0.5, picture.shape[1] - 0.5, picture.shape[0] - 0.5, -0.5))
+    _draw_heat(axis, heatmap)
     axis.set_title(f"{title}\n{heat_title}", fontsize=11)
     axis.axis("off")
     for position, (thumbnail, caption) in enumerate(neighbours[:count]):
@@ -238,6 +248,13 @@ def plot_explanation(picture, heatmap, *, title: str, heat_title: str,
             small.imshow(thumbnail)
         small.set_title(caption, fontsize=8)
     return figure
+
+
+def _draw_heat(axis, heatmap, *, strength: float = 0.45) -> None:
+    """A heatmap (H x W, 0..1) over the picture drawn on an axis, pixel for pixel."""
+    height, width = np.asarray(heatmap).shape
+    axis.imshow(heatmap, cmap="jet", alpha=strength, vmin=0, vmax=1,
+                extent=(-0.5, width - 0.5, height - 0.5, -0.5))
 
 
 def overlay(picture, heatmap, *, strength: float = 0.45) -> np.ndarray:

@@ -101,6 +101,19 @@ def test_the_nearest_pictures_are_of_the_answer_s_class(squares):
     assert {n.label for n in model.explain(noise).nearest} == {"noise"}
 
 
+def test_the_heat_can_be_for_another_class(squares):
+    """Evaluation asks for the evidence of the class it predicted, which may not be the
+    closest one now (test-time augmentation): the heat is for the class asked."""
+    import imgclf
+
+    model_file, masks = squares
+    path = next(iter(masks))
+    explanation = imgclf.load(model_file).explain(path, index=0)
+    assert explanation.prediction.label == "square" and explanation.explained == "noise"
+    closest = imgclf.load(model_file).explain(path)
+    assert not np.allclose(explanation.heatmap, closest.heatmap)
+
+
 def test_an_explanation_draws_and_saves(squares, tmp_path):
     import imgclf
 

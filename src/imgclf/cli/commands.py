@@ -291,6 +291,9 @@ def _predict(args: argparse.Namespace) -> int:
                           "a file.")
     predictor = Predictor.load(_model_path(args.model), runtime=args.runtime, int8=args.int8,
                                acceptance=args.acceptance)
+    if args.explain and (predictor.source is None or predictor.source.suffix == ".onnx"):
+        raise ImgclfError("--explain needs the .imgclf model file (an .onnx file holds no "
+                          "PyTorch network to explain its answers with).")
     paths = expand_paths(args.paths)
     # each row as soon as its batch is through the network (a thread reads the next ones)
     # (a progress bar only while writing a table: a live bar takes over stdout, rows too)
@@ -340,11 +343,12 @@ def _write_explanations(predictor, paths: list[Path], folder: Path) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     names: set[str] = set()
     written = 0
-    for position, path in enumerate(progress(paths, total=len(paths), description="Explaining",
-                                             enabled=sys.stderr.isatty())):
-        name = f"{Path(path).stem}.png"
-        if name in names:
-            name = f"{position}-{name}"
+    for path in progress(paths, total=len(paths), description="Explaining",
+                         enabled=sys.stderr.isatty()):
+        name, copy = f"{Path(path).stem}.png", 1
+        while name in names:  # a second photo.jpg: photo-2.png (never another's name)
+            copy += 1
+            name = f"{Path(path).stem}-{copy}.png"
         names.add(name)
         try:
             predictor.explain(path).save(folder / name)

@@ -19,7 +19,7 @@ from imgclf.config import InferenceConfig
 from imgclf.data.decoding import load_image
 from imgclf.data.imagedata import ImageData
 from imgclf.data.sources import find_images
-from imgclf.errors import DataError, ImageError, ModelFileError
+from imgclf.errors import DataError, ImageError, ImgclfError
 from imgclf.evaluation.report import write_report
 from imgclf.inference import loop
 from imgclf.inference.explain import Explanation
@@ -213,22 +213,29 @@ class Evaluation:
         """The k worst pictures; heatmap: with the evidence for each prediction laid over
         it (Grad-CAM, see explain), where the model is at hand and the picture readable."""
         top = self.top_losses(k)
-        explanations = [self.explain(entry.path) if heatmap else None for entry in top]
+        explanations = [self.explain(entry.path, entry.predicted) if heatmap else None
+                        for entry in top]
         if not any(explanations):
             return plot_top_losses(top, [_picture(entry.path) for entry in top])
         return plot_top_losses(
             top, [e.picture if e else _picture(entry.path) for e, entry in zip(explanations, top)],
             heatmaps=[e.heatmap if e else None for e in explanations])
 
-    def explain(self, path: str | os.PathLike) -> Explanation | None:
-        """Why the model answered as it did for one picture (Predictor.explain); None when
-        this evaluation has no model at hand or the picture cannot be read now."""
+    def explain(self, path: str | os.PathLike, predicted: str | None = None
+                ) -> Explanation | None:
+        """Why the model answered as it did for one picture (Predictor.explain), the heat for
+        `predicted` (the class this evaluation gave it; default: the closest now); None when
+        this evaluation has no model at hand, or the picture or the model cannot be read."""
         if self.model is None:
             return None
+        index = self.classes.index(predicted) if predicted is not None else None
         try:
-            return self.model.explain(path)
-        except (ImageError, ModelFileError):  # unreadable now; an .onnx file has no gradients
+            return self.model.explain(path, index=index)
+        except ImgclfError:  # unreadable now; an .onnx file has no gradients; file changed
             return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "model": None}  # figures pickle; a running network does not
 
     def plot_per_class(self) -> Figure:
         return plot_per_class(self.per_class())

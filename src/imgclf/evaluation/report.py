@@ -158,7 +158,7 @@ def _top_losses(evaluation: Evaluation, k: int) -> str:
         tiles.append(_thumbnail(entry.path, f"<div{css}>{_e(entry.predicted)} / "
                                 f"{_e(entry.actual)}</div>", f"<div>loss {entry.loss:.2f}, p "
                                 f"{entry.probability:.2f}</div>",
-                                explanation=evaluation.explain(entry.path)))
+                                explanation=evaluation.explain(entry.path, entry.predicted)))
     return "<div class=grid>" + "".join(tiles) + "</div>"
 
 
@@ -179,7 +179,8 @@ def _unknown(evaluation: Evaluation, k: int) -> str:
             _thumbnail(evaluation.paths[i], f"<div class=wrong>unknown / "
                        f"{_e(evaluation.classes[evaluation.targets[i]])}</div>",
                        f"<div>outlier score {evaluation.outlier_scores[i]:.3f}</div>",
-                       explanation=evaluation.explain(evaluation.paths[i]))
+                       explanation=evaluation.explain(
+                           evaluation.paths[i], evaluation.classes[evaluation.predictions[i]]))
             for i in rejected) + "</div>")
     if evaluation.stranger_scores is not None:
         passed = np.flatnonzero(evaluation.stranger_scores <= evaluation.threshold)

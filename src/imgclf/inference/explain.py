@@ -3,9 +3,9 @@ pictures look most like it.
 
 The heatmap is Grad-CAM (Selvaraju et al. 2017) at the backbone's last feature map: each
 feature channel weighted by the mean gradient of the class's score, negative evidence cut
-off, scaled to the picture. The features are computed once without gradients and only the
-head is differentiated, so it costs one forward pass and a head's backward (tens of
-milliseconds), and no weight of the network gets a gradient. With the usual head (average
+off, scaled to the picture. The features are computed without gradients and only the head
+is differentiated, so it costs one forward pass and a head's backward (tens of
+milliseconds) beside the prediction, and no weight of the network gets a gradient. With the usual head (average
 pooling and a linear layer) it equals the class-activation map of Zhou et al. 2016.
 
 The nearest pictures come from the "unknown" detector's bank (unknown.py): the training

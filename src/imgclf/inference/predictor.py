@@ -11,6 +11,7 @@ network is built.
 from __future__ import annotations
 
 import os
+import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,12 +137,13 @@ class Predictions(list):
 
     def __init__(self, answers: Sequence[Prediction | ImageError], sources: Sequence[Any]):
         super().__init__(answers)
-        self.sources = list(sources)
+        # names, not the pictures: a list of answers keeps no picture alive
+        self.names = [_name(source) if isinstance(source, (str, os.PathLike, bytes, bytearray))
+                      else "picture" for source in sources]
 
     def _repr_html_(self) -> str:
         rows = []
-        for source, answer in zip(self.sources, self):
-            name = _name(source) if isinstance(source, (str, os.PathLike, bytes)) else "picture"
+        for name, answer in zip(self.names, self):
             if isinstance(answer, ImageError):
                 rows.append((name, "unreadable", answer.reason, ""))
             else:
@@ -170,6 +172,7 @@ class Predictor:
         # onnxruntime runs this one
         self.source = Path(source) if source is not None else None
         self._torch_network: nn.Module | None = None
+        self._rebuilding = threading.Lock()  # a server's threads build it once
         if isinstance(network, OnnxNetwork):  # onnxruntime runs it: predicting needs no torch
             self.network = network
         else:
@@ -263,10 +266,7 @@ class Predictor:
         if isinstance(runner, OnnxNetwork) and digest is not None \
                 and known_sha256(path) == digest:
             remember_graph(path, runner.path)
-        predictor = cls(runner, info, acceptance=acceptance, source=path)
-        if runner is not network:  # keep the PyTorch network for explain()
-            predictor._torch_network = network
-        return predictor
+        return cls(runner, info, acceptance=acceptance, source=path)
 
     @classmethod
     def _remembered(cls, path: Path, acceptance: float | None) -> Predictor | None:
@@ -370,10 +370,13 @@ class Predictor:
                                num_workers=0)
         return [self._prediction(result, position) for position in range(len(items))]
 
-    def explain(self, image: ImageSource | Image.Image, *, neighbours: int = NEIGHBOURS
-                ) -> Explanation:
+    def explain(self, image: ImageSource | Image.Image, *, neighbours: int = NEIGHBOURS,
+                index: int | None = None) -> Explanation:
         """Predict one picture and say why: a heatmap of where the evidence for its closest
         class lies (Grad-CAM, computed with PyTorch) and the training pictures nearest to it.
+
+        index: the class whose evidence to show (default: the closest one); evaluation
+        passes the class it predicted (with test-time augmentation, say).
 
         Raises:
             ImageError: the picture cannot be read.
@@ -391,11 +394,12 @@ class Predictor:
         square = self.transform.square(picture)
         heatmap, nearest = explain_array(
             self.torch_network(), self.transform.finish(square), np.asarray(square),
-            index=prediction.index, classes=self.classes,
+            index=prediction.index if index is None else index, classes=self.classes,
             bank_pictures=self.info.bank_pictures, neighbours=neighbours)
         name = Path(image).name if isinstance(image, (str, os.PathLike)) else ""
         return Explanation(prediction=prediction, picture=np.asarray(square), heatmap=heatmap,
-                           explained=self.classes[prediction.index], nearest=nearest,
+                           explained=self.classes[prediction.index if index is None
+                                                  else index], nearest=nearest,
                            name=name)
 
     def torch_network(self) -> nn.Module:
@@ -403,15 +407,20 @@ class Predictor:
         runs, or, when onnxruntime runs it, the one rebuilt from its model file once."""
         if not isinstance(self.network, OnnxNetwork):
             return self.network
-        if self._torch_network is None:
-            if self.source is None or self.source.suffix == ".onnx":
-                raise ModelFileError(
-                    "Explaining a prediction needs the PyTorch network: load the .imgclf "
-                    "model file (an exported .onnx file holds only the graph).")
-            from imgclf.model import network_from_tensors
+        with self._rebuilding:
+            if self._torch_network is None:
+                if self.source is None or self.source.suffix == ".onnx":
+                    raise ModelFileError(
+                        "Explaining a prediction needs the PyTorch network: load the .imgclf "
+                        "model file (an exported .onnx file holds only the graph).")
+                from imgclf.model import network_from_tensors
 
-            tensors, info = load_model(self.source)
-            self._torch_network = network_from_tensors(tensors, info, str(self.source))
+                tensors, info = load_model(self.source)
+                if (info.classes, info.bank_pictures) != (self.info.classes,
+                                                          self.info.bank_pictures):
+                    raise ModelFileError(f"{self.source} has changed since it was loaded: "
+                                         "load it again to explain its answers.")
+                self._torch_network = network_from_tensors(tensors, info, str(self.source))
         return self._torch_network
 
     def _prediction(self, result: loop.Outputs, position: int) -> Prediction:

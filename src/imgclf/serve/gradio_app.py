@@ -59,6 +59,31 @@ def unknown_text(classes: list[str], prediction) -> str:
             f"{prediction.probability:.0%})")
 
 
+def _reading(picture: dict | str | os.PathLike | None, read: Any) -> Any:
+    """read(the picture's path) for the page's buttons; None for no picture.
+
+    picture: Gradio's file data for an upload (a dict with the file's path in Gradio's upload
+    folder), or a path. An upload that is no picture is deleted at once.
+
+    Raises:
+        gradio.Error: imgclf's reason alone (the source is a temporary file's name; a user's
+            bad file is no server fault, so no traceback in the server's console either).
+    """
+    gr = _gradio()
+    upload = picture.get("path") if isinstance(picture, dict) else None
+    if upload is not None:
+        picture = upload
+    if not picture:
+        return None
+    try:
+        return read(picture)
+    except ImageError as error:
+        if upload is not None:
+            Path(upload).unlink(missing_ok=True)
+        raise gr.Error(f"Cannot read this picture: {error.reason}",
+                       print_exception=False) from None
+
+
 def classify(predictor, picture: dict | str | os.PathLike | None) -> dict[str, float] | str:
     """The page's answer for one picture: class probabilities, or the "unknown" text.
 
@@ -70,21 +95,10 @@ def classify(predictor, picture: dict | str | os.PathLike | None) -> dict[str, f
     Raises:
         gradio.Error: the picture cannot be read; the message says why.
     """
-    gr = _gradio()
-    upload = picture.get("path") if isinstance(picture, dict) else None
-    if upload is not None:
-        picture = upload
-    if not picture:
+    picture = _reading(picture, predictor.predict)
+    if picture is None:
         return {}
-    try:
-        prediction = predictor.predict(picture)
-    except ImageError as error:
-        if upload is not None:
-            Path(upload).unlink(missing_ok=True)
-        # the reason alone: the source is a temporary file's name; a user's bad file is no
-        # server fault, so no traceback in the server's console either
-        raise gr.Error(f"Cannot read this picture: {error.reason}",
-                       print_exception=False) from None
+    prediction = picture
     if prediction.unknown:  # no confident bar for a class it is not
         return unknown_text(predictor.classes, prediction)
     return prediction.to_dict()["probabilities"]  # the API's answer, drawn as bars
@@ -101,20 +115,15 @@ def explain_picture(predictor, picture: dict | str | os.PathLike | None, *,
         gradio.Error: the picture cannot be read, or the model cannot be explained.
     """
     gr = _gradio()
-    upload = picture.get("path") if isinstance(picture, dict) else None
-    if upload is not None:
-        picture = upload
-    if not picture:
-        return None, "", []
     try:
-        explanation = predictor.explain(picture)
-    except ImageError as error:  # as classify: the reason alone, and no unusable upload kept
-        if upload is not None:
-            Path(upload).unlink(missing_ok=True)
-        raise gr.Error(f"Cannot read this picture: {error.reason}",
+        explanation = _reading(picture, predictor.explain)
+    except ImgclfError as error:  # an .onnx model, or its file changed: no network to explain
+        print(f"imgclf: cannot explain: {error}", file=sys.stderr)  # the server's log
+        # the page names no file of the server's
+        raise gr.Error("This model cannot explain its answers here (see the server's log).",
                        print_exception=False) from None
-    except ImgclfError as error:  # an .onnx model: no PyTorch network to explain
-        raise gr.Error(f"Cannot explain this picture: {error}", print_exception=False) from None
+    if explanation is None:
+        return None, "", []
     lines = [f"The heat marks where the evidence for **{explanation.explained}** lies."]
     if explanation.nearest:
         lines.append("Most alike among the training pictures: " + ", ".join(

@@ -248,7 +248,8 @@ def fit_unknown(network: Classifier, data: ImageData, valid: np.ndarray | None, 
         valid=torch.from_numpy(valid) if valid is not None and len(valid) else None,
         negatives=negatives, acceptance=acceptance, seed=seed)
     items = [item for item in data.items["train"] if item.label in data.class_index]
-    pictures = tuple(str(items[bank.groups[row]].path) for row in detector.rows.tolist())
+    pictures = tuple(str(Path(items[bank.groups[row]].path).resolve())
+                     for row in detector.rows.tolist())
     return detector, config, pictures
 
 
