@@ -39,7 +39,8 @@ class Detector(nn.Module):
     Buffers: ``bank`` (training embeddings, L2-normalised, float16), ``labels`` (their
     classes) and ``calibration`` (the sorted scores of the in-domain pictures the threshold
     was chosen on). ``rows``: which of the embeddings fit_detector was given are in the bank,
-    in bank order (None for a detector loaded from a file).
+    in bank order (None for a detector loaded from a file); ``pictures``: their files'
+    paths, when the caller knows them (ModelInfo.bank_pictures).
     """
 
     def __init__(self, bank: torch.Tensor, labels: torch.Tensor, calibration: torch.Tensor, *,
@@ -50,6 +51,7 @@ class Detector(nn.Module):
         self.register_buffer("labels", labels.long())
         self.register_buffer("calibration", calibration.float().sort().values)
         self.rows: torch.Tensor | None = None
+        self.pictures: tuple[str, ...] = ()
 
     def forward(self, logits: torch.Tensor, embeddings: torch.Tensor, *,
                 exclude: torch.Tensor | None = None) -> torch.Tensor:

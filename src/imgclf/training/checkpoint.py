@@ -44,6 +44,24 @@ class Checkpoint:
     best: dict[str, Any] | None  # the best history row so far
 
 
+def run_settings(learner: Any, plan: list[Phase] | None, time_limit: float | None
+                 ) -> dict[str, Any]:
+    """A Learner's fully resolved settings (Learner.settings): what a run prints when it
+    starts and saves as SETTINGS beside its checkpoints."""
+    data, device = learner.data, learner.device
+    return {
+        "backbone": data.backbone, "weights": data.weights, "classes": data.classes,
+        "device": str(device), "threads": torch.get_num_threads(),
+        "input": data.input.to_dict(), "data": data.config.to_dict(),
+        "augment": data.augment.to_dict() if data.augment else None,
+        "head": learner.network.head.config.to_dict(), "training": learner.config.to_dict(),
+        "time_limit_seconds": time_limit,
+        "plan": [asdict(phase) for phase in plan or []],
+        "backbone_choice": learner.backbone_choice,
+        "output": str(learner.output) if learner.output else None,
+    }
+
+
 def save_checkpoint(path: Path, network: torch.nn.Module, info: ModelInfo, *,
                     plan: list[Phase], phase: int, epoch: int,
                     optimizer: torch.optim.Optimizer | None, best: dict[str, Any] | None

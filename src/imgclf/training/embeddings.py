@@ -219,11 +219,11 @@ def picture_embeddings(network: Classifier, data: ImageData, paths: Sequence[Pat
 
 def fit_unknown(network: Classifier, data: ImageData, valid: np.ndarray | None, *,
                 cached: bool, acceptance: float, seed: int, show_progress: bool = True
-                ) -> tuple[Detector, UnknownConfig, tuple[str, ...]] | None:
+                ) -> tuple[Detector, UnknownConfig] | None:
     """The "unknown" detector of a trained network: its training pictures' embeddings as the
     bank, calibrated on the validation embeddings `valid` and tuned on data.negatives (an
-    _unknown folder), if any (unknown.fit_detector), and the paths of the bank's pictures in
-    its order (ModelInfo.bank_pictures). None for heads it cannot serve yet.
+    _unknown folder), if any (unknown.fit_detector), with the paths of its bank's pictures
+    (Detector.pictures). None for heads it cannot serve yet.
 
     cached: the backbone is the pretrained one (probe mode): the bank is read from the cache.
     """
@@ -248,9 +248,9 @@ def fit_unknown(network: Classifier, data: ImageData, valid: np.ndarray | None, 
         valid=torch.from_numpy(valid) if valid is not None and len(valid) else None,
         negatives=negatives, acceptance=acceptance, seed=seed)
     items = [item for item in data.items["train"] if item.label in data.class_index]
-    pictures = tuple(str(Path(items[bank.groups[row]].path).resolve())
-                     for row in detector.rows.tolist())
-    return detector, config, pictures
+    detector.pictures = tuple(str(Path(items[bank.groups[row]].path).resolve())
+                              for row in detector.rows.tolist())
+    return detector, config
 
 
 def fit_probe(network: Classifier, data: ImageData, *, views: int, seed: int,

@@ -13,7 +13,7 @@ import os
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +34,7 @@ from imgclf.modelfile import FINAL, ModelInfo, save_model
 from imgclf.training import steps
 from imgclf.training.callbacks import ConsoleLog
 from imgclf.training.checkpoint import (BEST, CHECKPOINT, HISTORY, SETTINGS, read_run,
-                                        save_checkpoint)
+                                        run_settings, save_checkpoint)
 from imgclf.training.distributed import (agree, device_of, main_first, parallel_module,
                                          processes, resolve_device)
 from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
@@ -84,7 +84,6 @@ class Learner:
         self.best: dict[str, Any] | None = None
         # the "unknown" detector's settings, once fitted when the run ends
         self.unknown: UnknownConfig | None = None
-        self.bank_pictures: tuple[str, ...] = ()  # the detector's pictures (ModelInfo)
         self._best_state: dict[str, torch.Tensor] | None = None
         self._restored_best = False  # True once the network holds the best epoch's weights
         # has a whole-network phase changed the backbone? (then cached embeddings are stale)
@@ -172,7 +171,6 @@ class Learner:
                 console().print(f"(The lock left in {self.output} by process "
                                 f"{lock.previous.get('pid')}, which ended, was taken over.)")
             self.network.detector, self.unknown = None, None  # refitted when this run ends
-            self.bank_pictures = ()
             self._started = time.perf_counter() if started is None else started
             self._save_settings(plan)
             self._call("on_train_start", learner=self, plan=plan)
@@ -425,7 +423,7 @@ class Learner:
                              acceptance=self.config.acceptance, seed=self.config.seed,
                              show_progress=self.verbose)
         if fitted is not None:
-            detector, self.unknown, self.bank_pictures = fitted
+            detector, self.unknown = fitted
             self.network.detector = detector.to(self.device)
 
     def _call(self, hook: str, **arguments) -> None:
@@ -496,7 +494,8 @@ class Learner:
             num_features=network.backbone.num_features, metrics=self.metrics(),
             best_epoch=self.best["epoch"] if self.best else None, history=tuple(self.history),
             training=self.config, data=self.data.config, augment=self.data.augment,
-            counts=self.data.counts(), unknown=self.unknown, bank_pictures=self.bank_pictures,
+            counts=self.data.counts(), unknown=self.unknown,
+            bank_pictures=network.detector.pictures if network.detector is not None else (),
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def metrics(self) -> dict[str, float]:
@@ -532,28 +531,12 @@ class Learner:
         return self.predictor().predict(image)
 
     def explain(self, image, *, neighbours: int = NEIGHBOURS) -> Explanation:
-        """Label one picture and say why: a heatmap and the nearest training pictures
-        (Predictor.explain).
-
-        Example:
-            >>> learner.explain("bee.jpg").plot()
-        """
+        """Label one picture and say why (Predictor.explain): ``learner.explain("bee.jpg")``."""
         return self.predictor().explain(image, neighbours=neighbours)
 
     def settings(self, plan: list[Phase] | None = None) -> dict[str, Any]:
         """The fully resolved settings of this run, as printed at the start and saved."""
-        return {
-            "backbone": self.data.backbone, "weights": self.data.weights,
-            "classes": self.data.classes,
-            "device": str(self.device), "threads": torch.get_num_threads(),
-            "input": self.data.input.to_dict(), "data": self.data.config.to_dict(),
-            "augment": self.data.augment.to_dict() if self.data.augment else None,
-            "head": self.network.head.config.to_dict(), "training": self.config.to_dict(),
-            "time_limit_seconds": time_limit(self.config, self.device.type),
-            "plan": [asdict(phase) for phase in plan or []],
-            "backbone_choice": self.backbone_choice,
-            "output": str(self.output) if self.output else None,
-        }
+        return run_settings(self, plan, time_limit(self.config, self.device.type))
 
     def _save_settings(self, plan: list[Phase]) -> None:
         if self.output is not None:
