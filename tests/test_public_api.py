@@ -11,7 +11,8 @@ import imgclf
 EXPECTED = [
     "AugmentConfig", "Backbone", "BackboneError", "CollectConfig", "CollectError", "DataConfig",
     "DataError", "Evaluation", "Explanation", "HeadConfig", "ImageData", "ImageError", "ImgclfError",
-    "InputConfig", "Item", "Learner", "ModelFileError", "ModelInfo", "Prediction", "Predictor",
+    "InputConfig", "Item", "Learner", "ModelFileError", "ModelInfo", "MultiLabelEvaluation",
+    "Prediction", "Predictor",
     "TrainConfig", "classify_imagenet", "collect", "create_backbone", "eval_transform",
     "evaluate", "find_images", "import_huggingface", "import_kaggle", "items_from_csv",
     "items_from_dataframe", "items_from_filenames", "items_from_folder", "list_backbones",

@@ -31,6 +31,7 @@ _EXPORTS = {
     "ModelInfo": "imgclf.modelfile",
     "Learner": "imgclf.training.learner",
     "ModelFileError": "imgclf.errors",
+    "MultiLabelEvaluation": "imgclf.evaluation.multilabel",
     "Prediction": "imgclf.inference.predictor",
     "Predictor": "imgclf.inference.predictor",
     "TrainConfig": "imgclf.config",
@@ -84,6 +85,7 @@ if TYPE_CHECKING:
     from imgclf.errors import (BackboneError, CollectError, DataError, ImageError, ImgclfError,
                                ModelFileError)
     from imgclf.evaluation.metrics import Evaluation, evaluate
+    from imgclf.evaluation.multilabel import MultiLabelEvaluation
     from imgclf.inference.explain import Explanation
     from imgclf.inference.imagenet import classify_imagenet
     from imgclf.inference.predictor import Prediction, Predictor, load

@@ -71,14 +71,19 @@ def data_summary_tables(summary: dict) -> list:
     counts = summary["counts"]
     splits = [s for s in ("train", "valid", "test") if any(c[s] for c in counts.values())]
     # no input size here: probe and auto choose theirs later, and print it when they start
-    table = Table(title=f"{len(counts)} classes, pictures per split")
-    table.add_column("class")
+    multi = summary.get("multi_label", False)
+    table = Table(title=f"{len(counts)} labels, pictures with each" if multi
+                  else f"{len(counts)} classes, pictures per split")
+    table.add_column("label" if multi else "class")
     for split in splits:
         table.add_column(split, justify="right")
     for label, row in counts.items():
         style = "yellow" if label in summary["few_images"] else None
         table.add_row(label, *(str(row[s]) for s in splits), style=style)
-    table.add_row("[bold]total", *(f"[bold]{sum(c[s] for c in counts.values())}" for s in splits))
+    totals = (summary["pictures"] if multi else
+              {s: sum(c[s] for c in counts.values()) for s in splits})
+    table.add_row("[bold]pictures" if multi else "[bold]total",
+                  *(f"[bold]{totals[s]}" for s in splits))
     if summary.get("unknown_pictures"):
         table.add_row("[italic]_unknown (no class)", str(summary["unknown_pictures"]),
                       *("" for _ in splits[1:]))

@@ -1,7 +1,8 @@
-"""The unknown answer's threshold, from the in-domain scores it is calibrated on.
+"""Thresholds, numpy alone: the unknown answer's, from the in-domain scores it is calibrated
+on, and a multi-label model's per-label decision thresholds, from its validation pictures.
 
-numpy alone: a model loaded without torch (inference/graphs.py) can still move its threshold
-to another acceptance. unknown.py fits the detector whose scores these are.
+A model loaded without torch (inference/graphs.py) can still move its threshold to another
+acceptance. unknown.py fits the detector whose scores these are.
 """
 
 from __future__ import annotations
@@ -32,3 +33,46 @@ def threshold_for(calibration: np.ndarray, acceptance: float) -> float:
         raise ValueError(f"acceptance must be in (0, 1], not {acceptance}")
     values = np.asarray(calibration, dtype=np.float64)
     return float(np.quantile(values, acceptance)) if len(values) else float("inf")
+
+
+# A label's threshold where nothing better is known: no validation pictures, or none with it.
+DEFAULT_THRESHOLD = 0.5
+# The thresholds best_thresholds tries: a grid, not every probability seen, so that a threshold
+# is not fitted to one validation picture's exact value.
+CANDIDATES = np.round(np.arange(0.05, 0.96, 0.01), 2)
+
+
+def f1_scores(probabilities: np.ndarray, targets: np.ndarray, thresholds: np.ndarray
+              ) -> np.ndarray:
+    """Each label's F1 when it is given at its threshold (0 for a label never present nor
+    given)."""
+    given = probabilities >= thresholds
+    truth = targets > 0.5
+    hits = (given & truth).sum(axis=0)
+    denominator = given.sum(axis=0) + truth.sum(axis=0)
+    return np.divide(2 * hits, denominator, out=np.zeros(len(hits)), where=denominator > 0)
+
+
+def best_thresholds(probabilities: np.ndarray, targets: np.ndarray) -> np.ndarray:
+    """For each label, the threshold of CANDIDATES with the best F1 on these pictures; ties
+    go to the one nearest 0.5, and a label absent from them keeps DEFAULT_THRESHOLD.
+
+    Example:
+        >>> best_thresholds(np.array([[0.3], [0.8], [0.1]]), np.array([[1], [1], [0]]))
+        array([0.3])
+    """
+    probabilities = np.asarray(probabilities, dtype=np.float64)
+    targets = np.asarray(targets)
+    chosen = np.full(probabilities.shape[1], DEFAULT_THRESHOLD)
+    if not len(probabilities):
+        return chosen
+    scores = np.stack([f1_scores(probabilities, targets, np.full(len(chosen), t))
+                       for t in CANDIDATES])  # (candidates, labels)
+    # the best F1, then the threshold nearest 0.5
+    nearness = -np.abs(CANDIDATES - DEFAULT_THRESHOLD)
+    for label in range(len(chosen)):
+        if targets[:, label].sum() == 0:
+            continue
+        best = np.lexsort((nearness, scores[:, label]))[-1]
+        chosen[label] = CANDIDATES[best]
+    return chosen

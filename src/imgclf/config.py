@@ -181,6 +181,9 @@ class DataConfig:
     # JPEGs, and every picture's square view at its test size (uint8, 249 KB at 288 px), so
     # no reader decodes an original twice; both under $IMGCLF_CACHE, safe to delete.
     cache: bool = True
+    # Multi-label data: the separator of the labels in a CSV's label column (" " or ";", as
+    # fastai's label_delim); None: one label per picture. Saved, so evaluate reads alike.
+    label_delim: str | None = None
 
     def __post_init__(self):
         if not 0 <= self.valid_fraction < 1:
@@ -416,11 +419,16 @@ class CleanConfig:
         return dataclasses.asdict(self)
 
 
+# The detector's outlier scores (unknown.Detector): by the predicted class, or by any class
+OUTLIER_SCORES = ("class_knn+softmax", "knn")
+
+
 @dataclass(frozen=True)
 class UnknownConfig:
     """How a model's detector was fitted and calibrated (the model file's JSON part)."""
 
     # the outlier score: k-th nearest training picture of the predicted class + softmax term
+    # (SCORES); "knn" for multi-label models: the k-th nearest training picture, any labels
     score: str = "class_knn+softmax"
     k: int = KNN_K
     softmax_weight: float = SOFTMAX_WEIGHT
@@ -446,6 +454,8 @@ class UnknownConfig:
                              f"{self.k!r}")
         if not _number(self.softmax_weight) or self.softmax_weight < 0:
             raise ValueError(f"softmax_weight must be 0 or more, not {self.softmax_weight!r}")
+        if self.score not in OUTLIER_SCORES:
+            raise ValueError(f"score must be one of {OUTLIER_SCORES}, not {self.score!r}")
         # inf is a threshold (nothing is unknown); NaN or a string is not
         if (not isinstance(self.threshold, (int, float)) or isinstance(self.threshold, bool)
                 or math.isnan(self.threshold)):

@@ -58,18 +58,23 @@ class Classifier(nn.Module):
         torch.Size([1, 2])
     """
 
-    def __init__(self, backbone: nn.Module, head: Head):
+    def __init__(self, backbone: nn.Module, head: Head, *, multi_label: bool = False):
         super().__init__()
         self.backbone = backbone
         self.head = head
+        # several labels per picture: each class score is its own label's logit (sigmoid),
+        # not one of a softmax's (the forward loop reads this)
+        self.multi_label = multi_label
         # the "unknown" detector, fitted when training ends (unknown.py); None before
         self.detector: Detector | None = None
 
     @classmethod
     def create(cls, backbone: str, num_classes: int, *, head: HeadConfig = HeadConfig(),
-               pretrained: bool = True, weights: str | None = None) -> Classifier:
+               pretrained: bool = True, weights: str | None = None, multi_label: bool = False
+               ) -> Classifier:
         network = create_backbone(backbone, pretrained=pretrained, weights=weights)
-        return cls(network, Head(network.num_features, num_classes, head))
+        return cls(network, Head(network.num_features, num_classes, head),
+                   multi_label=multi_label)
 
     def features(self, images: torch.Tensor, *, start: int = 0, stop: int | None = None
                  ) -> torch.Tensor:
@@ -187,7 +192,7 @@ def network_from_tensors(tensors: dict[str, torch.Tensor], info: ModelInfo,
     classes = info.classes
     try:
         network = Classifier.create(info.backbone, len(classes), head=info.head,
-                                    pretrained=False)
+                                    pretrained=False, multi_label=info.multi_label)
     except (TypeError, ValueError, BackboneError) as error:
         raise ModelFileError(f"{source}: its metadata does not describe a network "
                              f"({type(error).__name__}: {error})") from None

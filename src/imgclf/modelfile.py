@@ -32,7 +32,10 @@ FORMAT = "imgclf"
 # 3: an "unknown" detector (tensors model.detector.* and ModelInfo.unknown). 2: the metadata
 # is a ModelInfo; resize lives in the input config. 1 (imgclf 0.1 before the ModelInfo).
 # Every older format still loads (without a detector, it says so).
-FORMAT_VERSION = 4
+# 5: multi-label models (ModelInfo.multi_label, thresholds), so that an imgclf from before
+# them refuses the file instead of answering with a softmax; single-label files stay 4.
+FORMAT_VERSION = 5
+SINGLE_LABEL_VERSION = 4
 # the header fields the checksum covers, from format 4
 _CHECKED = ("format", "format_version", "metadata")
 SUFFIX = ".imgclf"
@@ -75,6 +78,11 @@ class ModelInfo:
     # the training pictures of the detector's bank, in its order (paths as they were when it
     # trained): an explanation shows the nearest of them; () in older files
     bank_pictures: tuple[str, ...] = ()
+    # several labels per picture: independent (sigmoid) probabilities, and each label is
+    # given where its probability reaches its threshold (one per class, chosen on the
+    # validation pictures for the best F1; () means 0.5 each)
+    multi_label: bool = False
+    thresholds: tuple[float, ...] = ()
     created: str | None = None
     # a run's state (plan, position, optimizer, best epoch): only in checkpoint files
     checkpoint: dict[str, Any] | None = None
@@ -83,6 +91,10 @@ class ModelInfo:
         object.__setattr__(self, "classes", tuple(self.classes))
         object.__setattr__(self, "history", tuple(self.history))
         object.__setattr__(self, "bank_pictures", tuple(self.bank_pictures))
+        object.__setattr__(self, "thresholds", tuple(float(t) for t in self.thresholds))
+        if self.thresholds and (len(self.thresholds) != len(self.classes) or not all(
+                0 <= t <= 1 for t in self.thresholds)):
+            raise ValueError("thresholds must be one probability (0 to 1) per class")
         if not self.classes or not all(isinstance(name, str) and name.strip()
                                        for name in self.classes):
             raise ValueError(f"classes must be names, not {list(self.classes)!r}")
@@ -98,6 +110,7 @@ class ModelInfo:
                 values[name] = values[name].to_dict()
         values["classes"], values["history"] = list(self.classes), list(self.history)
         values["bank_pictures"] = list(self.bank_pictures)
+        values["thresholds"] = list(self.thresholds)
         return values
 
     @classmethod
@@ -130,6 +143,8 @@ class ModelInfo:
             counts=dict(values.get("counts") or {}),
             unknown=config_from_dict(UnknownConfig, values.get("unknown")),
             bank_pictures=tuple(str(path) for path in values.get("bank_pictures") or ()),
+            multi_label=bool(values.get("multi_label", False)),
+            thresholds=tuple(values.get("thresholds") or ()),
             created=values.get("created"),
             checkpoint=values.get("checkpoint"),
         )
@@ -169,7 +184,7 @@ def save_model(path: str | os.PathLike, tensors: dict[str, torch.Tensor], info: 
     tensors = {name: t.detach().to("cpu").contiguous() for name, t in tensors.items()}
     header = {
         "format": FORMAT,
-        "format_version": str(FORMAT_VERSION),
+        "format_version": str(FORMAT_VERSION if info.multi_label else SINGLE_LABEL_VERSION),
         "metadata": json.dumps(info.to_dict(), default=str),
     }
     header["checksum"] = _checksum(tensors, header)

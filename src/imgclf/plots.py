@@ -202,6 +202,25 @@ def plot_per_class(rows: Sequence[dict], *, limit: int = 30) -> Figure:
     return figure
 
 
+def plot_precision_recall(curves: Sequence[tuple], *, limit: int = 12) -> Figure:
+    """Precision-recall curves, one per label: (name, recall, precision, (recall, precision)
+    at its threshold, marked). The first `limit` are drawn."""
+    curves = list(curves)[:limit]
+    figure = _figure(6.5, 4.5)
+    axis = figure.subplots()
+    for name, recall, precision, (at_recall, at_precision) in curves:
+        line, = axis.plot(recall, precision, label=name, linewidth=1.5)
+        axis.plot([at_recall], [at_precision], "o", color=line.get_color())
+    axis.set_xlim(0, 1.02)
+    axis.set_ylim(0, 1.02)
+    axis.set_xlabel("recall")
+    axis.set_ylabel("precision")
+    if curves:
+        axis.legend(loc="lower left", fontsize=8)
+    axis.set_title("Precision and recall per label (dot: its threshold)")
+    return figure
+
+
 def plot_history(history: Sequence[dict]) -> Figure:
     """Training and validation loss per epoch, and validation accuracy on a second axis."""
     figure = _figure(6.5, 3.8)

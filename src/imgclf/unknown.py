@@ -31,6 +31,9 @@ from imgclf.config import (DEFAULT_ACCEPTANCE, KNN_K, SOFTMAX_WEIGHT, TrainConfi
 # Training pictures kept in the model file (float16): 2048 x 1280 features is 5 MB, the most
 # the detector may add to a model file. Larger training sets keep a random (seeded) sample.
 MAX_BANK = 2048
+# A multi-label model's bank keeps each picture's labels as the bits of its `labels` entry, up
+# to this many labels (a 64-bit integer, sign bit spared)
+MAX_LABEL_BITS = 62
 
 
 class Detector(nn.Module):
@@ -44,9 +47,12 @@ class Detector(nn.Module):
     """
 
     def __init__(self, bank: torch.Tensor, labels: torch.Tensor, calibration: torch.Tensor, *,
-                 k: int = KNN_K, softmax_weight: float = SOFTMAX_WEIGHT):
+                 k: int = KNN_K, softmax_weight: float = SOFTMAX_WEIGHT, by_class: bool = True):
         super().__init__()
         self.k, self.softmax_weight = k, softmax_weight
+        # False (multi-label models, score "knn"): the nearest training pictures whatever their
+        # labels, and no softmax term (their outputs are not one distribution)
+        self.by_class = by_class
         self.register_buffer("bank", nn.functional.normalize(bank.float(), dim=1).half())
         self.register_buffer("labels", labels.long())
         self.register_buffer("calibration", calibration.float().sort().values)
@@ -58,12 +64,17 @@ class Detector(nn.Module):
         """exclude: for each row, a bank row to leave out (itself, when scoring the bank)."""
         queries = nn.functional.normalize(embeddings.float(), dim=1)
         similarity = queries @ self.bank.float().T
-        predicted = logits.argmax(dim=1, keepdim=True)
-        others = self.labels.unsqueeze(0) != predicted
+        if self.by_class:
+            predicted = logits.argmax(dim=1, keepdim=True)
+            others = self.labels.unsqueeze(0) != predicted
+        else:
+            others = torch.zeros_like(similarity, dtype=torch.bool)
         if exclude is not None:
             others = others | (torch.arange(len(self.bank)).unsqueeze(0) == exclude.unsqueeze(1))
         similarity = similarity.masked_fill(others, -1.0)  # cosine similarity is >= -1
         distance = 1 - similarity.topk(self.k, dim=1).values[:, -1]
+        if not self.by_class:
+            return distance
         unsure = 1 - logits.float().softmax(dim=1).amax(dim=1)
         return distance + self.softmax_weight * unsure
 
@@ -77,7 +88,7 @@ class Detector(nn.Module):
         """A detector of the right shapes for load_state_dict (loading a model file)."""
         return cls(torch.ones(bank_size, num_features), torch.zeros(bank_size),
                    torch.zeros(calibration_size), k=config.k,
-                   softmax_weight=config.softmax_weight)
+                   softmax_weight=config.softmax_weight, by_class=config.score != "knn")
 
 
 # With pictures of none of the classes (an _unknown folder), these settings are tried and the
@@ -87,8 +98,8 @@ TUNING = tuple((k, weight) for k in (1, 5, 10, 20) for weight in (0.0, 0.2, 0.5)
 
 def fit_detector(train: torch.Tensor, train_targets: torch.Tensor, head: nn.Module, *,
                  valid: torch.Tensor | None = None, negatives: torch.Tensor | None = None,
-                 acceptance: float = DEFAULT_ACCEPTANCE, seed: int = TrainConfig.seed
-                 ) -> tuple[Detector, UnknownConfig]:
+                 acceptance: float = DEFAULT_ACCEPTANCE, seed: int = TrainConfig.seed,
+                 by_class: bool = True) -> tuple[Detector, UnknownConfig]:
     """A detector from training embeddings, calibrated on validation embeddings.
 
     head: the network's head, which turns embeddings into class scores. Without validation
@@ -98,18 +109,26 @@ def fit_detector(train: torch.Tensor, train_targets: torch.Tensor, head: nn.Modu
     negatives: embeddings of pictures of none of the classes; with them, k and the softmax
     weight are chosen from TUNING (most of them called unknown, then the higher AUROC), and the
     share called unknown is reported.
+    by_class: False for multi-label models (score "knn"): every training picture is a
+    neighbour of every picture, and there is no softmax term.
     """
-    keep = _sample(train_targets, MAX_BANK, seed)
+    # the groups the bank is sampled by and k is bounded by: the classes, or one group (a
+    # multi-label model's train_targets are each picture's labels as a bitmask, kept in the
+    # bank's labels for explanations to name, never compared)
+    groups = train_targets if by_class else torch.zeros_like(train_targets)
+    keep = _sample(groups, MAX_BANK, seed)
     bank, labels = train[keep], train_targets[keep]
-    largest_k = max(1, int(torch.bincount(labels).clamp_min(1).min()) - 1)
+    largest_k = max(1, int(torch.bincount(groups[keep]).clamp_min(1).min()) - 1)
     use_negatives = negatives is not None and len(negatives) > 0
     tried = TUNING if use_negatives else [(KNN_K, SOFTMAX_WEIGHT)]
+    if not by_class:
+        tried = [(k, 0.0) for k, _weight in tried]
     use_valid = valid is not None and len(valid) > 0
     # judged at the default acceptance too: the scores are kept, and a model trained at 0.95
     # is loaded at the default (Predictor.set_acceptance warns past what they can place)
     use_train = not use_valid or too_few_beyond(len(valid), max(acceptance, DEFAULT_ACCEPTANCE))
     # a picture alone in its class has no neighbour of its class once left out
-    alone = torch.bincount(labels)[labels] < 2
+    alone = torch.bincount(groups[keep])[groups[keep]] < 2
     source = " + ".join(["valid"] * use_valid + ["train (left out)"] * use_train)
     best = None
     with torch.no_grad():  # class scores once; each setting only re-ranks the neighbours
@@ -117,14 +136,16 @@ def fit_detector(train: torch.Tensor, train_targets: torch.Tensor, head: nn.Modu
         bank_logits = head(bank) if use_train else None
         negative_logits = head(negatives) if use_negatives else None
         for k, weight in dict.fromkeys((min(k, largest_k), w) for k, w in tried):
-            detector = Detector(bank, labels, torch.zeros(0), k=k, softmax_weight=weight)
+            detector = Detector(bank, labels, torch.zeros(0), k=k, softmax_weight=weight,
+                                by_class=by_class)
             scores = [detector(valid_logits, valid)] if use_valid else []
             if use_train:
                 left_out = detector(bank_logits, bank, exclude=torch.arange(len(bank)))
                 scores.append(left_out[~alone])
             calibration = torch.cat(scores)
             detector.calibration = calibration.sort().values
-            config = UnknownConfig(k=k, softmax_weight=weight, acceptance=acceptance,
+            config = UnknownConfig(score="class_knn+softmax" if by_class else "knn", k=k,
+                                   softmax_weight=weight, acceptance=acceptance,
                                    threshold=detector.threshold(acceptance),
                                    calibrated_on=source, bank_size=len(bank))
             if use_negatives:

@@ -33,6 +33,7 @@ from imgclf.cleaning.fixes import COLUMNS, KINDS, Decision, read_table
 from imgclf.collection.dedupe import perceptual_hash
 from imgclf.config import CleanConfig, DataConfig, TrainConfig
 from imgclf.data.decoding import load_image
+from imgclf.data.labels import label_text
 from imgclf.data.sources import SPLITS
 from imgclf.errors import DataError, ImageError, ImgclfError
 from imgclf.model import Classifier
@@ -127,6 +128,8 @@ class Issues:
         for issue in self.rows:
             action = AUTO_ACTIONS.get(issue.kind)
             needed = config.auto_label_score if issue.kind == "label" else config.auto_score
+            if action == "relabel" and not issue.suggested:  # multi-label: to no label
+                continue  # is for a person to decide (the CSV cell emptied by hand)
             if action and issue.score >= needed and issue.path not in decisions:
                 decisions[issue.path] = Decision(issue.path, action,
                                                  issue.suggested if action == "relabel" else None)
@@ -177,8 +180,10 @@ def find_issues(data: ImageData, *, config: CleanConfig = CleanConfig(),
 
     started = time.perf_counter()
     items, features, missing = _embeddings(data, show_progress)
-    targets = np.array([data.class_index[item.label] for item in items])
-    if len(set(targets.tolist())) < 2:
+    targets = np.array([data.target(item) for item in items])
+    if data.multi_label:
+        targets = targets.astype(np.int64)  # (pictures, labels) 0/1
+    elif len(set(targets.tolist())) < 2:
         raise DataError("Finding issues needs pictures of at least two classes.")
     screened = screen(features, targets, len(data.classes), config=config,
                       seed=data.config.seed)
@@ -191,17 +196,50 @@ def find_issues(data: ImageData, *, config: CleanConfig = CleanConfig(),
                                        0, 1)),
                    detail=f"outlier score {outlier[i]:.3f} > {threshold:.3f}")
              for i, item in enumerate(items) if screened.off_topic[i]]
-    rows += [Issue(items[i].path, "label", items[i].label, items[i].split,
-                   score=float(probabilities[i].max()),
-                   suggested=data.classes[int(probabilities[i].argmax())],
-                   detail=f"p({data.classes[targets[i]]}) = {probabilities[i, targets[i]]:.2f}")
-             for i in np.flatnonzero(screened.mislabelled)]
-    believed = probabilities[np.arange(len(targets)), targets]
+    if data.multi_label:
+        rows += _label_sets(data, items, targets, probabilities, screened.mislabelled)
+        # how much the out-of-fold probe believes a picture's labels: its least believed one
+        believed = np.where(targets > 0, probabilities, 1 - probabilities).min(axis=1)
+    else:
+        rows += [Issue(items[i].path, "label", items[i].label, items[i].split,
+                       score=float(probabilities[i].max()),
+                       suggested=data.classes[int(probabilities[i].argmax())],
+                       detail=f"p({data.classes[targets[i]]}) = "
+                              f"{probabilities[i, targets[i]]:.2f}")
+                 for i in np.flatnonzero(screened.mislabelled)]
+        believed = probabilities[np.arange(len(targets)), targets]
     rows += _duplicates(data, items, features, believed, config, show_progress)
+    if data.multi_label:  # sets of labels written as the CSV writes them
+        delimiter = data.config.label_delim or " "
+        rows = [dataclasses.replace(
+            row, label=delimiter.join(row.label) if isinstance(row.label, tuple) else row.label,
+            suggested=(delimiter.join(row.suggested) or None) if isinstance(row.suggested, tuple)
+            else row.suggested) for row in rows]
     order = {kind: position for position, kind in enumerate(KINDS)}
     rows.sort(key=lambda issue: (order[issue.kind], -issue.score, str(issue.path)))
     return Issues(rows, list(data.classes), len(items), float(threshold),
                   time.perf_counter() - started)
+
+
+def _label_sets(data: ImageData, items, targets: np.ndarray, probabilities: np.ndarray,
+                mislabelled: np.ndarray) -> list[Issue]:
+    """Multi-label data's label issues: the labels the out-of-fold probe gives (0.5 or
+    more), written as the CSV writes them (label_delim), as the suggestion; the score is
+    how sure it is of the least sure label it would change."""
+    delimiter = data.config.label_delim or " "
+    rows = []
+    for i in np.flatnonzero(mislabelled):
+        given = probabilities[i] >= 0.5
+        changed = np.flatnonzero(given != (targets[i] > 0))
+        sure = np.where(given, probabilities[i], 1 - probabilities[i])[changed]
+        suggestion = [data.classes[j] for j in np.flatnonzero(given)]
+        rows.append(Issue(
+            items[i].path, "label", delimiter.join(items[i].label), items[i].split,
+            score=float(sure.min()), suggested=delimiter.join(suggestion) or None,
+            detail=", ".join(f"p({data.classes[j]}) = {probabilities[i, j]:.2f}"
+                             for j in changed)
+            + ("" if suggestion else "; it would give none of the labels")))
+    return rows
 
 
 def _embeddings(data: ImageData, show_progress: bool):
@@ -210,7 +248,7 @@ def _embeddings(data: ImageData, show_progress: bool):
     network = Classifier.create(data.backbone, len(data.classes), weights=data.weights)
     items, features, missing = [], [], []
     for split in SPLITS:
-        labelled = [item for item in data.items[split] if item.label in data.class_index]
+        labelled = data.labelled(split)
         if not labelled:
             continue
         found = compute_embeddings(network, probe_data, split, show_progress=show_progress)
@@ -233,9 +271,31 @@ def out_of_fold_probabilities(features: np.ndarray, targets: np.ndarray, num_cla
     pass over blood-cells' 2,400 pictures took minutes.
 
     exclude: pictures never trained on (each still gets its probabilities).
+    targets: class indices, or (pictures, labels) 0/1 for multi-label data, whose
+    probabilities are then each label's own (one logistic regression per label).
     """
     from sklearn.linear_model import LogisticRegression
-    from sklearn.model_selection import StratifiedKFold
+    from sklearn.model_selection import KFold, StratifiedKFold
+
+    if targets.ndim == 2:
+        probabilities = np.zeros(targets.shape)
+        splitter = KFold(n_splits=max(2, min(folds, len(targets))), shuffle=True,
+                         random_state=seed)
+        for train_rows, test_rows in splitter.split(features):
+            if exclude is not None:
+                train_rows = train_rows[~exclude[train_rows]]
+            centre, spread = standard_scale(features[train_rows])
+            scaled = (features[train_rows] - centre) / spread
+            tested = (features[test_rows] - centre) / spread
+            for label in range(targets.shape[1]):
+                column = targets[train_rows, label]
+                if column.min() == column.max():  # on all of them or on none
+                    probabilities[test_rows, label] = np.clip(column.mean(), 0.01, 0.99)
+                    continue
+                model = LogisticRegression(C=regularisation, max_iter=2000)
+                model.fit(scaled, column)
+                probabilities[test_rows, label] = model.predict_proba(tested)[:, 1]
+        return probabilities
 
     per_class = np.bincount(targets, minlength=num_classes)
     folds = int(max(2, min(folds, per_class[per_class > 0].min())))
@@ -259,9 +319,10 @@ def left_out_scores(features: np.ndarray, targets: np.ndarray, probabilities: np
     import torch
 
     bank = torch.from_numpy(features).float()
-    labels = torch.from_numpy(targets)
+    by_class = targets.ndim == 1  # multi-label: the nearest pictures, whatever their labels
+    labels = torch.from_numpy(targets if by_class else np.zeros(len(targets), np.int64))
     largest_k = max(1, int(torch.bincount(labels).clamp_min(1).min()) - 1)
-    detector = Detector(bank, labels, torch.zeros(0), k=min(5, largest_k))
+    detector = Detector(bank, labels, torch.zeros(0), k=min(5, largest_k), by_class=by_class)
     logits = torch.from_numpy(np.log(np.clip(probabilities, 1e-9, 1))).float()
     scores = []
     with torch.no_grad():
@@ -292,7 +353,8 @@ class Screening:
 
 def screen(features: np.ndarray, targets: np.ndarray, num_classes: int, *,
            config: CleanConfig = CleanConfig(), seed: int = DataConfig.seed) -> Screening:
-    """Off-topic pictures and likely label errors from embeddings and given labels.
+    """Off-topic pictures and likely label errors from embeddings and given labels (class
+    indices, or multi-label (pictures, labels) 0/1).
 
     Label errors are cleanlab's pick (confident learning, prune_by_noise_rate) plus every
     picture that the out-of-fold probe gives another class at least config.label_confidence:
@@ -314,6 +376,19 @@ def screen(features: np.ndarray, targets: np.ndarray, num_classes: int, *,
     if off_topic.any():  # off-topic pictures teach the folds nothing about the classes
         probabilities = out_of_fold_probabilities(features, targets, num_classes,
                                                   exclude=off_topic, **options)
+    if targets.ndim == 2:  # multi-label: cleanlab's multi-label confident learning
+        from cleanlab.multilabel_classification.filter import (
+            find_label_issues as find_label_set_issues)
+
+        flagged = find_label_set_issues([np.flatnonzero(row).tolist() for row in targets],
+                                        probabilities, filter_by="prune_by_noise_rate")
+        # ... and every picture the probe is sure of a label it was not given, or sure
+        # of the absence of one it was
+        flagged |= (np.where(targets > 0, 1 - probabilities, probabilities)
+                    >= config.label_confidence).any(axis=1)
+        flagged &= ~off_topic & ((probabilities >= 0.5) != (targets > 0)).any(axis=1)
+        return Screening(probabilities, outlier, float(threshold), deviation, off_topic,
+                         flagged)
     flagged = find_label_issues(targets, probabilities, filter_by="prune_by_noise_rate")
     flagged |= probabilities.max(axis=1) >= config.label_confidence
     flagged &= ~off_topic & (probabilities.argmax(axis=1) != targets)
@@ -416,7 +491,7 @@ def _duplicate(kept, copy, score: float, how: str) -> Issue:
             "conflict" if kept.label != copy.label else "duplicate")
     return Issue(copy.path, kind, copy.label, copy.split, score=score, other=kept.path,
                  suggested=kept.label if kind == "conflict" else None,
-                 detail=f"{how} as {kept.path.name} ({kept.label}, {kept.split})")
+                 detail=f"{how} as {kept.path.name} ({label_text(kept.label)}, {kept.split})")
 
 
 def _read_problems(data: ImageData, missing) -> list[Issue]:

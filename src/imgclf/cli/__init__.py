@@ -244,6 +244,7 @@ def _parser() -> argparse.ArgumentParser:
     predict.add_argument("--gpus-per-actor", type=float, default=0,
                          help="with --engine ray: GPUs each actor holds (0: CPU actors)")
     _add_accept_argument(predict)
+    _add_threshold_argument(predict)
     predict.set_defaults(run=handlers._predict, command="predict")
 
     evaluate = commands.add_parser(
@@ -259,6 +260,7 @@ def _parser() -> argparse.ArgumentParser:
                           help="folder of pictures of none of the classes: how many are called "
                                "unknown")
     _add_accept_argument(evaluate)
+    _add_threshold_argument(evaluate)
     evaluate.set_defaults(run=handlers._evaluate, command="evaluate")
 
     serve = commands.add_parser("serve", help="web page and JSON API for a model")
@@ -339,6 +341,13 @@ def _add_accept_argument(parser: argparse.ArgumentParser) -> None:
                              "0.99 (default: the model's own, 0.98 unless trained otherwise)")
 
 
+def _add_threshold_argument(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--threshold", action="append", default=None, metavar="[LABEL=]P",
+                        help="a multi-label model: give a label from this probability on, "
+                             "instead of the threshold it chose; P alone for every label, "
+                             "LABEL=P for one (repeat it)")
+
+
 def _add_data_arguments(parser: argparse.ArgumentParser, defaults_from_model: bool = False,
                         split_from_run: bool = False) -> None:
     """The data options; for a trained model (or a resumed run) the split settings default to
@@ -378,6 +387,9 @@ def _add_data_arguments(parser: argparse.ArgumentParser, defaults_from_model: bo
                         help="CSV data: the column of picture paths (default: path)")
     parser.add_argument("--label-column", default="label",
                         help="CSV data: the column of labels (default: label)")
+    parser.add_argument("--label-delim", default=DataConfig.label_delim, metavar="SEP",
+                        help="CSV data with several labels per picture (multi-label): the "
+                             "separator in the label column, e.g. ' ' or ';'")
     parser.add_argument("--split-column", default=None,
                         help="CSV data: a column saying train/valid/test, or a true/false "
                              "column such as fastai's is_valid (default: a seeded split)")

@@ -109,7 +109,7 @@ def _evaluate(args: argparse.Namespace) -> int:
 
     model = _model_path(args.model)
     predictor = Predictor.load(model, runtime="torch" if args.int8 else args.runtime,
-                               acceptance=args.acceptance)
+                               acceptance=args.acceptance, thresholds=thresholds(args.threshold))
     info = predictor.info
     # Evaluate on the split the model was trained with, at its input, unless told otherwise.
     _fill_split(args, info.data)
@@ -125,11 +125,14 @@ def _evaluate(args: argparse.Namespace) -> int:
               file=sys.stderr if args.json else sys.stdout)
         if not check.accepted:
             return 1
-        predictor = Predictor.load(model, int8=True, acceptance=args.acceptance)
+        predictor = Predictor.load(model, int8=True, acceptance=args.acceptance,
+                                   thresholds=thresholds(args.threshold))
     evaluation = evaluate(predictor, data, split=args.split, tta=args.tta, unknown=args.unknown)
     summary = evaluation.summary()
     if args.json:
         print(json.dumps({**summary, "most_confused": evaluation.most_confused()[:10]}))
+    elif summary.get("multi_label"):
+        _print_multi_label(args, summary, evaluation)
     else:
         print(f"{args.split}: accuracy {summary['accuracy']:.4f}, error rate "
               f"{summary['error_rate']:.4f}, loss {summary['loss']:.4f}, macro F1 "
@@ -150,6 +153,21 @@ def _evaluate(args: argparse.Namespace) -> int:
                           issues=Issues.from_csv(found) if found.is_file() else None)
         print(f"Wrote {args.report}")
     return 0
+
+
+def _print_multi_label(args: argparse.Namespace, summary: dict, evaluation) -> None:
+    print(f"{args.split}: mean average precision {summary['mean_average_precision']:.4f}, "
+          f"macro F1 {summary['macro_f1']:.4f} (at 0.5 for every label: "
+          f"{summary['macro_f1_at_0.5']:.4f}), exact match {summary['exact_match']:.4f}, loss "
+          f"{summary['loss']:.4f} on {summary['pictures']} pictures")
+    print("  weakest labels: " + ", ".join(
+        f"{row['label']} (AP {row['average_precision']:.3f}, F1 {row['f1']:.3f}, threshold "
+        f"{row['threshold']:.2f})" for row in evaluation.per_label()[:5]))
+    if "acceptance" in summary:
+        print(f"unknown answer: {summary['acceptance']:.1%} of these pictures accepted")
+    if summary.get("strangers_flagged") is not None:
+        print(f"  {summary['strangers_flagged']:.1%} of {summary['strangers']} pictures in "
+              f"{args.unknown} called unknown")
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -209,6 +227,13 @@ def _clean(args: argparse.Namespace) -> int:
     if decisions is not None:  # the files alone: no reading of the data (an interrupted
         return _apply(args, root, decisions, is_csv)  # apply may have emptied a class)
     data = load_data(args)
+    if args.review and data.multi_label:  # before the search, which takes a while
+        raise ImgclfError(
+            f"The review page gives each picture one class; this data has several labels per "
+            f"picture. Run imgclf clean {args.data} --label-delim "
+            f"'{data.config.label_delim}' for issues.csv, write your decisions (columns path, "
+            f"action keep/relabel/remove, label: the picture's labels as the CSV writes "
+            f"them) and apply them with --apply FILE; or use --auto.")
     if decisions is None:
         issues = find_issues(data)
         out = issues.to_csv(args.out or root / "issues.csv")
@@ -271,6 +296,8 @@ def _fill_split(args: argparse.Namespace, saved: DataConfig | None) -> None:
     for name in ("valid_fraction", "seed"):
         if getattr(args, name) is None:
             setattr(args, name, getattr(saved or DataConfig(), name))
+    if getattr(args, "label_delim", None) is None and saved is not None:  # a multi-label model
+        args.label_delim = saved.label_delim
 
 
 def _predict(args: argparse.Namespace) -> int:
@@ -290,7 +317,7 @@ def _predict(args: argparse.Namespace) -> int:
         raise ImgclfError(f"--explain wants a folder to write pictures to; {args.explain} is "
                           "a file.")
     predictor = Predictor.load(_model_path(args.model), runtime=args.runtime, int8=args.int8,
-                               acceptance=args.acceptance)
+                               acceptance=args.acceptance, thresholds=thresholds(args.threshold))
     if args.explain and (predictor.source is None or predictor.source.suffix == ".onnx"):
         raise ImgclfError("--explain needs the .imgclf model file (an .onnx file holds no "
                           "PyTorch network to explain its answers with).")
@@ -358,6 +385,22 @@ def _write_explanations(predictor, paths: list[Path], folder: Path) -> None:
     print(f"Wrote {written} explanation(s) to {folder}", file=sys.stderr)
 
 
+def thresholds(values: list[str] | None) -> float | dict[str, float] | None:
+    """--threshold P (every label) or LABEL=P (repeated) as Predictor.load takes them."""
+    if not values:
+        return None
+    try:
+        if len(values) == 1 and "=" not in values[0]:
+            return float(values[0])
+        pairs = [value.rsplit("=", 1) for value in values]
+        if any(len(pair) != 2 for pair in pairs):
+            raise ValueError
+        return {label: float(number) for label, number in pairs}
+    except ValueError:
+        raise ImgclfError(f"--threshold takes P or LABEL=P (a probability from 0 to 1), not "
+                          f"{' '.join(values)!r}.") from None
+
+
 def load_data(args: argparse.Namespace, **options):
     """ImageData from the shared data arguments: a folder, a CSV file, or file-name labels."""
     from imgclf.data.imagedata import ImageData
@@ -369,12 +412,16 @@ def load_data(args: argparse.Namespace, **options):
         common["weights"] = args.weights
     if hasattr(args, "no_augment"):  # train and show-batch take augmentation flags
         common["augment"] = augment_config(args)
+    is_csv = args.data.lower().endswith(".csv")
+    if args.label_delim is not None and not is_csv:
+        raise ImgclfError("--label-delim reads several labels per picture from a CSV file's "
+                          f"label column; {args.data} is not a .csv file.")
     if args.label_pattern:
         return ImageData.from_filenames(args.data, args.label_pattern, **common)
-    if args.data.lower().endswith(".csv"):
+    if is_csv:
         return ImageData.from_csv(args.data, path_column=args.path_column,
-                                  label_column=args.label_column,
-                                  split_column=args.split_column, **common)
+                                  label_column=args.label_column, split_column=args.split_column,
+                                  label_delim=args.label_delim, **common)
     return ImageData.from_folder(args.data, **common)
 
 
@@ -495,7 +542,8 @@ def _predict_on_ray(args: argparse.Namespace) -> int:
     if not args.out:
         raise ImgclfError("--engine ray writes a table: give --out predictions.parquet (or "
                           ".csv, or a folder or s3:// path for Parquet parts).")
-    if args.int8 or args.json or args.csv or args.acceptance is not None or args.top_k != 1:
+    if (args.int8 or args.json or args.csv or args.acceptance is not None or args.top_k != 1
+            or args.threshold):
         raise ImgclfError("--engine ray takes --out, --runtime, --batch-size, --actors, "
                           "--gpus-per-actor and --address; export an int8 ONNX file "
                           "(imgclf export --onnx F --int8) and give it as the model for int8.")

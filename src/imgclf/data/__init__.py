@@ -4,6 +4,7 @@ sources.py (class folders, CSV, file names -> Items; the seeded split) -> verifi
 (each file read once: skipped, flagged, copied, its square view stored) -> decoding.py (any
 file -> an upright RGB picture) -> transforms.py (settings -> the evaluation pipeline in
 Pillow and numpy, the training one in torchvision v2) ->
-datasets.py (the Dataset and collate every DataLoader uses) -> imagedata.py (ImageData: the
+datasets.py (the Dataset and collate every DataLoader uses) -> labels.py (one class or a set
+of labels per picture, checked) -> imagedata.py (ImageData: the
 one-line layer over all of them). Nothing here imports training, inference or later stages.
 """

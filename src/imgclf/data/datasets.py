@@ -155,7 +155,8 @@ def collate(items: list, *, tensors: bool = True):
     if not good:
         return None, None, None, errors
     pictures = [item[0] for item in good]
-    targets = np.array([item[1] for item in good], dtype=np.int64)
+    targets = np.array([item[1] for item in good])  # class indices, or multi-label 0/1 rows
+    targets = targets.astype(np.float32 if targets.ndim > 1 else np.int64)
     indices = np.array([item[2] for item in good], dtype=np.int64)
     arrays = isinstance(pictures[0], np.ndarray)
     if arrays and not tensors:

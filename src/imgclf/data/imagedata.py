@@ -16,12 +16,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
+
 from imgclf._html import escape
 from imgclf._html import table as html_table
 from imgclf._progress import console as default_console, data_summary_tables
 from imgclf.backbones import input_config_for
 from imgclf.config import DEFAULT_BACKBONE, AugmentConfig, DataConfig, InputConfig, probe_image_size
 from imgclf.data.datasets import ImageFiles, StoredViews, collate, default_workers, local_processes
+from imgclf.data.labels import check_classes, check_labels, label_text, labels_of
 from imgclf.data.sources import (SPLITS, UNKNOWN_FOLDER, Item, find_images, items_from_csv,
                                  items_from_dataframe, items_from_filenames, items_from_folder,
                                  split_items)
@@ -34,8 +37,6 @@ if TYPE_CHECKING:
     import torch
     from matplotlib.figure import Figure
 
-# Classes with fewer training pictures than this get a warning.
-FEW_IMAGES = 5
 # Resized copies keep this multiple of the input size as their shorter side, so random crops
 # down to min_scale still downsample rather than blow up.
 COPY_SCALE = 2.0
@@ -76,6 +77,9 @@ class ImageData:
                  weights: str | None = None):
         self.classes = list(classes)
         self.class_index = {label: i for i, label in enumerate(self.classes)}
+        # several labels per picture (a CSV read with label_delim): each item's label is a
+        # tuple, the network's outputs are independent (sigmoid) probabilities
+        self.multi_label = any(isinstance(item.label, tuple) for item in items)
         # the input the network sees: size, normalisation, resize method (the one home)
         self.input = input
         # the user chose input.image_size: training modes keep it instead of their own
@@ -108,19 +112,33 @@ class ImageData:
     @classmethod
     def from_csv(cls, csv_file: str | os.PathLike, *, root: str | os.PathLike | None = None,
                  path_column: str = "path", label_column: str = "label",
-                 split_column: str | None = None, **options) -> ImageData:
-        """A CSV file of paths and labels (see ``items_from_csv``)."""
+                 split_column: str | None = None, label_delim: str | None = None,
+                 **options) -> ImageData:
+        """A CSV file of paths and labels (see ``items_from_csv``).
+
+        label_delim: the label column holds several labels separated by this (" " or ";"):
+        multi-label data, trained with one independent output per label.
+
+        Example:
+            >>> data = ImageData.from_csv("streets.csv", label_delim=" ")
+            >>> data.multi_label, data.classes
+            (True, ['bus', 'car', 'person'])
+        """
+        label_delim = _label_delim(label_delim, options)
         items = items_from_csv(csv_file, root=root, path_column=path_column,
-                               label_column=label_column, split_column=split_column)
+                               label_column=label_column, split_column=split_column,
+                               label_delim=label_delim)
         return cls.from_items(items, **options)
 
     @classmethod
     def from_dataframe(cls, frame: Any, *, root: str | os.PathLike = ".", path_column: str = "path",
                        label_column: str = "label", split_column: str | None = None,
-                       **options) -> ImageData:
+                       label_delim: str | None = None, **options) -> ImageData:
         """A pandas DataFrame of paths and labels (see ``items_from_dataframe``)."""
+        label_delim = _label_delim(label_delim, options)
         items = items_from_dataframe(frame, root=root, path_column=path_column,
-                                     label_column=label_column, split_column=split_column)
+                                     label_column=label_column, split_column=split_column,
+                                     label_delim=label_delim)
         return cls.from_items(items, **options)
 
     @classmethod
@@ -205,7 +223,9 @@ class ImageData:
             hashes[item.path] = verdict.sha256
             if verdict.copy:
                 copies[item.path] = Path(verdict.copy)
-        classes = _check_classes(items, usable, report)
+        classes = (check_labels(items, usable, report.few_images, config.balance)
+                   if any(isinstance(item.label, tuple) for item in items)
+                   else check_classes(items, usable, report.few_images))
         negatives = _readable(negatives, report)
         data = cls(usable, classes=classes, input=input, config=config,
                    augment=augment or None, backbone=backbone, report=report, copies=copies,
@@ -279,19 +299,43 @@ class ImageData:
         return self.items["test"]
 
     def counts(self) -> dict[str, dict[str, int]]:
-        """Pictures per class and split: {"ants": {"train": 123, "valid": 70, "test": 0}, ...}."""
+        """Pictures per class and split: {"ants": {"train": 123, "valid": 70, "test": 0}, ...}.
+
+        Multi-label data counts the pictures that carry each label."""
         table = {label: dict.fromkeys(SPLITS, 0) for label in self.classes}
         for split, items in self.items.items():
             for item in items:
-                if item.label in table:
-                    table[item.label][split] += 1
+                for label in labels_of(item):
+                    if label in table:
+                        table[label][split] += 1
         return table
+
+    def target(self, item: Item) -> int | np.ndarray:
+        """What the network learns for an item: its class index (-1 for a label that is not
+        a class), or, for multi-label data, a 0/1 vector over the classes (float32)."""
+        if not self.multi_label:
+            return self.class_index.get(item.label, -1)
+        vector = np.zeros(len(self.classes), np.float32)
+        for label in labels_of(item):
+            if label in self.class_index:
+                vector[self.class_index[label]] = 1.0
+        return vector
+
+    def labelled(self, split: str) -> list[Item]:
+        """A split's pictures that have a target: a class, or (multi-label) a tuple of labels,
+        even an empty one."""
+        if self.multi_label:
+            return [item for item in self.items[split] if isinstance(item.label, tuple)]
+        return [item for item in self.items[split] if item.label in self.class_index]
 
     def summary(self) -> dict[str, Any]:
         """Everything a report needs about the data, as plain JSON-ready values."""
         return {
             "classes": self.classes,
             "counts": self.counts(),
+            "multi_label": self.multi_label,
+            # pictures per split: with several labels each, not the sum of the counts
+            "pictures": {split: len(items) for split, items in self.items.items()},
             "image_size": self.input.image_size,
             "skipped": [(str(p), reason) for p, reason in self.report.skipped],
             "suspicious": [(str(p), reason) for p, reason in self.report.suspicious],
@@ -315,7 +359,7 @@ class ImageData:
             raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
         augment = (split == "train") if augment is None else augment
         items = self.items[split]
-        targets = [self.class_index.get(item.label, -1) for item in items]
+        targets = [self.target(item) for item in items]
         if augment:
             return ImageFiles([self.source(item) for item in items],
                               train_transform(self.input, self.augment), targets)
@@ -421,7 +465,7 @@ class ImageData:
             if isinstance(item, ImageError):
                 continue
             pictures.append(item[0])
-            titles.append(self.items[split][position].label or "?")
+            titles.append(label_text(self.items[split][position].label))
         return plot_pictures(pictures, titles, mean=self.input.mean, std=self.input.std)
 
     def __repr__(self) -> str:
@@ -462,6 +506,17 @@ class _Share:
         return len(self.batches)
 
 
+def _label_delim(label_delim: str | None, options: dict[str, Any]) -> str | None:
+    """The separator of multi-label cells: given, or the DataConfig's; recorded in the options
+    (DataConfig.label_delim), so the run saves it."""
+    config = options.get("config")
+    if label_delim is None:
+        label_delim = options.get("label_delim", config.label_delim if config else None)
+    if label_delim is not None:
+        options["label_delim"] = label_delim
+    return label_delim
+
+
 def _folder_of_negatives(folder: str | os.PathLike) -> Path:
     path = Path(folder)
     if not path.is_dir():
@@ -476,36 +531,6 @@ def _readable(paths: list[Path], report: DataReport) -> list[Path]:
         if not verdict.ok:
             report.skipped.append((path, verdict.error or "unreadable"))
     return [path for path, verdict in zip(paths, verdicts) if verdict.ok]
-
-
-def _check_classes(items: list[Item], usable: list[Item], report: DataReport) -> list[str]:
-    """The sorted class names; raise DataError when the labels cannot train a classifier."""
-    given = Counter(item.label for item in items if item.label is not None)
-    kept = Counter(item.label for item in usable if item.label is not None and item.split != "test")
-    lost = sorted(label for label in given if kept[label] == 0
-                  and any(i.label == label and i.split != "test" for i in items))
-    if lost:
-        raise DataError(
-            f"Class {', '.join(map(repr, lost))} has no usable pictures: every file was "
-            "skipped (see the list above). Add readable photos or remove the folder.")
-    classes = sorted(kept)
-    if len(classes) == 0:
-        raise DataError("No usable pictures: every file was skipped.")
-    if len(classes) == 1:
-        raise DataError(
-            f"Only one class found ({classes[0]!r}, {kept[classes[0]]} pictures). A classifier "
-            "needs at least two: add a folder per class next to it.")
-    train_counts = Counter(item.label for item in usable if item.split == "train")
-    for label in classes:
-        if train_counts[label] == 0:
-            raise DataError(f"Class {label!r} has validation pictures but none for training.")
-    report.few_images = [label for label in classes if train_counts[label] < FEW_IMAGES]
-    if report.few_images:
-        warnings.warn(
-            f"Class(es) {', '.join(report.few_images)} have fewer than {FEW_IMAGES} training "
-            "pictures; results will be unreliable. 20 or more per class is a good start.",
-            ImgclfWarning, stacklevel=3)
-    return classes
 
 
 def _say_where_the_split_comes_from(items: list[Item], presplit: int,

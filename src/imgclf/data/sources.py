@@ -36,14 +36,21 @@ SPLITS = ("train", "valid", "test")
 UNKNOWN_FOLDER = "_unknown"
 # Where cleaning moves the pictures it removes (fixes.py): never read as data.
 REMOVED_FOLDER = "_removed"
+# The one pool split_items draws multi-label pictures from (no class is named so: it is a
+# tuple's stand-in, never a label)
+MULTI_LABEL = "\0multi-label"
 
 
 @dataclass(frozen=True)
 class Item:
-    """One labelled picture: its file, class label, and split ("train", "valid", "test" or None)."""
+    """One labelled picture: its file, class label, and split ("train", "valid", "test" or None).
+
+    Multi-label data (a CSV read with ``label_delim``) gives each picture a tuple of labels,
+    sorted, possibly empty (a picture with none of them: negative for every one).
+    """
 
     path: Path
-    label: str | None
+    label: str | tuple[str, ...] | None
     split: str | None = None
 
 
@@ -147,13 +154,21 @@ def items_from_filenames(folder: str | os.PathLike,
 
 def items_from_csv(csv_file: str | os.PathLike, *, root: str | os.PathLike | None = None,
                    path_column: str = "path", label_column: str = "label",
-                   split_column: str | None = None) -> list[Item]:
+                   split_column: str | None = None, label_delim: str | None = None
+                   ) -> list[Item]:
     """Items from a CSV file with a path and a label column (paths relative to ``root``).
 
     Args:
         root: folder the paths are relative to; default: the CSV file's folder.
         split_column: optional column giving the split: train/valid/val/test, or a boolean
             "is this validation" column such as fastai's ``is_valid``.
+        label_delim: the label column holds several labels separated by this (" " or ";",
+            as fastai's ``label_delim``): multi-label data. An empty cell is a picture with
+            none of the labels.
+
+    Example:
+        >>> items_from_csv("streets.csv", label_delim=" ")[0].label
+        ('bus', 'car', 'person')
     """
     csv_file = Path(csv_file)
     if not csv_file.is_file():
@@ -162,20 +177,23 @@ def items_from_csv(csv_file: str | os.PathLike, *, root: str | os.PathLike | Non
         rows = list(csv.DictReader(handle))
     return items_from_rows(rows, root=root if root is not None else csv_file.parent,
                            path_column=path_column, label_column=label_column,
-                           split_column=split_column, source=str(csv_file))
+                           split_column=split_column, source=str(csv_file),
+                           label_delim=label_delim)
 
 
 def items_from_dataframe(frame: Any, *, root: str | os.PathLike = ".", path_column: str = "path",
-                         label_column: str = "label", split_column: str | None = None
-                         ) -> list[Item]:
+                         label_column: str = "label", split_column: str | None = None,
+                         label_delim: str | None = None) -> list[Item]:
     """Items from a pandas DataFrame, with the same columns as ``items_from_csv``."""
     rows = frame.to_dict("records")
     return items_from_rows(rows, root=root, path_column=path_column, label_column=label_column,
-                           split_column=split_column, source="the DataFrame")
+                           split_column=split_column, source="the DataFrame",
+                           label_delim=label_delim)
 
 
 def items_from_rows(rows: Sequence[dict], *, root: str | os.PathLike, path_column: str,
-                    label_column: str, split_column: str | None, source: str) -> list[Item]:
+                    label_column: str, split_column: str | None, source: str,
+                    label_delim: str | None = None) -> list[Item]:
     if not rows:
         raise DataError(f"{source} has no rows.")
     columns = set(rows[0])
@@ -183,14 +201,37 @@ def items_from_rows(rows: Sequence[dict], *, root: str | os.PathLike, path_colum
         if column is not None and column not in columns:
             raise DataError(f"{source} has no column {column!r}; its columns are "
                             f"{', '.join(sorted(map(str, columns)))}.")
+    if label_delim is not None and not label_delim:
+        raise DataError("label_delim must be a separator such as ' ' or ';', not empty.")
     root = Path(root)
     items = []
     for row in rows:
         split = _split_value(row[split_column], source) if split_column else None
         label = row[label_column]
-        label = None if label is None or str(label).strip() == "" else str(label).strip()
+        text = "" if _missing(label) else str(label).strip()
+        if label_delim is not None:
+            label = labels_from(text, label_delim)
+        else:
+            label = text or None
         items.append(Item(root / str(row[path_column]), label, split))
     return items
+
+
+def _missing(value: Any) -> bool:
+    """An empty cell: None, or a DataFrame's NaN or pandas.NA."""
+    if value is None:
+        return True
+    try:
+        return bool(value != value)  # NaN is the one value unequal to itself
+    except TypeError:  # pandas.NA: its comparisons are NA, which has no truth value
+        return True
+
+
+def labels_from(text: str, label_delim: str) -> tuple[str, ...]:
+    """A multi-label cell's labels: split on label_delim, stripped, sorted, each once
+    ("car person car" -> ("car", "person")); an empty cell has none."""
+    parts = text.split() if label_delim.isspace() else text.split(label_delim)
+    return tuple(sorted({part.strip() for part in parts if part.strip()}))
 
 
 def _split_value(value: Any, source: str) -> str:
@@ -222,13 +263,16 @@ def split_items(items: Iterable[Item], valid_fraction: float = DataConfig.valid_
 
     Each class with at least two unsplit pictures puts round(valid_fraction * n) of them
     (at least one) into validation, drawn with its own seeded generator, so adding a class
-    does not move pictures of the others. Splits given by folders or columns are kept.
+    does not move pictures of the others. Multi-label pictures (tuples of labels) are drawn
+    from one pool: most combinations of labels are too rare to stratify by. Splits given by
+    folders or columns are kept.
     """
     items = list(items)
-    by_class: dict[str | None, list[int]] = defaultdict(list)
+    by_class: dict[Any, list[int]] = defaultdict(list)
     for position, item in enumerate(items):
         if item.split is None:
-            by_class[item.label].append(position)
+            by_class[MULTI_LABEL if isinstance(item.label, tuple) else item.label].append(
+                position)
     chosen: set[int] = set()
     for label in sorted(by_class, key=str):
         positions = by_class[label]

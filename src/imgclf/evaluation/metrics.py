@@ -18,8 +18,10 @@ from imgclf._html import cards, escape, figure_img, percent, table
 from imgclf.config import InferenceConfig
 from imgclf.data.decoding import load_image
 from imgclf.data.imagedata import ImageData
+from imgclf.data.labels import labels_of
 from imgclf.data.sources import find_images
 from imgclf.errors import DataError, ImageError, ImgclfError
+from imgclf.evaluation.multilabel import MultiLabelEvaluation, multi_label_targets
 from imgclf.evaluation.report import write_report
 from imgclf.inference import loop
 from imgclf.inference.explain import Explanation
@@ -275,8 +277,9 @@ class Evaluation:
 def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", tta: bool = False,
              batch_size: int = InferenceConfig.batch_size, show_progress: bool = True,
              unknown: str | os.PathLike | Sequence[str | os.PathLike] | None = None
-             ) -> Evaluation:
-    """Run a model over one split of the data and collect everything needed to judge it.
+             ) -> Evaluation | MultiLabelEvaluation:
+    """Run a model over one split of the data and collect everything needed to judge it (a
+    MultiLabelEvaluation for a multi-label model).
 
     Args:
         model: a Predictor, a Learner, or a model file path.
@@ -295,7 +298,14 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
     items = [item for item in data.items[split] if item.label is not None]
     if not items:
         raise DataError(f"The {split} split has no labelled pictures to evaluate.")
-    foreign = sorted({item.label for item in items} - set(predictor.classes))
+    if predictor.info.multi_label != data.multi_label:
+        raise DataError(
+            "This model gives several labels per picture and the data one (read it with "
+            "label_delim)." if predictor.info.multi_label else
+            "This model gives one label per picture and the data several: evaluate a model "
+            "trained on multi-label data.")
+    foreign = sorted({label for item in items for label in labels_of(item)}
+                     - set(predictor.classes))
     if foreign:
         raise DataError(f"The {split} pictures include classes the model does not know: "
                         f"{', '.join(foreign)}. Model classes: {', '.join(predictor.classes)}.")
@@ -306,6 +316,19 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
                             batch_size=batch_size, show_progress=show_progress, tta=tta,
                             description=f"Evaluating on {split}")
     good = outputs.ok
+    skipped = ([(str(path), reason) for path, reason in data.report.skipped
+                if data.report.skipped_split.get(path) == split]
+               + [(e.source, e.reason) for e in outputs.errors])
+    if predictor.info.multi_label:
+        return MultiLabelEvaluation(
+            classes=list(predictor.classes), paths=[p for p, ok in zip(paths, good) if ok],
+            targets=multi_label_targets([item.label for item, ok in zip(items, good) if ok],
+                                        predictor.classes),
+            probabilities=outputs.probabilities[good], thresholds=predictor.thresholds,
+            split=split, skipped=skipped, info=predictor.info,
+            outlier_scores=outputs.outlier[good] if outputs.outlier is not None else None,
+            threshold=predictor.threshold, model=predictor,
+            **_strangers(predictor, unknown, batch_size, show_progress))
     index = {label: i for i, label in enumerate(predictor.classes)}
     return Evaluation(
         classes=list(predictor.classes),
@@ -313,10 +336,7 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
         targets=np.array([index[item.label] for item, ok in zip(items, good) if ok]),
         probabilities=outputs.probabilities[good],
         split=split,
-        # unreadable when the data was read, or now
-        skipped=[(str(path), reason) for path, reason in data.report.skipped
-                 if data.report.skipped_split.get(path) == split]
-        + [(e.source, e.reason) for e in outputs.errors],
+        skipped=skipped,  # unreadable when the data was read, or now
         info=predictor.info,
         outlier_scores=outputs.outlier[good] if outputs.outlier is not None else None,
         threshold=predictor.threshold,

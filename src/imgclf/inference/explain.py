@@ -159,7 +159,15 @@ def _nearest(network: nn.Module, pooled, classes: list[str], bank_pictures: tupl
     similarity = (query @ bank.T)[0]
     top = similarity.topk(min(count, len(bank)))
     named = len(bank_pictures) == len(bank)  # a file of another bank names none
-    return [Neighbour(label=classes[int(detector.labels[row])], similarity=float(value),
-                      path=bank_pictures[row] if named else None)
+    return [Neighbour(label=_labels(detector, int(detector.labels[row]), classes),
+                      similarity=float(value), path=bank_pictures[row] if named else None)
             for value, row in zip(top.values.tolist(), top.indices.tolist())]
+
+
+def _labels(detector: nn.Module, entry: int, classes: list[str]) -> str:
+    """A bank picture's class; a multi-label model's labels (the bits of its entry), joined
+    by ";" ("-" for none)."""
+    if getattr(detector, "by_class", True):
+        return classes[entry]
+    return ";".join(name for bit, name in enumerate(classes) if entry >> bit & 1) or "-"
 

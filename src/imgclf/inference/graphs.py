@@ -63,6 +63,9 @@ class OnnxNetwork:
         self.int8 = (self.path.name.endswith(".int8.onnx")
                      or self.metadata.get("imgclf_int8") == "true")
         self.outputs = [output.name for output in self.session.get_outputs()]
+        # a multi-label model's: each class score is its own label's (sigmoid); set by whoever
+        # loads the graph for a model, read from an exported file's metadata
+        self.multi_label = self.metadata.get("imgclf_multi_label") == "true"
         # the in-domain outlier scores the detector was calibrated on (set by whoever loads
         # the graph for a model: they are the model's, not the graph's)
         self.calibration = np.zeros(0, np.float32)
@@ -78,12 +81,18 @@ class OnnxNetwork:
     def infer(self, images: np.ndarray, *, embeddings: bool = False):
         """(class scores, embeddings or None, outlier scores or None): a Classifier's
         ``infer``, in numpy. The scores are logits (a cached runtime) or the logarithm of
-        the probabilities (an exported file), so a softmax gives the probabilities either way.
+        the probabilities (an exported file), so a softmax gives the probabilities either way
+        (multi-label: the log-odds, so a sigmoid does).
         """
         results = dict(zip(self.outputs, self.run(images)))
         scores = results.get("logits")
         if scores is None and "probabilities" in results:
-            scores = np.log(np.maximum(results["probabilities"], np.float32(1e-30)))
+            given = np.maximum(results["probabilities"], np.float32(1e-30))
+            if self.multi_label:  # log-odds
+                given = np.minimum(given, np.float32(1 - 1e-7))
+                scores = np.log(given) - np.log1p(-given)
+            else:
+                scores = np.log(given)
         return (scores, results.get("embeddings") if embeddings else None,
                 results.get("outlier"))
 
@@ -93,6 +102,17 @@ def softmax(scores: np.ndarray) -> np.ndarray:
     scores = np.asarray(scores, dtype=np.float32)
     shifted = np.exp(scores - scores.max(axis=1, keepdims=True))
     return shifted / shifted.sum(axis=1, keepdims=True)
+
+
+def sigmoid(scores: np.ndarray) -> np.ndarray:
+    """Each label's probability from its score, on its own (multi-label; float32)."""
+    scores = np.asarray(scores, dtype=np.float32)
+    return (0.5 * (1 + np.tanh(0.5 * scores))).astype(np.float32)  # no overflow warnings
+
+
+def probabilities(scores: np.ndarray, multi_label: bool = False) -> np.ndarray:
+    """What a network's class scores mean: softmax, or a sigmoid per label (multi-label)."""
+    return sigmoid(scores) if multi_label else softmax(scores)
 
 
 # --- the graph index: model file -> its checked graph ---

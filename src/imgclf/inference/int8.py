@@ -185,17 +185,22 @@ def _float_nodes(path: Path) -> list[str]:
 
 def _compare(predictor: Predictor, float_path: Path, int8_file: Path, data: ImageData,
              calibrated: int, show_progress: bool) -> Int8Check:
-    """Float and int8 over the validation pictures, through the one forward loop."""
+    """Float and int8 over the validation pictures, through the one forward loop (for a
+    multi-label model, accuracy and agreement count (picture, label) pairs at its thresholds)."""
     paths = [data.source(item) for item in data.valid]
-    targets = np.array([data.class_index[item.label] for item in data.valid])
-    labels, scores = [], []
+    targets = np.array([data.target(item) for item in data.valid])
+    labels, scores, ok = [], [], None
     for name, path in (("float", float_path), ("int8", int8_file)):
-        outputs = loop.run(OnnxNetwork(path), paths, transform=predictor.transform,
+        network = OnnxNetwork(path)
+        network.multi_label = predictor.multi_label
+        outputs = loop.run(network, paths, transform=predictor.transform,
                       num_workers=data.config.num_workers, show_progress=show_progress,
                       description=f"Checking {name} on validation pictures")
-        labels.append(np.where(outputs.ok, np.nan_to_num(outputs.probabilities).argmax(1), -1))
+        probabilities = np.nan_to_num(outputs.probabilities)
+        labels.append(probabilities >= predictor.thresholds if predictor.multi_label
+                      else probabilities.argmax(1))
         scores.append(outputs.outlier)
-    ok = labels[0] >= 0
+        ok = outputs.ok if ok is None else ok
     calibration = []
     if scores[0] is not None:
         # int8 moves the detector's scores up a little (median 0.41 -> 0.46 on hymenoptera):

@@ -24,7 +24,8 @@ from imgclf._progress import progress
 from imgclf.config import InferenceConfig
 from imgclf.data.datasets import ImageFiles, collate, inference_workers
 from imgclf.errors import ImageError
-from imgclf.inference.graphs import OnnxNetwork, softmax
+from imgclf.inference.graphs import OnnxNetwork
+from imgclf.inference.graphs import probabilities as probabilities_of
 
 if TYPE_CHECKING:
     import torch
@@ -63,7 +64,8 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = InferenceConf
     its worker processes).
 
     Args:
-        probabilities: softmax of the class scores (float32).
+        probabilities: softmax of the class scores (float32); for a multi-label network
+            (its ``multi_label``), each label's sigmoid.
         embeddings: the average-pooled backbone features, as the probe's head sees them.
         tta: test-time augmentation: probabilities averaged with the mirror image's.
         num_workers: DataLoader processes; default: data.datasets.inference_workers (none on 2
@@ -104,6 +106,11 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = InferenceConf
 
     if network.training:  # eval() walks every module: 1.7 ms, a served picture's 3%
         network.eval()
+    multi_label = getattr(network, "multi_label", False)
+
+    def chances(scores: torch.Tensor) -> torch.Tensor:
+        return scores.float().sigmoid() if multi_label else scores.float().softmax(dim=1)
+
     device = next(network.parameters()).device
     layout = (torch.channels_last if getattr(network, "channels_last", True)
               else torch.contiguous_format)
@@ -117,10 +124,10 @@ def batches(network: nn.Module, dataset: Any, *, batch_size: int = InferenceConf
             scores, pooled, outlier = _forward(network, images, embeddings)
             probability = None
             if probabilities:
-                probability = scores.float().softmax(dim=1)
+                probability = chances(scores)
                 if tta:
                     mirrored = _forward(network, images.flip(dims=[3]), False)[0]
-                    probability = (probability + mirrored.float().softmax(dim=1)) / 2
+                    probability = (probability + chances(mirrored)) / 2
                 probability = probability.cpu().numpy()
             yield Batch(indices.tolist(), probability, _numpy(pooled), _numpy(outlier), errors)
 
@@ -137,10 +144,10 @@ def _session_batches(session: OnnxNetwork, rows: Iterable[Any], *, probabilities
         scores, pooled, outlier = session.infer(images, embeddings=embeddings)
         probability = None
         if probabilities:
-            probability = softmax(scores)
+            probability = probabilities_of(scores, session.multi_label)
             if tta:
                 mirrored = session.infer(np.ascontiguousarray(images[..., ::-1]))[0]
-                probability = (probability + softmax(mirrored)) / 2
+                probability = (probability + probabilities_of(mirrored, session.multi_label)) / 2
         yield Batch(np.asarray(indices).tolist(), probability, pooled, outlier, errors)
 
 
@@ -273,17 +280,29 @@ def _place(table: np.ndarray | None, count: int, indices: list[int], rows: np.nd
 
 
 def losses(probabilities: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """Cross-entropy of each picture: -log(probability given to its true class)."""
+    """Cross-entropy of each picture: -log(probability given to its true class). Multi-label
+    targets (pictures, labels) of 0/1: the binary cross-entropy, averaged over the labels."""
     probabilities = np.asarray(probabilities, dtype=np.float64)
+    targets = np.asarray(targets)
+    if targets.ndim == 2:
+        clipped = np.clip(probabilities, 1e-12, 1 - 1e-12)
+        return -(targets * np.log(clipped) + (1 - targets) * np.log(1 - clipped)).mean(axis=1)
     true = probabilities[np.arange(len(targets)), targets]
     return -np.log(np.clip(true, 1e-12, 1.0))
 
 
 def scores(probabilities: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    """valid_loss, accuracy and error_rate: what training prints, saves and ``evaluate`` gives."""
-    targets = np.asarray(targets, dtype=np.int64)
+    """valid_loss, accuracy and error_rate: what training prints, saves and ``evaluate`` gives.
+
+    Multi-label targets (pictures, labels): accuracy is the share of (picture, label) pairs
+    right at a probability of 0.5, fastai's ``accuracy_multi``."""
+    targets = np.asarray(targets)
     if not len(targets):
         return {"valid_loss": float("nan"), "accuracy": float("nan"), "error_rate": float("nan")}
-    accuracy = float((np.asarray(probabilities).argmax(axis=1) == targets).mean())
+    if targets.ndim == 2 and targets.shape[1]:
+        accuracy = float(((np.asarray(probabilities) >= 0.5) == (targets > 0.5)).mean())
+    else:
+        targets = targets.astype(np.int64)
+        accuracy = float((np.asarray(probabilities).argmax(axis=1) == targets).mean())
     return {"valid_loss": float(losses(probabilities, targets).mean()), "accuracy": accuracy,
             "error_rate": 1.0 - accuracy}

@@ -96,7 +96,8 @@ def _Exported(network):  # noqa: N802 - builds the class lazily: torch loads on 
 
         def forward(self, images):
             logits, _, outlier = self.inner.infer(images)
-            probabilities = logits.softmax(dim=1)
+            probabilities = (logits.sigmoid() if getattr(self.inner, "multi_label", False)
+                             else logits.softmax(dim=1))
             return probabilities if outlier is None else (probabilities, outlier)
 
     return Exported(network)
@@ -129,6 +130,9 @@ def _write_metadata(path: Path, predictor, *, int8: bool = False) -> None:
         values["imgclf_unknown"] = json.dumps({
             "config": {**predictor.info.unknown.to_dict(), "threshold": predictor.threshold},
             "calibration": outlier_calibration(predictor.network).tolist()})
+    if predictor.multi_label:  # sigmoid outputs, and the thresholds in use
+        values["imgclf_multi_label"] = "true"
+        values["imgclf_thresholds"] = json.dumps(predictor.thresholds.tolist())
     if int8:
         values["imgclf_int8"] = "true"
     del proto.metadata_props[:]

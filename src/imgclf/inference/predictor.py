@@ -10,6 +10,7 @@ network is built.
 
 from __future__ import annotations
 
+import numbers
 import os
 import threading
 from collections.abc import Iterator, Sequence
@@ -21,7 +22,7 @@ import numpy as np
 
 from imgclf._files import known_sha256
 from imgclf._html import escape, percent, table
-from imgclf.calibration import threshold_for, too_few_beyond
+from imgclf.calibration import DEFAULT_THRESHOLD, threshold_for, too_few_beyond
 from imgclf.config import RUNTIMES, InferenceConfig
 from imgclf.data.datasets import ImageFiles
 from imgclf.data.decoding import ImageSource, load_image, to_rgb
@@ -67,6 +68,9 @@ class Prediction:
     unknown: bool = False
     # how strange the picture is to the model (higher = stranger); None: no detector
     outlier_score: float | None = None
+    # a multi-label model's answer: every label whose probability reaches its threshold
+    # (label is them joined by ";", "" for none); None for a single-label model
+    labels: tuple[str, ...] | None = None
 
     def __iter__(self):
         """label, index, probabilities (a list in class order): unpacks like fastai's predict
@@ -77,7 +81,8 @@ class Prediction:
             >>> probabilities[index]
             0.998
         """
-        return iter((self.label, self.index, list(self.probabilities.values())))
+        first = list(self.labels) if self.labels is not None else self.label
+        return iter((first, self.index, list(self.probabilities.values())))
 
     @property
     def closest(self) -> str:
@@ -105,16 +110,23 @@ class Prediction:
              'top': [{'label': 'ants', 'probability': 0.998}],
              'probabilities': {'ants': 0.998, 'bees': 0.002}}
         """
-        return {"label": self.label, "index": self.index, "closest": self.closest,
-                "probability": self.probability, "unknown": self.unknown,
-                "outlier_score": self.outlier_score,
-                "top": [{"label": label, "probability": probability}
-                        for label, probability in self.top(top_k)],
-                "probabilities": self.probabilities}
+        answer = {"label": self.label, "index": self.index, "closest": self.closest,
+                  "probability": self.probability, "unknown": self.unknown,
+                  "outlier_score": self.outlier_score,
+                  "top": [{"label": label, "probability": probability}
+                          for label, probability in self.top(top_k)],
+                  "probabilities": self.probabilities}
+        if self.labels is not None:  # multi-label: the labels given, in class order
+            answer["labels"] = list(self.labels)
+        return answer
 
     def describe(self, top_k: int = 1) -> str:
-        """For people: "ants 98.0%", or "unknown (closest: ants 51.0%)"."""
+        """For people: "ants 98.0%", or "unknown (closest: ants 51.0%)"; a multi-label
+        answer: "car 97.0%, person 88.0%", or "no label (closest: bus 31.0%)"."""
         guesses = ", ".join(f"{label} {p:.1%}" for label, p in self.top(top_k))
+        if self.labels is not None and not self.unknown:
+            given = ", ".join(f"{label} {self.probabilities[label]:.1%}" for label in self.labels)
+            return given or f"no label (closest: {guesses})"
         return f"{UNKNOWN} (closest: {guesses})" if self.unknown else guesses
 
     def _repr_html_(self) -> str:
@@ -125,8 +137,9 @@ class Prediction:
             for label, p in self.top(5))
         score = ("" if self.outlier_score is None else
                  f" <span style='color:#57606a'>(outlier score {self.outlier_score:.3f})</span>")
+        shown = (", ".join(self.labels) or "no label") if self.labels is not None else self.label
         answer = (f"<b style='color:#cf222e'>{UNKNOWN}</b>: like none of the classes; closest "
-                  f"{escape(self.closest)}" if self.unknown else f"<b>{escape(self.label)}</b>")
+                  f"{escape(self.closest)}" if self.unknown else f"<b>{escape(shown)}</b>")
         return f"<div>{answer}{score}<table>{bars}</table></div>"
 
 
@@ -167,7 +180,8 @@ class Predictor:
     """
 
     def __init__(self, network: nn.Module | OnnxNetwork, info: ModelInfo, *,
-                 acceptance: float | None = None, source: str | os.PathLike | None = None):
+                 acceptance: float | None = None, source: str | os.PathLike | None = None,
+                 thresholds: float | dict[str, float] | None = None):
         # the model file it came from: explain() rebuilds the PyTorch network from it when
         # onnxruntime runs this one
         self.source = Path(source) if source is not None else None
@@ -188,6 +202,36 @@ class Predictor:
         self.acceptance = info.unknown.acceptance if info.unknown else None
         if acceptance is not None:
             self.set_acceptance(acceptance)
+        # multi-label: independent probabilities, and each label's decision threshold
+        self.multi_label = info.multi_label
+        self.network.multi_label = info.multi_label  # the forward loop reads it
+        self.thresholds = np.asarray(info.thresholds or [DEFAULT_THRESHOLD] * len(self.classes),
+                                     dtype=np.float64)
+        if thresholds is not None:
+            self.set_thresholds(thresholds)
+
+    def set_thresholds(self, thresholds: float | dict[str, float]) -> None:
+        """A multi-label model's decision thresholds: one probability for every label, or
+        {label: probability} for some (the others keep theirs).
+
+        Example:
+            >>> model.set_thresholds({"person": 0.3})   # say "person" more readily
+        """
+        if not self.multi_label:
+            raise ImgclfError("Thresholds are for multi-label models: this one names one class "
+                              "per picture (its unknown answer moves with acceptance).")
+        values = (dict.fromkeys(self.classes, thresholds) if not isinstance(thresholds, dict)
+                  else thresholds)
+        unknown = sorted(set(values) - set(self.classes))
+        if unknown:
+            raise ImgclfError(f"No such label: {', '.join(unknown)}. The labels are "
+                              f"{', '.join(self.classes)}.")
+        for label, value in values.items():
+            if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
+                    0 <= value <= 1):
+                raise ImgclfError(f"A threshold is a probability from 0 to 1, not {value!r} "
+                                  f"(label {label}).")
+            self.thresholds[self.classes.index(label)] = float(value)
 
     @property
     def has_detector(self) -> bool:
@@ -217,8 +261,8 @@ class Predictor:
 
     @classmethod
     def load(cls, path: str | os.PathLike, *, runtime: str = InferenceConfig.runtime,
-             int8: bool = False,
-             acceptance: float | None = None) -> Predictor:
+             int8: bool = False, acceptance: float | None = None,
+             thresholds: float | dict[str, float] | None = None) -> Predictor:
         """Load a model file written by ``Learner.export`` (never unpickles anything).
 
         runtime: "auto" (onnxruntime where installed, on the CPU: about 2.5x PyTorch's speed;
@@ -231,10 +275,20 @@ class Predictor:
         acceptance: the share of in-domain pictures the "unknown" detector accepts; default:
         the one the model was calibrated at (0.98 unless trained otherwise; 0.95 for
         model files made before imgclf chose 0.98).
+        thresholds: a multi-label model's decision thresholds instead of the ones it chose
+        (set_thresholds: one probability for all labels, or {label: probability}).
 
         Example:
             >>> predictor = Predictor.load("models/ants-vs-bees/model.imgclf")
         """
+        predictor = cls._load(path, runtime=runtime, int8=int8, acceptance=acceptance)
+        if thresholds is not None:
+            predictor.set_thresholds(thresholds)
+        return predictor
+
+    @classmethod
+    def _load(cls, path: str | os.PathLike, *, runtime: str, int8: bool,
+              acceptance: float | None) -> Predictor:
         if runtime not in RUNTIMES:
             raise ValueError(f"runtime must be one of {RUNTIMES}, not {runtime!r}")
         path = Path(path)
@@ -430,9 +484,15 @@ class Predictor:
     def _answer(self, row, score: float | None) -> Prediction:
         index = int(row.argmax())
         unknown = score is not None and score > self.threshold
-        return Prediction(label=UNKNOWN if unknown else self.classes[index], index=index,
+        labels = None
+        if self.multi_label:
+            labels = () if unknown else tuple(c for c, p, t in zip(self.classes, row,
+                                                                   self.thresholds) if p >= t)
+        label = UNKNOWN if unknown else (";".join(labels) if labels is not None
+                                         else self.classes[index])
+        return Prediction(label=label, index=index,
                           probabilities={c: float(p) for c, p in zip(self.classes, row)},
-                          unknown=unknown, outlier_score=score)
+                          unknown=unknown, outlier_score=score, labels=labels)
 
 
 def _name(source: Any) -> str:
@@ -485,7 +545,8 @@ def outlier_calibration(network: nn.Module | OnnxNetwork):
 
 
 def load(path: str | os.PathLike, *, runtime: str = InferenceConfig.runtime, int8: bool = False,
-         acceptance: float | None = None) -> Predictor:
+         acceptance: float | None = None, thresholds: float | dict[str, float] | None = None
+         ) -> Predictor:
     """Load a model file for prediction (like fastai's load_learner, minus the pickle).
 
     Example:
@@ -493,4 +554,5 @@ def load(path: str | os.PathLike, *, runtime: str = InferenceConfig.runtime, int
         >>> model.predict("ant.jpg").label
         'ants'
     """
-    return Predictor.load(path, runtime=runtime, int8=int8, acceptance=acceptance)
+    return Predictor.load(path, runtime=runtime, int8=int8, acceptance=acceptance,
+                          thresholds=thresholds)

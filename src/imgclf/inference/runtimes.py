@@ -199,7 +199,8 @@ def _cache_path(graph: _Graph, image_size: int) -> Path:
          "torch": torch.__version__, "onnxruntime": runtime.__version__,
          "timm": timm.__version__, "code": code_digest(),
          # the detector's settings that are attributes, not tensors
-         "detector": [detector.k, detector.softmax_weight] if detector is not None else None,
+         "detector": [detector.k, detector.softmax_weight, detector.by_class]
+         if detector is not None else None,
          }).encode())
     for name, tensor in graph.state_dict().items():
         digest.update(f"{name}{tuple(tensor.shape)}{tensor.dtype}".encode())
@@ -367,7 +368,9 @@ def load_onnx(path: str | os.PathLike) -> tuple[OnnxNetwork, ModelInfo]:
                          classes=tuple(json.loads(meta["imgclf_classes"])),
                          input=InputConfig.from_dict(values),
                          unknown=config_from_dict(UnknownConfig,
-                                                  unknown["config"] if unknown else None))
+                                                  unknown["config"] if unknown else None),
+                         multi_label=network.multi_label,
+                         thresholds=tuple(json.loads(meta.get("imgclf_thresholds", "[]"))))
         network.calibration = np.array(unknown["calibration"] if unknown else [], np.float32)
     except (KeyError, TypeError, ValueError) as error:
         raise ModelFileError(f"{path} is an ONNX file but not one written by imgclf export "

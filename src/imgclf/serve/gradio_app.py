@@ -31,7 +31,8 @@ def _gradio():
 def describe(predictor) -> str:
     """Markdown describing the model: classes, backbone and validation figures."""
     metrics = predictor.info.metrics
-    lines = [f"**Classes** ({len(predictor.classes)}): {', '.join(predictor.classes)}",
+    kind = ("**Labels**, any number per picture" if predictor.multi_label else "**Classes**")
+    lines = [f"{kind} ({len(predictor.classes)}): {', '.join(predictor.classes)}",
              f"**Backbone**: {predictor.info.backbone}, input "
              f"{predictor.input.image_size} px"]
     if "accuracy" in metrics:
@@ -44,9 +45,13 @@ def describe(predictor) -> str:
     return "  \n".join(lines)
 
 
-def page_title(classes: list[str]) -> str:
-    """"Ants or bees?", "Cat, dog or fox?"; past three classes: "A classifier of 10 classes"."""
+def page_title(classes: list[str], multi_label: bool = False) -> str:
+    """"Ants or bees?", "Cat, dog or fox?"; past three classes: "A classifier of 10 classes";
+    several labels per picture: "Bus, car, person: which are in the picture?"."""
     names = [name.replace("_", " ") for name in classes]
+    if multi_label:
+        return (", ".join(names[:8]) + (", ..." if len(names) > 8 else "")).capitalize() + (
+            ": which are in the picture?")
     if len(names) <= 3:
         return (", ".join(names[:-1]) + " or " + names[-1]).capitalize() + "?"
     return f"A classifier of {len(names)} classes"
@@ -84,8 +89,10 @@ def _reading(picture: dict | str | os.PathLike | None, read: Any) -> Any:
                        print_exception=False) from None
 
 
-def classify(predictor, picture: dict | str | os.PathLike | None) -> dict[str, float] | str:
-    """The page's answer for one picture: class probabilities, or the "unknown" text.
+def classify(predictor, picture: dict | str | os.PathLike | None) -> Any:
+    """The page's answer for one picture: class probabilities, or the "unknown" text (a
+    multi-label model's: its probabilities under a title naming the labels given, as a
+    Gradio update).
 
     picture: Gradio's file data for an upload (a dict with the file's path in Gradio's
     upload folder), or a path. imgclf's own reader reads it, so a file that is no picture
@@ -100,8 +107,14 @@ def classify(predictor, picture: dict | str | os.PathLike | None) -> dict[str, f
         return {}
     prediction = picture
     if prediction.unknown:  # no confident bar for a class it is not
-        return unknown_text(predictor.classes, prediction)
-    return prediction.to_dict()["probabilities"]  # the API's answer, drawn as bars
+        text = unknown_text(predictor.classes, prediction)
+        # a multi-label page's title named the last picture's labels: back to its own
+        return _gradio().update(value=text, label="Prediction") if predictor.multi_label else text
+    probabilities = prediction.to_dict()["probabilities"]  # the API's answer, drawn as bars
+    if prediction.labels is not None:  # multi-label: the labels given head the bars
+        given = ", ".join(prediction.labels) or "none reaches its threshold"
+        return _gradio().update(value=probabilities, label=f"Labels: {given}")
+    return probabilities
 
 
 def explain_picture(predictor, picture: dict | str | os.PathLike | None, *,
@@ -146,7 +159,7 @@ def build_blocks(predictor, *, examples: str | os.PathLike | list | None = None,
     ``max_file_size`` (``imgclf.serve.http.create_app`` does) to cap their size.
     """
     gr = _gradio()
-    title = title or page_title(predictor.classes)
+    title = title or page_title(predictor.classes, predictor.multi_label)
 
     def run(picture):
         return classify(predictor, picture)

@@ -92,7 +92,11 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = InferenceConfig
                 "imgclf_version": info.imgclf_version, "runtime": predictor.runtime,
                 "unknown": {**info.unknown.to_dict(), "threshold": predictor.threshold,
                             "acceptance": predictor.acceptance}
-                if info.unknown else None}
+                if info.unknown else None,
+                # a multi-label model: each label is given from its threshold on
+                **({"multi_label": True, "thresholds": dict(zip(
+                    predictor.classes, predictor.thresholds.tolist()))}
+                   if predictor.multi_label else {})}
 
     @app.post("/predict")
     async def predict(request: Request):

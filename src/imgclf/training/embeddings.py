@@ -32,7 +32,7 @@ from imgclf.errors import ImageError
 from imgclf.inference import loop
 from imgclf.inference.runtimes import accelerated
 from imgclf.model import Classifier
-from imgclf.unknown import Detector, fit_detector
+from imgclf.unknown import MAX_LABEL_BITS, Detector, fit_detector
 
 if TYPE_CHECKING:
     from imgclf.data.imagedata import ImageData
@@ -43,7 +43,7 @@ class Embeddings:
     """Pooled features of pictures: one row per (picture, view)."""
 
     features: np.ndarray  # (rows, num_features)
-    targets: np.ndarray  # (rows,) class index
+    targets: np.ndarray  # (rows,) class index, or (rows, classes) 0/1 for multi-label data
     groups: np.ndarray  # (rows,) which picture a row comes from
     computed: int  # rows that were not in the cache
 
@@ -120,7 +120,7 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}")
     folder = embedding_folder(data)
-    items = [item for item in data.items[split] if item.label in data.class_index]
+    items = data.labelled(split)
     rows = []  # (cache file, class, picture) of every view of every picture
     found: dict[int, np.ndarray] = {}  # row -> its embedding, read or computed in this call
     jobs, stored, items_to_read = [], [], []
@@ -134,7 +134,7 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
                 missing.append((view, len(rows)))
             else:
                 found[len(rows)] = cached
-            rows.append((target, data.class_index[item.label], position))
+            rows.append((target, data.target(item), position))
         if missing:
             jobs.append((item.path, data.source(item), digest, [v for v, _ in missing],
                          [len(stored) + i for i in range(len(missing))]))
@@ -195,15 +195,15 @@ def plain_embeddings(network: Classifier, data: ImageData, split: str, *, cached
     """
     if cached:
         return compute_embeddings(network, data, split, show_progress=show_progress)
-    items = [item for item in data.items[split] if item.label in data.class_index]
+    items = data.labelled(split)
     outputs = loop.run(network, data.plain(items), embeddings=True, probabilities=False,
                   num_workers=data.config.num_workers, show_progress=show_progress,
                   description=f"Embedding {split} pictures")
     ok = outputs.ok
     features = outputs.embeddings[ok]
     return Embeddings(features=features,
-                      targets=np.array([data.class_index[item.label]
-                                        for item, good in zip(items, ok) if good]),
+                      targets=np.array([data.target(item) for item, good in zip(items, ok)
+                                        if good]),
                       groups=np.flatnonzero(ok), computed=int(ok.sum()))
 
 
@@ -243,14 +243,25 @@ def fit_unknown(network: Classifier, data: ImageData, valid: np.ndarray | None, 
         negatives = torch.from_numpy(picture_embeddings(
             network, data, data.negatives, show_progress=show_progress,
             description="Embedding the unknown folder")[0])
+    # multi-label: the distance to the nearest training pictures whatever their labels; the
+    # bank keeps each picture's labels as a bitmask, for explanations to name
+    classes = label_bits(bank.targets) if data.multi_label else bank.targets
     detector, config = fit_detector(
-        torch.from_numpy(bank.features), torch.from_numpy(bank.targets), head,
+        torch.from_numpy(bank.features), torch.from_numpy(classes), head,
         valid=torch.from_numpy(valid) if valid is not None and len(valid) else None,
-        negatives=negatives, acceptance=acceptance, seed=seed)
-    items = [item for item in data.items["train"] if item.label in data.class_index]
+        negatives=negatives, acceptance=acceptance, seed=seed, by_class=not data.multi_label)
+    items = data.labelled("train")
     detector.pictures = tuple(str(Path(items[bank.groups[row]].path).resolve())
                               for row in detector.rows.tolist())
     return detector, config
+
+
+def label_bits(targets: np.ndarray) -> np.ndarray:
+    """Multi-label 0/1 rows as one integer each (bit j: label j), 0 past MAX_LABEL_BITS labels
+    (the explanation then names no label)."""
+    if targets.shape[1] > MAX_LABEL_BITS:
+        return np.zeros(len(targets), np.int64)
+    return (targets.astype(np.int64) << np.arange(targets.shape[1])).sum(axis=1)
 
 
 def fit_probe(network: Classifier, data: ImageData, *, views: int, seed: int,
@@ -267,13 +278,16 @@ def fit_probe(network: Classifier, data: ImageData, *, views: int, seed: int,
         raise ValueError("probe fits a linear layer on average-pooled features: use the "
                          "default HeadConfig (pool='avg', hidden=0)")
     train = compute_embeddings(network, data, "train", views=views, show_progress=show_progress)
-    fit = fit_linear_head(train, len(data.classes), seed=seed, show_progress=show_progress)
+    fitter = fit_multi_label_head if data.multi_label else fit_linear_head
+    fit = fitter(train, len(data.classes), seed=seed, show_progress=show_progress)
     linear = network.head.linear
     with torch.no_grad():
         linear.weight.copy_(torch.from_numpy(fit.weight))
         linear.bias.copy_(torch.from_numpy(fit.bias))
         logits = network.head(torch.from_numpy(train.features).to(linear.weight.device))
-    train_loss = float(F.cross_entropy(logits.float().cpu(), torch.from_numpy(train.targets)))
+    logits, targets = logits.float().cpu(), torch.from_numpy(train.targets)
+    train_loss = float(F.binary_cross_entropy_with_logits(logits, targets) if data.multi_label
+                       else F.cross_entropy(logits, targets))
     return {"train_loss": train_loss, "regularisation": fit.regularisation,
             "cv_accuracy": fit.cv_accuracy, "cv_loss": fit.cv_loss,
             "embeddings": len(train.features),
@@ -365,6 +379,90 @@ def fit_linear_head(embeddings: Embeddings, num_classes: int, *,
     weight = (weight / spread).astype(np.float32)
     bias = (bias - weight @ centre).astype(np.float32)
     return HeadFit(weight, bias, best_c, best_score, best_loss)
+
+
+def fit_multi_label_head(embeddings: Embeddings, num_classes: int, *,
+                         candidates: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0, 3.0, 10.0),
+                         folds: int = 3, seed: int = TrainConfig.seed,
+                         show_progress: bool = False) -> HeadFit:
+    """One logistic regression per label (one-vs-rest) on multi-label 0/1 targets
+    (rows, labels); each label's C chosen by its grouped cross-validated log loss.
+
+    The features are standardised as in fit_linear_head, and each fold's fits go from the most
+    to the least regularised C, warm-started. A label that is on every training picture of a
+    fold, or on none, is a constant there (its share, clipped). Returns the head's weight
+    (labels, features) and bias for sigmoid outputs; regularisation is the median chosen C,
+    cv_accuracy the share of (picture, label) pairs right at 0.5 (fastai's accuracy_multi).
+    """
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.model_selection import GroupKFold
+
+    centre, spread = standard_scale(embeddings.features)
+    features = ((embeddings.features - centre) / spread).astype(np.float32)
+    targets, groups = embeddings.targets.astype(np.int64), embeddings.groups
+    searched = np.arange(len(features))
+    if len(features) > SEARCH_ROWS:  # C is chosen on a seeded share of the pictures
+        chosen = np.random.default_rng(seed).permutation(np.unique(groups))
+        searched = np.flatnonzero(np.isin(groups, chosen[:SEARCH_ROWS * len(chosen)
+                                                         // len(features)]))
+    folds = min(folds, len(np.unique(groups[searched])))
+    best_c = np.full(num_classes, 1.0)
+    losses = np.full((len(candidates), num_classes), np.inf)
+    held_out = np.zeros((len(candidates), len(searched), num_classes))
+    if folds >= 2 and len(candidates) > 1:
+        # GroupKFold is deterministic; the rows are shuffled by seed first
+        order = np.random.default_rng(seed).permutation(searched)
+        splits = list(GroupKFold(n_splits=folds).split(order, groups=groups[order]))
+        position = {row: i for i, row in enumerate(searched)}
+        steps = [(label, fold) for label in range(num_classes) for fold in range(len(splits))]
+        for label, fold in progress(steps, total=len(steps), enabled=show_progress,
+                                    description="Fitting the head (one model per label)",
+                                    transient=True):
+            train_rows, test_rows = order[splits[fold][0]], order[splits[fold][1]]
+            model = LogisticRegression(max_iter=2000, warm_start=True)
+            for index, c in enumerate(sorted(candidates)):
+                probability = _binary_fit(model.set_params(C=c), features[train_rows],
+                                          targets[train_rows, label], features[test_rows])
+                held_out[index, [position[row] for row in test_rows], label] = probability
+        truth = targets[searched]
+        clipped = np.clip(held_out, 1e-7, 1 - 1e-7)
+        losses = -(truth * np.log(clipped) + (1 - truth) * np.log(1 - clipped)).mean(axis=1)
+        best_c = np.asarray(sorted(candidates))[losses.argmin(axis=0)]
+    weight = np.zeros((num_classes, features.shape[1]))
+    bias = np.zeros(num_classes)
+    with status(f"Fitting the head on {len(features)} embeddings",
+                enabled=show_progress and len(features) > SEARCH_ROWS):
+        for label in range(num_classes):
+            model = LogisticRegression(C=float(best_c[label]), max_iter=2000)
+            column = targets[:, label]
+            if column.min() == column.max():  # on every picture, or on none: a constant
+                bias[label] = _logit(np.clip(column.mean(), 1e-4, 1 - 1e-4))
+                continue
+            model.fit(features, column)
+            weight[label], bias[label] = model.coef_[0], model.intercept_[0]
+    # w . (x - centre) / spread + b  ==  (w / spread) . x + (b - (w / spread) . centre)
+    weight = (weight / spread).astype(np.float32)
+    bias = (bias - weight @ centre).astype(np.float32)
+    if not np.isfinite(losses).all():
+        return HeadFit(weight, bias, float(np.median(best_c)), None, None)
+    picked = held_out[losses.argmin(axis=0), :, np.arange(num_classes)].T  # (rows, labels)
+    accuracy = float(((picked >= 0.5) == targets[searched]).mean())
+    return HeadFit(weight, bias, float(np.median(best_c)), accuracy,
+                   float(losses.min(axis=0).mean()))
+
+
+def _binary_fit(model: Any, features: np.ndarray, column: np.ndarray, test: np.ndarray
+                ) -> np.ndarray:
+    """P(label) of the test rows from a logistic regression fitted on one label's column (a
+    constant, its clipped share, when the column holds one value)."""
+    if column.min() == column.max():
+        return np.full(len(test), np.clip(column.mean(), 1e-4, 1 - 1e-4))
+    model.fit(features, column)
+    return model.predict_proba(test)[:, 1]
+
+
+def _logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
 
 
 def standard_scale(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

@@ -56,6 +56,7 @@ class _From(nn.Module):
     def __init__(self, network: Classifier, start: int):
         super().__init__()
         self.network, self.start = network, start
+        self.multi_label = network.multi_label  # what its scores mean (loop.batches)
 
     def infer(self, features: torch.Tensor, *, embeddings: bool = False):
         return self.network.infer(features, embeddings=embeddings, start=self.start)
@@ -89,6 +90,7 @@ class ValidationStart:
     seconds: float | None = None  # the last pass scores() made, from the loader's start
     too_large: tuple | None = None  # the frozen_key whose output would not fit max_bytes
     loader: Any = None  # the validation DataLoader, kept: its worker starts once, not per epoch
+    targets: Any = None  # the targets of the embeddings the last pass of scores() returned
 
     def scores(self, network: Classifier, data, *, show_progress: bool = False
                ) -> tuple[dict[str, float], np.ndarray]:
@@ -102,6 +104,7 @@ class ValidationStart:
         self.seconds = time.perf_counter() - began
         ok = outputs.ok
         targets = [t for t, good in zip(self.loader.dataset.targets, ok) if good]
+        self.targets = np.asarray(targets)  # the embeddings' (multi-label thresholds)
         return loop.scores(outputs.probabilities[ok], targets), outputs.embeddings[ok]
 
     def run(self, network: Classifier, loader: torch.utils.data.DataLoader, *,
@@ -267,7 +270,7 @@ class TrainingViews:
                     else:
                         features = torch.empty((room, *images.shape[1:]), dtype=images.dtype,
                                                device=images.device)
-                        targets = torch.empty(room, dtype=labels.dtype)
+                        targets = torch.empty((room, *labels.shape[1:]), dtype=labels.dtype)
                         indices = torch.empty(room, dtype=positions.dtype)
                 if keep and count + len(images) <= len(features):
                     features[count:count + len(images)] = images

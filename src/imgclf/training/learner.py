@@ -23,11 +23,14 @@ import torch
 from imgclf._files import FolderLock, write_json
 from imgclf._progress import console
 from imgclf.backbones import get_backbone
+from imgclf.calibration import DEFAULT_THRESHOLD, best_thresholds
 from imgclf.config import HeadConfig, TrainConfig, UnknownConfig
 from imgclf.data.imagedata import ImageData
 from imgclf.evaluation.metrics import Evaluation, evaluate
+from imgclf.evaluation.multilabel import MultiLabelEvaluation
 from imgclf.inference import loop
 from imgclf.inference.explain import NEIGHBOURS, Explanation
+from imgclf.inference.graphs import probabilities
 from imgclf.inference.predictor import Prediction, Predictor
 from imgclf.model import MODEL_PREFIX, Classifier
 from imgclf.modelfile import FINAL, ModelInfo, save_model
@@ -77,6 +80,8 @@ class Learner:
         self.config = config
         # channels_last: 1.5x faster training on CPU (bench/backbone_speed.py, README)
         self.network = network.to(self.device, memory_format=torch.channels_last)
+        # what its scores mean follows the data (a network built elsewhere included)
+        self.network.multi_label = data.multi_label
         self.output = Path(output) if output is not None else None
         self.callbacks = [*([ConsoleLog()] if verbose else []), *callbacks]
         self.verbose = verbose
@@ -91,6 +96,11 @@ class Learner:
         # validation embeddings of the last and of the best epoch: the detector's calibration
         self._valid_embeddings: np.ndarray | None = None
         self._best_valid_embeddings: np.ndarray | None = None
+        # ... and their targets: a multi-label model's thresholds are chosen on them
+        self._valid_targets: np.ndarray | None = None
+        self._best_valid_targets: np.ndarray | None = None
+        # multi-label: each label's decision threshold (best_thresholds), once training ends
+        self.thresholds: tuple[float, ...] = ()
         self._valid_start = ValidationStart()  # the validation loader and stored features
         self._started = time.perf_counter()  # when the current run began (the time limit)
         self._out_of_time = ""  # why the time limit ended a run, when it did
@@ -107,7 +117,7 @@ class Learner:
         """A new learner: data.backbone with ImageNet weights, a new head, backbone frozen."""
         torch.manual_seed(config.seed)  # the head's initial weights
         network = Classifier.create(data.backbone, len(data.classes), head=head,
-                                    weights=data.weights)
+                                    weights=data.weights, multi_label=data.multi_label)
         network.freeze()
         return cls(data, network, config=config, **options)
 
@@ -375,11 +385,13 @@ class Learner:
             with torch.inference_mode():
                 logits = self.network.head(torch.from_numpy(found.features).to(self.device))
             self._valid_start.seconds = None  # cached: says nothing of a PyTorch pass
-            self._valid_embeddings = found.features
-            return loop.scores(logits.float().softmax(dim=1).cpu().numpy(), found.targets)
+            self._valid_embeddings, self._valid_targets = found.features, found.targets
+            return loop.scores(probabilities(logits.float().cpu().numpy(),
+                                             self.data.multi_label), found.targets)
         # after freeze_early's frozen stages when their output is stored (frozen.py)
         scores, self._valid_embeddings = self._valid_start.scores(
             self.network, self.data, show_progress=self.verbose)
+        self._valid_targets = self._valid_start.targets
         return scores
 
     def _track_best(self, row: dict[str, Any], phase: Phase) -> None:
@@ -394,18 +406,24 @@ class Learner:
         self.best = dict(row)
         self._best_state = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
         self._best_valid_embeddings = self._valid_embeddings
+        self._best_valid_targets = self._valid_targets
         if self.output is not None:
             self.export(self.output / BEST)
 
     def _finish(self) -> None:
-        valid = self._valid_embeddings
+        valid, targets = self._valid_embeddings, self._valid_targets
         if self.config.restore_best and self._best_state is not None:
             self.network.load_state_dict(self._best_state)
             self._restored_best = True
-            valid = self._best_valid_embeddings
+            valid, targets = self._best_valid_embeddings, self._best_valid_targets
         if self.history:
+            if valid is None and self.data.valid:  # resumed after the last epoch: one more pass
+                self.validate()
+                valid, targets = self._valid_embeddings, self._valid_targets
             final = self.best if self._restored_best else self.history[-1]
             self._fit_detector(bool(final.get("backbone_trained")), valid)
+            if self.data.multi_label:
+                self._choose_thresholds(valid, targets)
         self._valid_start = ValidationStart()  # lets its worker and stored features go
         if self.output is not None and self.history:
             self.export(self.output / FINAL)
@@ -416,15 +434,25 @@ class Learner:
 
     def _fit_detector(self, backbone_trained: bool, valid: np.ndarray | None) -> None:
         """The "unknown" detector of the final weights (embeddings.fit_unknown)."""
-        if valid is None and self.data.valid:  # resumed after the last epoch: one more pass
-            self.validate()
-            valid = self._valid_embeddings
         fitted = fit_unknown(self.network, self.data, valid, cached=not backbone_trained,
                              acceptance=self.config.acceptance, seed=self.config.seed,
                              show_progress=self.verbose)
         if fitted is not None:
             detector, self.unknown = fitted
             self.network.detector = detector.to(self.device)
+
+    def _choose_thresholds(self, valid: np.ndarray | None, targets: np.ndarray | None) -> None:
+        """Each label's threshold for the best F1 on the validation pictures (0.5 without
+        them, or for a head that is not a linear layer on pooled features)."""
+        self.thresholds = (DEFAULT_THRESHOLD,) * len(self.data.classes)
+        if valid is None or targets is None or not len(valid) or (
+                self.network.head.config.pool != "avg"):
+            return
+        self.network.eval()
+        with torch.inference_mode():
+            logits = self.network.head(torch.from_numpy(valid).to(self.device))
+        self.thresholds = tuple(best_thresholds(
+            probabilities(logits.float().cpu().numpy(), True), targets))
 
     def _call(self, hook: str, **arguments) -> None:
         for callback in self.callbacks:
@@ -496,6 +524,7 @@ class Learner:
             training=self.config, data=self.data.config, augment=self.data.augment,
             counts=self.data.counts(), unknown=self.unknown,
             bank_pictures=network.detector.pictures if network.detector is not None else (),
+            multi_label=self.data.multi_label, thresholds=self.thresholds,
             created=time.strftime("%Y-%m-%dT%H:%M:%S%z"))
 
     def metrics(self) -> dict[str, float]:
@@ -518,7 +547,8 @@ class Learner:
         """This learner's network behind the one inference path used everywhere."""
         return Predictor(self.network, self.info())
 
-    def evaluate(self, split: str = "valid", *, tta: bool = False) -> Evaluation:
+    def evaluate(self, split: str = "valid", *, tta: bool = False
+                 ) -> Evaluation | MultiLabelEvaluation:
         """Metrics, confusion matrix, most-confused pairs and top losses on a split.
 
         Example:

@@ -107,13 +107,24 @@ def train_step(network, images, targets, optimizer, trainable, *, device: torch.
             logits = network.head(network.features(images, start=start))
         else:
             logits = (wrapper or network)(images)
-    loss = F.cross_entropy(logits.float(), targets, label_smoothing=config.label_smoothing)
+    loss = loss_of(logits, targets, config.label_smoothing)
     optimizer.zero_grad(set_to_none=True)
     loss.backward()
     if config.clip_gradient:
         torch.nn.utils.clip_grad_norm_(trainable, config.clip_gradient)
     optimizer.step()
     return float(loss.detach())
+
+
+def loss_of(logits: torch.Tensor, targets: torch.Tensor, label_smoothing: float = 0.0
+            ) -> torch.Tensor:
+    """Cross-entropy on class indices; on multi-label 0/1 rows (float), the binary
+    cross-entropy of each label (fastai's BCEWithLogitsLossFlat), smoothed toward 0.5."""
+    if targets.is_floating_point():
+        if label_smoothing:
+            targets = targets * (1 - label_smoothing) + label_smoothing / 2
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+    return F.cross_entropy(logits.float(), targets, label_smoothing=label_smoothing)
 
 
 def seed_epoch(seed: int, epoch: int, loader) -> None:
