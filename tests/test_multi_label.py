@@ -486,3 +486,22 @@ def test_a_dataframe_with_missing_labels_reads_them_as_empty(tmp_path, make_phot
     assert [item.label for item in items] == [("car", "person"), (), ()]
     single = items_from_dataframe(frame, root=tmp_path)
     assert [item.label for item in single] == ["car person", None, None]
+
+
+def test_int8_is_checked_on_label_pairs_and_gives_the_same_sets(shapes):
+    """quantize compares float and int8 on the validation pictures' (picture, label) pairs
+    at the model's thresholds, with sigmoid outputs; the int8 model then gives sets too."""
+    pytest.importorskip("onnxruntime", reason="needs the onnx extra")
+    import imgclf
+
+    _, _, data, model_file, new = shapes
+    check = imgclf.quantize(model_file, data, show_progress=False)
+    assert check.pictures == len(data.valid)
+    assert check.float_accuracy == pytest.approx(imgclf.evaluate(
+        imgclf.load(model_file), data, show_progress=False).labels_right)
+    if not check.accepted:
+        pytest.skip(f"int8 refused here: {check.reason}")
+    fast, plain = imgclf.load(model_file, int8=True), imgclf.load(model_file)
+    assert fast.multi_label and fast.runtime == "int8"
+    same = [fast.predict(path).labels == plain.predict(path).labels for path in new]
+    assert sum(same) >= len(new) - 1
