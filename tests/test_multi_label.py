@@ -128,6 +128,23 @@ def test_multi_label_data_that_cannot_train_says_why(tmp_path, make_photo):
         ImageData.from_csv(tmp_path / "some.csv", label_delim=" ", balance=True, verbose=False)
 
 
+def test_a_random_split_keeps_every_label_in_training():
+    """Multi-label pictures are drawn from one pool; a label the draw left in validation only
+    gets a picture back, on every seed (a rare label must be learnt before it is judged)."""
+    from imgclf.data.sources import Item, split_items
+
+    items = ([Item(f"p{index}.jpg", ("common",)) for index in range(46)]
+             + [Item("rare.jpg", ("common", "rare")), Item("pair0.jpg", ("pair",)),
+                Item("pair1.jpg", ("pair",)), Item("given.jpg", ("given",), split="valid")])
+    for seed in range(40):
+        split = split_items(items, valid_fraction=0.2, seed=seed)
+        trained = {label for item in split if item.split == "train" for label in item.label}
+        assert {"common", "rare", "pair"} <= trained, seed
+        assert split[-1].split == "valid"  # a split the data gave is kept
+        assert 8 <= sum(item.split == "valid" for item in split) <= 11
+        assert split == split_items(items, valid_fraction=0.2, seed=seed)  # seeded
+
+
 # --- thresholds and the head ---
 
 
@@ -249,7 +266,7 @@ def test_thresholds_can_be_changed_when_a_model_is_loaded(shapes):
     assert everything.unknown or everything.labels == ("circle", "square", "triangle")
     model = imgclf.load(model_file, thresholds={"circle": 0.0})
     assert model.thresholds[0] == 0.0 and model.thresholds[1] == model.info.thresholds[1]
-    for wrong in ({"dog": 0.5}, 1.5, {"circle": "high"}):
+    for wrong in ({"dog": 0.5}, 1.5, 1.0, {"circle": "high"}):
         with pytest.raises(ImgclfError):
             model.set_thresholds(wrong)
 
@@ -303,7 +320,8 @@ def test_onnx_export_gives_each_labels_own_probability(shapes, tmp_path):
 
     session = onnxruntime.InferenceSession(str(tmp_path / "shapes.onnx"))
     picture = np.stack([exported.transform.read(path) for path in list(new)[3:4]])
-    probabilities = session.run(["probabilities"], {"images": picture})[0]
+    assert [output.name for output in session.get_outputs()][0] == "label_probabilities"
+    probabilities = session.run(["label_probabilities"], {"images": picture})[0]
     assert probabilities.sum() > 1.5  # sigmoid outputs: not one distribution
 
 
@@ -450,6 +468,39 @@ def test_cleaning_finds_wrong_label_sets_and_off_topic_pictures(tmp_path):
     assert not any(f"gradient{index}.png" in cells for index in range(4))  # removed
 
 
+def test_cleaning_copes_with_a_label_on_every_picture():
+    """cleanlab refuses a label never absent; screening leaves that label to the probe and
+    still finds the flipped ones of the others."""
+    pytest.importorskip("cleanlab")
+    from imgclf.cleaning.finding import screen
+
+    generator = np.random.default_rng(3)
+    targets = (generator.random((160, 3)) < 0.4).astype(np.float32)
+    targets[:, 2] = 1  # on every picture
+    features = generator.normal(size=(160, 256)).astype(np.float32)
+    for label in range(3):  # each label moves its own 64 features, as embeddings spread it
+        features[:, 64 * label:64 * (label + 1)] += 1.5 * targets[:, label:label + 1]
+    flipped = generator.choice(160, 6, replace=False)
+    given = targets.copy()
+    given[flipped, 0] = 1 - given[flipped, 0]
+    found = screen(features, given, 3, seed=0)
+    assert found.probabilities.shape == (160, 3)
+    assert set(flipped) <= set(np.flatnonzero(found.mislabelled))
+    assert found.mislabelled.sum() <= len(flipped) + 2
+    assert (found.probabilities[:, 2] > 0.5).all()  # the constant label, never doubted
+
+
+def test_the_numpy_sigmoid_matches_torch_far_from_zero():
+    import torch
+
+    from imgclf.inference.graphs import sigmoid
+
+    scores = np.array([[-40.0, -17.0, -3.0, 0.0, 3.0, 17.0, 40.0]], dtype=np.float32)
+    expected = torch.sigmoid(torch.from_numpy(scores)).numpy()
+    assert np.allclose(sigmoid(scores), expected, rtol=1e-6, atol=0)
+    assert sigmoid(scores).dtype == np.float32
+
+
 def test_a_predictions_table_row_carries_the_labels(shapes):
     """--csv and Ray's Parquet write one row per picture: the labels joined by ";" and every
     label's probability."""
@@ -488,9 +539,9 @@ def test_a_dataframe_with_missing_labels_reads_them_as_empty(tmp_path, make_phot
     assert [item.label for item in single] == ["car person", None, None]
 
 
-def test_int8_is_checked_on_label_pairs_and_gives_the_same_sets(shapes):
-    """quantize compares float and int8 on the validation pictures' (picture, label) pairs
-    at the model's thresholds, with sigmoid outputs; the int8 model then gives sets too."""
+def test_int8_is_checked_on_whole_label_sets_and_gives_the_same_sets(shapes):
+    """quantize compares float and int8 by the validation pictures' exact matches at the
+    model's thresholds, with sigmoid outputs; the int8 model then gives sets too."""
     pytest.importorskip("onnxruntime", reason="needs the onnx extra")
     import imgclf
 
@@ -498,7 +549,7 @@ def test_int8_is_checked_on_label_pairs_and_gives_the_same_sets(shapes):
     check = imgclf.quantize(model_file, data, show_progress=False)
     assert check.pictures == len(data.valid)
     assert check.float_accuracy == pytest.approx(imgclf.evaluate(
-        imgclf.load(model_file), data, show_progress=False).labels_right)
+        imgclf.load(model_file), data, show_progress=False).exact_match)
     if not check.accepted:
         pytest.skip(f"int8 refused here: {check.reason}")
     fast, plain = imgclf.load(model_file, int8=True), imgclf.load(model_file)

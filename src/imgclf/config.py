@@ -226,6 +226,9 @@ class HeadConfig:
 #   like ants and bees; the softmax term rejects the ambiguous ones first).
 KNN_K = 5
 SOFTMAX_WEIGHT = 0.2
+# A multi-label model's bank keeps each picture's labels as the bits of its `labels` entry, up
+# to this many labels (a 64-bit integer, sign bit spared)
+MAX_LABEL_BITS = 62
 # The most neighbours a detector may count: more than its bank holds of a class means nothing.
 MAX_NEIGHBOURS = 1000
 # The share of in-domain pictures accepted by default: one in 50 of the user's own pictures
@@ -428,7 +431,7 @@ class UnknownConfig:
     """How a model's detector was fitted and calibrated (the model file's JSON part)."""
 
     # the outlier score: k-th nearest training picture of the predicted class + softmax term
-    # (SCORES); "knn" for multi-label models: the k-th nearest training picture, any labels
+    # (OUTLIER_SCORES); "knn" for multi-label models: the k-th nearest training picture, any labels
     score: str = "class_knn+softmax"
     k: int = KNN_K
     softmax_weight: float = SOFTMAX_WEIGHT

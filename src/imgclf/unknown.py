@@ -31,10 +31,6 @@ from imgclf.config import (DEFAULT_ACCEPTANCE, KNN_K, SOFTMAX_WEIGHT, TrainConfi
 # Training pictures kept in the model file (float16): 2048 x 1280 features is 5 MB, the most
 # the detector may add to a model file. Larger training sets keep a random (seeded) sample.
 MAX_BANK = 2048
-# A multi-label model's bank keeps each picture's labels as the bits of its `labels` entry, up
-# to this many labels (a 64-bit integer, sign bit spared)
-MAX_LABEL_BITS = 62
-
 
 class Detector(nn.Module):
     """Outlier scores from class scores and embeddings (see the module's docstring).

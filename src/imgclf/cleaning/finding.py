@@ -380,8 +380,14 @@ def screen(features: np.ndarray, targets: np.ndarray, num_classes: int, *,
         from cleanlab.multilabel_classification.filter import (
             find_label_issues as find_label_set_issues)
 
-        flagged = find_label_set_issues([np.flatnonzero(row).tolist() for row in targets],
-                                        probabilities, filter_by="prune_by_noise_rate")
+        # cleanlab needs each label both given and not given somewhere; a label on every
+        # picture (or on none) has no error confident learning could find
+        varied = np.flatnonzero((targets > 0).any(axis=0) & ~(targets > 0).all(axis=0))
+        flagged = np.zeros(len(targets), dtype=bool)
+        if len(varied):
+            flagged = find_label_set_issues(
+                [np.flatnonzero(row).tolist() for row in targets[:, varied]],
+                probabilities[:, varied], filter_by="prune_by_noise_rate")
         # ... and every picture the probe is sure of a label it was not given, or sure
         # of the absence of one it was
         flagged |= (np.where(targets > 0, 1 - probabilities, probabilities)

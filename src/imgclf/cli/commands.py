@@ -397,7 +397,7 @@ def thresholds(values: list[str] | None) -> float | dict[str, float] | None:
             raise ValueError
         return {label: float(number) for label, number in pairs}
     except ValueError:
-        raise ImgclfError(f"--threshold takes P or LABEL=P (a probability from 0 to 1), not "
+        raise ImgclfError(f"--threshold takes P or LABEL=P (a probability, 0 up to 1), not "
                           f"{' '.join(values)!r}.") from None
 
 

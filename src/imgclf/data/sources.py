@@ -264,8 +264,9 @@ def split_items(items: Iterable[Item], valid_fraction: float = DataConfig.valid_
     Each class with at least two unsplit pictures puts round(valid_fraction * n) of them
     (at least one) into validation, drawn with its own seeded generator, so adding a class
     does not move pictures of the others. Multi-label pictures (tuples of labels) are drawn
-    from one pool: most combinations of labels are too rare to stratify by. Splits given by
-    folders or columns are kept.
+    from one pool: most combinations of labels are too rare to stratify by; a label the draw
+    left with validation pictures only gets one back into training. Splits given by folders
+    or columns are kept.
     """
     items = list(items)
     by_class: dict[Any, list[int]] = defaultdict(list)
@@ -282,9 +283,24 @@ def split_items(items: Iterable[Item], valid_fraction: float = DataConfig.valid_
         # one generator per class: adding a class leaves the other classes' splits as they were
         generator = random.Random(f"{seed}/{label}")
         chosen.update(generator.sample(positions, count))
+    _keep_every_label_in_training(items, by_class.get(MULTI_LABEL, ()), chosen)
     return [item if item.split is not None else
             replace(item, split="valid" if position in chosen else "train")
             for position, item in enumerate(items)]
+
+
+def _keep_every_label_in_training(items: list[Item], pool, chosen: set[int]) -> None:
+    """Move back to training the first drawn multi-label picture of each label that the
+    draw left with validation pictures only (a rare label must be learnt before it is
+    judged); the split stays seeded."""
+    trained = {label for position, item in enumerate(items) for label in
+               (item.label if isinstance(item.label, tuple) else (item.label,))
+               if item.split == "train" or (item.split is None and position not in chosen)}
+    for position in sorted(chosen.intersection(pool)):
+        missing = set(items[position].label) - trained
+        if missing:
+            chosen.discard(position)
+            trained.update(items[position].label)
 
 
 def expand_paths(arguments: list[str]) -> list[Path]:

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from imgclf._files import atomic_path
+from imgclf.config import MAX_LABEL_BITS
 from imgclf.data.decoding import load_image
 from imgclf.errors import ImageError
 from imgclf.plots import plot_explanation
@@ -166,8 +167,10 @@ def _nearest(network: nn.Module, pooled, classes: list[str], bank_pictures: tupl
 
 def _labels(detector: nn.Module, entry: int, classes: list[str]) -> str:
     """A bank picture's class; a multi-label model's labels (the bits of its entry), joined
-    by ";" ("-" for none)."""
+    by ";" ("-" for none; "?" past MAX_LABEL_BITS labels, whose sets the bank cannot hold)."""
     if getattr(detector, "by_class", True):
         return classes[entry]
+    if len(classes) > MAX_LABEL_BITS:
+        return "?"
     return ";".join(name for bit, name in enumerate(classes) if entry >> bit & 1) or "-"
 

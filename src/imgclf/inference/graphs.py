@@ -65,7 +65,8 @@ class OnnxNetwork:
         self.outputs = [output.name for output in self.session.get_outputs()]
         # a multi-label model's: each class score is its own label's (sigmoid); set by whoever
         # loads the graph for a model, read from an exported file's metadata
-        self.multi_label = self.metadata.get("imgclf_multi_label") == "true"
+        self.multi_label = (self.metadata.get("imgclf_multi_label") == "true"
+                            or "label_probabilities" in self.outputs)
         # the in-domain outlier scores the detector was calibrated on (set by whoever loads
         # the graph for a model: they are the model's, not the graph's)
         self.calibration = np.zeros(0, np.float32)
@@ -86,13 +87,12 @@ class OnnxNetwork:
         """
         results = dict(zip(self.outputs, self.run(images)))
         scores = results.get("logits")
-        if scores is None and "probabilities" in results:
-            given = np.maximum(results["probabilities"], np.float32(1e-30))
-            if self.multi_label:  # log-odds
-                given = np.minimum(given, np.float32(1 - 1e-7))
-                scores = np.log(given) - np.log1p(-given)
-            else:
-                scores = np.log(given)
+        if scores is None and "label_probabilities" in results:  # multi-label: log-odds
+            given = np.clip(results["label_probabilities"], np.float32(1e-30),
+                            np.float32(1 - 1e-7))
+            scores = np.log(given) - np.log1p(-given)
+        elif scores is None and "probabilities" in results:
+            scores = np.log(np.maximum(results["probabilities"], np.float32(1e-30)))
         return (scores, results.get("embeddings") if embeddings else None,
                 results.get("outlier"))
 
@@ -107,7 +107,8 @@ def softmax(scores: np.ndarray) -> np.ndarray:
 def sigmoid(scores: np.ndarray) -> np.ndarray:
     """Each label's probability from its score, on its own (multi-label; float32)."""
     scores = np.asarray(scores, dtype=np.float32)
-    return (0.5 * (1 + np.tanh(0.5 * scores))).astype(np.float32)  # no overflow warnings
+    small = np.exp(-np.abs(scores))  # never overflows; keeps tiny probabilities as torch does
+    return np.where(scores >= 0, 1 / (1 + small), small / (1 + small)).astype(np.float32)
 
 
 def probabilities(scores: np.ndarray, multi_label: bool = False) -> np.ndarray:

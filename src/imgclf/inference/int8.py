@@ -46,7 +46,8 @@ CALIBRATION_PICTURES = 64
 
 @dataclass(frozen=True)
 class Int8Check:
-    """What quantize found: float and int8 accuracy on the same validation pictures."""
+    """What quantize found: float and int8 accuracy (multi-label: exact match) on the same
+    validation pictures."""
 
     float_accuracy: float
     int8_accuracy: float
@@ -186,7 +187,8 @@ def _float_nodes(path: Path) -> list[str]:
 def _compare(predictor: Predictor, float_path: Path, int8_file: Path, data: ImageData,
              calibrated: int, show_progress: bool) -> Int8Check:
     """Float and int8 over the validation pictures, through the one forward loop (for a
-    multi-label model, accuracy and agreement count (picture, label) pairs at its thresholds)."""
+    multi-label model, accuracy and agreement are exact matches of the label sets at its
+    thresholds: over (picture, label) pairs, mostly right absences, a lost label would hide)."""
     paths = [data.source(item) for item in data.valid]
     targets = np.array([data.target(item) for item in data.valid])
     labels, scores, ok = [], [], None
@@ -208,13 +210,22 @@ def _compare(predictor: Predictor, float_path: Path, int8_file: Path, data: Imag
         # the threshold keeps the model's acceptance
         shift = float(np.median(scores[1][ok] - scores[0][ok]))
         calibration = np.sort(outlier_calibration(predictor.network) + shift).tolist()
-    float_accuracy, int8_accuracy = (float((found[ok] == targets[ok]).mean()) for found in labels)
+    float_accuracy, int8_accuracy = (float(_same(found[ok], targets[ok]).mean())
+                                     for found in labels)
     loss = float_accuracy - int8_accuracy
     accepted = loss <= MAX_LOSS + 1e-12
-    reason = (f"int8 accuracy {int8_accuracy:.4f} against float {float_accuracy:.4f} on "
+    measure = "exact match" if predictor.multi_label else "accuracy"
+    reason = (f"int8 {measure} {int8_accuracy:.4f} against float {float_accuracy:.4f} on "
               f"{int(ok.sum())} validation pictures ({100 * loss:+.2f} points lost; at most "
               f"{100 * MAX_LOSS:.1f} allowed).")
     return Int8Check(float_accuracy=float_accuracy, int8_accuracy=int8_accuracy,
-                     pictures=int(ok.sum()), agreement=float((labels[0] == labels[1])[ok].mean()),
+                     pictures=int(ok.sum()),
+                     agreement=float(_same(labels[0][ok], labels[1][ok]).mean()),
                      calibration_pictures=calibrated, accepted=accepted, reason=reason,
                      outlier_calibration=calibration)
+
+
+def _same(found: np.ndarray, expected: np.ndarray) -> np.ndarray:
+    """Per picture: the same class, or (multi-label: 2-D) the same whole set of labels."""
+    equal = found == expected
+    return equal.all(axis=1) if equal.ndim == 2 else equal

@@ -53,7 +53,10 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
     size = predictor.input.image_size
     example = torch.randn(2, 3, size, size)
     batch = torch.export.Dim("batch", min=1, max=1024)
-    outputs = ["probabilities"] + (["outlier"] if predictor.has_detector else [])
+    # a multi-label graph's output has its own name, so a reader that takes "probabilities"
+    # for a softmax fails instead of misreading it
+    outputs = (["label_probabilities" if predictor.multi_label else "probabilities"]
+               + (["outlier"] if predictor.has_detector else []))
     pictures = [(tensor, -1, index)
                 for index, tensor in enumerate(_check_batch(predictor, check_images))]
     # written beside the target and moved there only once checked: a failed export leaves

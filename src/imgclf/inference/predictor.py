@@ -228,9 +228,9 @@ class Predictor:
                               f"{', '.join(self.classes)}.")
         for label, value in values.items():
             if isinstance(value, bool) or not isinstance(value, numbers.Real) or not (
-                    0 <= value <= 1):
-                raise ImgclfError(f"A threshold is a probability from 0 to 1, not {value!r} "
-                                  f"(label {label}).")
+                    0 <= value < 1):
+                raise ImgclfError(f"A threshold is a probability from 0 up to (not including) "
+                                  f"1, not {value!r} (label {label}).")
             self.thresholds[self.classes.index(label)] = float(value)
 
     @property

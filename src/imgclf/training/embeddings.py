@@ -23,7 +23,7 @@ import torch
 from imgclf._files import file_sha256, known_sha256, save_array
 from imgclf._progress import console, progress, status
 from imgclf.cache import cache_folder
-from imgclf.config import InferenceConfig, TrainConfig, UnknownConfig
+from imgclf.config import MAX_LABEL_BITS, InferenceConfig, TrainConfig, UnknownConfig
 from imgclf.data.datasets import StoredViews, inference_workers
 from imgclf.data.decoding import load_image
 from imgclf.data.sources import SPLITS
@@ -32,7 +32,7 @@ from imgclf.errors import ImageError
 from imgclf.inference import loop
 from imgclf.inference.runtimes import accelerated
 from imgclf.model import Classifier
-from imgclf.unknown import MAX_LABEL_BITS, Detector, fit_detector
+from imgclf.unknown import Detector, fit_detector
 
 if TYPE_CHECKING:
     from imgclf.data.imagedata import ImageData
