@@ -81,7 +81,7 @@ def shapes(tmp_path_factory):
 
 def test_a_label_column_with_several_labels_is_read_as_sets(tmp_path, make_photo):
     from imgclf import ImageData
-    from imgclf.data.sources import items_from_csv
+    from imgclf.data.sources import items_from_csv, labels_from
 
     for index in range(12):
         make_photo(f"p/{index}.jpg")
@@ -94,6 +94,7 @@ def test_a_label_column_with_several_labels_is_read_as_sets(tmp_path, make_photo
     (tmp_path / "semi.csv").write_text("path,label\np/0.jpg,car; person\np/1.jpg,\n")
     assert [item.label for item in items_from_csv(tmp_path / "semi.csv", label_delim=";")] == [
         ("car", "person"), ()]
+    assert labels_from("red car\tblue bus\t", "\t") == ("blue bus", "red car")  # tabs only
 
     with pytest.warns(UserWarning, match="bus, person"):  # on fewer than 5 training pictures
         data = ImageData.from_csv(tmp_path / "labels.csv", label_delim=" ", num_workers=0,
@@ -352,7 +353,8 @@ def test_the_page_names_the_labels_given(shapes):
     model = imgclf.load(model_file)
     update = classify(model, str(list(new)[1]))
     assert update["label"].startswith("Labels: ") and set(update["value"]) == set(SHAPES)
-    assert "any number per picture" in describe(model)
+    assert "any number per picture" in describe(model) and "labels right at 0.5" in describe(model)
+    assert classify(model, None)["label"] == "Prediction"  # a cleared picture resets the title
 
 
 def test_fine_tuning_with_binary_cross_entropy_validates_as_evaluate_does(shapes, tmp_path):

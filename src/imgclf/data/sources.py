@@ -229,8 +229,9 @@ def _missing(value: Any) -> bool:
 
 def labels_from(text: str, label_delim: str) -> tuple[str, ...]:
     """A multi-label cell's labels: split on label_delim, stripped, sorted, each once
-    ("car person car" -> ("car", "person")); an empty cell has none."""
-    parts = text.split() if label_delim.isspace() else text.split(label_delim)
+    ("car person car" -> ("car", "person")); an empty cell has none. A space splits on any
+    run of spaces; another delimiter (a tab, ";") only on itself, so labels may hold spaces."""
+    parts = text.split(" ") if label_delim == " " else text.split(label_delim)
     return tuple(sorted({part.strip() for part in parts if part.strip()}))
 
 

@@ -36,7 +36,9 @@ def describe(predictor) -> str:
              f"**Backbone**: {predictor.info.backbone}, input "
              f"{predictor.input.image_size} px"]
     if "accuracy" in metrics:
-        lines.append(f"**Validation**: accuracy {metrics['accuracy']:.1%}, loss "
+        # multi-label: fastai's accuracy_multi, (picture, label) pairs right at 0.5
+        name = "labels right at 0.5" if predictor.multi_label else "accuracy"
+        lines.append(f"**Validation**: {name} {metrics['accuracy']:.1%}, loss "
                      f"{metrics.get('valid_loss', float('nan')):.3f}")
     if predictor.has_detector:
         lines.append(f"**Unknown pictures**: a picture that looks like none of the classes is "
@@ -103,8 +105,8 @@ def classify(predictor, picture: dict | str | os.PathLike | None) -> Any:
         gradio.Error: the picture cannot be read; the message says why.
     """
     picture = _reading(picture, predictor.predict)
-    if picture is None:
-        return {}
+    if picture is None:  # cleared: no bars, and a multi-label page's title back to its own
+        return _gradio().update(value=None, label="Prediction") if predictor.multi_label else {}
     prediction = picture
     if prediction.unknown:  # no confident bar for a class it is not
         text = unknown_text(predictor.classes, prediction)
