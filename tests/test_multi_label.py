@@ -342,6 +342,11 @@ def test_the_http_api_answers_with_the_labels(shapes):
     import imgclf
 
     assert answer["labels"] == list(imgclf.load(model_file).predict(path).labels)
+    with running(create_app(model_file, with_gradio=False, thresholds={"circle": 0.0})) as url:
+        described = httpx.get(f"{url}/model").json()  # imgclf serve --threshold circle=0
+    assert described["thresholds"]["circle"] == 0.0
+    assert described["thresholds"]["square"] == pytest.approx(
+        imgclf.load(model_file).thresholds[1])
 
 
 def test_the_page_names_the_labels_given(shapes):

@@ -270,6 +270,7 @@ def _parser() -> argparse.ArgumentParser:
     serve.add_argument("--examples", default=None,
                        help="folder of example pictures (default: examples/ beside the model)")
     _add_accept_argument(serve)
+    _add_threshold_argument(serve)
     serve.set_defaults(run=handlers._serve, command="serve")
 
     export = commands.add_parser("export", help="export a model to ONNX or a Hugging Face Space")

@@ -68,7 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
     model = _model_path(args.model)
     examples = args.examples or (model.parent / "examples")
     serve(model, host=args.host, port=args.port, runtime=args.runtime, int8=args.int8,
-          examples=examples, acceptance=args.acceptance)
+          examples=examples, acceptance=args.acceptance, thresholds=thresholds(args.threshold))
     return 0
 
 

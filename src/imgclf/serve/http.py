@@ -42,9 +42,11 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = InferenceConfig
                int8: bool = False,
                max_upload_bytes: int = MAX_UPLOAD_BYTES, examples: Any = None,
                with_gradio: bool = True, acceptance: float | None = None,
+               thresholds: float | dict[str, float] | None = None,
                batching: dict | None = None, training_pictures: bool = False):
     """A FastAPI app serving a model file (or a Predictor).
 
+    thresholds: a multi-label model's decision thresholds, if not its own (Predictor.load).
     batching: Batcher's settings (max_batch, max_wait, max_queue), if not its defaults.
     training_pictures: the page's "Why this answer?" panel shows the nearest training
     pictures (gradio_app.build_blocks): only for a server this computer alone can reach.
@@ -61,7 +63,7 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = InferenceConfig
     except ImportError:
         raise ImgclfError(SERVE_HINT) from None
     predictor = model if isinstance(model, Predictor) else Predictor.load(
-        model, runtime=runtime, int8=int8, acceptance=acceptance)
+        model, runtime=runtime, int8=int8, acceptance=acceptance, thresholds=thresholds)
     batcher = Batcher(predictor, **(batching or {}))
     # A 10 MB upload can decode to half a gigabyte of pixels: a few decodes at a time, not
     # one per waiting request, keep the server's memory bounded.
@@ -159,7 +161,8 @@ def create_app(model: str | os.PathLike | Any, *, runtime: str = InferenceConfig
 
 def serve(model: str | os.PathLike, *, host: str = ServeConfig.host, port: int = ServeConfig.port,
           runtime: str = InferenceConfig.runtime, int8: bool = False, examples: Any = None,
-          acceptance: float | None = None) -> None:
+          acceptance: float | None = None,
+          thresholds: float | dict[str, float] | None = None) -> None:
     """Run the server until interrupted (what `imgclf serve` does).
 
     The page's uploads and copies of the examples go to a folder of this server's own,
@@ -172,7 +175,8 @@ def serve(model: str | os.PathLike, *, host: str = ServeConfig.host, port: int =
     with own_gradio_folder():
         # the page shows training pictures only to this computer (see build_blocks)
         app = create_app(model, runtime=runtime, int8=int8, examples=examples,
-                         acceptance=acceptance, training_pictures=host in LOOPBACK)
+                         acceptance=acceptance, thresholds=thresholds,
+                         training_pictures=host in LOOPBACK)
         print(f"Serving {model} on http://{host}:{port} (API: POST /predict, GET /model)")
         uvicorn.run(app, host=host, port=port, log_level="warning")
 
