@@ -12,6 +12,8 @@ its precision and freeze_early, and which point auto kept. Runs:
 - ``auto-float32`` / ``auto-bfloat16``: auto in one precision;
 - ``auto-reuse``: auto with every second whole-network epoch reusing the one before's pictures
   (``reuse_views=True``; by default only when the time limit needs it);
+- ``auto-torch-front``: auto with the frozen early layers run by PyTorch
+  (``frozen_runtime="torch"``), as before onnxruntime ran them;
 - ``auto-progressive``: auto with progressive resizing (its schedule's epochs but the last on
   176-pixel crops);
 - ``auto-backbone``: auto with ``backbone="auto"`` (efficientnet_lite0, 1, 2 probed within
@@ -20,8 +22,11 @@ its precision and freeze_early, and which point auto kept. Runs:
 
 ``--steps N`` adds training pictures a second at 224 px through the real data loader (the
 pictures decoded and augmented as training reads them), N steps of batch 16 after 3 to warm
-up, for each (precision, freeze_early) this CPU can run, and float32 with freeze_early on
-progressive resizing's 176-pixel crops; then, where the code has reuse_views, a whole epoch
+up, for each (precision, freeze_early) this CPU can run, with freeze_early's frozen layers
+run by PyTorch and by onnxruntime (frozen_runtime, where the code has it), and float32 with
+freeze_early on progressive resizing's 176-pixel crops. The choices take turns in 4 rounds of
+N/4 steps, the order reversed each round, so the machine's drift favours none of them; each
+row gives its rounds too. Then, where the code has reuse_views, a whole epoch
 that reads its pictures and one that reuses them (their mean is what a schedule gets). The
 first row, float32 with every layer trained, is how imgclf trained before freeze_early
 existed (with ``--src`` on that code, its data loader too: a worker process on 2 cores then,
@@ -36,6 +41,7 @@ side by side with this one; a choice it does not know gives an "error" entry.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -55,6 +61,7 @@ RUNS = {
     "auto-bfloat16": {"precision": "bfloat16"},
     "auto-progressive": {"progressive_resizing": True},
     "auto-reuse": {"reuse_views": True},
+    "auto-torch-front": {"frozen_runtime": "torch"},
     "auto-backbone": {"backbone": "auto"},
     "fine_tune": {"mode": "fine_tune", "time_limit": 0},
 }
@@ -98,6 +105,7 @@ def train_child(data: str, run: str, seed: int) -> None:
         "freeze_early": getattr(learner.config, "freeze_early", None),
         "progressive_resizing": getattr(learner.config, "progressive_resizing", None),
         "reuse_views": getattr(learner.config, "reuse_views", None),
+        "frozen_runtime": getattr(learner.config, "frozen_runtime", None),
         "reused": [row.get("reused_views") for row in history],
         "backbone": learner.data.backbone,
         "backbone_choice": getattr(learner, "backbone_choice", None),
@@ -120,45 +128,76 @@ def steps_child(data: str, steps: int, seed: int) -> None:
     choices = [("float32", False), ("float32", True)]
     if device_has_bf16(torch.device("cpu")):
         choices += [("bfloat16", False), ("bfloat16", True)]
-    choices = [(precision, freeze_early, None) for precision, freeze_early in choices]
+    # frozen_runtime, where this code has it: the frozen layers by PyTorch, then onnxruntime
+    runtimes = (["torch", "onnx"] if "frozen_runtime" in
+                {field.name for field in dataclasses.fields(TrainConfig)} else [None])
+    choices = [(precision, freeze_early, None, runtime) for precision, freeze_early in choices
+               for runtime in (runtimes if freeze_early else runtimes[:1])]
     try:  # progressive resizing's smaller crops, where this code has it
         from imgclf.training.plan import small_size
-        choices.append(("float32", True, small_size(images.input.image_size)))
+        choices += [("float32", True, small_size(images.input.image_size), runtime)
+                    for runtime in runtimes]
     except ImportError:
         pass
-    rows = []
-    base = images
-    for precision, freeze_early, crops in choices:
+    base, runs = images, []
+    for precision, freeze_early, crops, runtime in choices:
         images = base.with_image_size(base.input.image_size, train_size=crops)
         config = TrainConfig(precision=precision, freeze_early=freeze_early, device="cpu",
-                             seed=seed)
+                             seed=seed, **({"frozen_runtime": runtime} if runtime else {}))
         learner = Learner.create(images, config=config, verbose=False)
         optimizer, trainable = whole_network(learner, freeze_early)
         loader = learner.data.train_loader()
         learner.seed_epoch(0, loader)
         learner.network.train()
-        done, began = 0, None
-        batches = iter(loader)
-        for position in range(3 + steps):
-            try:
-                batch, targets, _, _ = next(batches)
-            except StopIteration:
-                batches = iter(loader)
-                batch, targets, _, _ = next(batches)
-            if position == 3:
-                began = time.perf_counter()
-            learner.train_step(batch, targets, optimizer, trainable)
-            done += len(targets) if position >= 3 else 0
-        rows.append({"precision": precision, "freeze_early": freeze_early, "image_size":
-                     images.input.train_size or images.input.image_size, "pictures_per_second":
-                     round(done / (time.perf_counter() - began), 1)})
+        run = {"learner": learner, "loader": loader, "batches": iter(loader), "done": 0,
+               "seconds": 0.0, "rounds": [], "step": (optimizer, trainable)}
+        take_steps(run, 3)  # warming up
+        runs.append(run)
+    # the choices take turns, in rounds whose order reverses each time (A B C, C B A, ...),
+    # so a machine that speeds up or slows down during the run favours none of them
+    for index in range(ROUNDS):
+        for run in (runs if index % 2 == 0 else runs[::-1]):
+            done, seconds = take_steps(run, max(1, steps // ROUNDS))
+            run["done"] += done
+            run["seconds"] += seconds
+            run["rounds"].append(round(done / seconds, 1))
+    rows = []
+    for run in runs:
+        learner = run["learner"]
+        rows.append({"precision": learner.config.precision,
+                     "freeze_early": learner.config.freeze_early,
+                     "frozen_runtime": getattr(learner.config, "frozen_runtime", None),
+                     "image_size": learner.data.input.train_size
+                     or learner.data.input.image_size,
+                     "pictures_per_second": round(run["done"] / run["seconds"], 1),
+                     "rounds": run["rounds"]})
     try:  # reuse_views, where this code has it: a whole epoch that reads, one that reuses
         from imgclf.training.frozen import TrainingViews
     except ImportError:
         TrainingViews = None
     if TrainingViews is not None:
-        rows.append(reuse_speeds(base, seed, TrainingViews))
+        rows += [reuse_speeds(base, seed, TrainingViews, runtime) for runtime in runtimes]
     print(json.dumps({"steps": rows}))
+
+
+# Rounds the step measurements take turns in (steps_child).
+ROUNDS = 4
+
+
+def take_steps(run: dict, count: int) -> tuple[int, float]:
+    """count training steps of one choice of steps_child, from where its loader stopped:
+    (pictures, seconds)."""
+    learner, (optimizer, trainable) = run["learner"], run["step"]
+    done, began = 0, time.perf_counter()
+    for _ in range(count):
+        try:
+            batch, targets, _, _ = next(run["batches"])
+        except StopIteration:
+            run["batches"] = iter(run["loader"])
+            batch, targets, _, _ = next(run["batches"])
+        learner.train_step(batch, targets, optimizer, trainable)
+        done += len(targets)
+    return done, time.perf_counter() - began
 
 
 def whole_network(learner, freeze_early: bool):
@@ -174,18 +213,21 @@ def whole_network(learner, freeze_early: bool):
     return optimizer, [p for group in groups for p in group]
 
 
-def reuse_speeds(images, seed: int, TrainingViews) -> dict:
+def reuse_speeds(images, seed: int, TrainingViews, runtime: str | None) -> dict:
     """Training pictures a second, float32 with freeze_early and reuse_views at 224 px: an
     epoch that reads its pictures (and stores them), then one that reuses them, each whole,
-    and the two together (a schedule alternates them)."""
+    and the two together (a schedule alternates them). runtime: frozen_runtime's, if any."""
 
     from imgclf import Learner, TrainConfig
 
     config = TrainConfig(precision="float32", freeze_early=True, reuse_views=True,
-                         device="cpu", seed=seed)
+                         device="cpu", seed=seed,
+                         **({"frozen_runtime": runtime} if runtime else {}))
     learner = Learner.create(images, config=config, verbose=False)
     optimizer, trainable = whole_network(learner, True)
-    views = TrainingViews(learner.network, learner.network.frozen_start())
+    front = getattr(learner, "_front", None)
+    views = TrainingViews(learner.network, learner.network.frozen_start(),
+                          **({"front": front} if front is not None else {}))
     learner._train_from = views.start
     loader = learner.data.train_loader()
     learner.network.train()
@@ -199,6 +241,7 @@ def reuse_speeds(images, seed: int, TrainingViews) -> dict:
                 done += len(targets)
         speeds.append((done, time.perf_counter() - began))
     return {"precision": "float32", "freeze_early": True, "reuse_views": True,
+            "frozen_runtime": runtime,
             "image_size": images.input.train_size or images.input.image_size,
             "reading_epoch": round(speeds[0][0] / speeds[0][1], 1),
             "reusing_epoch": round(speeds[1][0] / speeds[1][1], 1),

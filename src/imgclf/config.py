@@ -297,6 +297,12 @@ class TrainConfig:
     # gradients through the largest pictures in the network, 2x the training pictures a
     # second on a CPU (bench/accuracy.py). None: yes on a CPU, no on a GPU.
     freeze_early: bool | None = None
+    # What runs freeze_early's frozen layers: they only ever compute forward, so "auto" gives
+    # them to onnxruntime on a CPU where it is installed (4.6x PyTorch there: a training step
+    # at 224 px 1.6x faster, bench/accuracy.py --steps), else PyTorch; "onnx" asks for
+    # onnxruntime (an error without it), "torch" for PyTorch. Their output matches
+    # PyTorch's within RUNTIME_TOLERANCE. The run's settings say which.
+    frozen_runtime: str = "auto"
     # Progressive resizing (fastai's): a whole-network phase trains its epochs but the last
     # on smaller crops (plan.PROGRESSIVE_FACTOR of the training size: 176 for 224), 1.1-1.4x
     # the training pictures a second (hymenoptera 41.6 against 38.1, blood-cells 51.2
@@ -334,6 +340,9 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {', '.join(PRECISIONS)}, not "
                              f"{self.precision!r}")
+        if self.frozen_runtime not in RUNTIMES:
+            raise ValueError(f"frozen_runtime must be one of {', '.join(RUNTIMES)}, not "
+                             f"{self.frozen_runtime!r}")
         if self.monitor not in ("valid_loss", "accuracy", "error_rate"):
             raise ValueError(f"monitor must be valid_loss, accuracy or error_rate, not "
                              f"{self.monitor!r}")

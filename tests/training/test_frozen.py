@@ -224,3 +224,131 @@ def test_whole_network_epochs_alternate_reading_and_reusing(colours):
     after = learner.network.state_dict()
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("head."))
     assert learner._train_from == 0  # lr_find and later phases start at the pictures
+
+
+# --- the frozen stages by onnxruntime (TrainConfig.frozen_runtime) ---------------------------
+
+def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
+    return float((a - b).abs().max()) / max(1.0, float(b.abs().max()))
+
+
+def test_the_frozen_front_computes_what_pytorch_does_and_follows_weight_changes():
+    from imgclf.cache import cache_folder
+    from imgclf.inference.graphs import OnnxNetwork
+    from imgclf.training.frozen import FrozenFront
+
+    network, start = _views_network()
+    images = torch.randn(3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    front = FrozenFront(network, show_progress=False)
+    with torch.no_grad():
+        want = network.features(images, stop=start)
+    got = front(images, start)
+    assert isinstance(front.graphs[64, 64], OnnxNetwork)  # onnxruntime ran it, not PyTorch
+    assert got.shape == want.shape and not got.requires_grad
+    assert got.is_contiguous(memory_format=torch.channels_last)
+    assert _relative_difference(got, want) < 1e-4
+    assert network.training  # building the graph left the network in training mode
+    built = sorted(cache_folder("runtimes").glob("*.onnx"))
+    # another front of the same weights opens the cached graph; another size gets its own
+    FrozenFront(network, show_progress=False)(images, start)
+    assert sorted(cache_folder("runtimes").glob("*.onnx")) == built
+    front(torch.randn(2, 3, 96, 96), start)
+    assert (96, 96) in front.graphs and len(list(cache_folder("runtimes").glob("*.onnx"))) == 2
+    # a frozen weight changes (loaded, say): the graphs are made anew, for the new weights
+    with torch.no_grad():
+        network.stages()[0].weight.mul_(0.5)
+        changed = network.features(images, stop=start)
+    assert _relative_difference(changed, want) > 1e-2
+    assert _relative_difference(front(images, start), changed) < 1e-4
+    assert list(front.graphs) == [(64, 64)]
+
+
+def test_a_training_step_through_the_frozen_front_is_the_pytorch_step(colours):
+    from imgclf.training.frozen import FrozenFront
+    from imgclf.training.steps import train_step
+
+    data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
+    torch.manual_seed(0)  # the batch's order and augmentation
+    images, targets, _, _ = next(iter(data.train_loader()))
+    results = []
+    for use_front in (False, True):
+        torch.manual_seed(0)
+        network, _ = _views_network()
+        trainable = [p for p in network.parameters() if p.requires_grad]
+        optimizer = torch.optim.AdamW(trainable, lr=1e-3)
+        front = FrozenFront(network, show_progress=False) if use_front else None
+        loss = train_step(network, images, targets, optimizer, trainable,
+                          device=torch.device("cpu"), config=TrainConfig(precision="float32"),
+                          parallel=None, front=front)
+        assert not use_front or front.graphs  # the step went through the graph
+        results.append((loss, [p.grad for p in trainable]))
+    # the same loss and gradients (Adam's first step moves each weight by about the rate
+    # whatever its gradient's size, so the weights themselves are compared by gradient)
+    assert results[0][0] == pytest.approx(results[1][0], abs=1e-4)
+    for torch_grad, onnx_grad in zip(results[0][1], results[1][1]):
+        # onnxruntime's sums round differently (1e-5 of the features), and an untrained
+        # network's ReLU6 masks can flip on that: 3e-4 at most on this batch
+        assert float((onnx_grad - torch_grad).norm()) <= 1e-3 * float(torch_grad.norm())
+
+
+def test_frozen_runtime_is_onnxruntime_on_a_cpu_that_has_it(monkeypatch):
+    from imgclf.errors import ImgclfError
+    from imgclf.training import steps
+
+    cpu, cuda = torch.device("cpu"), torch.device("cuda")
+    assert steps.resolved(TrainConfig(), cpu, has_bf16=False)[0].frozen_runtime == "onnx"
+    for config, device in ((TrainConfig(frozen_runtime="torch"), cpu),  # asked for
+                           (TrainConfig(freeze_early=False), cpu),  # nothing frozen
+                           (TrainConfig(mode="fine_tune"), cpu),
+                           (TrainConfig(freeze_early=True), cuda)):  # onnxruntime is the CPU's
+        assert steps.resolved(config, device, has_bf16=False)[0].frozen_runtime == "torch"
+    config, note = steps.resolved(TrainConfig(freeze_early=True, frozen_runtime="onnx"), cuda,
+                                  has_bf16=False)
+    assert config.frozen_runtime == "torch" and "CPU" in note
+    with pytest.raises(ValueError, match="frozen_runtime"):
+        TrainConfig(frozen_runtime="openvino")
+    # without onnxruntime: auto falls back to PyTorch, and asking for it says how to install
+    monkeypatch.setattr(steps.importlib.util, "find_spec", lambda name: None)
+    assert steps.resolved(TrainConfig(), cpu, has_bf16=False)[0].frozen_runtime == "torch"
+
+    def missing(module, *args):
+        raise ImgclfError(f"pip install 'imgclf[onnx]' ({module})")
+
+    monkeypatch.setattr(steps, "require", missing)
+    with pytest.raises(ImgclfError, match="pip install"):
+        steps.resolved(TrainConfig(frozen_runtime="onnx"), cpu, has_bf16=False)
+
+
+def test_a_run_with_the_frozen_front_trains_as_pytorch_does_and_says_so(colours, tmp_path):
+    data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
+    runs = {}
+    for runtime in ("torch", "onnx"):
+        config = TrainConfig(epochs=2, freeze_epochs=0, freeze_early=True, seed=3,
+                             frozen_runtime=runtime)
+        learner = Learner.create(data, config=config, verbose=False,
+                                 output=tmp_path / runtime)
+        learner.fine_tune()
+        assert (learner._front is not None) is (runtime == "onnx")
+        if learner._front is not None:  # training and validation sizes, through the graphs
+            assert {size for size, graph in learner._front.graphs.items() if graph} >= {(64, 64)}
+        settings = json.loads((tmp_path / runtime / "settings.json").read_text())
+        assert settings["training"]["frozen_runtime"] == runtime
+        runs[runtime] = [row["valid_loss"] for row in learner.history]
+    assert runs["onnx"] == pytest.approx(runs["torch"], abs=1e-3)
+
+
+def test_where_onnxruntime_cannot_build_the_front_pytorch_runs_it(colours, monkeypatch,
+                                                                  capsys):
+    from imgclf.errors import ImgclfError
+    from imgclf.training import frozen
+
+    def broken(*args, **kwargs):
+        raise ImgclfError("no graph today")
+
+    monkeypatch.setattr(frozen, "frozen_front", broken)
+    network, start = _views_network()
+    images = torch.randn(2, 3, 64, 64)
+    out = frozen.FrozenFront(network, show_progress=False)(images, start)
+    with torch.no_grad():
+        assert torch.allclose(out, network.features(images, stop=start))
+    assert "PyTorch runs the frozen layers" in capsys.readouterr().err

@@ -165,6 +165,10 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--freeze-early", default=None, action=argparse.BooleanOptionalAction,
                        help="keep the backbone's early layers frozen while the whole network "
                             "trains (default: on a CPU, yes; on a GPU, no)")
+    train.add_argument("--frozen-runtime", default=TrainConfig.frozen_runtime,
+                       choices=RUNTIMES,
+                       help="what runs the frozen early layers (auto: onnxruntime on a CPU "
+                            "where installed, else PyTorch)")
     train.add_argument("--reuse-views", default=None, action=argparse.BooleanOptionalAction,
                        help="with frozen early layers, every second whole-network epoch "
                             "trains again on the one before's pictures (faster; default: "

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -98,7 +99,7 @@ def cached_graph(network: torch.nn.Module, image_size: int, *, embeddings_only: 
                  show_progress: bool = True) -> Path:
     """The cached ONNX file of a network at an input size: built, checked against PyTorch
     and kept on the first call; its path on later ones (opening it is the caller's)."""
-    graph = _Graph(network, embeddings_only).eval()
+    graph = (network if isinstance(network, _Front) else _Graph(network, embeddings_only)).eval()
     path = _cache_path(graph, image_size)
     if path.is_file() and not intact(path):
         # not the graph this cache built for these weights (copied over, damaged, or made
@@ -110,6 +111,22 @@ def cached_graph(network: torch.nn.Module, image_size: int, *, embeddings_only: 
     if not path.is_file():
         _build(graph, image_size, path, show_progress)
     return path
+
+
+def frozen_front(stages: Sequence[torch.nn.Module], image_size: int, *,
+                 show_progress: bool = True) -> OnnxNetwork:
+    """The first stages of a network (training/frozen.py: freeze_early's frozen layers) as
+    an onnxruntime graph at an input size: pictures (N, 3, size, size) in, what the last of
+    the stages makes of them out. Built, checked against PyTorch and cached as the whole
+    network's graphs are, keyed by the stages' weights and statistics; an ImgclfError (or
+    OSError) when it cannot be."""
+    require("onnxruntime")
+    path = cached_graph(_Front(stages), image_size, show_progress=show_progress)
+    try:
+        return OnnxNetwork(path)
+    except ModelFileError:  # a cached file cut short: build again
+        path.unlink(missing_ok=True)
+        return OnnxNetwork(cached_graph(_Front(stages), image_size, show_progress=show_progress))
 
 
 def int8_module(network: torch.nn.Module, image_size: int) -> OnnxNetwork:
@@ -167,6 +184,8 @@ class _Graph(torch.nn.Module):
     """What a cached runtime computes: logits, pooled embeddings and (with a detector) outlier
     scores of a Classifier; or the pooled embeddings of its backbone alone."""
 
+    what = "this network"
+
     def __init__(self, network: torch.nn.Module, embeddings_only: bool):
         super().__init__()
         self.embeddings_only = embeddings_only
@@ -187,7 +206,21 @@ class _Graph(torch.nn.Module):
         return (logits, pooled) if outlier is None else (logits, pooled, outlier)
 
 
-def _cache_path(graph: _Graph, image_size: int) -> Path:
+class _Front(torch.nn.Module):
+    """What a frozen front computes: the stages run in turn (frozen_front)."""
+
+    outputs = ["features"]
+    what = "the frozen early layers"
+
+    def __init__(self, stages: Sequence[torch.nn.Module]):
+        super().__init__()
+        self.part = torch.nn.Sequential(*stages)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.part(images)
+
+
+def _cache_path(graph: _Graph | _Front, image_size: int) -> Path:
     """cache/runtimes/<key>.onnx, the key a hash of the graph's weights, outputs, input size
     and the versions that shape the export."""
     import timm
@@ -209,12 +242,12 @@ def _cache_path(graph: _Graph, image_size: int) -> Path:
     return cache_folder("runtimes") / f"{digest.hexdigest()[:24]}.onnx"
 
 
-def _build(graph: _Graph, image_size: int, path: Path, show_progress: bool) -> None:
+def _build(graph: _Graph | _Front, image_size: int, path: Path, show_progress: bool) -> None:
     """Export the graph (dynamic batch axis), check it against PyTorch, then move it into
     place: a half-built or mismatched file is never left in the cache."""
     pictures = torch.randn(3, 3, image_size, image_size,
                            generator=torch.Generator().manual_seed(0))
-    with status("Preparing onnxruntime for this network (once; then cached)",
+    with status(f"Preparing onnxruntime for {graph.what} (once; then cached)",
                 enabled=show_progress), atomic_path(path, durable=False) as temporary:
         with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
             warnings.simplefilter("ignore")
@@ -233,7 +266,8 @@ def _build(graph: _Graph, image_size: int, path: Path, show_progress: bool) -> N
             want = want.float().numpy()
             if name == "logits":  # compared as probabilities, as export_onnx does
                 want, got = softmax(want), softmax(got)
-            scale = max(1.0, float(np.abs(want).max())) if name == "embeddings" else 1.0
+            scale = (max(1.0, float(np.abs(want).max())) if name in ("embeddings", "features")
+                     else 1.0)
             difference = float(np.abs(want - got).max()) / scale
             if difference > RUNTIME_TOLERANCE:
                 raise ImgclfError(f"its {name} differ from PyTorch's by {difference:.1e}")

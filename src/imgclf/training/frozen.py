@@ -11,6 +11,12 @@ network: the same figures, several times faster. It re-reads the pictures whenev
 stages change (another ``frozen_start``, weights loaded or trained) and stays out of the way
 where the stored features would take more than ``MAX_BYTES``.
 
+``FrozenFront`` runs the frozen stages with onnxruntime instead of PyTorch on a CPU
+(TrainConfig.frozen_runtime): they only ever compute forward, for every training batch of
+every epoch, and onnxruntime runs them 4.6x as fast there (efficientnet_lite0's first 10 of
+20 stages, batch 16 at 224 px, 2-core EPYC: 57 against 262 ms), so a training step takes
+0.34 s instead of 0.56. The trained stages start from its output.
+
 ``TrainingViews`` does the same for training (TrainConfig.reuse_views): every second epoch of
 a whole-network schedule trains again on the previous epoch's augmented pictures as the
 frozen stages left them, reshuffled, which skips reading, augmenting and the frozen stages.
@@ -26,13 +32,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from imgclf._progress import progress
+from imgclf._progress import console, progress
 from imgclf.config import InferenceConfig
+from imgclf.errors import ImgclfError
 from imgclf.inference import loop
+from imgclf.inference.graphs import OnnxNetwork
 from imgclf.inference.loop import read_ahead
+from imgclf.inference.runtimes import frozen_front
 from imgclf.model import Classifier
 
-__all__ = ["MAX_BYTES", "TrainingViews", "ValidationStart"]
+__all__ = ["MAX_BYTES", "FrozenFront", "TrainingViews", "ValidationStart", "run_frozen"]
 
 # The most memory stored features may take (float32): efficientnet_lite0 at 288 px leaves
 # 104 KB a picture after its frozen stages, so 1 GiB holds about 10,000 validation pictures.
@@ -48,6 +57,71 @@ def frozen_key(network: Classifier, start: int) -> tuple:
     tensors = [t for stage in network.stages()[:start] for t in stage.parameters()]
     return (start, next(network.parameters()).device,
             tuple((id(t), t._version) for t in tensors))
+
+
+class FrozenFront:
+    """The frozen stages of a network, run by onnxruntime (see the module's docstring).
+
+    One graph per input size (training crops, validation pictures), built the first time a
+    size comes, checked against PyTorch and cached on disk by the stages' weights, so later
+    runs of the same backbone only open it. When the frozen stages change (another
+    frozen_start, weights loaded), their graphs are made anew. Where a graph cannot be built,
+    PyTorch runs the stages, with a note.
+    """
+
+    def __init__(self, network: Classifier, *, show_progress: bool = True):
+        self.network, self.show_progress = network, show_progress
+        self.key: tuple | None = None
+        self.graphs: dict[tuple[int, int], OnnxNetwork | None] = {}
+
+    def __call__(self, images: torch.Tensor, start: int) -> torch.Tensor:
+        """What the first `start` stages make of images (on the CPU): PyTorch's
+        network.features(images, stop=start), without gradients, in channels_last."""
+        key = frozen_key(self.network, start)
+        if key != self.key:
+            self.key, self.graphs = key, {}
+        size = tuple(images.shape[-2:])
+        if size not in self.graphs:
+            self.graphs[size] = self._build(start, size) if size[0] == size[1] else None
+        graph = self.graphs[size]
+        if graph is None:
+            with torch.no_grad():
+                return self.network.features(images, stop=start)
+        features = graph(images.detach().contiguous().numpy())
+        return torch.from_numpy(features).contiguous(memory_format=torch.channels_last)
+
+    def prepare(self, start: int, sizes) -> None:
+        """Build (or open) the graphs of the first `start` stages at these square sizes now,
+        before a phase's steps are timed, rather than at their first batch."""
+        key = frozen_key(self.network, start)
+        if key != self.key:
+            self.key, self.graphs = key, {}
+        for size in sizes:
+            if (size, size) not in self.graphs:
+                self.graphs[size, size] = self._build(start, (size, size))
+
+    def _build(self, start: int, size: tuple[int, int]) -> OnnxNetwork | None:
+        training = self.network.training
+        try:
+            return frozen_front(self.network.stages()[:start], size[0],
+                                show_progress=self.show_progress)
+        except (ImgclfError, OSError, RuntimeError, ValueError, TypeError) as error:
+            console().print(f"PyTorch runs the frozen layers at {size[0]} px: onnxruntime "
+                            f"could not ({error}).", style="yellow", markup=False,
+                            highlight=False, soft_wrap=True)
+            return None
+        finally:
+            self.network.train(training)  # the export put the stages in evaluation mode
+
+
+def run_frozen(network: Classifier, images: torch.Tensor, start: int,
+               front: FrozenFront | None = None) -> torch.Tensor:
+    """What the first `start` stages make of images, without gradients: by the front where
+    there is one (onnxruntime), else by PyTorch."""
+    if front is not None and images.device.type == "cpu":
+        return front(images, start)
+    with torch.no_grad():
+        return network.features(images, stop=start)
 
 
 class _From(nn.Module):
@@ -91,6 +165,7 @@ class ValidationStart:
     too_large: tuple | None = None  # the frozen_key whose output would not fit max_bytes
     loader: Any = None  # the validation DataLoader, kept: its worker starts once, not per epoch
     targets: Any = None  # the targets of the embeddings the last pass of scores() returned
+    front: FrozenFront | None = None  # what runs the frozen stages, if not PyTorch
 
     def scores(self, network: Classifier, data, *, show_progress: bool = False
                ) -> tuple[dict[str, float], np.ndarray]:
@@ -153,7 +228,7 @@ class ValidationStart:
                 if images is None:
                     continue
                 images = images.to(device, memory_format=torch.channels_last)
-                out = network.features(images, stop=start)
+                out = run_frozen(network, images, start, self.front)
                 if features is None:
                     if out[0].numel() * out.element_size() * count > self.max_bytes:
                         return None
@@ -193,8 +268,9 @@ class TrainingViews:
     """
 
     def __init__(self, network: Classifier, start: int, *, precision: str = "float32",
-                 max_bytes: int = MAX_BYTES):
+                 max_bytes: int = MAX_BYTES, front: FrozenFront | None = None):
         self.network, self.start, self.max_bytes = network, start, max_bytes
+        self.frozen_front = front  # what runs the frozen stages, if not PyTorch
         self.bfloat16 = precision == "bfloat16"
         self.stored: tuple[tuple, torch.Tensor, torch.Tensor, torch.Tensor, list[int]] | None = None
         # True: every second epoch reuses the one before's pictures; False: none does; None:
@@ -207,7 +283,7 @@ class TrainingViews:
 
     @classmethod
     def for_phase(cls, network: Classifier, config, phase, *, fitting: bool, one_size: bool,
-                  parallel: bool) -> TrainingViews | None:
+                  parallel: bool, front: FrozenFront | None = None) -> TrainingViews | None:
         """The views of a whole-network phase (TrainConfig.reuse_views), or None where they
         cannot be: without frozen stages, in several processes, under progressive resizing.
         fitting: the time limit will fit the phase's epochs (and may decide on reuse)."""
@@ -215,7 +291,7 @@ class TrainingViews:
         if (config.reuse_views is False or phase.frozen or not one_size or parallel
                 or not 0 < start < len(network.stages())):
             return None
-        views = cls(network, start, precision=config.precision)
+        views = cls(network, start, precision=config.precision, front=front)
         # the user's choice; else the time limit's, made (a resumed phase) or to make
         views.reuse = next((choice for choice in (config.reuse_views, phase.reuse_views)
                             if choice is not None), None if fitting else False)
@@ -260,9 +336,12 @@ class TrainingViews:
                 keep, features = False, None
             if images is not None:
                 images = images.to(device, memory_format=torch.channels_last)
-                with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
-                                                     enabled=self.bfloat16):
-                    images = self.network.features(images, stop=self.start)
+                if self.frozen_front is not None and device.type == "cpu":
+                    images = self.frozen_front(images, self.start)
+                else:
+                    with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16,
+                                                         enabled=self.bfloat16):
+                        images = self.network.features(images, stop=self.start)
                 if keep and features is None:
                     room = len(loader.dataset) + loader.batch_size
                     if images[0].numel() * images.element_size() * room > self.max_bytes:

@@ -41,7 +41,7 @@ from imgclf.training.checkpoint import (BEST, CHECKPOINT, HISTORY, SETTINGS, rea
 from imgclf.training.distributed import (agree, device_of, main_first, parallel_module,
                                          processes, resolve_device)
 from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
-from imgclf.training.frozen import TrainingViews, ValidationStart
+from imgclf.training.frozen import FrozenFront, TrainingViews, ValidationStart
 from imgclf.training.lr_find import LearningRates, find_learning_rate
 from imgclf.training.plan import (DISCRIMINATIVE, Phase, fine_tune_phases,
                                   fit_phase, full_step_seconds, one_cycle, probe_phase,
@@ -101,7 +101,10 @@ class Learner:
         self._best_valid_targets: np.ndarray | None = None
         # multi-label: each label's decision threshold (best_thresholds), once training ends
         self.thresholds: tuple[float, ...] = ()
-        self._valid_start = ValidationStart()  # the validation loader and stored features
+        # freeze_early's frozen stages run by onnxruntime (frozen_runtime "onnx"), or None
+        self._front = (FrozenFront(self.network, show_progress=verbose)
+                       if config.frozen_runtime == "onnx" else None)
+        self._valid_start = ValidationStart(front=self._front)  # validation's stored features
         self._started = time.perf_counter()  # when the current run began (the time limit)
         self._out_of_time = ""  # why the time limit ended a run, when it did
         # (frozen, the module a training step runs): DistributedDataParallel's wrapper of the
@@ -257,7 +260,12 @@ class Learner:
         limit = time_limit(self.config, self.device.type)
         fitting = bool(limit and not first_epoch)
         views = TrainingViews.for_phase(self.network, self.config, phase, fitting=fitting,
-                                        one_size=len(sizes) == 1, parallel=processes.parallel)
+                                        one_size=len(sizes) == 1, parallel=processes.parallel,
+                                        front=self._front)
+        if self._front is not None and not phase.frozen and not processes.parallel:
+            start = self.network.frozen_start()
+            if 0 < start < len(self.network.stages() or ()):
+                self._front.prepare(start, [*sizes, self.data.input.image_size])
         fit = (self._fitter(plan, index, len(loaders[max(sizes)]), limit, sizes, views)
                if fitting else None)
         self._train_from = views.start if views else 0
@@ -346,7 +354,7 @@ class Learner:
         """One optimizer step on a batch; returns its loss (used by the loop and lr_find)."""
         return steps.train_step(self.network, images, targets, optimizer, trainable,
                                 device=self.device, config=self.config, parallel=self._parallel,
-                                start=self._train_from)
+                                start=self._train_from, front=self._front)
 
     def seed_epoch(self, epoch: int, loader) -> None:
         """Same seed, same batches and augmentation per epoch (steps.seed_epoch)."""
@@ -424,7 +432,7 @@ class Learner:
             self._fit_detector(bool(final.get("backbone_trained")), valid)
             if self.data.multi_label:
                 self._choose_thresholds(valid, targets)
-        self._valid_start = ValidationStart()  # lets its worker and stored features go
+        self._valid_start = ValidationStart(front=self._front)  # lets its worker go
         if self.output is not None and self.history:
             self.export(self.output / FINAL)
             if self._restored_best:  # the same weights, now with their detector

@@ -9,6 +9,7 @@ step takes once TIMED_STEPS have run.
 
 from __future__ import annotations
 
+import importlib.util
 import time
 from collections.abc import Callable
 from dataclasses import replace
@@ -21,6 +22,7 @@ from rich.progress import (BarColumn, MofNCompleteColumn, TextColumn, TimeElapse
 
 from imgclf._progress import bar as progress_bar
 from imgclf.config import TrainConfig
+from imgclf.inference.graphs import require
 from imgclf.training.distributed import Processes, all_agree
 from imgclf.training.plan import TIMED_STEPS, one_cycle
 
@@ -87,18 +89,25 @@ def optimizer_for(network, phase, weight_decay: float, state: dict | None = None
 
 def train_step(network, images, targets, optimizer, trainable, *, device: torch.device,
                config: TrainConfig, parallel: tuple[bool, torch.nn.Module] | None,
-               start: int = 0) -> float:
+               start: int = 0, front: Callable[[torch.Tensor, int], torch.Tensor] | None = None
+               ) -> float:
     """One optimizer step on a batch of a Classifier; its loss. parallel: (frozen, module) of
     DistributedDataParallel's wrapper while a phase runs in several processes. start: images
-    are what the network's first `start` stages made of the pictures (frozen.TrainingViews)."""
+    are what the network's first `start` stages made of the pictures (frozen.TrainingViews).
+    front: runs the network's frozen first stages (frozen.FrozenFront, onnxruntime) on
+    pictures, when a step of one process trains the rest of it."""
     images = images.to(device, memory_format=torch.channels_last, non_blocking=True)
     targets = targets.to(device, non_blocking=True)
+    frozen, wrapper = parallel or (None, None)
+    if frozen != network.frozen:  # lr_find, or a phase of one process
+        wrapper = None
+    if front is not None and not start and wrapper is None and not network.frozen:
+        first = network.frozen_start()
+        if first:
+            images, start = front(images, first), first
     # config.precision is resolved (resolved()): "float32" or "bfloat16"
     with torch.autocast(device.type, dtype=torch.bfloat16,
                         enabled=config.precision == "bfloat16"):
-        frozen, wrapper = parallel or (None, None)
-        if frozen != network.frozen:  # lr_find, or a phase of one process
-            wrapper = None
         if network.frozen:
             with torch.no_grad():  # no graph through a frozen backbone: 2-3x faster
                 features = network.features(images)
@@ -227,5 +236,25 @@ def resolved(config: TrainConfig, device: torch.device, *, has_bf16: bool | None
     if freeze_early is None:  # auto mode on a CPU; fine_tune keeps fastai's recipe
         freeze_early = device.type == "cpu" and config.mode == "auto"
     reuse_views = config.reuse_views if freeze_early else False  # None: when the limit needs it
+    frozen_runtime, runtime_note = frozen_runtime_for(config.frozen_runtime, device,
+                                                      freeze_early=freeze_early)
+    note = " ".join(part for part in (note, runtime_note) if part) or None
     return replace(config, precision=precision, freeze_early=freeze_early,
-                   reuse_views=reuse_views), note
+                   reuse_views=reuse_views, frozen_runtime=frozen_runtime), note
+
+
+def frozen_runtime_for(asked: str, device: torch.device, *, freeze_early: bool
+                       ) -> tuple[str, str | None]:
+    """(what runs the frozen early layers, "onnx" or "torch"; a note when the choice asked
+    for cannot be had). onnxruntime runs on the CPU only; "onnx" without it installed is an
+    ImgclfError saying how to install it."""
+    if asked == "torch" or not freeze_early:
+        return "torch", None
+    if device.type != "cpu":
+        return "torch", (None if asked == "auto" else
+                         f"frozen_runtime='onnx' runs on the CPU: on {device.type.upper()} "
+                         f"PyTorch runs the frozen layers.")
+    if asked == "onnx":
+        require("onnxruntime")
+        return "onnx", None
+    return ("onnx" if importlib.util.find_spec("onnxruntime") is not None else "torch"), None
