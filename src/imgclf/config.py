@@ -297,12 +297,15 @@ class TrainConfig:
     # gradients through the largest pictures in the network, 2x the training pictures a
     # second on a CPU (bench/accuracy.py). None: yes on a CPU, no on a GPU.
     freeze_early: bool | None = None
-    # What runs freeze_early's frozen layers: they only ever compute forward, so "auto" gives
-    # them to onnxruntime on a CPU where it is installed (4.6x PyTorch there: a training step
-    # at 224 px 1.6x faster, bench/accuracy.py --steps), else PyTorch; "onnx" asks for
-    # onnxruntime (an error without it), "torch" for PyTorch. Their output matches
-    # PyTorch's within RUNTIME_TOLERANCE. The run's settings say which.
-    frozen_runtime: str = "auto"
+    # What runs freeze_early's frozen layers, which only ever compute forward: "torch"
+    # (PyTorch), "onnx" (onnxruntime, an error without it) or "auto" (onnxruntime on a CPU
+    # where it is installed, else PyTorch). onnxruntime runs them 4.6x as fast on 2 cores, and
+    # auto's whole-network epochs then train 1.4x the pictures a second (blood-cells 37.4
+    # against 26.2; bench/accuracy.py --runs auto,auto-onnx), but on blood-cells its runs
+    # ended 1.3-1.9 points lower on each of 3 seeds (0.9313, 0.9187, 0.9229 against 0.9500,
+    # 0.9333, 0.9354): too few runs to call a cost or chance, so PyTorch stays the default.
+    # The run's settings say which ran them.
+    frozen_runtime: str = "torch"
     # Progressive resizing (fastai's): a whole-network phase trains its epochs but the last
     # on smaller crops (plan.PROGRESSIVE_FACTOR of the training size: 176 for 224), 1.1-1.4x
     # the training pictures a second (hymenoptera 41.6 against 38.1, blood-cells 51.2

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -291,16 +292,17 @@ def test_a_training_step_through_the_frozen_front_is_the_pytorch_step(colours):
         assert float((onnx_grad - torch_grad).norm()) <= 1e-3 * float(torch_grad.norm())
 
 
-def test_frozen_runtime_is_onnxruntime_on_a_cpu_that_has_it(monkeypatch):
+def test_frozen_runtime_auto_is_onnxruntime_on_a_cpu_that_has_it(monkeypatch):
     from imgclf.errors import ImgclfError
     from imgclf.training import steps
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
-    assert steps.resolved(TrainConfig(), cpu, has_bf16=False)[0].frozen_runtime == "onnx"
-    for config, device in ((TrainConfig(frozen_runtime="torch"), cpu),  # asked for
-                           (TrainConfig(freeze_early=False), cpu),  # nothing frozen
-                           (TrainConfig(mode="fine_tune"), cpu),
-                           (TrainConfig(freeze_early=True), cuda)):  # onnxruntime is the CPU's
+    auto = TrainConfig(frozen_runtime="auto")
+    assert steps.resolved(auto, cpu, has_bf16=False)[0].frozen_runtime == "onnx"
+    for config, device in ((TrainConfig(), cpu),  # the default
+                           (replace(auto, freeze_early=False), cpu),  # nothing frozen
+                           (replace(auto, mode="fine_tune"), cpu),
+                           (replace(auto, freeze_early=True), cuda)):  # onnxruntime is the CPU's
         assert steps.resolved(config, device, has_bf16=False)[0].frozen_runtime == "torch"
     config, note = steps.resolved(TrainConfig(freeze_early=True, frozen_runtime="onnx"), cuda,
                                   has_bf16=False)
@@ -309,7 +311,7 @@ def test_frozen_runtime_is_onnxruntime_on_a_cpu_that_has_it(monkeypatch):
         TrainConfig(frozen_runtime="openvino")
     # without onnxruntime: auto falls back to PyTorch, and asking for it says how to install
     monkeypatch.setattr(steps.importlib.util, "find_spec", lambda name: None)
-    assert steps.resolved(TrainConfig(), cpu, has_bf16=False)[0].frozen_runtime == "torch"
+    assert steps.resolved(auto, cpu, has_bf16=False)[0].frozen_runtime == "torch"
 
     def missing(module, *args):
         raise ImgclfError(f"pip install 'imgclf[onnx]' ({module})")

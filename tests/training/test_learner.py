@@ -244,6 +244,17 @@ def test_cli_train_then_predict(colours, tmp_path, capsys):
     assert header == "path,label,index,probability,unknown,outlier_score,blue,red,error"
 
 
+@pytest.mark.parametrize("asked, runs", [([], "torch"), (["--frozen-runtime", "auto"], "onnx")])
+def test_cli_says_and_saves_what_runs_the_frozen_layers(colours, tmp_path, capsys, asked, runs):
+    out = tmp_path / "run"
+    assert main(["train", str(colours), "--mode", "fine_tune", "--image-size", "64",
+                 "--batch-size", "8", "--epochs", "1", "--freeze-epochs", "0",
+                 "--freeze-early", *asked, "--out", str(out)]) == 0
+    training = json.loads((out / "settings.json").read_text())["training"]
+    assert (training["freeze_early"], training["frozen_runtime"]) == (True, runs)
+    assert ("run by onnxruntime" in capsys.readouterr().err) is (runs == "onnx")
+
+
 def test_cli_resume_without_a_checkpoint_says_so(colours, tmp_path, capsys):
     assert main(["train", str(colours), "--out", str(tmp_path / "none"), "--resume"]) == 1
     assert "Nothing to resume" in capsys.readouterr().err

@@ -167,8 +167,9 @@ def _parser() -> argparse.ArgumentParser:
                             "trains (default: on a CPU, yes; on a GPU, no)")
     train.add_argument("--frozen-runtime", default=TrainConfig.frozen_runtime,
                        choices=RUNTIMES,
-                       help="what runs the frozen early layers (auto: onnxruntime on a CPU "
-                            "where installed, else PyTorch)")
+                       help="what runs the frozen early layers: torch (default), onnx, or "
+                            "auto (onnxruntime on a CPU where installed; faster, see "
+                            "docs/training.md#speed)")
     train.add_argument("--reuse-views", default=None, action=argparse.BooleanOptionalAction,
                        help="with frozen early layers, every second whole-network epoch "
                             "trains again on the one before's pictures (faster; default: "
