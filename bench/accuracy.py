@@ -12,8 +12,8 @@ its precision and freeze_early, and which point auto kept. Runs:
 - ``auto-float32`` / ``auto-bfloat16``: auto in one precision;
 - ``auto-reuse``: auto with every second whole-network epoch reusing the one before's pictures
   (``reuse_views=True``; by default only when the time limit needs it);
-- ``auto-torch-front``: auto with the frozen early layers run by PyTorch
-  (``frozen_runtime="torch"``), as before onnxruntime ran them;
+- ``auto-onnx``: auto with the frozen early layers run by onnxruntime
+  (``frozen_runtime="onnx"``; the default is PyTorch);
 - ``auto-progressive``: auto with progressive resizing (its schedule's epochs but the last on
   176-pixel crops);
 - ``auto-backbone``: auto with ``backbone="auto"`` (efficientnet_lite0, 1, 2 probed within
@@ -61,7 +61,7 @@ RUNS = {
     "auto-bfloat16": {"precision": "bfloat16"},
     "auto-progressive": {"progressive_resizing": True},
     "auto-reuse": {"reuse_views": True},
-    "auto-torch-front": {"frozen_runtime": "torch"},
+    "auto-onnx": {"frozen_runtime": "onnx"},
     "auto-backbone": {"backbone": "auto"},
     "fine_tune": {"mode": "fine_tune", "time_limit": 0},
 }
