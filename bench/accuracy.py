@@ -228,6 +228,8 @@ def reuse_speeds(images, seed: int, TrainingViews, runtime: str | None) -> dict:
     front = getattr(learner, "_front", None)
     views = TrainingViews(learner.network, learner.network.frozen_start(),
                           **({"front": front} if front is not None else {}))
+    if front is not None:  # its graph opened (or built) before the timing, as a run does
+        front.prepare(views.start, [images.input.train_size or images.input.image_size])
     learner._train_from = views.start
     loader = learner.data.train_loader()
     learner.network.train()

@@ -300,8 +300,9 @@ class TrainConfig:
     # What runs freeze_early's frozen layers, which only ever compute forward: "torch"
     # (PyTorch), "onnx" (onnxruntime, an error without it) or "auto" (onnxruntime on a CPU
     # where it is installed, else PyTorch). onnxruntime runs them 4.6x as fast on 2 cores, and
-    # auto's whole-network epochs then train 1.4x the pictures a second (blood-cells 37.4
-    # against 26.2; bench/accuracy.py --runs auto,auto-onnx), but on blood-cells its runs
+    # auto's whole-network epochs then train 1.35-1.47x the pictures a second (blood-cells
+    # 37.4 against 26.2; bench/accuracy.py --runs auto,auto-onnx; 1.11x in its --steps, the
+    # choices taking turns), but on blood-cells its runs
     # ended 1.3-1.9 points lower on each of 3 seeds (0.9313, 0.9187, 0.9229 against 0.9500,
     # 0.9333, 0.9354): too few runs to call a cost or chance, so PyTorch stays the default.
     # The run's settings say which ran them.

@@ -50,7 +50,8 @@ class ConsoleLog:
                            and not learner.processes.parallel
                            and not small_epochs(phase, config.progressive_resizing))
                 what += (" (its early layers frozen" + (
-                    ", run by onnxruntime" if config.frozen_runtime == "onnx" else "") + (
+                    ", run by onnxruntime" if config.frozen_runtime == "onnx"
+                    and not learner.processes.parallel else "") + (
                     "; every second epoch reuses the one before's pictures" if reusing
                     else "") + ")")
             small = small_epochs(phase, learner.config.progressive_resizing)

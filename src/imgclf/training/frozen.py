@@ -12,10 +12,11 @@ stages change (another ``frozen_start``, weights loaded or trained) and stays ou
 where the stored features would take more than ``MAX_BYTES``.
 
 ``FrozenFront`` runs the frozen stages with onnxruntime instead of PyTorch on a CPU, when
-TrainConfig.frozen_runtime asks (not by default): they only ever compute forward, for every training batch of
-every epoch, and onnxruntime runs them 4.6x as fast there (efficientnet_lite0's first 10 of
-20 stages, batch 16 at 224 px, 2-core EPYC: 57 against 262 ms), so a training step takes
-0.34 s instead of 0.56. The trained stages start from its output.
+TrainConfig.frozen_runtime asks (not by default): they only ever compute forward, for every
+training batch of every epoch, and onnxruntime runs them 4.6x as fast there
+(efficientnet_lite0's first 10 of 20 stages, batch 16 at 224 px, 2-core EPYC: 57 against 262
+ms), so a training step takes 0.34 s instead of 0.56. The trained stages start from its
+output.
 
 ``TrainingViews`` does the same for training (TrainConfig.reuse_views): every second epoch of
 a whole-network schedule trains again on the previous epoch's augmented pictures as the

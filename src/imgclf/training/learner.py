@@ -433,6 +433,8 @@ class Learner:
             if self.data.multi_label:
                 self._choose_thresholds(valid, targets)
         self._valid_start = ValidationStart(front=self._front)  # lets its worker go
+        if self._front is not None:  # and the frozen layers' onnxruntime sessions
+            self._front.key, self._front.graphs = None, {}
         if self.output is not None and self.history:
             self.export(self.output / FINAL)
             if self._restored_best:  # the same weights, now with their detector

@@ -249,7 +249,9 @@ def frozen_runtime_for(asked: str, device: torch.device, *, freeze_early: bool
     for cannot be had). onnxruntime runs on the CPU only; "onnx" without it installed is an
     ImgclfError saying how to install it."""
     if asked == "torch" or not freeze_early:
-        return "torch", None
+        return "torch", (f"frozen_runtime='{asked}' runs freeze_early's frozen layers, and no "
+                         f"layer is kept frozen here: nothing for it to run."
+                         if asked == "onnx" else None)
     if device.type != "cpu":
         return "torch", (None if asked == "auto" else
                          f"frozen_runtime='onnx' runs on the CPU: on {device.type.upper()} "
