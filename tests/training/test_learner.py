@@ -294,9 +294,9 @@ def test_an_interrupted_auto_run_resumes_at_its_own_sizes(make_photo, tmp_path):
             if row["phase"] == "all 1":
                 raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
-        train(data, epochs=2, output=tmp_path / "run", callbacks=[StopAfterFirstEpoch()],
-              verbose=False)
+    with pytest.raises(KeyboardInterrupt):  # patience 0: the probe is right on every tint,
+        train(data, epochs=2, output=tmp_path / "run",  # which would end an auto run there
+              callbacks=[StopAfterFirstEpoch()], verbose=False, patience=0)
     resumed = Learner.resume(tmp_path / "run", data, verbose=False)
     assert (resumed.data.input.image_size, resumed.data.input.train_size) == (288, 224)
     assert [row["phase"] for row in resumed.history] == ["probe", "all 1", "all 1"]
@@ -391,6 +391,42 @@ def test_auto_mode_judges_fine_tuning_only_where_its_schedule_has_annealed(
     assert f"Kept the {learner.history[kept]['phase']} epoch ({kept})" in said
     again = Learner.resume(tmp_path / "run", data, verbose=False)  # a finished run
     assert len(again.history) == epochs_run
+
+
+@pytest.mark.parametrize("accuracy, pictures, patience, kept", [
+    (0.9739, 153, 1, True),  # hymenoptera's probe: 4 wrong
+    (0.9062, 480, 1, False),  # blood-cells': 45 wrong
+    (0.96, 300, 1, False),  # 12 wrong: enough for validation to show a gain
+    (0.90, 40, 1, False),  # 4 wrong, but 10% of a small validation set
+    (0.9739, 153, 0, False),  # patience 0: every phase runs
+    (float("nan"), 0, 1, False),  # no validation pictures
+])
+def test_auto_keeps_a_probe_that_leaves_too_little_to_gain(accuracy, pictures, patience,
+                                                           kept):
+    from imgclf.training.steps import probe_is_right
+    row = {"accuracy": accuracy, "error_rate": 1 - accuracy}
+    why = probe_is_right(TrainConfig(patience=patience), row, pictures)
+    assert (why is not None) == kept
+    if kept:
+        assert "149 of 153 validation pictures right" in why and "at most 4 more" in why
+
+
+def test_an_auto_run_whose_probe_is_right_runs_no_whole_network_epoch(make_photo, tmp_path,
+                                                                      capsys):
+    for label, tint in (("red", (180, 20, 20)), ("blue", (20, 20, 180))):
+        for index in range(26):  # enough for auto to plan whole-network epochs
+            make_photo(f"many/{label}/{index}.jpg", size=(40, 40), tint=tint, noise=70)
+    data = ImageData.from_folder(tmp_path / "many", batch_size=16, num_workers=0, verbose=False)
+    learner = train(data, epochs=2, output=tmp_path / "run", verbose=True)
+    said = capsys.readouterr().err
+    assert [row["phase"] for row in learner.history] == ["probe"]
+    assert learner.history[0]["accuracy"] == 1.0
+    assert "Keeping the probe: it gets 10 of 10 validation pictures right" in said
+    assert "Kept the probe epoch (0)" in said
+    settings = json.loads((tmp_path / "run" / "settings.json").read_text())
+    assert [phase["name"] for phase in settings["plan"]] == ["probe", "all 1"]
+    again = Learner.resume(tmp_path / "run", data, verbose=False)  # a finished run
+    assert [row["phase"] for row in again.history] == ["probe"]
 
 
 @pytest.mark.parametrize("epochs, cycles", [(1, [1]), (4, [4]), (5, [5]), (8, [4, 4]),

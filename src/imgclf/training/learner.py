@@ -192,6 +192,10 @@ class Learner:
                 for index in range(start_phase, len(plan)):
                     if plan[index].kind == "probe":
                         self._run_probe(plan, index)
+                        why = self._probe_is_right(plan, index)
+                        if why is not None:
+                            self._stop_early(plan, why)
+                            break
                         continue
                     resumed = index == start_phase
                     why = self._run_one_cycle(plan, index, start_epoch if resumed else 0,
@@ -234,6 +238,16 @@ class Learner:
                             views=plan[index].views or probe_views(self.data),
                             seed=self.config.seed, show_progress=self.verbose)
         self._end_epoch({"phase": "probe", **row}, started, plan, index, 0, None)
+
+    def _probe_is_right(self, plan: list[Phase], index: int) -> str | None:
+        """auto mode: why the probe just fitted is kept without the schedule after it."""
+        if (index == len(plan) - 1 or not plan[index + 1].compare_at_end
+                or self.data.multi_label or self._valid_targets is None):
+            return None
+        why = steps.probe_is_right(self.config, self.history[-1], len(self._valid_targets))
+        if agree(self.processes, why is not None):
+            return why or "Keeping the probe, as the first process decided."
+        return None
 
     def _run_one_cycle(self, plan: list[Phase], index: int, first_epoch: int,
                        optimizer_state: dict | None) -> str | None:
