@@ -5,7 +5,7 @@ reports validation accuracy and loss, wall seconds (loading the data to the end 
 training pictures a second of its whole-network epochs, the plan it ran (phases and epochs),
 its precision and freeze_early, and which point auto kept. Runs:
 
-- ``auto``: ``imgclf train DATA``, the default (the probe, then one 4-epoch whole-network
+- ``auto``: ``imgclf train DATA``, the default (the probe, then one 6-epoch whole-network
   schedule fitted to the 10-minute limit, the better kept);
 - ``probe``: the probe alone;
 - ``auto-whole``: auto with every layer trained (``freeze_early=False``);

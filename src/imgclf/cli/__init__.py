@@ -133,7 +133,8 @@ def _parser() -> argparse.ArgumentParser:
     _add_data_arguments(train, split_from_run=True)
     _add_augment_arguments(train)
     train.add_argument("--epochs", type=int, default=TrainConfig.epochs,
-                       help="whole-network epochs")
+                       help="whole-network epochs (default: 6 in auto mode, fitted to the "
+                       "time limit; 4 in fine_tune)")
     train.add_argument("--freeze-epochs", type=int, default=TrainConfig.freeze_epochs,
                        help="head-only epochs first")
     train.add_argument("--learning-rate", type=float, default=TrainConfig.learning_rate,
