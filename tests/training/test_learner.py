@@ -430,7 +430,7 @@ def test_an_auto_run_whose_probe_is_right_runs_no_whole_network_epoch(make_photo
 
 
 @pytest.mark.parametrize("epochs, cycles", [(1, [1]), (4, [4]), (5, [5]), (8, [4, 4]),
-                                            (11, [4, 7])])
+                                            (11, [4, 7]), (None, [6])])
 def test_auto_mode_runs_its_epochs_in_cycles_of_four_the_rest_joining_the_last(
         colours, epochs, cycles, monkeypatch):
     from imgclf.training.plan import plan_for
@@ -443,6 +443,27 @@ def test_auto_mode_runs_its_epochs_in_cycles_of_four_the_rest_joining_the_last(
     assert all(phase.compare_at_end and not phase.frozen for phase in plan[1:])
     assert not any(phase.compare_at_end for phase in plan_for(TrainConfig(mode="fine_tune"),
                                                               data))
+
+
+def test_epochs_default_to_six_in_auto_and_fastais_four_in_fine_tune(colours, monkeypatch):
+    from imgclf.training.plan import plan_for
+
+    monkeypatch.setattr("imgclf.training.plan.AUTO_PROBE_BELOW", 5)
+    data = ImageData.from_folder(colours, **FAST)
+    assert [(phase.name, phase.epochs) for phase in plan_for(TrainConfig(), data)] == [
+        ("probe", 1), ("all 1", 6)]
+    assert [(phase.name, phase.epochs) for phase in plan_for(
+        TrainConfig(mode="fine_tune"), data)] == [("head", 2), ("all", 4)]
+    assert plan_for(TrainConfig(mode="fine_tune", epochs=3), data)[-1].epochs == 3
+    learner = Learner.create(data, verbose=False)  # auto's settings, fastai's fine_tune()
+    planned = []
+    monkeypatch.setattr(Learner, "fit", lambda self, plan, **_: planned.append(plan) or self)
+    learner.fine_tune()
+    assert [(phase.name, phase.epochs) for phase in planned[0]] == [("head", 2), ("all", 4)]
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=-1)
+    with pytest.raises(ValueError, match="epochs"):
+        TrainConfig(epochs=0, freeze_epochs=0)
 
 
 def test_epochs_that_fit_a_time_limit():
