@@ -1,7 +1,7 @@
 """Fine-tune on hymenoptera with imgclf's defaults; one JSON line with accuracy and wall seconds.
 
-The same recipe as `imgclf train ../shared/datasets/hymenoptera --epochs 4` (auto mode).
-Run: python bench/train_hymenoptera.py [DATA] [--mode auto|probe|fine_tune] [--epochs 4]
+The same recipe as `imgclf train ../shared/datasets/hymenoptera` (auto mode).
+Run: python bench/train_hymenoptera.py [DATA] [--mode auto|probe|fine_tune] [--epochs N]
 """
 
 from __future__ import annotations
@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 
 from imgclf import ImageData, train
+from imgclf.training.plan import whole_epochs
 
 DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenoptera"
 
@@ -23,7 +24,7 @@ DEFAULT = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "hymenop
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("data", nargs="?", default=str(DEFAULT))
-    parser.add_argument("--epochs", type=int, default=4)
+    parser.add_argument("--epochs", type=int, default=None, help="default: the mode's")
     parser.add_argument("--backbone", default="efficientnet_lite0")
     parser.add_argument("--mode", default="auto", choices=["auto", "probe", "fine_tune"],
                         help="auto is what imgclf train does by default")
@@ -39,7 +40,7 @@ def main() -> None:
     final, best = learner.metrics(), learner.best or {}
     print(json.dumps({
         "benchmark": "train_hymenoptera", "backbone": args.backbone, "mode": args.mode,
-        "epochs": args.epochs,
+        "epochs": whole_epochs(learner.config),  # planned; the phases run are in the history
         "valid_accuracy": round(final["accuracy"], 4), "valid_loss": round(final["valid_loss"], 4),
         "best_epoch": best.get("epoch"), "best_epoch_accuracy": round(best.get("accuracy", 0), 4),
         "wall_seconds": round(seconds, 1), "model_megabytes": round(size / 1e6, 1),

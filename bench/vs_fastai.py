@@ -65,7 +65,7 @@ def imgclf_run(data: str, mode: str) -> None:
 
     start = time.perf_counter()
     images = ImageData.from_folder(data, verbose=False)
-    learner = train(images, mode=mode, epochs=4, verbose=False)
+    learner = train(images, mode=mode, verbose=False)  # each mode's default epochs
     seconds = time.perf_counter() - start
     print(json.dumps({"run": f"imgclf {mode}", "valid_accuracy":
                       round(learner.metrics()["accuracy"], 4), "wall_seconds": round(seconds, 1)}))
@@ -82,7 +82,7 @@ def learning_curve(data: str) -> None:
                "train_images": len(subset.train)}
         for mode in ("probe", "auto"):
             start = time.perf_counter()
-            learner = train(subset, mode=mode, epochs=4, verbose=False)
+            learner = train(subset, mode=mode, verbose=False)
             row[f"{mode}_accuracy"] = round(learner.metrics()["accuracy"], 4)
             row[f"{mode}_seconds"] = round(time.perf_counter() - start, 1)
         print(json.dumps(row), flush=True)

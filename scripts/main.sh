@@ -13,7 +13,7 @@ if [ ! -d "$data" ]; then
 fi
 data=$(cd "$data" && pwd)
 out=models/hymenoptera
-imgclf train "$data" --backbone efficientnet_lite0 --epochs 4 --out "$out"
+imgclf train "$data" --backbone efficientnet_lite0 --out "$out"
 imgclf evaluate "$out" "$data" --report "$out/report.html"
 echo
 echo "Predictions for a few validation photos the model did not train on:"

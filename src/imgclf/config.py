@@ -248,8 +248,8 @@ class TrainConfig:
     mode: str = "auto"
     # Epochs of the whole network (after the head-only epochs). None: 4 for fine_tune
     # (fastai's fine_tune(4)); 6 for auto, in one schedule that the time limit shortens to
-    # what fits (plan.AUTO_EPOCHS: blood-cells, seed 43, a 6-epoch schedule ended at 0.967
-    # validation accuracy where a 4-epoch one ended at 0.933, against the probe's 0.906).
+    # what fits (plan.AUTO_EPOCHS: blood-cells, seeds 42-44, mean validation accuracy 0.951
+    # against 0.940 with 4 epochs, the probe's 0.906).
     epochs: int | None = None
     # Head-only epochs first, with the backbone frozen. Two let the new head settle before
     # the backbone moves (hymenoptera: better validation loss than fastai's one).
@@ -276,7 +276,8 @@ class TrainConfig:
     restore_best: bool = False
     # auto mode: stop after this many complete whole-network schedules in a row that ended
     # no better (by monitor) than the best point so far (the probe's, to begin with), keeping
-    # the best; 0 = run every phase. Only points where a schedule has annealed are judged: an
+    # the best; 0 = run every phase (and no probe is kept for leaving too little to gain,
+    # steps.probe_is_right). Only points where a schedule has annealed are judged: an
     # epoch that ends at the schedule's peak rate says little of where it will end (a
     # 10-class set of product photos: 0.42 validation loss after such an epoch against the
     # probe's 0.41, and 2 points more test accuracy once its schedule had run).
@@ -323,8 +324,9 @@ class TrainConfig:
     # reshuffled; training/frozen.py), with no decoding, augmenting or frozen layers to run:
     # a 4-epoch schedule 1.4x faster (blood-cells 347 and 338 s against 483 and 508), but
     # its end was worse on one seed of two (bench/accuracy.py). None: only when a time limit
-    # would otherwise cut the schedule short (it says so); never without a limit. One process,
-    # no progressive resizing.
+    # would otherwise cut the schedule short (it says so; auto's 6-epoch schedule on
+    # blood-cells, seed 42, on 2 cores); never without a limit. One process, no progressive
+    # resizing.
     reuse_views: bool | None = None
     # Share of in-domain pictures the "unknown" detector accepts: its threshold is set so that
     # this share of the validation pictures is not called unknown (with too few of them to

@@ -71,7 +71,7 @@ def test_the_model_file_holds_the_figures_evaluate_gives(mode, colours, tmp_path
     monkeypatch.setattr("imgclf.training.plan.AUTO_PROBE_BELOW", 5)  # auto: the probe, then fine-tuning
     data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
     learner = train(data, mode=mode, epochs=1, freeze_epochs=1, output=tmp_path / mode,
-                    verbose=False)
+                    verbose=False, patience=0)  # auto: past a probe right on every colour
     phases = [row["phase"] for row in learner.history]
     assert phases == {"probe": ["probe"], "fine_tune": ["head", "all"],
                       "auto": ["probe", "all 1"]}[mode]

@@ -26,7 +26,7 @@ def timed_auto(make_photo, tmp_path, monkeypatch):
     data = ImageData.from_folder(tmp_path / "data", image_size=32, batch_size=8,
                                  valid_fraction=0.1, num_workers=0, verbose=False)
     monkeypatch.setattr(Learner, "validate", lambda self: {  # every epoch helps
-        "valid_loss": 1.0 / (1 + len(self.history)), "accuracy": 1.0, "error_rate": 0.0})
+        "valid_loss": 1.0 / (1 + len(self.history)), "accuracy": 0.5, "error_rate": 0.5})
     real_step = Learner.train_step
 
     def slow_step(self, *arguments):

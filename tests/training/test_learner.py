@@ -330,7 +330,11 @@ def test_every_mode_saves_settings_calls_back_and_checkpoints_alike(mode, colour
     assert [phase["name"] for phase in settings["plan"]] == phases
 
 
-def test_a_probe_run_resumes_past_its_probe(colours, tmp_path, monkeypatch):
+@pytest.mark.parametrize("patience, phases", [
+    (0, ["probe", "all 1"]),
+    (1, ["probe"]),  # the probe is right on every colour: kept, as without the interruption
+])
+def test_a_probe_run_resumes_past_its_probe(colours, tmp_path, monkeypatch, patience, phases):
     monkeypatch.setattr("imgclf.training.plan.AUTO_PROBE_BELOW", 5)
     data = ImageData.from_folder(colours, **FAST)
 
@@ -340,13 +344,13 @@ def test_a_probe_run_resumes_past_its_probe(colours, tmp_path, monkeypatch):
 
     with pytest.raises(KeyboardInterrupt):
         train(data, epochs=1, output=tmp_path / "run", callbacks=[StopAfterProbe()],
-              verbose=False)
+              verbose=False, patience=patience)
     resumed = Learner.resume(tmp_path / "run", data, verbose=False)
-    assert [row["phase"] for row in resumed.history] == ["probe", "all 1"]
-    assert (tmp_path / "run" / FINAL).is_file()
+    assert [row["phase"] for row in resumed.history] == phases
+    assert (tmp_path / "run" / FINAL).is_file() and resumed.unknown is not None
     # resuming a finished run says so (its best.imgclf now holds a detector too)
     again = Learner.resume(tmp_path / "run", data, verbose=False)
-    assert len(again.history) == 2 and again.unknown is not None
+    assert len(again.history) == len(phases) and again.unknown is not None
 
 
 # validation losses of the probe (epoch 0) and of four whole-network epochs in two cycles
@@ -370,7 +374,7 @@ def test_auto_mode_judges_fine_tuning_only_where_its_schedule_has_annealed(
     data = ImageData.from_folder(tmp_path / "data", image_size=32, batch_size=16,
                                  valid_fraction=0.1, num_workers=0, verbose=False)
     monkeypatch.setattr(Learner, "validate", lambda self: {  # one scripted loss per epoch
-        "valid_loss": losses[min(len(self.history), 4)], "accuracy": 1.0, "error_rate": 0.0})
+        "valid_loss": losses[min(len(self.history), 4)], "accuracy": 0.5, "error_rate": 0.5})
     weights = {}
 
     class Weights:
@@ -395,6 +399,12 @@ def test_auto_mode_judges_fine_tuning_only_where_its_schedule_has_annealed(
 
 @pytest.mark.parametrize("accuracy, pictures, patience, kept", [
     (0.9739, 153, 1, True),  # hymenoptera's probe: 4 wrong
+    (0.964, 250, 1, True),  # 9 wrong
+    (0.96, 250, 1, False),  # 10 wrong
+    (0.95, 20, 1, True),  # 1 wrong, 95% right
+    (0.95, 200, 1, False),  # 95% right, but 10 wrong
+    (0.9444, 18, 1, False),  # 1 wrong, under 95% right
+    (1.0, 60, 1, True),  # none wrong
     (0.9062, 480, 1, False),  # blood-cells': 45 wrong
     (0.96, 300, 1, False),  # 12 wrong: enough for validation to show a gain
     (0.90, 40, 1, False),  # 4 wrong, but 10% of a small validation set
@@ -407,8 +417,10 @@ def test_auto_keeps_a_probe_that_leaves_too_little_to_gain(accuracy, pictures, p
     row = {"accuracy": accuracy, "error_rate": 1 - accuracy}
     why = probe_is_right(TrainConfig(patience=patience), row, pictures)
     assert (why is not None) == kept
-    if kept:
-        assert "149 of 153 validation pictures right" in why and "at most 4 more" in why
+    if kept and pictures == 153:
+        assert "149 of 153 validation pictures right (0.9739), leaving only 4 to put right" in why
+    if kept and accuracy == 1.0:
+        assert "60 of 60 validation pictures right (1.0000), leaving none to put right" in why
 
 
 def test_an_auto_run_whose_probe_is_right_runs_no_whole_network_epoch(make_photo, tmp_path,
@@ -422,6 +434,7 @@ def test_an_auto_run_whose_probe_is_right_runs_no_whole_network_epoch(make_photo
     assert [row["phase"] for row in learner.history] == ["probe"]
     assert learner.history[0]["accuracy"] == 1.0
     assert "Keeping the probe: it gets 10 of 10 validation pictures right" in said
+    assert "leaving none to put right" in said
     assert "Kept the probe epoch (0)" in said
     settings = json.loads((tmp_path / "run" / "settings.json").read_text())
     assert [phase["name"] for phase in settings["plan"]] == ["probe", "all 1"]

@@ -151,7 +151,7 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--patience", type=int, default=TrainConfig.patience,
                        help="auto mode: stop after this many complete whole-network "
                             "schedules that end no better than the best point (0: run them "
-                            "all)")
+                            "all, even after a probe that leaves too little to gain)")
     train.add_argument("--time-limit", type=duration, default=TrainConfig.time_limit,
                        metavar="TIME",
                        help="how long the whole run may take, e.g. 90s, 10m, 1h (whole-network "

@@ -189,24 +189,30 @@ class Learner:
             self._call("on_train_start", learner=self, plan=plan)
             start_phase, start_epoch = start
             try:
-                for index in range(start_phase, len(plan)):
-                    if plan[index].kind == "probe":
-                        self._run_probe(plan, index)
-                        why = self._probe_is_right(plan, index)
+                # resumed right after the probe: the rule it would have met (_probe_is_right)
+                why = (self._probe_is_right(plan, start_phase - 1)
+                       if start_phase and not start_epoch else None)
+                if why is not None:
+                    self._stop_early(plan, why)
+                else:
+                    for index in range(start_phase, len(plan)):
+                        if plan[index].kind == "probe":
+                            self._run_probe(plan, index)
+                            why = self._probe_is_right(plan, index)
+                            if why is not None:
+                                self._stop_early(plan, why)
+                                break
+                            continue
+                        resumed = index == start_phase
+                        why = self._run_one_cycle(plan, index, start_epoch if resumed else 0,
+                                                  optimizer_state if resumed else None)
+                        if why is None and index < len(plan) - 1 and plan[index].compare_at_end:
+                            stop = steps.not_helping(self.config, self.history, self.best)
+                            if agree(self.processes, stop is not None):
+                                why = stop or "Stopping early, as the first process decided."
                         if why is not None:
                             self._stop_early(plan, why)
                             break
-                        continue
-                    resumed = index == start_phase
-                    why = self._run_one_cycle(plan, index, start_epoch if resumed else 0,
-                                              optimizer_state if resumed else None)
-                    if why is None and index < len(plan) - 1 and plan[index].compare_at_end:
-                        stop = steps.not_helping(self.config, self.history, self.best)
-                        if agree(self.processes, stop is not None):
-                            why = stop or "Stopping early, as the first process decided."
-                    if why is not None:
-                        self._stop_early(plan, why)
-                        break
             except KeyboardInterrupt:
                 self._call("on_train_interrupted", learner=self, reason="Interrupted")
                 raise
@@ -241,10 +247,14 @@ class Learner:
 
     def _probe_is_right(self, plan: list[Phase], index: int) -> str | None:
         """auto mode: why the probe just fitted is kept without the schedule after it."""
-        if (index == len(plan) - 1 or not plan[index + 1].compare_at_end
-                or self.data.multi_label or self._valid_targets is None):
+        if (plan[index].kind != "probe" or index == len(plan) - 1
+                or not plan[index + 1].compare_at_end or self.data.multi_label
+                or not self.history or self.history[-1]["phase"] != "probe"):
             return None
-        why = steps.probe_is_right(self.config, self.history[-1], len(self._valid_targets))
+        # the pictures validated (unreadable ones left out); after a resume, the split's
+        pictures = (len(self._valid_targets) if self._valid_targets is not None
+                    else len(self.data.valid))
+        why = steps.probe_is_right(self.config, self.history[-1], pictures)
         if agree(self.processes, why is not None):
             return why or "Keeping the probe, as the first process decided."
         return None

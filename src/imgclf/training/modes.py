@@ -46,7 +46,7 @@ def train(data: ImageData, *, backbone: str | None = None, weights: str | os.Pat
         weights: a ``.safetensors`` or ``.pth`` file of the backbone's weights instead of its
             ImageNet ones (a backbone that is not on this computer offline, say).
         output: folder for the settings, checkpoints, the best and final model, the history.
-        config: a TrainConfig; or give its fields as keywords (mode="auto", epochs=4,
+        config: a TrainConfig; or give its fields as keywords (mode="auto", epochs=6,
             freeze_epochs=2, learning_rate=1e-3, ...): TrainConfig holds every default.
             mode "auto" (the default) probes alone for tiny data, else probes, then fine-tunes
             the whole network from the probed head, keeping the better epoch; "probe" fits a
@@ -56,7 +56,7 @@ def train(data: ImageData, *, backbone: str | None = None, weights: str | os.Pat
 
     Example:
         >>> data = ImageData.from_folder("cats", valid_fraction=0.2, seed=42)
-        >>> model = train(data, backbone="efficientnet_lite0", epochs=4)
+        >>> model = train(data, backbone="efficientnet_lite0")
         >>> model.predict("tiger.jpg").label
         'wild_cat'
     """
