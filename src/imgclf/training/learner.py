@@ -189,30 +189,25 @@ class Learner:
             self._call("on_train_start", learner=self, plan=plan)
             start_phase, start_epoch = start
             try:
-                # resumed right after the probe: the rule it would have met (_probe_is_right)
-                why = (self._probe_is_right(plan, start_phase - 1)
-                       if start_phase and not start_epoch else None)
-                if why is not None:
-                    self._stop_early(plan, why)
-                else:
-                    for index in range(start_phase, len(plan)):
-                        if plan[index].kind == "probe":
-                            self._run_probe(plan, index)
-                            why = self._probe_is_right(plan, index)
-                            if why is not None:
-                                self._stop_early(plan, why)
-                                break
-                            continue
-                        resumed = index == start_phase
-                        why = self._run_one_cycle(plan, index, start_epoch if resumed else 0,
+                for index in range(start_phase, len(plan)):
+                    if plan[index].kind == "probe":
+                        self._run_probe(plan, index)
+                        continue
+                    resumed = index == start_phase
+                    first_epoch = start_epoch if resumed else 0
+                    # a probe that leaves too little to gain ends the plan before the schedule
+                    # after it (also when a run resumes there)
+                    why = self._probe_is_right(plan, index - 1) if not first_epoch else None
+                    if why is None:
+                        why = self._run_one_cycle(plan, index, first_epoch,
                                                   optimizer_state if resumed else None)
-                        if why is None and index < len(plan) - 1 and plan[index].compare_at_end:
-                            stop = steps.not_helping(self.config, self.history, self.best)
-                            if agree(self.processes, stop is not None):
-                                why = stop or "Stopping early, as the first process decided."
-                        if why is not None:
-                            self._stop_early(plan, why)
-                            break
+                    if why is None and index < len(plan) - 1 and plan[index].compare_at_end:
+                        stop = steps.not_helping(self.config, self.history, self.best)
+                        if agree(self.processes, stop is not None):
+                            why = stop or "Stopping early, as the first process decided."
+                    if why is not None:
+                        self._stop_early(plan, why)
+                        break
             except KeyboardInterrupt:
                 self._call("on_train_interrupted", learner=self, reason="Interrupted")
                 raise
@@ -246,9 +241,9 @@ class Learner:
         self._end_epoch({"phase": "probe", **row}, started, plan, index, 0, None)
 
     def _probe_is_right(self, plan: list[Phase], index: int) -> str | None:
-        """auto mode: why the probe just fitted is kept without the schedule after it."""
-        if (plan[index].kind != "probe" or index == len(plan) - 1
-                or not plan[index + 1].compare_at_end or self.data.multi_label
+        """auto mode: why the probe plan[index] is kept without the schedule after it."""
+        if (index < 0 or plan[index].kind != "probe" or not plan[index + 1].compare_at_end
+                or self.data.multi_label
                 or not self.history or self.history[-1]["phase"] != "probe"):
             return None
         # the pictures validated (unreadable ones left out); after a resume, the split's
