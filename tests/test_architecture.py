@@ -83,3 +83,14 @@ def test_imports_of_imgclf_stand_at_a_module_s_top():
                             and module not in WITHOUT_TORCH.get(relative, ())):
                         hidden.append(f"{relative}:{inner.lineno} {module}")
     assert not hidden, hidden
+
+
+# docs/ARCHITECTURE.md: no module over 600 lines, so that each reads whole
+MODULE_LINES = 600
+
+
+def test_every_module_stays_under_its_size():
+    long = {path.relative_to(REPO / "src").as_posix(): lines
+            for path in sorted((REPO / "src" / "imgclf").rglob("*.py"))
+            if (lines := len(path.read_text(encoding="utf-8").splitlines())) > MODULE_LINES}
+    assert not long, f"split these modules (over {MODULE_LINES} lines): {long}"

@@ -13,7 +13,6 @@ import os
 import time
 from collections.abc import Sequence
 from contextlib import nullcontext
-from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,11 +40,12 @@ from imgclf.training.checkpoint import (BEST, CHECKPOINT, HISTORY, SETTINGS, rea
 from imgclf.training.distributed import (agree, device_of, main_first, parallel_module,
                                          processes, resolve_device)
 from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
+from imgclf.training.fitting import PhaseFitter
 from imgclf.training.frozen import FrozenFront, TrainingViews, ValidationStart
 from imgclf.training.lr_find import LearningRates, find_learning_rate
-from imgclf.training.plan import (DISCRIMINATIVE, Phase, fine_tune_phases,
-                                  fit_phase, full_step_seconds, one_cycle, probe_phase,
-                                  probe_views, small_epochs, time_limit, train_sizes)
+from imgclf.training.plan import (DISCRIMINATIVE, Phase, fine_tune_phases, one_cycle,
+                                  probe_phase, probe_views, small_epochs, time_limit,
+                                  train_sizes)
 
 __all__ = ["BEST", "CHECKPOINT", "FINAL", "Learner", "LearningRates", "one_cycle"]
 
@@ -285,7 +285,7 @@ class Learner:
             start = self.network.frozen_start()
             if 0 < start < len(self.network.stages() or ()):
                 self._front.prepare(start, [*sizes, self.data.input.image_size])
-        fit = (self._fitter(plan, index, len(loaders[max(sizes)]), limit, sizes, views)
+        fit = (PhaseFitter(self, plan, index, len(loaders[max(sizes)]), limit, sizes, views)
                if fitting else None)
         self._train_from = views.start if views else 0
         try:
@@ -322,52 +322,6 @@ class Learner:
                             started, plan, index, epoch, optimizer)
             epoch += 1
         return None
-
-    def _fitter(self, plan: list[Phase], index: int, steps_per_epoch: int, limit: float,
-                sizes: dict[int, ImageData], views: TrainingViews | None):
-        """The function steps.train_epoch calls with the seconds a training step takes: it fits
-        plan[index]'s epochs to the time left and returns their steps (0: none fit)."""
-        phase = plan[index]
-        snapshot = {k: v.detach().clone() for k, v in self.network.state_dict().items()}
-        pictures = {split: len(items) for split, items in self.data.items.items()}
-        small = small_epochs(phase, self.config.progressive_resizing) if len(sizes) > 1 else 0
-
-        def fit(step_seconds: float, into_epoch: float, finished: bool = False) -> int:
-            # an epoch already finished is kept whatever the time; else the one the run ends
-            # on: the best so far (restore_best) or the last
-            last = (self.best if self.config.restore_best and self.best else
-                    self.history[-1] if self.history else None)
-            epochs, message, reuse = fit_phase(
-                phase, limit=limit, spent=time.perf_counter() - self._started,
-                into_epoch=into_epoch, kept=None if finished or last is None else last["phase"],
-                # the first epoch, timed, trains on the smaller crops when there are any (and
-                # keeps them if the limit leaves one epoch: it began on them)
-                step_seconds=full_step_seconds(step_seconds, timed_small=small > 0,
-                                               area_ratio=(min(sizes) / max(sizes)) ** 2),
-                steps_per_epoch=steps_per_epoch, pictures=pictures,
-                front_seconds=views.front_seconds() if views else None,
-                reuse=views.reuse if views else False,
-                validate_seconds=self._valid_start.seconds, batch_size=self.data.config.batch_size,
-                full_validate_seconds=self._valid_start.full_seconds,
-                stored=self.network.frozen_start() > 0 and self._valid_start.too_large is None)
-            if views is not None:
-                views.reuse = reuse
-                if not reuse:
-                    views.drop()
-            epochs = int(agree(self.processes, epochs))  # the first process's estimate
-            if not epochs:
-                self.network.load_state_dict(snapshot)
-                self._out_of_time = message
-                return 0
-            reuse = views.reuse if views is not None and self.config.reuse_views is None else None
-            if epochs < phase.epochs or reuse:  # a resumed run goes on as decided here
-                plan[index] = replace(phase, epochs=epochs, reuse_views=reuse)
-                self._save_settings(plan)
-            if self.verbose:
-                console().print(message, soft_wrap=True)
-            return epochs * steps_per_epoch
-
-        return fit
 
     def train_step(self, images, targets, optimizer, trainable) -> float:
         """One optimizer step on a batch; returns its loss (used by the loop and lr_find)."""
