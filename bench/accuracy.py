@@ -32,8 +32,13 @@ first row, float32 with every layer trained, is how imgclf trained before freeze
 existed (with ``--src`` on that code, its data loader too: a worker process on 2 cores then,
 none now).
 
+``--baseline OLD_CHECKOUT/src`` with ``--steps N`` adds the issue's comparison: the training
+step auto takes by default on this machine, this code against the older code's (each its own
+default, its own loader), N steps each alone in a fresh process, in 4 turns whose order
+alternates (old, new, new, old, ...), and the ratio of their means.
+
 Run: python bench/accuracy.py [--datasets hymenoptera,blood-cells] [--runs auto,probe]
-     [--steps 40] [--seed 42] [--src OTHER_CHECKOUT/src]
+     [--steps 40] [--seed 42] [--src OTHER_CHECKOUT/src] [--baseline OLD_CHECKOUT/src]
 ``--src`` runs the children on another checkout's code (a git worktree of an older commit),
 side by side with this one; a choice it does not know gives an "error" entry.
 """
@@ -180,7 +185,64 @@ def steps_child(data: str, steps: int, seed: int) -> None:
     print(json.dumps({"steps": rows}))
 
 
-# Rounds the step measurements take turns in (steps_child).
+def default_steps_child(data: str, steps: int, seed: int) -> None:
+    """Child process: training pictures a second at 224 px of the whole-network step that
+    this code's auto mode takes by default on this machine (TrainConfig() as Learner.create
+    decides it for the device), alone in its process, through the code's own data loader;
+    it runs on older checkouts too (``--baseline``)."""
+    from imgclf import ImageData, Learner, TrainConfig
+
+    images = ImageData.from_folder(data, seed=seed, verbose=False)
+    images = images.with_image_size(images.input.image_size)
+    learner = Learner.create(images, config=TrainConfig(device="cpu", seed=seed), verbose=False)
+    freeze_early = bool(getattr(learner.config, "freeze_early", False))
+    optimizer, trainable = whole_network(learner, freeze_early)
+    loader = learner.data.train_loader()
+    learner.seed_epoch(0, loader)
+    learner.network.train()
+    run = {"learner": learner, "loader": loader, "batches": iter(loader),
+           "step": (optimizer, trainable)}
+    take_steps(run, 3)  # warming up
+    done, seconds = take_steps(run, steps)
+    print(json.dumps({"precision": getattr(learner.config, "precision", "float32"),
+                      "freeze_early": freeze_early,
+                      "frozen_runtime": getattr(learner.config, "frozen_runtime", None),
+                      "image_size": images.input.image_size,
+                      "pictures_per_second": round(done / seconds, 1)}))
+
+
+def default_speeds(folder: Path, args) -> dict:
+    """This checkout's default training step against --baseline's, each alone in a fresh
+    process, taking turns (baseline, this, this, baseline, ...) so that a machine that
+    speeds up or slows down favours neither: pictures a second of each turn, the mean, and
+    the ratio of the means."""
+    turns: dict[str, list] = {"baseline": [], "this": []}
+    for index in range(ROUNDS):
+        order = ["baseline", "this"] if index % 2 == 0 else ["this", "baseline"]
+        for which in order:
+            result = run_child(["--child", "default-steps", "--data", str(folder), "--steps",
+                                str(args.steps), "--seed", str(args.seed)],
+                               args.baseline if which == "baseline" else args.src)
+            turns[which].append(result)
+    means = {}
+    for which, results in turns.items():
+        speeds = [result["pictures_per_second"] for result in results
+                  if "pictures_per_second" in result]
+        means[which] = round(sum(speeds) / len(speeds), 1) if speeds else None
+    return {"baseline_code": args.baseline,
+            "baseline": {"turns": [r.get("pictures_per_second", r) for r in turns["baseline"]],
+                         "mean": means["baseline"],
+                         **{k: v for k, v in turns["baseline"][0].items()
+                            if k != "pictures_per_second"}},
+            "this": {"turns": [r.get("pictures_per_second", r) for r in turns["this"]],
+                     "mean": means["this"],
+                     **{k: v for k, v in turns["this"][0].items()
+                        if k != "pictures_per_second"}},
+            "ratio": round(means["this"] / means["baseline"], 2)
+            if means["baseline"] and means["this"] else None}
+
+
+# Rounds the step measurements take turns in (steps_child, default_speeds).
 ROUNDS = 4
 
 
@@ -207,7 +269,10 @@ def whole_network(learner, freeze_early: bool):
 
     from imgclf.training.plan import DISCRIMINATIVE
 
-    learner.network.unfreeze(early=not freeze_early)
+    if freeze_early:
+        learner.network.unfreeze(early=False)
+    else:  # code from before freeze_early has unfreeze() alone
+        learner.network.unfreeze()
     groups = learner.network.layer_groups(len(DISCRIMINATIVE))
     optimizer = torch.optim.AdamW([{"params": group, "lr": 1e-5} for group in groups])
     return optimizer, [p for group in groups for p in group]
@@ -261,7 +326,11 @@ def main() -> None:
                         help="also measure this many training steps per speed choice")
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--src", help="run the children on this checkout's src folder")
-    parser.add_argument("--child", choices=["train", "steps"], help=argparse.SUPPRESS)
+    parser.add_argument("--baseline", metavar="OTHER_CHECKOUT/src",
+                        help="with --steps: also this code's default training step against "
+                        "that checkout's, alone in fresh processes taking turns, and the ratio")
+    parser.add_argument("--child", choices=["train", "steps", "default-steps"],
+                        help=argparse.SUPPRESS)
     parser.add_argument("--data", help=argparse.SUPPRESS)
     parser.add_argument("--run", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -269,6 +338,8 @@ def main() -> None:
         return train_child(args.data, args.run, args.seed)
     if args.child == "steps":
         return steps_child(args.data, args.steps, args.seed)
+    if args.child == "default-steps":
+        return default_steps_child(args.data, args.steps, args.seed)
     runs = [run for run in args.runs.split(",") if run]
     unknown = [run for run in runs if run not in RUNS]
     if unknown:
@@ -288,6 +359,8 @@ def main() -> None:
             line["training_steps"] = run_child(["--child", "steps", "--data", str(folder),
                                                 "--steps", str(args.steps), "--seed",
                                                 str(args.seed)], args.src).get("steps")
+        if args.steps and args.baseline:
+            line["default_step_against_baseline"] = default_speeds(folder, args)
         import torch
 
         line.update(threads=torch.get_num_threads(), cpus=os.cpu_count(),
