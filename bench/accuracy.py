@@ -10,8 +10,11 @@ its precision and freeze_early, and which point auto kept. Runs:
 - ``probe``: the probe alone;
 - ``auto-whole``: auto with every layer trained (``freeze_early=False``);
 - ``auto-float32`` / ``auto-bfloat16``: auto in one precision;
-- ``auto-reuse``: auto with every second whole-network epoch reusing the one before's pictures
-  (``reuse_views=True``; by default only when the time limit needs it);
+- ``auto-read``: auto with every whole-network epoch reading its pictures
+  (``reuse_views=False``; by default half of them reuse stored ones);
+- ``auto-reuse``: auto with ``reuse_views=True`` (the default since it was measured here);
+- ``auto-reuse-to-fit``: auto reusing pictures only when the time limit needs it
+  (``reuse_views=None``, the default before);
 - ``auto-onnx``: auto with the frozen early layers run by onnxruntime
   (``frozen_runtime="onnx"``; the default is PyTorch);
 - ``auto-progressive``: auto with progressive resizing (its schedule's epochs but the last on
@@ -65,7 +68,9 @@ RUNS = {
     "auto-float32": {"precision": "float32"},
     "auto-bfloat16": {"precision": "bfloat16"},
     "auto-progressive": {"progressive_resizing": True},
+    "auto-read": {"reuse_views": False},
     "auto-reuse": {"reuse_views": True},
+    "auto-reuse-to-fit": {"reuse_views": None},
     "auto-onnx": {"frozen_runtime": "onnx"},
     "auto-backbone": {"backbone": "auto"},
     "fine_tune": {"mode": "fine_tune", "time_limit": 0},

@@ -319,15 +319,19 @@ class TrainConfig:
     # 4-epoch schedule ended at validation loss 0.36 with 3 epochs at 176, against 0.21 at
     # 224, and the probe's 0.28 was kept; bench/accuracy.py, docs/training.md).
     progressive_resizing: bool = False
-    # With freeze_early: every second epoch of a whole-network schedule trains again on the
-    # previous epoch's augmented pictures as the frozen early layers left them (stored,
-    # reshuffled; training/frozen.py), with no decoding, augmenting or frozen layers to run:
-    # a 4-epoch schedule 1.4x faster (blood-cells 347 and 338 s against 483 and 508), but
-    # its end was worse on one seed of two (bench/accuracy.py). None: only when a time limit
-    # would otherwise cut the schedule short (it says so; auto's 6-epoch schedule on
-    # blood-cells, seed 42, on 2 cores); never without a limit. One process, no progressive
+    # With freeze_early (auto mode on a CPU): half the epochs of a whole-network schedule
+    # train again on an earlier epoch's augmented pictures as the frozen early layers left
+    # them (stored, reshuffled; training/frozen.py), with no decoding, augmenting or frozen
+    # layers to run; the last epoch, the one auto judges, always reads new pictures
+    # (frozen.reuses). Training pictures a second at 224 px 2.6-2.9x the code before #28
+    # (blood-cells 44.2-45.5 in auto's runs, against 15-17.4), auto's 6 epochs in 480-506 s.
+    # Blood-cells seeds 42-44 ended at validation accuracy 0.950, 0.944, 0.938 (each at least
+    # 3 points over the probe's 0.906), against 0.938, 0.967, 0.950 with every epoch reading
+    # its pictures (539-598 s): a mean 0.8 points lower, within what seeds move it
+    # (bench/accuracy.py, bench/README.md). False: every epoch reads its pictures; None: only
+    # when the time limit would otherwise cut the schedule short. One process, no progressive
     # resizing.
-    reuse_views: bool | None = None
+    reuse_views: bool | None = True
     # Share of in-domain pictures the "unknown" detector accepts: its threshold is set so that
     # this share of the validation pictures is not called unknown (with too few of them to
     # place it, calibration.too_few_beyond, the training pictures count too, each left out of the

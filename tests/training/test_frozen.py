@@ -130,8 +130,25 @@ def test_an_epoch_that_reads_pictures_stores_them_and_the_next_reuses_them(colou
                for i in rows)
     order = [int(i) for _, _, ids, _ in first for i in ids]
     assert [int(i) for _, _, ids, _ in second for i in ids] != order  # reshuffled
-    # each stored epoch is reused once; then pictures are read again
-    assert not views.epoch(loader, reuse=True, seed=2).reused
+    # the stored epoch serves until an epoch reads pictures again (reuses decides when)
+    assert views.epoch(loader, reuse=True, seed=2).reused
+    reading = views.epoch(loader, reuse=False, seed=3)
+    assert not reading.reused
+    list(reading)  # an epoch stores its pictures as it trains on them
+    assert views.epoch(loader, reuse=True, seed=4).reused  # now the new ones
+
+
+@pytest.mark.parametrize("epochs, pattern", [
+    (1, "R"), (2, "RU"), (3, "RUR"), (4, "RUUR"), (5, "RURUR"), (6, "RUURUR"), (7, "RURURUR"),
+    (8, "RUURURUR")])
+def test_half_the_epochs_reuse_pictures_and_the_last_reads_new_ones(epochs, pattern):
+    from imgclf.training.frozen import reuses
+
+    said = "".join("U" if reuses(epoch, epochs) else "R" for epoch in range(epochs))
+    assert said == pattern
+    assert said.count("U") == epochs // 2  # what the time limit prices (plan.fit_phase)
+    assert said[0] == "R" and (epochs < 3 or said[-1] == "R")
+    assert not reuses(epochs, epochs)  # past the schedule: no epoch
 
 
 def test_stored_pictures_are_not_reused_once_the_frozen_stages_change(colours):
@@ -180,7 +197,9 @@ def test_reuse_views_needs_freeze_early():
     from imgclf.training.steps import resolved
 
     cpu = torch.device("cpu")
-    assert resolved(TrainConfig(), cpu, has_bf16=False)[0].reuse_views is None  # the limit's
+    assert resolved(TrainConfig(), cpu, has_bf16=False)[0].reuse_views is True
+    assert resolved(TrainConfig(reuse_views=None), cpu,
+                    has_bf16=False)[0].reuse_views is None  # the limit's
     assert resolved(TrainConfig(reuse_views=True), cpu, has_bf16=False)[0].reuse_views is True
     assert resolved(TrainConfig(mode="fine_tune"), cpu, has_bf16=False)[0].reuse_views is False
     assert resolved(TrainConfig(freeze_early=False, reuse_views=True), cpu,
@@ -202,15 +221,40 @@ def test_the_time_limit_reuses_pictures_only_to_fit_its_schedule(timed_auto, tmp
     # the probe's time plus 9 s: one 6-s epoch of two fits, or two at 4.5 s on average
     timed_auto.room(9.0)
     learner = train(timed_auto.data, mode="auto", epochs=2, verbose=True, time_limit=1e9,
-                    output=tmp_path / "run", callbacks=[timed_auto.after_probe])
+                    reuse_views=None, output=tmp_path / "run",
+                    callbacks=[timed_auto.after_probe])
     said = capsys.readouterr().err
     assert [row["reused_views"] for row in learner.history[1:]] == reused
     # the decision is saved with the plan: a resumed run goes on the same way
     settings = json.loads((tmp_path / "run" / "settings.json").read_text())
     assert settings["plan"][1]["reuse_views"] is (len(reused) == 2)
-    assert ("Every second epoch reuses the one before's pictures to fit." in said) is (
+    assert ("Half of them reuse stored pictures to fit." in said) is (
         len(reused) == 2)
     assert learner.config.reuse_views is None  # the setting stays the user's: decided per run
+
+
+@pytest.mark.parametrize("cut_after", [0, 1])  # resumed at epoch 2 or 3 of 4, both reusing
+def test_a_run_resumed_at_an_epoch_that_reuses_pictures_ends_as_an_uninterrupted_one(
+        colours, tmp_path, cut_after):
+    from imgclf import train
+
+    config = dict(mode="fine_tune", epochs=4, freeze_epochs=0, freeze_early=True,
+                  reuse_views=True, learning_rate=5e-3, verbose=False)
+    data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
+    whole = train(data, output=tmp_path / "whole", **config)
+    assert [row["reused_views"] for row in whole.history] == [False, True, True, False]
+
+    class Cut:
+        def on_epoch_end(self, learner, row):
+            if row["epoch"] == cut_after:
+                raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        train(data, output=tmp_path / "cut", callbacks=[Cut()], **config)
+    resumed = Learner.resume(tmp_path / "cut", data, verbose=False)
+    assert [row["reused_views"] for row in resumed.history] == [False, True, True, False]
+    for key, value in whole.network.state_dict().items():  # bit for bit
+        assert torch.equal(value, resumed.network.state_dict()[key]), key
 
 
 def test_whole_network_epochs_alternate_reading_and_reusing(colours):

@@ -172,9 +172,10 @@ def _parser() -> argparse.ArgumentParser:
                             "auto (onnxruntime on a CPU where installed; faster, see "
                             "docs/training.md#speed)")
     train.add_argument("--reuse-views", default=None, action=argparse.BooleanOptionalAction,
-                       help="with frozen early layers, every second whole-network epoch "
-                            "trains again on the one before's pictures (faster; default: "
-                            "only when the time limit would cut the schedule otherwise)")
+                       help="with frozen early layers (auto on a CPU), half the whole-network "
+                            "epochs train again on stored pictures, the last never (the "
+                            "default: 2.6x the pictures a second); --no-reuse-views reads "
+                            "every epoch's pictures")
     train.add_argument("--progressive-resizing", action="store_true",
                        help="train whole-network epochs but the last on smaller crops "
                             "(faster; it cost accuracy on blood-cells)")

@@ -52,7 +52,7 @@ class ConsoleLog:
                 what += (" (its early layers frozen" + (
                     ", run by onnxruntime" if config.frozen_runtime == "onnx"
                     and not learner.processes.parallel else "") + (
-                    "; every second epoch reuses the one before's pictures" if reusing
+                    "; half the epochs reuse stored pictures" if reusing
                     else "") + ")")
             small = small_epochs(phase, learner.config.progressive_resizing)
             train_size = data.input.train_size or data.input.image_size

@@ -3,7 +3,7 @@
 A phase begun afresh under a time limit (auto mode on a CPU) times its first training steps;
 steps.train_epoch then calls the ``PhaseFitter`` with the seconds a step takes. It prices the
 phase's epochs (plan.fit_phase: the steps, validation, stored views and the time kept for the
-run's end), keeps the epochs that fit or none, decides whether every second epoch reuses the
+run's end), keeps the epochs that fit or none, decides whether half the epochs reuse the
 pictures of the one before (reuse_views=None), says so in one line, and saves the shortened
 plan so that a resumed run goes on as decided here.
 """

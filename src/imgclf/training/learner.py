@@ -41,7 +41,7 @@ from imgclf.training.distributed import (agree, device_of, main_first, parallel_
                                          processes, resolve_device)
 from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
 from imgclf.training.fitting import PhaseFitter
-from imgclf.training.frozen import FrozenFront, TrainingViews, ValidationStart
+from imgclf.training.frozen import FrozenFront, TrainingViews, ValidationStart, reuses
 from imgclf.training.lr_find import LearningRates, find_learning_rate
 from imgclf.training.plan import (DISCRIMINATIVE, Phase, fine_tune_phases, one_cycle,
                                   probe_phase, probe_views, small_epochs, time_limit,
@@ -295,6 +295,8 @@ class Learner:
 
     def _epochs(self, plan, index, first_epoch, optimizer, loaders, sizes, views, fit):
         phase, epoch = plan[index], first_epoch
+        if views and first_epoch and reuses(first_epoch, phase.epochs):
+            self._restore_views(views, loaders[max(sizes)], phase.epochs, first_epoch)
         while epoch < plan[index].epochs:  # (fit may shorten plan[index] in the first epoch)
             started = time.perf_counter()
             # progressive resizing: smaller crops until the schedule's last epoch
@@ -303,10 +305,10 @@ class Learner:
             loader = loaders[size]
             self.seed_epoch(len(self.history), loader)
             name = f"{phase.name} {epoch + 1}/{plan[index].epochs}"
-            # reuse_views: every second epoch trains again on the one before's pictures
-            batches = (views.epoch(loader, reuse=epoch % 2 == 1,
+            # reuse_views: half the epochs train again on stored pictures (frozen.reuses)
+            batches = (views.epoch(loader, reuse=reuses(epoch, plan[index].epochs),
                                    seed=self.config.seed * 1000 + len(self.history),
-                                   store=epoch < plan[index].epochs - 1)
+                                   store=reuses(epoch + 1, plan[index].epochs))
                        if views else loader)
             trained = steps.train_epoch(
                 self.train_step, self.network, batches, optimizer,
@@ -322,6 +324,17 @@ class Learner:
                             started, plan, index, epoch, optimizer)
             epoch += 1
         return None
+
+    def _restore_views(self, views: TrainingViews, loader, epochs: int, epoch: int) -> None:
+        """A run resumed at an epoch that reuses stored pictures: store them again, as the
+        epoch that read them did (the same seeded batches and augmentation through the same
+        frozen stages, forward only), so the run goes on bit for bit as an uninterrupted one."""
+        read = max(e for e in range(epoch) if not reuses(e, epochs))
+        self.seed_epoch(len(self.history) - (epoch - read), loader)
+        self.network.train()
+        with torch.no_grad():
+            for _ in views.epoch(loader, reuse=False, seed=0):
+                pass
 
     def train_step(self, images, targets, optimizer, trainable) -> float:
         """One optimizer step on a batch; returns its loss (used by the loop and lr_find)."""
