@@ -108,7 +108,10 @@ def train_child(data: str, run: str, seed: int) -> None:
         "valid_accuracy": round(learner.metrics()["accuracy"], 4),
         "valid_loss": round(learner.metrics()["valid_loss"], 4),
         "wall_seconds": round(seconds, 1),
-        "train_pictures_per_second": round(sum(speeds) / len(speeds), 1) if speeds else None,
+        # the schedule's: its pictures over its training seconds (every epoch trains on as
+        # many), not the mean of the epochs' rates, which a fast reusing epoch would inflate
+        "train_pictures_per_second": round(len(speeds) / sum(1 / s for s in speeds), 1)
+        if speeds else None,
         "epochs": [row["phase"] for row in history],
         "kept": best.get("phase") if learner.config.restore_best else history[-1]["phase"],
         "precision": getattr(learner.config, "precision", None),
@@ -194,7 +197,9 @@ def default_steps_child(data: str, steps: int, seed: int) -> None:
     """Child process: training pictures a second at 224 px of the whole-network step that
     this code's auto mode takes by default on this machine (TrainConfig() as Learner.create
     decides it for the device), alone in its process, through the code's own data loader;
-    it runs on older checkouts too (``--baseline``)."""
+    it runs on older checkouts too (``--baseline``). A step that reads its pictures: where
+    the default reuses stored ones in half the epochs (reuse_views), those run faster
+    (reuse_speeds' rows, and an auto run's training pictures a second)."""
     from imgclf import ImageData, Learner, TrainConfig
 
     images = ImageData.from_folder(data, seed=seed, verbose=False)
@@ -286,7 +291,8 @@ def whole_network(learner, freeze_early: bool):
 def reuse_speeds(images, seed: int, TrainingViews, runtime: str | None) -> dict:
     """Training pictures a second, float32 with freeze_early and reuse_views at 224 px: an
     epoch that reads its pictures (and stores them), then one that reuses them, each whole,
-    and the two together (a schedule alternates them). runtime: frozen_runtime's, if any."""
+    and the two together (a schedule takes them in turn, plan.reuses). runtime:
+    frozen_runtime's, if any."""
 
     from imgclf import Learner, TrainConfig
 

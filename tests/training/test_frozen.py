@@ -142,7 +142,7 @@ def test_an_epoch_that_reads_pictures_stores_them_and_the_next_reuses_them(colou
     (1, "R"), (2, "RU"), (3, "RUR"), (4, "RUUR"), (5, "RURUR"), (6, "RUURUR"), (7, "RURURUR"),
     (8, "RUURURUR")])
 def test_half_the_epochs_reuse_pictures_and_the_last_reads_new_ones(epochs, pattern):
-    from imgclf.training.frozen import reuses
+    from imgclf.training.plan import reuses
 
     said = "".join("U" if reuses(epoch, epochs) else "R" for epoch in range(epochs))
     assert said == pattern
@@ -257,7 +257,7 @@ def test_a_run_resumed_at_an_epoch_that_reuses_pictures_ends_as_an_uninterrupted
         assert torch.equal(value, resumed.network.state_dict()[key]), key
 
 
-def test_whole_network_epochs_alternate_reading_and_reusing(colours):
+def test_whole_network_epochs_read_and_reuse_pictures_in_turn(colours):
     data = ImageData.from_folder(colours, valid_fraction=0.25, **FAST)
     config = TrainConfig(epochs=3, freeze_epochs=0, freeze_early=True, reuse_views=True,
                          seed=3)
@@ -419,3 +419,24 @@ def test_where_onnxruntime_cannot_build_the_front_pytorch_runs_it(colours, monke
     with torch.no_grad():
         assert torch.allclose(out, network.features(images, stop=start))
     assert "PyTorch runs the frozen layers" in capsys.readouterr().err
+
+
+def test_the_time_limit_prices_reused_epochs_as_the_schedule_runs_them():
+    """fit_phase prices a schedule of n epochs with n // 2 of them reusing pictures (each
+    1 s here against 10 s for one that reads): the epochs it fits, run in the pattern
+    ``reuses`` gives, must end within the limit for every limit (a 5-epoch fit priced with
+    a 6-epoch schedule's share of reused epochs once ran 2 s over)."""
+    from imgclf.training.plan import reuses
+    from imgclf.training.plan import Phase, fit_phase
+
+    phase = Phase("all 1", 6, (1e-3,), frozen=False)
+    for limit in range(10, 80):
+        epochs, said, reuse = fit_phase(
+            phase, limit=limit, spent=0.0, into_epoch=0.0, step_seconds=1.0, steps_per_epoch=10,
+            kept="probe", front_seconds=1.0, reuse=True, validate_seconds=None,
+            pictures={"train": 160, "valid": 0}, batch_size=16)
+        cost = sum(0.1 * 10 if reuses(epoch, epochs) else 10.0 for epoch in range(epochs))
+        assert epochs and reuse is True and cost <= limit + 1e-9, (limit, epochs, cost)
+        assert f"running {epochs} of 6" in said
+        assert epochs == 6 or sum(0.1 * 10 if reuses(e, epochs + 1) else 10.0
+                                  for e in range(epochs + 1)) > limit  # none left unused

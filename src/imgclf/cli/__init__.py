@@ -174,8 +174,8 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--reuse-views", default=None, action=argparse.BooleanOptionalAction,
                        help="with frozen early layers (auto on a CPU), half the whole-network "
                             "epochs train again on stored pictures, the last never (the "
-                            "default: 2.6x the pictures a second); --no-reuse-views reads "
-                            "every epoch's pictures")
+                            "default; faster, see docs/training.md#speed); "
+                            "--no-reuse-views reads every epoch's pictures")
     train.add_argument("--progressive-resizing", action="store_true",
                        help="train whole-network epochs but the last on smaller crops "
                             "(faster; it cost accuracy on blood-cells)")

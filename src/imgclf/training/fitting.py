@@ -4,7 +4,7 @@ A phase begun afresh under a time limit (auto mode on a CPU) times its first tra
 steps.train_epoch then calls the ``PhaseFitter`` with the seconds a step takes. It prices the
 phase's epochs (plan.fit_phase: the steps, validation, stored views and the time kept for the
 run's end), keeps the epochs that fit or none, decides whether half the epochs reuse the
-pictures of the one before (reuse_views=None), says so in one line, and saves the shortened
+pictures of an earlier one (reuse_views=None), says so in one line, and saves the shortened
 plan so that a resumed run goes on as decided here.
 """
 
@@ -56,8 +56,9 @@ class PhaseFitter:
             step_seconds=full_step_seconds(step_seconds, timed_small=self.small > 0,
                                            area_ratio=(min(sizes) / max(sizes)) ** 2),
             steps_per_epoch=self.steps_per_epoch, pictures=self.pictures,
-            front_seconds=views.front_seconds() if views else None,
-            reuse=views.reuse if views else False,
+            # stored pictures too large to keep: every epoch reads, priced so
+            front_seconds=views.front_seconds() if views and not views.too_large else None,
+            reuse=views.reuse if views and not views.too_large else False,
             validate_seconds=valid_start.seconds, batch_size=learner.data.config.batch_size,
             full_validate_seconds=valid_start.full_seconds,
             stored=learner.network.frozen_start() > 0 and valid_start.too_large is None)

@@ -19,7 +19,7 @@ ms), so a training step takes 0.34 s instead of 0.56. The trained stages start f
 output.
 
 ``TrainingViews`` does the same for training (TrainConfig.reuse_views): half the epochs of a
-whole-network schedule (``reuses``) train again on an earlier epoch's augmented pictures as
+whole-network schedule (``plan.reuses``) train again on an earlier epoch's augmented pictures as
 the frozen stages left them, reshuffled, which skips reading, augmenting and the frozen
 stages; the schedule's last epoch always reads new ones.
 """
@@ -258,28 +258,13 @@ class _Batches:
         return self.length
 
 
-def reuses(epoch: int, epochs: int) -> bool:
-    """Does epoch `epoch` (from 0) of a schedule of `epochs` reuse the pictures of the reading
-    epoch before it? epochs // 2 of them do, as many as every second epoch, but from 3 epochs
-    on the last never does: the schedule's annealed end, which auto judges and keeps, reads
-    pictures, and in a schedule of an even length the first epoch's pictures serve twice
-    instead (6: read, reuse, reuse, read, reuse, read). Blood-cells, 6 epochs, every one of
-    them reusing where this says (bench/README.md): seed 42 ended at validation accuracy
-    0.9500, seed 43 at 0.9437, where alternating (the last epoch reusing) had ended at 0.9375
-    and 0.9313."""
-    if epoch == 0 or epoch >= epochs:
-        return False
-    if epochs % 2 == 0 and epochs >= 4 and epoch >= 2:
-        return epoch % 2 == 0
-    return epoch % 2 == 1 and epoch < epochs - 1 or (epochs == 2 and epoch == 1)
-
-
 class TrainingViews:
     """Whole-network epochs that reuse what the frozen stages made of their pictures.
 
     An epoch that reads pictures (decoded and augmented as always) runs each batch through
-    the frozen stages, trains the rest of the network on the result and stores it; the next
-    epoch trains on the stored batches again, reshuffled, with no decoding, augmenting or
+    the frozen stages, trains the rest of the network on the result and stores it; the
+    epochs after it that reuse pictures (plan.reuses) train on the stored batches again,
+    each reshuffled, with no decoding, augmenting or
     frozen stages at all (TrainConfig.reuse_views): "data echoing" (Choi et al., 2019) at the
     point where the network starts to learn. Batches are (features, targets, indices,
     errors), the training step told to start at stage `start`.
@@ -291,7 +276,7 @@ class TrainingViews:
         self.frozen_front = front  # what runs the frozen stages, if not PyTorch
         self.bfloat16 = precision == "bfloat16"
         self.stored: tuple[tuple, torch.Tensor, torch.Tensor, torch.Tensor, list[int]] | None = None
-        # True: the epochs `reuses` names reuse stored pictures; False: none does; None:
+        # True: the epochs plan.reuses names reuse stored pictures; False: none does; None:
         # not decided yet (the time limit decides during the first epoch, which stores them)
         self.reuse: bool | None = True
         self.too_large = False

@@ -41,11 +41,11 @@ from imgclf.training.distributed import (agree, device_of, main_first, parallel_
                                          processes, resolve_device)
 from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
 from imgclf.training.fitting import PhaseFitter
-from imgclf.training.frozen import FrozenFront, TrainingViews, ValidationStart, reuses
+from imgclf.training.frozen import FrozenFront, TrainingViews, ValidationStart
 from imgclf.training.lr_find import LearningRates, find_learning_rate
 from imgclf.training.plan import (DISCRIMINATIVE, Phase, fine_tune_phases, one_cycle,
-                                  probe_phase, probe_views, small_epochs, time_limit,
-                                  train_sizes)
+                                  probe_phase, probe_views, reuses, small_epochs,
+                                  time_limit, train_sizes)
 
 __all__ = ["BEST", "CHECKPOINT", "FINAL", "Learner", "LearningRates", "one_cycle"]
 
@@ -295,7 +295,7 @@ class Learner:
 
     def _epochs(self, plan, index, first_epoch, optimizer, loaders, sizes, views, fit):
         phase, epoch = plan[index], first_epoch
-        if views and first_epoch and reuses(first_epoch, phase.epochs):
+        if views and views.reuse and first_epoch and reuses(first_epoch, phase.epochs):
             self._restore_views(views, loaders[max(sizes)], phase.epochs, first_epoch)
         while epoch < plan[index].epochs:  # (fit may shorten plan[index] in the first epoch)
             started = time.perf_counter()
@@ -305,7 +305,7 @@ class Learner:
             loader = loaders[size]
             self.seed_epoch(len(self.history), loader)
             name = f"{phase.name} {epoch + 1}/{plan[index].epochs}"
-            # reuse_views: half the epochs train again on stored pictures (frozen.reuses)
+            # reuse_views: half the epochs train again on stored pictures (plan.reuses)
             batches = (views.epoch(loader, reuse=reuses(epoch, plan[index].epochs),
                                    seed=self.config.seed * 1000 + len(self.history),
                                    store=reuses(epoch + 1, plan[index].epochs))
@@ -332,9 +332,11 @@ class Learner:
         read = max(e for e in range(epoch) if not reuses(e, epochs))
         self.seed_epoch(len(self.history) - (epoch - read), loader)
         self.network.train()
-        with torch.no_grad():
-            for _ in views.epoch(loader, reuse=False, seed=0):
-                pass
+        if self.verbose:
+            console().print("Storing the pictures this epoch reuses, as the run before did.")
+        for _ in views.epoch(loader, reuse=False, seed=0):
+            if views.too_large:  # they were not stored then either: the epoch reads them
+                break
 
     def train_step(self, images, targets, optimizer, trainable) -> float:
         """One optimizer step on a batch; returns its loss (used by the loop and lr_find)."""
