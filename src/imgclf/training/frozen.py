@@ -322,6 +322,13 @@ class TrainingViews:
         self.stored = None
         return _Batches(self._read(loader, key, store), len(loader), reused=False)
 
+    def store(self, loader) -> None:
+        """Read and store an epoch's pictures without training on them (a resumed run's
+        reading epoch again); pictures too large to store are left unread."""
+        for _ in self.epoch(loader, reuse=False, seed=0):
+            if self.too_large:
+                break
+
     def _read(self, loader, key: tuple, store: bool):
         device = next(self.network.parameters()).device
         features = targets = indices = None

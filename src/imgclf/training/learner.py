@@ -334,9 +334,7 @@ class Learner:
         self.network.train()
         if self.verbose:
             console().print("Storing the pictures this epoch reuses, as the run before did.")
-        for _ in views.epoch(loader, reuse=False, seed=0):
-            if views.too_large:  # they were not stored then either: the epoch reads them
-                break
+        views.store(loader)
 
     def train_step(self, images, targets, optimizer, trainable) -> float:
         """One optimizer step on a batch; returns its loss (used by the loop and lr_find)."""

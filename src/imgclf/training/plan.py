@@ -266,8 +266,7 @@ def fit_to_time(phase: Phase, *, limit: float, spent: float, epoch_seconds: floa
     most: fit at most this many of the phase's epochs (the price holds for that many).
     """
     epochs = fit_epochs(min(phase.epochs, most or phase.epochs), limit=limit - finishing,
-                        spent=spent,
-                        epoch_seconds=epoch_seconds, into_epoch=into_epoch)
+                        spent=spent, epoch_seconds=epoch_seconds, into_epoch=into_epoch)
     kind = "head-only" if phase.frozen else "whole-network"
     heading = (f"Time limit {describe_seconds(limit)}: {describe_seconds(spent)} spent"
                + (f", {describe_seconds(finishing)} kept for the end" if finishing >= 1 else "")
@@ -288,11 +287,11 @@ def reuses(epoch: int, epochs: int) -> bool:
     to reuse: read, reuse. Blood-cells, 6 epochs reusing where this says (bench/README.md):
     seed 42 ended at validation accuracy 0.9500, seed 43 at 0.9437, where alternating (the
     last epoch reusing) had ended at 0.9375 and 0.9313."""
-    if epoch == 0 or epoch >= epochs:
+    if not 0 < epoch < epochs:
         return False
-    if epochs % 2 == 0 and epochs >= 4 and epoch >= 2:
+    if epochs % 2 == 0 and epoch >= 2:  # even: from the third on, shifted so the last reads
         return epoch % 2 == 0
-    return epoch % 2 == 1 and epoch < epochs - 1 or (epochs == 2 and epoch == 1)
+    return epoch % 2 == 1
 
 
 
