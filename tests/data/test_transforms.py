@@ -13,8 +13,9 @@ import torch
 from PIL import Image
 from torchvision.transforms import v2
 
-from imgclf.config import INTERPOLATIONS, InputConfig
-from imgclf.data.transforms import PadToSquare, eval_parts, eval_transform, interpolation_mode
+from imgclf.config import INTERPOLATIONS, AugmentConfig, InputConfig
+from imgclf.data.transforms import (PadToSquare, eval_parts, eval_transform, interpolation_mode,
+                                   train_transform)
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
 
@@ -55,6 +56,25 @@ def test_a_stored_view_finishes_to_the_same_numbers():
     picture = Image.fromarray(np.random.default_rng(0).integers(0, 256, (90, 70, 3), np.uint8))
     view = np.asarray(square(picture))  # what pictures.StoredViews keeps
     assert np.array_equal(finish(view), eval_transform(config)(picture))
+
+
+@pytest.mark.parametrize("resize", ["crop", "squish"])
+def test_the_training_pipeline_gives_torchvisions_numbers(resize):
+    """The random training pipeline ends in Normalise (numpy), not torchvision's ToImage,
+    ToDtype and Normalize: the same seeded augmentation, the same float32 numbers."""
+    config = InputConfig(96, MEAN, STD, resize=resize)
+    ours = train_transform(config, AugmentConfig(saturation=0.1))
+    theirs = v2.Compose([*ours.transforms[:-1], v2.ToImage(), v2.ToDtype(torch.float32, scale=True),
+                         v2.Normalize(mean=list(MEAN), std=list(STD))])
+    generator = np.random.default_rng(3)
+    for seed, (width, height) in enumerate(((160, 120), (97, 211), (96, 96))):
+        picture = Image.fromarray(generator.integers(0, 256, (height, width, 3), np.uint8))
+        torch.manual_seed(seed)
+        got = ours(picture)
+        torch.manual_seed(seed)
+        want = theirs(picture).numpy()
+        assert got.dtype == np.float32 and got.shape == (3, 96, 96)
+        assert np.array_equal(got, want), (width, height)
 
 
 def test_predicting_imports_no_torch(tmp_path):

@@ -113,7 +113,8 @@ class Normalise:
     0..1 and normalised with the backbone's mean and std.
 
     numpy alone, no torch: the same float32 operations, in the same order, as torchvision's
-    ToImage, ToDtype(scale=True) and Normalize, so the same numbers bit for bit.
+    ToImage, ToDtype(scale=True) and Normalize, so the same numbers bit for bit. It ends the
+    evaluation pipeline and the random training one alike.
     """
 
     def __init__(self, mean, std):
@@ -155,19 +156,6 @@ class EvalTransform:
 
     def __repr__(self) -> str:
         return f"EvalTransform({self.square!r}, {self.finish!r})"
-
-
-def normalize(config: InputConfig) -> list:
-    """PIL picture -> float tensor scaled to 0..1 and normalised with the backbone's mean/std
-    (torchvision, for the random training pipeline; ``Normalise`` is its numpy twin)."""
-    import torch
-    from torchvision.transforms import v2
-
-    return [
-        v2.ToImage(),
-        v2.ToDtype(torch.float32, scale=True),
-        v2.Normalize(mean=list(config.mean), std=list(config.std)),
-    ]
 
 
 def eval_transform(config: InputConfig) -> EvalTransform:
@@ -237,4 +225,7 @@ def train_transform(config: InputConfig, augment: AugmentConfig | None) -> v2.Co
         steps.append(v2.RandAugment(interpolation=mode))
     elif augment.policy == "trivialaugment":
         steps.append(v2.TrivialAugmentWide(interpolation=mode))
-    return v2.Compose([*steps, *normalize(config)])
+    # Normalise (numpy) rather than torchvision's ToImage, ToDtype and Normalize: the same
+    # numbers bit for bit in 0.16 ms a picture against 0.95 (one core, 224 px), about 2% of a
+    # training step that reads its pictures (bench/accuracy.py --steps)
+    return v2.Compose([*steps, Normalise(config.mean, config.std)])
