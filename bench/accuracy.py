@@ -15,8 +15,10 @@ its precision and freeze_early, and which point auto kept. Runs:
 - ``auto-reuse``: auto with ``reuse_views=True`` (the default since it was measured here);
 - ``auto-reuse-to-fit``: auto reusing pictures only when the time limit needs it
   (``reuse_views=None``, the default before);
-- ``auto-onnx``: auto with the frozen early layers run by onnxruntime
-  (``frozen_runtime="onnx"``; the default is PyTorch);
+- ``auto-torch``: auto with the frozen early layers run by PyTorch
+  (``frozen_runtime="torch"``; the default gives them to onnxruntime on a CPU);
+- ``auto-onnx``: auto insisting on onnxruntime for them (``frozen_runtime="onnx"``: the
+  default on a CPU that has it, and an older checkout's opt-in);
 - ``auto-progressive``: auto with progressive resizing (its schedule's epochs but the last on
   176-pixel crops);
 - ``auto-backbone``: auto with ``backbone="auto"`` (efficientnet_lite0, 1, 2 probed within
@@ -71,6 +73,7 @@ RUNS = {
     "auto-read": {"reuse_views": False},
     "auto-reuse": {"reuse_views": True},
     "auto-reuse-to-fit": {"reuse_views": None},
+    "auto-torch": {"frozen_runtime": "torch"},
     "auto-onnx": {"frozen_runtime": "onnx"},
     "auto-backbone": {"backbone": "auto"},
     "fine_tune": {"mode": "fine_tune", "time_limit": 0},

@@ -301,16 +301,15 @@ class TrainConfig:
     # gradients through the largest pictures in the network, 2x the training pictures a
     # second on a CPU (bench/accuracy.py). None: yes on a CPU, no on a GPU.
     freeze_early: bool | None = None
-    # What runs freeze_early's frozen layers, which only ever compute forward: "torch"
-    # (PyTorch), "onnx" (onnxruntime, an error without it) or "auto" (onnxruntime on a CPU
-    # where it is installed, else PyTorch). onnxruntime runs them 4.6x as fast on 2 cores, and
-    # auto's whole-network epochs then train 1.35-1.47x the pictures a second (blood-cells
-    # 37.4 against 26.2; bench/accuracy.py --runs auto,auto-onnx; 1.11x in its --steps, the
-    # choices taking turns), but on blood-cells its runs
-    # ended 1.3-1.9 points lower on each of 3 seeds (0.9313, 0.9187, 0.9229 against 0.9500,
-    # 0.9333, 0.9354): too few runs to call a cost or chance, so PyTorch stays the default.
-    # The run's settings say which ran them.
-    frozen_runtime: str = "torch"
+    # What runs freeze_early's frozen layers, which only ever compute forward: "auto"
+    # (onnxruntime on a CPU where it is installed, else PyTorch), "torch" (PyTorch) or "onnx"
+    # (onnxruntime, an error without it). onnxruntime runs them 4.6x as fast on 2 cores; auto's
+    # default blood-cells runs then take 467-471 s against 480-506 s and end at the same
+    # accuracy (seeds 42-44: 0.940, 0.948, 0.942 against 0.950, 0.944, 0.938; losses 0.187
+    # against 0.183 on average; bench/accuracy.py --runs auto,auto-torch, docs/training.md).
+    # The two runtimes differ by about 1e-5, which fine-tuning turns into different runs, not
+    # better or worse ones. The run's settings say which ran them.
+    frozen_runtime: str = "auto"
     # Progressive resizing (fastai's): a whole-network phase trains its epochs but the last
     # on smaller crops (plan.PROGRESSIVE_FACTOR of the training size: 176 for 224), 1.1-1.4x
     # the training pictures a second (hymenoptera 41.6 against 38.1, blood-cells 51.2

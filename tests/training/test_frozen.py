@@ -346,8 +346,9 @@ def test_frozen_runtime_auto_is_onnxruntime_on_a_cpu_that_has_it(monkeypatch):
 
     cpu, cuda = torch.device("cpu"), torch.device("cuda")
     auto = TrainConfig(frozen_runtime="auto")
+    assert TrainConfig().frozen_runtime == "auto"  # the default
     assert steps.resolved(auto, cpu, has_bf16=False)[0].frozen_runtime == "onnx"
-    for config, device in ((TrainConfig(), cpu),  # the default
+    for config, device in ((replace(auto, frozen_runtime="torch"), cpu),  # asked for
                            (replace(auto, freeze_early=False), cpu),  # nothing frozen
                            (replace(auto, mode="fine_tune"), cpu),
                            (replace(auto, freeze_early=True), cuda)):  # onnxruntime is the CPU's

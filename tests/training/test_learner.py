@@ -244,7 +244,7 @@ def test_cli_train_then_predict(colours, tmp_path, capsys):
     assert header == "path,label,index,probability,unknown,outlier_score,blue,red,error"
 
 
-@pytest.mark.parametrize("asked, runs", [([], "torch"), (["--frozen-runtime", "auto"], "onnx")])
+@pytest.mark.parametrize("asked, runs", [([], "onnx"), (["--frozen-runtime", "torch"], "torch")])
 def test_cli_says_and_saves_what_runs_the_frozen_layers(colours, tmp_path, capsys, asked, runs):
     out = tmp_path / "run"
     assert main(["train", str(colours), "--mode", "fine_tune", "--image-size", "64",

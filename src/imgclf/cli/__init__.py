@@ -168,9 +168,9 @@ def _parser() -> argparse.ArgumentParser:
                             "trains (default: on a CPU, yes; on a GPU, no)")
     train.add_argument("--frozen-runtime", default=TrainConfig.frozen_runtime,
                        choices=RUNTIMES,
-                       help="what runs the frozen early layers: torch (default), onnx, or "
-                            "auto (onnxruntime on a CPU where installed; faster, see "
-                            "docs/training.md#speed)")
+                       help="what runs the frozen early layers: auto (default: onnxruntime "
+                            "on a CPU where installed, 4.6x PyTorch there), torch, or onnx "
+                            "(see docs/training.md#speed)")
     train.add_argument("--reuse-views", default=None, action=argparse.BooleanOptionalAction,
                        help="with frozen early layers (auto on a CPU), half the whole-network "
                             "epochs train again on stored pictures, the last never (the "

@@ -11,8 +11,9 @@ network: the same figures, several times faster. It re-reads the pictures whenev
 stages change (another ``frozen_start``, weights loaded or trained) and stays out of the way
 where the stored features would take more than ``MAX_BYTES``.
 
-``FrozenFront`` runs the frozen stages with onnxruntime instead of PyTorch on a CPU, when
-TrainConfig.frozen_runtime asks (not by default): they only ever compute forward, for every
+``FrozenFront`` runs the frozen stages with onnxruntime instead of PyTorch on a CPU
+(TrainConfig.frozen_runtime, by default where onnxruntime is installed): they only ever
+compute forward, for every
 training batch of every epoch, and onnxruntime runs them 4.6x as fast there
 (efficientnet_lite0's first 10 of 20 stages, batch 16 at 224 px, 2-core EPYC: 57 against 262
 ms), so a training step takes 0.34 s instead of 0.56. The trained stages start from its
