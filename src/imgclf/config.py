@@ -322,12 +322,13 @@ class TrainConfig:
     # train again on an earlier epoch's augmented pictures as the frozen early layers left
     # them (stored, reshuffled; training/frozen.py), with no decoding, augmenting or frozen
     # layers to run; the last epoch, the one auto judges, always reads new pictures
-    # (plan.reuses). Training pictures a second at 224 px over a schedule 2.47x and 2.68x
-    # the code before #28 (blood-cells 40.2 against 16.3, hymenoptera 40.5 against 15.1;
-    # bench/accuracy.py --steps 40 --baseline), auto's 6 epochs in 480-506 s.
-    # Blood-cells seeds 42-44 ended at validation accuracy 0.950, 0.944, 0.938 (each at least
-    # 3 points over the probe's 0.906), against 0.933, 0.967, 0.950 with every epoch reading
-    # its pictures (519-598 s): a mean 0.6 points lower, within what seeds move it
+    # (plan.reuses). Training pictures a second at 224 px over a schedule, the frozen layers
+    # on onnxruntime, 2.58x and 3.13x the code before #28 (blood-cells 49.2 against 19.1,
+    # hymenoptera 50.1 against 16.0; bench/accuracy.py --steps 40 --baseline).
+    # Blood-cells seeds 42-44, PyTorch running the frozen layers, ended at validation accuracy
+    # 0.950, 0.944, 0.938 in 480-506 s (each at least 3 points over the probe's 0.906),
+    # against 0.933, 0.967, 0.950 with every epoch reading its pictures (519-598 s): a mean
+    # 0.6 points lower, within what seeds move it
     # (bench/accuracy.py, bench/README.md). False: every epoch reads its pictures; None: only
     # when the time limit would otherwise cut the schedule short. One process, no progressive
     # resizing.

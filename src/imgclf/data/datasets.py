@@ -91,8 +91,8 @@ def save_view(path: Path, view: np.ndarray) -> None:
 
 class ImageFiles:
     """A map-style Dataset over pictures: item -> (picture, target, index), or an ImageError;
-    the picture is what the transform gives (a numpy array from the evaluation pipeline, a
-    tensor from the training one).
+    the picture is what the transform gives (a float32 numpy array from the evaluation and
+    training pipelines alike).
 
     Pictures are files (paths), encoded bytes or PIL images. One that cannot be read yields
     its ImageError instead of raising, so one bad photo in a folder of hundreds costs one

@@ -189,6 +189,8 @@ TRAIN_INTERPOLATION = "bilinear"
 
 def train_transform(config: InputConfig, augment: AugmentConfig | None) -> v2.Compose:
     """Random training pipeline: a random resized crop, flips, rotation, zoom, warp and colour.
+    It gives a float32 3xHxW numpy array, as the evaluation pipeline does
+    (``torch.from_numpy`` makes it a tensor, sharing its memory).
 
     squish and pad first make the picture a square slightly larger than the input size, so
     the random crop then works on the whole picture; crop takes its random crops directly.
