@@ -228,6 +228,6 @@ def train_transform(config: InputConfig, augment: AugmentConfig | None) -> v2.Co
     elif augment.policy == "trivialaugment":
         steps.append(v2.TrivialAugmentWide(interpolation=mode))
     # Normalise (numpy) rather than torchvision's ToImage, ToDtype and Normalize: the same
-    # numbers bit for bit in 0.16 ms a picture against 0.95 (one core, 224 px), about 2% of a
-    # training step that reads its pictures (bench/accuracy.py --steps)
+    # numbers bit for bit in 0.16 ms a picture against 0.95 (one core, 224 px), of about 5 ms
+    # that reading and augmenting a blood-cells picture takes (bench/README.md)
     return v2.Compose([*steps, Normalise(config.mean, config.std)])

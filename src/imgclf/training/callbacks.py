@@ -14,7 +14,7 @@ from typing import Any
 from imgclf._progress import console
 from imgclf.modelfile import FINAL
 from imgclf.training.checkpoint import BEST, CHECKPOINT
-from imgclf.training.plan import Phase, reuses, small_epochs, small_size
+from imgclf.training.plan import Phase, reused_epochs, small_epochs, small_size
 from imgclf.training.steps import kept
 
 # The hooks' `learner` is the running Learner; it is typed Any here because the learner
@@ -52,7 +52,7 @@ class ConsoleLog:
                 what += (" (its early layers frozen" + (
                     ", run by onnxruntime" if config.frozen_runtime == "onnx"
                     and not learner.processes.parallel else "") + (
-                    f"; {sum(reuses(e, phase.epochs) for e in range(phase.epochs))} of its "
+                    f"; {reused_epochs(phase.epochs)} of its "
                     f"{phase.epochs} epochs reuse stored pictures" if reusing
                     else "") + ")")
             small = small_epochs(phase, learner.config.progressive_resizing)

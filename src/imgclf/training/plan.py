@@ -295,6 +295,10 @@ def reuses(epoch: int, epochs: int) -> bool:
     return epoch % 2 == 1
 
 
+def reused_epochs(epochs: int) -> int:
+    """How many epochs of a schedule of `epochs` reuse stored pictures (reuses)."""
+    return sum(reuses(epoch, epochs) for epoch in range(epochs))
+
 
 def fit_phase(phase: Phase, *, limit: float, spent: float, into_epoch: float,
               step_seconds: float, steps_per_epoch: int, kept: str | None,
@@ -309,9 +313,8 @@ def fit_phase(phase: Phase, *, limit: float, spent: float, into_epoch: float,
     without reuse. reuse: True or False as decided; None: reuse only if more epochs fit so.
     """
     def epochs_that_fit(reusing: bool, count: int = phase.epochs) -> tuple[int, str]:
-        # of `count` epochs, those `reuses` names (count // 2) reuse pictures
-        reused = sum(reuses(epoch, count) for epoch in range(count))
-        saved = (min(front_seconds, 0.9 * step_seconds) * reused / count
+        # of `count` epochs, those `reuses` names reuse pictures
+        saved = (min(front_seconds, 0.9 * step_seconds) * reused_epochs(count) / count
                  if reusing else 0.0)
         epoch_seconds, finishing = epoch_costs(phase, step_seconds=step_seconds - saved,
                                                steps_per_epoch=steps_per_epoch, **costs)
