@@ -1,7 +1,7 @@
 """Command line: each command parses its arguments, calls one library function and formats.
 
 This module holds the parser (every command, option and default); ``commands.py`` holds what
-each command does.
+each command does, but `predict`, which ``predicting.py`` holds.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import sys
 from imgclf._files import safe_streams
 from imgclf._version import __version__
 from imgclf.cli import commands as handlers
+from imgclf.cli import predicting
 from imgclf.cli.commands import print_error
 from imgclf.config import (AUGMENT_POLICIES, DEFAULT_BACKBONE, PRECISIONS, RESIZE_METHODS,
                            RUNTIMES, TRAIN_MODES, AugmentConfig, CleanConfig, CollectConfig,
@@ -252,7 +253,7 @@ def _parser() -> argparse.ArgumentParser:
                          help="with --engine ray: GPUs each actor holds (0: CPU actors)")
     _add_accept_argument(predict)
     _add_threshold_argument(predict)
-    predict.set_defaults(run=handlers._predict, command="predict")
+    predict.set_defaults(run=predicting._predict, command="predict")
 
     evaluate = commands.add_parser(
         "evaluate", help="metrics, confusion matrix, top losses and an HTML report")
