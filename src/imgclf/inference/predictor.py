@@ -22,7 +22,8 @@ import numpy as np
 
 from imgclf._files import known_sha256
 from imgclf._html import escape, percent, table
-from imgclf.calibration import DEFAULT_THRESHOLD, threshold_for, too_few_beyond
+from imgclf.calibration import (DEFAULT_THRESHOLD, scores_beyond, threshold_for,
+                                too_few_beyond)
 from imgclf.config import RUNTIMES, InferenceConfig
 from imgclf.data.datasets import ImageFiles
 from imgclf.data.decoding import ImageSource, load_image, to_rgb
@@ -253,7 +254,8 @@ class Predictor:
             import warnings
 
             warnings.warn(
-                f"Accepting {acceptance:.1%} leaves {len(calibration) * (1 - acceptance):.1f} of "
+                f"Accepting {acceptance:.1%} leaves "
+                f"{scores_beyond(len(calibration), acceptance)} of "
                 f"this model's {len(calibration)} calibration pictures above the unknown "
                 f"threshold, too few to place it well (the share accepted may be off by a few "
                 f"points): train with more validation pictures, or choose a lower acceptance.",
