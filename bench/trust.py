@@ -12,7 +12,8 @@ size `imgclf clean` and the probe use; then each seed:
   The data as given has doubtful pictures of its own (hymenoptera: wasps filed as ants, a
   flower with no ant in sight), which the screen flags with no damage at all; precision also
   comes without them (`label_precision_new`: of the flags on pictures the screen passed in
-  the undamaged data, the share that are flips). The target stays on plain precision.
+  the undamaged data, or flipped, the share that are flips: precision on what the damage
+  added). The target stays on plain precision.
 - **unknown**: fits the probe and the detector as a probe run does (`unknown.fit_detector`, its
   bank the training pictures, calibrated on the validation ones) on a seeded 90% of the
   training pictures, with every class but one when the data set has more than two (the one
@@ -91,6 +92,12 @@ def embed(folder: Path, backbones: list[str] | None = None) -> dict:
         return np.concatenate([array / scale for array, scale in zip(arrays, scales)], axis=1)
 
     train, valid, _ = parts[0]
+    for other_train, other_valid, other_imagenet in parts[1:]:  # the same pictures, in order
+        assert (np.array_equal(other_train.targets, train.targets)
+                and np.array_equal(other_valid.targets, valid.targets)
+                and len(other_imagenet) == len(parts[0][2]))
+    if len(parts[0][2]) != len(photos):
+        sys.exit(f"{len(photos) - len(parts[0][2])} ImageNet sample photos could not be read")
     imagenet = join(2)
     return {"train": (join(0), train.targets), "valid": (join(1), valid.targets),
             "far": imagenet[~near], "near": imagenet[near],
@@ -225,7 +232,7 @@ def main() -> None:
         embedded = embed(folder, [b for b in args.backbones.split(",") if b])
         embedded_seconds = time.perf_counter() - began
         parts = args.parts.split(",")
-        before = doubted(embedded) if "cleaning" in parts else set()
+        before = doubted(embedded) if "cleaning" in parts else None
         clean_rows = ([cleaning(embedded, seed, before) for seed in range(args.seeds)]
                       if "cleaning" in parts else [])
         unknown_rows = ([unknown(embedded, seed) for seed in range(args.seeds)]
@@ -252,7 +259,8 @@ def main() -> None:
             "benchmark": "trust", "dataset": name, "seeds": args.seeds,
             "train": len(embedded["train"][1]), "valid": len(embedded["valid"][1]),
             "far_strangers": len(embedded["far"]), "backbones": args.backbones or "default",
-            "doubted_before_damage": len(before), "cleaning": clean, "unknown": found,
+            "doubted_before_damage": None if before is None else len(before),
+            "cleaning": clean, "unknown": found,
             "seeds_on_target": on_target, "embedding_seconds": round(embedded_seconds, 1),
             "seconds": round(time.perf_counter() - began, 1)}), flush=True)
 

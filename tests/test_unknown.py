@@ -234,7 +234,7 @@ def test_too_few_validation_pictures_beyond_the_threshold_bring_in_the_training_
     from imgclf.calibration import MIN_BEYOND, too_few_beyond
     from imgclf.unknown import fit_detector
 
-    # the threshold at 98% of 153 validation pictures has 3 above it: too few to place it
+    # the threshold at 98% of 153 validation pictures has 2 above it: too few to place it
     assert too_few_beyond(153, 0.98) and not too_few_beyond(480, 0.98)
     assert not too_few_beyond(153, 0.95) and too_few_beyond(99, 0.95)
     # the conformal threshold leaves n - ceil((n + 1) x 0.98) above it: 5 from 299 pictures
@@ -255,10 +255,10 @@ def test_too_few_validation_pictures_beyond_the_threshold_bring_in_the_training_
             detector, config = fit_detector(train, labels, head, valid=pictures,
                                             acceptance=acceptance)
             scored[acceptance, len(pictures)] = (config.calibrated_on, len(detector.calibration))
-    # 300 validation pictures: 6 above the threshold at 98%, enough
+    # 300 validation pictures: 5 above the threshold at 98%, enough
     assert scored[0.98, 300] == scored[0.95, 300] == ("valid", 300)
-    # 200: 4 would be, so the 120 training pictures' scores count too, also for a model trained
-    # at 95% (10 above), which is loaded at the default 98% unless told otherwise
+    # 200: 3 would be, so the 120 training pictures' scores count too, also for a model trained
+    # at 95% (9 above), which is loaded at the default 98% unless told otherwise
     assert scored[0.98, 200] == scored[0.95, 200] == ("valid + train (left out)", 320)
 
 
@@ -269,7 +269,7 @@ def test_the_threshold_accepts_at_least_the_share_asked_of_new_in_domain_picture
     from imgclf.calibration import scores_beyond, threshold_for
 
     for n, acceptance in ((19, 0.9), (60, 0.95), (153, 0.98), (373, 0.98), (420, 0.98),
-                          (20, 0.95), (10, 1.0)):
+                          (20, 0.95), (100, 0.55), (10, 1.0), (19, 0.98)):
         # distinct scores: a new one is equally likely to fall in each of the n + 1 gaps, so
         # the threshold's rank k among the n gives exactly k / (n + 1)
         scores = np.random.default_rng(n).permutation(n) * 0.5
@@ -277,6 +277,9 @@ def test_the_threshold_accepts_at_least_the_share_asked_of_new_in_domain_picture
         assert rank / (n + 1) >= acceptance or rank == n, (n, acceptance)
         assert (rank - 1) / (n + 1) < acceptance, (n, acceptance)  # the smallest such rank
         assert scores_beyond(n, acceptance) == n - rank
+    # too few scores for the rank asked: the largest, which accepts n / (n + 1)
+    assert threshold_for(np.arange(19.0), 0.98) == 18 and scores_beyond(19, 0.98) == 0
+    assert scores_beyond(0, 0.98) == 0 and threshold_for([], 0.98) == float("inf")
     # and by drawing: 4,000 sets of 19 calibration scores and one new score each
     draws = np.random.default_rng(0).normal(size=(4000, 20))
     thresholds = np.array([threshold_for(row[:19], 0.9) for row in draws])

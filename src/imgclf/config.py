@@ -334,8 +334,9 @@ class TrainConfig:
     # resizing.
     reuse_views: bool | None = True
     # Share of in-domain pictures the "unknown" detector accepts: its threshold is set so that
-    # this share of the validation pictures is not called unknown (with too few of them to
-    # place it, calibration.too_few_beyond, the training pictures count too, each left out of the
+    # at least this share of the validation pictures is not called unknown (a conformal
+    # quantile, calibration.threshold_for; with too few of them to place it,
+    # calibration.too_few_beyond, the training pictures count too, each left out of the
     # detector's bank in turn).
     # InferenceConfig.acceptance changes it when a model is loaded.
     acceptance: float = DEFAULT_ACCEPTANCE

@@ -75,7 +75,8 @@ class Detector(nn.Module):
         return distance + self.softmax_weight * unsure
 
     def threshold(self, acceptance: float) -> float:
-        """The score below which `acceptance` of the calibration pictures lie."""
+        """The score at or below which at least `acceptance` of the calibration pictures lie
+        (calibration.threshold_for)."""
         return threshold_for(self.calibration.cpu().numpy(), acceptance)
 
     @classmethod
