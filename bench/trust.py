@@ -80,16 +80,13 @@ def embed(folder: Path, backbones: list[str] | None = None) -> dict:
                         for split in ("train", "valid"))
         imagenet = picture_embeddings(network, data, photos, show_progress=False)[0]
         parts.append((train, valid, imagenet))
-    # one backbone's embeddings as they are; several, each divided by its training
-    # embeddings' mean length
-    scales = ([1.0] if len(parts) == 1 else
-              [np.linalg.norm(train.features, axis=1).mean() for train, _, _ in parts])
+    # several backbones: each divided by its training embeddings' mean length
+    scales = [np.linalg.norm(train.features, axis=1).mean() for train, _, _ in parts]
 
     def join(which: int) -> np.ndarray:
         arrays = [part[which] if which == 2 else part[which].features for part in parts]
-        if len(arrays) == 1:
-            return arrays[0]
-        return np.concatenate([array / scale for array, scale in zip(arrays, scales)], axis=1)
+        return arrays[0] if len(arrays) == 1 else np.concatenate(
+            [array / scale for array, scale in zip(arrays, scales)], axis=1)
 
     train, valid, _ = parts[0]
     for other_train, other_valid, other_imagenet in parts[1:]:  # the same pictures, in order

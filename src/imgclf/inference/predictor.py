@@ -22,8 +22,7 @@ import numpy as np
 
 from imgclf._files import known_sha256
 from imgclf._html import escape, percent, table
-from imgclf.calibration import (DEFAULT_THRESHOLD, scores_beyond, threshold_for,
-                                too_few_beyond)
+from imgclf.calibration import DEFAULT_THRESHOLD, scores_beyond, threshold_for, too_few_beyond
 from imgclf.config import RUNTIMES, InferenceConfig
 from imgclf.data.datasets import ImageFiles
 from imgclf.data.decoding import ImageSource, load_image, to_rgb
@@ -254,9 +253,8 @@ class Predictor:
             import warnings
 
             warnings.warn(
-                f"Accepting {acceptance:.1%} leaves "
-                f"{scores_beyond(len(calibration), acceptance)} of "
-                f"this model's {len(calibration)} calibration pictures above the unknown "
+                f"Accepting {acceptance:.1%} leaves {scores_beyond(len(calibration), acceptance)} "
+                f"of this model's {len(calibration)} calibration pictures above the unknown "
                 f"threshold, too few to place it well (the share accepted may be off by a few "
                 f"points): train with more validation pictures, or choose a lower acceptance.",
                 ImgclfWarning, stacklevel=2)
