@@ -14,7 +14,7 @@ from imgclf._files import atomic_path
 from imgclf.errors import ImgclfError
 from imgclf.inference import loop
 from imgclf.inference.predictor import Predictor, outlier_calibration
-from imgclf.inference.runtimes import OnnxNetwork, read_int8_check, require
+from imgclf.inference.runtimes import OnnxNetwork, export_graph, read_int8_check, require
 
 # Largest difference of any probability between PyTorch and onnxruntime that export accepts.
 MATCH_TOLERANCE = 1e-4
@@ -52,7 +52,6 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
     network = _Exported(predictor.network).eval().to(memory_format=torch.contiguous_format)
     size = predictor.input.image_size
     example = torch.randn(2, 3, size, size)
-    batch = torch.export.Dim("batch", min=1, max=1024)
     # a multi-label graph's output has its own name, so a reader that takes "probabilities"
     # for a softmax fails instead of misreading it
     outputs = (["label_probabilities" if predictor.multi_label else "probabilities"]
@@ -62,9 +61,7 @@ def export_onnx(model: str | os.PathLike, path: str | os.PathLike, *,
     # written beside the target and moved there only once checked: a failed export leaves
     # any earlier file as it was
     with atomic_path(path) as temporary:
-        torch.onnx.export(network, (example,), str(temporary), input_names=["images"],
-                          output_names=outputs, opset_version=opset, dynamo=True,
-                          dynamic_shapes={"images": {0: batch}}, external_data=False)
+        export_graph(network, example, temporary, output_names=outputs, opset=opset)
         _write_metadata(temporary, predictor)
         expected = loop.run(predictor.network, pictures, num_workers=0)
         actual = loop.run(OnnxNetwork(temporary), pictures, num_workers=0)

@@ -9,7 +9,8 @@ Two uses:
   224 and 45.8 at 288; OpenVINO 67.7 / 40.7; torch.compile 37.4 at 224; PyTorch eager
   (channels_last) 29.7 / 18.6. PyTorch stays the fallback where onnxruntime is missing.
 - ``load_onnx``: an ONNX file written by ``export_onnx`` (the network followed by softmax,
-  plus the classes and preprocessing in its metadata); nothing here writes such a file.
+  plus the classes and preprocessing in its metadata), which exports as the cached graphs
+  are exported (``export_graph``).
 """
 
 from __future__ import annotations
@@ -249,15 +250,7 @@ def _build(graph: _Graph | _Front, image_size: int, path: Path, show_progress: b
                            generator=torch.Generator().manual_seed(0))
     with status(f"Preparing onnxruntime for {graph.what} (once; then cached)",
                 enabled=show_progress), atomic_path(path, durable=False) as temporary:
-        with warnings.catch_warnings():  # the TorchScript exporter's deprecation notices
-            warnings.simplefilter("ignore")
-            # the TorchScript exporter: 1.2 s for efficientnet_lite0, against 10-12 s for
-            # the dynamo one (which export_onnx keeps, for files people ship)
-            torch.onnx.export(_fixed_padding(graph, image_size), (pictures[:2],),
-                              str(temporary), input_names=["images"],
-                              output_names=graph.outputs, opset_version=17, dynamo=False,
-                              dynamic_axes={"images": {0: "batch"}})
-        _fold_padding(temporary)
+        export_graph(graph, pictures[:2], temporary, output_names=graph.outputs, opset=17)
         with torch.inference_mode():
             expected = graph(pictures)
         expected = [expected] if isinstance(expected, torch.Tensor) else list(expected)
@@ -274,6 +267,25 @@ def _build(graph: _Graph | _Front, image_size: int, path: Path, show_progress: b
         # the hash of the graph just checked: a file that differs is never served (_intact)
         with atomic_path(digest_path(path), durable=False) as digest_file:
             digest_file.write_text(file_sha256(temporary), encoding="ascii")
+
+
+def export_graph(graph: torch.nn.Module, example: torch.Tensor, path: Path, *,
+                 output_names: Sequence[str], opset: int) -> None:
+    """Write the graph as ONNX for pictures of the example's size, any batch size: its
+    "same" convolutions padded by fixed amounts (_fixed_padding), exported by the TorchScript
+    exporter, constants folded and zero pads merged into the convolutions (_fold_padding).
+
+    The TorchScript exporter takes 1.5 s for efficientnet_lite0 where the dynamo one takes
+    28 s (a 2-core AVX2 CPU), and its graph runs as fast; PyTorch marks it deprecated, so its
+    notices are silenced here.
+    """
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(_fixed_padding(graph, example.shape[-1]), (example,), str(path),
+                          input_names=["images"], output_names=list(output_names),
+                          opset_version=opset, dynamo=False,
+                          dynamic_axes={"images": {0: "batch"}})
+    _fold_padding(path)
 
 
 def _fixed_padding(graph: torch.nn.Module, image_size: int) -> torch.nn.Module:
