@@ -23,7 +23,8 @@ def final_accuracy(folder) -> float:
 
 def test_two_processes_train_hymenoptera_like_one(tmp_path, capsys):
     data = shared_dataset("hymenoptera")
-    recipe = ["--mode", "fine_tune", "--epochs", "1", "--freeze-epochs", "1", "--image-size", "160"]
+    recipe = ["--mode", "fine_tune", "--epochs", "1", "--freeze-epochs", "1",
+              "--image-size", "160"]
     assert main(["train", str(data), *recipe, "--out", str(tmp_path / "two"),
                  "--devices", "2"]) == 0
     assert main(["train", str(data), *recipe, "--out", str(tmp_path / "one")]) == 0

@@ -9,8 +9,8 @@ Two uses:
   224 and 45.8 at 288; OpenVINO 67.7 / 40.7; torch.compile 37.4 at 224; PyTorch eager
   (channels_last) 29.7 / 18.6. PyTorch stays the fallback where onnxruntime is missing.
 - ``load_onnx``: an ONNX file written by ``export_onnx`` (the network followed by softmax,
-  plus the classes and preprocessing in its metadata), which exports as the cached graphs
-  are exported (``export_graph``).
+  plus the classes and preprocessing in its metadata); ``export_graph`` writes both that
+  file's graph and the cached ones.
 """
 
 from __future__ import annotations
