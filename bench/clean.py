@@ -11,7 +11,10 @@ Prints one JSON line: precision and recall per kind, the seconds of `imgclf clea
 the validation accuracy (on hymenoptera's own val/ pictures) of probes trained on the damaged
 data, on it after `imgclf clean --auto`, and on the original data.
 
-Run: python bench/clean.py [--seed 0]
+`--second-backbone NAME` runs `imgclf clean --second-backbone NAME` instead, and times the
+plain `imgclf clean` beside it (from its own empty cache).
+
+Run: python bench/clean.py [--seed 0] [--second-backbone efficientnet_lite2]
 """
 
 from __future__ import annotations
@@ -115,11 +118,17 @@ def accuracy(model: Path) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--second-backbone", default=None,
+                        help="clean with this backbone's embeddings too")
     args = parser.parse_args()
     if not HYMENOPTERA.is_dir() or not IMAGENET.is_dir():
         sys.exit(f"needs {HYMENOPTERA} and {IMAGENET}")
     from imgclf import ImageData
     from imgclf.cleaning.finding import find_issues
+    from imgclf.config import CleanConfig
+
+    config = CleanConfig(second_backbone=args.second_backbone)
+    second = ["--second-backbone", args.second_backbone] if args.second_backbone else []
 
     work = Path(tempfile.mkdtemp(prefix="imgclf-clean-"))
     try:
@@ -128,14 +137,15 @@ def main() -> None:
         # side by side, each from an empty cache: a probe run, then clean
         probe_seconds = command(["train", str(damaged), "--mode", "probe", "--out",
                                  str(work / "model-damaged")], work / "cache-probe")
-        clean_seconds = command(["clean", str(damaged)], work / "cache-clean")
+        clean_seconds = command(["clean", str(damaged), *second], work / "cache-clean")
+        one_backbone = second and command(["clean", str(damaged)], work / "cache-one")
         os.environ["IMGCLF_CACHE"] = str(work / "cache-clean")  # warm: the figures only
         data = ImageData.from_folder(damaged, verbose=False)
-        issues = find_issues(data, show_progress=False)
+        issues = find_issues(data, config=config, show_progress=False)
         found = scores(issues, planted)
         cleaned = work / "cleaned"
         shutil.copytree(damaged, cleaned)
-        command(["clean", str(cleaned), "--auto"], work / "cache-clean")
+        command(["clean", str(cleaned), "--auto", *second], work / "cache-clean")
         moved = sum(1 for _ in (cleaned / "_removed").rglob("*.*")) if (
             cleaned / "_removed").exists() else 0
         command(["train", str(cleaned), "--mode", "probe", "--out", str(work / "model-cleaned")],
@@ -149,7 +159,11 @@ def main() -> None:
             "off_topic_threshold": round(issues.threshold, 4),
             "clean_seconds": round(clean_seconds, 1), "probe_seconds": round(probe_seconds, 1),
             "clean_vs_probe": round(clean_seconds / probe_seconds, 2),
-            "auto_fixes": len(issues.auto_decisions()), "auto_removed": moved,
+            **({"second_backbone": args.second_backbone,
+                "clean_one_backbone_seconds": round(one_backbone, 1),
+                "clean_one_backbone_vs_probe": round(one_backbone / probe_seconds, 2)}
+               if second else {}),
+            "auto_fixes": len(issues.auto_decisions(config)), "auto_removed": moved,
             "accuracy": {"damaged": accuracy(work / "model-damaged" / "model.imgclf"),
                          "after_auto": accuracy(work / "model-cleaned" / "model.imgclf"),
                          "original": accuracy(work / "model-original" / "model.imgclf")},

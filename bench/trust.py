@@ -64,7 +64,8 @@ def embed(folder: Path, backbones: list[str] | None = None) -> dict:
     from imgclf import ImageData
     from imgclf.config import TrainConfig
     from imgclf.model import Classifier
-    from imgclf.training.embeddings import compute_embeddings, picture_embeddings
+    from imgclf.training.embeddings import (compute_embeddings, picture_embeddings,
+                                            side_by_side)
     from imgclf.training.plan import data_for
 
     skip = IN_DOMAIN.get(folder.name, ())
@@ -83,10 +84,9 @@ def embed(folder: Path, backbones: list[str] | None = None) -> dict:
     # several backbones: each divided by its training embeddings' mean length
     scales = [np.linalg.norm(train.features, axis=1).mean() for train, _, _ in parts]
 
-    def join(which: int) -> np.ndarray:
-        arrays = [part[which] if which == 2 else part[which].features for part in parts]
-        return arrays[0] if len(arrays) == 1 else np.concatenate(
-            [array / scale for array, scale in zip(arrays, scales)], axis=1)
+    def join(which: int) -> np.ndarray:  # as imgclf clean --second-backbone joins them
+        return side_by_side([part[which] if which == 2 else part[which].features
+                             for part in parts], scales)
 
     train, valid, _ = parts[0]
     for other_train, other_valid, other_imagenet in parts[1:]:  # the same pictures, in order

@@ -72,6 +72,30 @@ def test_planted_problems_are_found(dirty):
     assert len(flagged) <= 0.25 * issues.pictures  # not everything is a problem
 
 
+def test_a_second_backbone_joins_the_evidence(dirty, monkeypatch, capsys):
+    from imgclf.cleaning import finding
+
+    root, planted = dirty
+    widths = []  # the features the label and off-topic findings weigh
+    screen = finding.screen
+    monkeypatch.setattr(finding, "screen", lambda features, *args, **options: (
+        widths.append(features.shape[1]), screen(features, *args, **options))[1])
+    arguments = ["clean", str(root), "--image-size", "64"]
+    assert main([*arguments, "--second-backbone", "efficientnet_lite1"]) == 0
+    assert widths == [1280 + 1280]  # efficientnet_lite0's and efficientnet_lite1's
+    issues = finding.Issues.from_csv(root / "issues.csv")
+    labels = {issue.path: issue for issue in issues.of_kind("label")}
+    assert planted["flipped"] in labels and labels[planted["flipped"]].suggested == "squares"
+    assert planted["stranger"] in issues.paths("off_topic") | issues.paths("suspicious")
+    pairs = {frozenset((issue.path, issue.other)) for issue in issues.rows
+             if issue.kind in ("duplicate", "leakage", "conflict")}
+    assert frozenset(planted["copy"]) in pairs
+    capsys.readouterr()
+    assert main([*arguments, "--second-backbone", "efficientnet_lite9"]) == 1
+    assert "Unknown backbone 'efficientnet_lite9'" in capsys.readouterr().err
+    assert widths == [2560]  # refused before any picture was embedded
+
+
 def test_the_report_shows_the_issues_and_reads_them_back(dirty, tmp_path, capsys):
     root, planted = dirty
     arguments = [str(root), "--image-size", "64"]

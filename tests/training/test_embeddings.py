@@ -8,7 +8,8 @@ import pytest
 from imgclf import ImageData, Learner, load, train
 from imgclf.cli import main
 from imgclf.model import Classifier
-from imgclf.training.embeddings import Embeddings, compute_embeddings, fit_linear_head
+from imgclf.training.embeddings import (Embeddings, compute_embeddings, fit_linear_head,
+                                       side_by_side)
 
 FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
 
@@ -65,6 +66,22 @@ def test_a_feature_that_hardly_varies_gets_no_outsized_weight():
     assert np.abs(fit.weight).max() < 50
     logits = features @ fit.weight.T + fit.bias
     assert (logits.argmax(axis=1) == targets).mean() > 0.8
+
+
+def test_side_by_side_gives_each_backbone_the_same_weight():
+    # one backbone's features may be far longer than another's: each is divided by its
+    # mean length, so that neither decides a distance alone
+    generator = np.random.default_rng(0)
+    short, long = generator.normal(0, 1, (20, 8)), generator.normal(5, 30, (20, 16))
+    assert side_by_side([short]) is short
+    joined = side_by_side([short, long])
+    assert joined.shape == (20, 24)
+    for part in (joined[:, :8], joined[:, 8:]):
+        assert np.linalg.norm(part, axis=1).mean() == pytest.approx(1, rel=1e-5)
+    np.testing.assert_allclose(joined[:, 8:] * np.linalg.norm(long, axis=1).mean(), long,
+                               rtol=1e-4)
+    given = side_by_side([short, long], scales=[2.0, 4.0])  # scales measured elsewhere
+    np.testing.assert_allclose(given[:, :8], short / 2, rtol=1e-6)
 
 
 def test_probe_gives_the_same_kind_of_model_file(colours, tmp_path):

@@ -37,7 +37,7 @@ from imgclf.data.labels import label_text
 from imgclf.data.sources import SPLITS
 from imgclf.errors import DataError, ImageError, ImgclfError
 from imgclf.model import Classifier
-from imgclf.training.embeddings import compute_embeddings, standard_scale
+from imgclf.training.embeddings import compute_embeddings, side_by_side, standard_scale
 from imgclf.training.plan import data_for
 from imgclf.unknown import Detector
 
@@ -169,7 +169,8 @@ def find_issues(data: ImageData, *, config: CleanConfig = CleanConfig(),
     """Likely label errors, off-topic pictures, duplicates and unreadable files of a dataset.
 
     Every labelled picture of every split is examined; embeddings come from (and go to) the
-    cache probe mode uses.
+    cache probe mode uses. With ``config.second_backbone``, the label and off-topic findings
+    weigh that backbone's embeddings too (better evidence, at its embedding time).
 
     Example:
         >>> issues = find_issues(ImageData.from_folder("cats", valid_fraction=0.2, seed=42))
@@ -179,13 +180,14 @@ def find_issues(data: ImageData, *, config: CleanConfig = CleanConfig(),
     import time
 
     started = time.perf_counter()
-    items, features, missing = _embeddings(data, show_progress)
+    items, features, evidence, missing = _embeddings(data, show_progress,
+                                                     config.second_backbone)
     targets = np.array([data.target(item) for item in items])
     if data.multi_label:
         targets = targets.astype(np.int64)  # (pictures, labels) 0/1
     elif len(set(targets.tolist())) < 2:
         raise DataError("Finding issues needs pictures of at least two classes.")
-    screened = screen(features, targets, len(data.classes), config=config,
+    screened = screen(evidence, targets, len(data.classes), config=config,
                       seed=data.config.seed)
     probabilities, outlier, threshold = (screened.probabilities, screened.outlier,
                                          screened.threshold)
@@ -242,21 +244,30 @@ def _label_sets(data: ImageData, items, targets: np.ndarray, probabilities: np.n
     return rows
 
 
-def _embeddings(data: ImageData, show_progress: bool):
-    """(labelled items that could be embedded, their plain-view embeddings, the others)."""
-    probe_data = data_for(TrainConfig(mode="probe"), data)  # the probe's own cache
-    network = Classifier.create(data.backbone, len(data.classes), weights=data.weights)
-    items, features, missing = [], [], []
-    for split in SPLITS:
+def _embeddings(data: ImageData, show_progress: bool, second_backbone: str | None = None):
+    """(labelled items that could be embedded, their plain-view embeddings from the data's
+    backbone, the same side by side with `second_backbone`'s (or the first again), the
+    others)."""
+    sources = [data] + ([data.for_backbone(second_backbone)] if second_backbone else [])
+    found = []  # each backbone's {split: Embeddings}, from the probe's own cache
+    for source in sources:
+        network = Classifier.create(source.backbone, len(data.classes), weights=source.weights)
+        probe_data = data_for(TrainConfig(mode="probe"), source)
+        found.append({split: compute_embeddings(network, probe_data, split,
+                                                show_progress=show_progress)
+                      for split in SPLITS if data.labelled(split)})
+    items, missing, parts = [], [], [[] for _ in sources]
+    for split in found[0]:
         labelled = data.labelled(split)
-        if not labelled:
-            continue
-        found = compute_embeddings(network, probe_data, split, show_progress=show_progress)
-        embedded = set(found.groups.tolist())
+        embedded = set.intersection(*(set(each[split].groups.tolist()) for each in found))
         items += [item for position, item in enumerate(labelled) if position in embedded]
         missing += [item for position, item in enumerate(labelled) if position not in embedded]
-        features.append(found.features[np.argsort(found.groups, kind="stable")])
-    return items, np.concatenate(features), missing
+        for part, each in zip(parts, found):
+            kept = np.isin(each[split].groups, list(embedded))
+            order = np.argsort(each[split].groups[kept], kind="stable")
+            part.append(each[split].features[kept][order])
+    features = [np.concatenate(part) for part in parts]
+    return items, features[0], side_by_side(features), missing
 
 
 def out_of_fold_probabilities(features: np.ndarray, targets: np.ndarray, num_classes: int, *,

@@ -15,8 +15,8 @@ import sys
 from pathlib import Path
 
 from imgclf._files import atomic_open, printable
-from imgclf.config import (DEFAULT_BACKBONE, AugmentConfig, CollectConfig, DataConfig, HeadConfig,
-                           TrainConfig)
+from imgclf.config import (DEFAULT_BACKBONE, AugmentConfig, CleanConfig, CollectConfig, DataConfig,
+                           HeadConfig, TrainConfig)
 from imgclf.data.sources import expand_paths
 from imgclf.errors import ImgclfError
 
@@ -235,7 +235,8 @@ def _clean(args: argparse.Namespace) -> int:
             f"action keep/relabel/remove, label: the picture's labels as the CSV writes "
             f"them) and apply them with --apply FILE; or use --auto.")
     if decisions is None:
-        issues = find_issues(data)
+        config = config_from(args, CleanConfig)
+        issues = find_issues(data, config=config)
         out = issues.to_csv(args.out or root / "issues.csv")
         _print_issues(issues)
         print(f"Wrote {len(issues.rows)} issue(s) to {out} ({issues.seconds:.0f} s)")
@@ -247,7 +248,7 @@ def _clean(args: argparse.Namespace) -> int:
             return 0
         if not args.auto:
             return 0
-        decisions = issues.auto_decisions()
+        decisions = issues.auto_decisions(config)
     return _apply(args, root, decisions, is_csv, classes=data.classes)
 
 

@@ -479,6 +479,17 @@ def standard_scale(features: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return centre, np.maximum(spread, floor if floor > 1e-6 else 1.0)
 
 
+def side_by_side(parts: list[np.ndarray], scales: list[float] | None = None) -> np.ndarray:
+    """Several backbones' embeddings of the same pictures as one array: each divided by its
+    mean row length (`scales`, default each part's own), so that no backbone outweighs
+    another in a distance or a regularised fit."""
+    if len(parts) == 1:
+        return parts[0]
+    scales = scales or [float(np.linalg.norm(part, axis=1).mean()) for part in parts]
+    return np.concatenate([part / max(scale, 1e-12) for part, scale in zip(parts, scales)],
+                          axis=1).astype(np.float32)
+
+
 def _search_rows(embeddings: Embeddings, limit: int, seed: int) -> np.ndarray:
     """Rows of about `limit`: whole pictures (every view), an equal seeded share of each
     class's, so that every class takes part in choosing C."""
