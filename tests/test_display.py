@@ -56,7 +56,7 @@ def test_figures_and_evaluations_pickle():
 
 
 def test_a_prediction_shows_its_classes_as_bars():
-    from imgclf.inference.predictor import Prediction
+    from imgclf.inference.prediction import Prediction
 
     known = Prediction("bees", 1, {"ants": 0.1, "bees": 0.9}, outlier_score=0.2)
     shown = known._repr_html_()
@@ -70,7 +70,7 @@ def test_a_prediction_shows_its_classes_as_bars():
 
 
 def test_predictions_of_many_pictures_show_as_one_table():
-    from imgclf.inference.predictor import Prediction, Predictions
+    from imgclf.inference.prediction import Prediction, Predictions
 
     answers = Predictions([Prediction("ants", 0, {"ants": 0.8, "bees": 0.2}),
                            ImageError("b.jpg", "not an image: it is an HTML page"),

@@ -512,7 +512,7 @@ def test_a_predictions_table_row_carries_the_labels(shapes):
     """--csv and Ray's Parquet write one row per picture: the labels joined by ";" and every
     label's probability."""
     import imgclf
-    from imgclf.inference.predictor import table_row
+    from imgclf.inference.prediction import table_row
 
     _, _, _, model_file, new = shapes
     model = imgclf.load(model_file)

@@ -32,7 +32,7 @@ _EXPORTS = {
     "Learner": "imgclf.training.learner",
     "ModelFileError": "imgclf.errors",
     "MultiLabelEvaluation": "imgclf.evaluation.multilabel",
-    "Prediction": "imgclf.inference.predictor",
+    "Prediction": "imgclf.inference.prediction",
     "Predictor": "imgclf.inference.predictor",
     "TrainConfig": "imgclf.config",
     "classify_imagenet": "imgclf.inference.imagenet",
@@ -88,7 +88,8 @@ if TYPE_CHECKING:
     from imgclf.evaluation.multilabel import MultiLabelEvaluation
     from imgclf.inference.explain import Explanation
     from imgclf.inference.imagenet import classify_imagenet
-    from imgclf.inference.predictor import Prediction, Predictor, load
+    from imgclf.inference.prediction import Prediction
+    from imgclf.inference.predictor import Predictor, load
     from imgclf.modelfile import ModelInfo
     from imgclf.training.learner import Learner
     from imgclf.training.modes import train

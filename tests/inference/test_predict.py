@@ -11,7 +11,7 @@ import pytest
 
 from imgclf import ImageData, Predictor, train
 from imgclf.cli import main
-from imgclf.inference.predictor import table_columns
+from imgclf.inference.prediction import table_columns
 
 FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
 

@@ -127,7 +127,7 @@ def test_the_csv_of_local_predict_has_the_same_columns(colour_model, pictures, t
 
 
 def test_a_class_named_like_a_column_gets_prefixed_columns():
-    from imgclf.inference.predictor import table_columns
+    from imgclf.inference.prediction import table_columns
 
     assert table_columns(["ants", "bees"])[6:8] == ["ants", "bees"]
     clashing = table_columns(["label", "unknown", "wasps"])

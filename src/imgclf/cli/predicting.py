@@ -20,7 +20,8 @@ from imgclf.errors import ImageError, ImgclfError
 def _predict(args: argparse.Namespace) -> int:
     import csv
 
-    from imgclf.inference.predictor import Predictor, record, table_columns, table_row
+    from imgclf.inference.prediction import record, table_columns, table_row
+    from imgclf.inference.predictor import Predictor
 
     if args.engine == "ray":
         if args.explain:

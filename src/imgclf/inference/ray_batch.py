@@ -27,7 +27,8 @@ from imgclf._progress import console
 from imgclf.config import InferenceConfig
 from imgclf.data.sources import expand_paths
 from imgclf.errors import ImageError
-from imgclf.inference.predictor import Predictor, table_columns, table_row
+from imgclf.inference.prediction import table_columns, table_row
+from imgclf.inference.predictor import Predictor
 from imgclf.inference.runtimes import load_onnx, require
 from imgclf.modelfile import load_model
 

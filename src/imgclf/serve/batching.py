@@ -17,7 +17,8 @@ from concurrent.futures import Future
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from imgclf.inference.predictor import Prediction, Predictor
+    from imgclf.inference.prediction import Prediction
+    from imgclf.inference.predictor import Predictor
 
 # Pictures in one forward pass at most: past 16, a batch is no faster a picture on a CPU
 # (bench/throughput.py: batch 1 and 32 within 2% with onnxruntime), and each one waits longer.

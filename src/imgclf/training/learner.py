@@ -30,7 +30,8 @@ from imgclf.evaluation.multilabel import MultiLabelEvaluation
 from imgclf.inference import loop
 from imgclf.inference.explain import NEIGHBOURS, Explanation
 from imgclf.inference.graphs import probabilities
-from imgclf.inference.predictor import Prediction, Predictor
+from imgclf.inference.prediction import Prediction
+from imgclf.inference.predictor import Predictor
 from imgclf.model import MODEL_PREFIX, Classifier
 from imgclf.modelfile import FINAL, ModelInfo, save_model
 from imgclf.training import steps
