@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 
@@ -34,10 +35,24 @@ def make_picture(tmp_path):
     return make
 
 
+@pytest.fixture(scope="session")
+def shared_runtimes(tmp_path_factory):
+    """One folder of onnxruntime graphs for the whole run."""
+    return tmp_path_factory.mktemp("imgclf-runtimes")
+
+
 @pytest.fixture(autouse=True)
-def private_cache(tmp_path_factory, monkeypatch):
-    """Every test gets its own verification/resize cache, so no test sees another's."""
+def private_cache(tmp_path_factory, monkeypatch, request, shared_runtimes):
+    """Every test gets its own cache (verdicts, views, embeddings), so no test sees another's.
+
+    Its onnxruntime graphs are the run's, as a user's cache keeps them across runs: they are
+    keyed by the weights and size they were built for, and building one (export, then a check
+    against PyTorch) is seconds a test would otherwise spend again and again. A test that asks
+    for this fixture by name looks into the cache, and gets all of it to itself.
+    """
     cache = tmp_path_factory.mktemp("imgclf-cache")
+    if "private_cache" not in inspect.signature(request.function).parameters:
+        (cache / "runtimes").symlink_to(shared_runtimes, target_is_directory=True)
     monkeypatch.setenv("IMGCLF_CACHE", str(cache))
     return cache
 

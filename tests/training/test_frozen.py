@@ -277,7 +277,8 @@ def _relative_difference(a: torch.Tensor, b: torch.Tensor) -> float:
     return float((a - b).abs().max()) / max(1.0, float(b.abs().max()))
 
 
-def test_the_frozen_front_computes_what_pytorch_does_and_follows_weight_changes():
+def test_the_frozen_front_computes_what_pytorch_does_and_follows_weight_changes(private_cache):
+    # private_cache by name: the graphs it counts are its own (conftest.private_cache)
     from imgclf.cache import cache_folder
     from imgclf.inference.graphs import OnnxNetwork
     from imgclf.training.frozen import FrozenFront
