@@ -237,7 +237,7 @@ def test_clean_review_finds_writes_issues_then_serves_the_page(flagged, monkeypa
     (root / "cats" / "broken.jpg").unlink()
     found = cleaning.Issues([cleaning.Issue(Path(files["cats/cat1.jpg"]), "label", "cats",
                                             "train", 0.9, "dogs")], ["cats", "dogs"], 8, 1.0)
-    monkeypatch.setattr(cleaning, "find_issues", lambda data: found)
+    monkeypatch.setattr(cleaning, "find_issues", lambda data, **options: found)
     served = {}
     monkeypatch.setattr(review, "serve_review",
                         lambda *args, **options: served.update(args=args, options=options))
