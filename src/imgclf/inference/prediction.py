@@ -124,7 +124,8 @@ class Predictions(list):
     def __init__(self, answers: Sequence[Prediction | ImageError], sources: Sequence[Any]):
         super().__init__(answers)
         # names, not the pictures: a list of answers keeps no picture alive
-        self.names = [_name(source) if isinstance(source, (str, os.PathLike, bytes, bytearray))
+        self.names = [source_name(source)
+                      if isinstance(source, (str, os.PathLike, bytes, bytearray))
                       else "picture" for source in sources]
 
     def _repr_html_(self) -> str:
@@ -133,8 +134,9 @@ class Predictions(list):
             if isinstance(answer, ImageError):
                 rows.append((name, "unreadable", answer.reason, ""))
             else:
+                score = answer.outlier_score
                 rows.append((name, answer.label, percent(answer.probability),
-                             "" if answer.outlier_score is None else f"{answer.outlier_score:.3f}"))
+                             "" if score is None else f"{score:.3f}"))
         readable = [a for a in self if not isinstance(a, ImageError)]
         unknown = sum(a.unknown for a in readable)
         return (f"<div>{len(self)} pictures: {len(readable)} predicted ({unknown} unknown), "
@@ -143,7 +145,7 @@ class Predictions(list):
                         numbers=(2, 3)))
 
 
-def _name(source: Any) -> str:
+def source_name(source: Any) -> str:
     """A source as an error names it: a path, or "<N bytes>"."""
     return f"<{len(source)} bytes>" if isinstance(source, (bytes, bytearray)) else str(source)
 

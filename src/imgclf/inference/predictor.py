@@ -29,7 +29,7 @@ from imgclf.errors import ImageError, ImgclfError, ImgclfWarning, ModelFileError
 from imgclf.inference import loop
 from imgclf.inference.explain import NEIGHBOURS, Explanation, explain_array
 from imgclf.inference.graphs import OnnxNetwork, remember_graph, remembered_graph, require
-from imgclf.inference.prediction import UNKNOWN, Prediction, Predictions, _name
+from imgclf.inference.prediction import UNKNOWN, Prediction, Predictions, source_name
 from imgclf.modelfile import ModelInfo, load_model, read_info
 
 if TYPE_CHECKING:
@@ -286,7 +286,7 @@ class Predictor:
                 following += 1
         for position in range(following, len(paths)):  # none should be left; never silently
             yield position, waiting.pop(position, None) or ImageError(
-                _name(paths[position]), "could not be read")
+                source_name(paths[position]), "could not be read")
 
     def predict_prepared(self, tensors: Sequence[Any]) -> list[Prediction]:
         """Predictions for pictures already read and transformed with ``self.transform``, as
