@@ -20,7 +20,9 @@ def colour_data(photos):
     return ImageData.from_folder(photos, image_size=64, num_workers=0, verbose=False)
 
 
-def test_int8_is_checked_then_runs_predict_evaluate_and_export(colour_model, tmp_path, capsys):
+def test_int8_is_checked_then_runs_predict_evaluate_and_export(colour_model, tmp_path, capsys,
+                                                              private_cache):
+    # private_cache by name: no int8 check of this model's graph may be there before it
     photos, path = colour_model
     with pytest.raises(ImgclfError, match="imgclf evaluate MODEL DATA --int8"):
         Predictor.load(path, int8=True)  # not checked on this machine yet
