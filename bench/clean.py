@@ -138,7 +138,9 @@ def main() -> None:
         probe_seconds = command(["train", str(damaged), "--mode", "probe", "--out",
                                  str(work / "model-damaged")], work / "cache-probe")
         clean_seconds = command(["clean", str(damaged), *second], work / "cache-clean")
-        one_backbone = second and command(["clean", str(damaged)], work / "cache-one")
+        one_backbone = None  # the plain imgclf clean beside it, from its own empty cache
+        if second:
+            one_backbone = command(["clean", str(damaged)], work / "cache-one")
         os.environ["IMGCLF_CACHE"] = str(work / "cache-clean")  # warm: the figures only
         data = ImageData.from_folder(damaged, verbose=False)
         issues = find_issues(data, config=config, show_progress=False)

@@ -423,8 +423,8 @@ class CleanConfig:
     # --seeds 20 --backbones efficientnet_lite0,efficientnet_lite2, mean label precision /
     # recall / off-topic recall: hymenoptera 0.835 / 0.906 / 0.930 -> 0.834 / 0.938 / 0.973,
     # blood-cells 0.688 / 0.840 / 1.0 -> 0.740 / 0.858 / 1.0. efficientnet_lite2 reads
-    # 352-pixel pictures: imgclf clean took 2.33x a probe run from an empty cache, against
-    # 1.05x with one backbone (bench/clean.py --second-backbone efficientnet_lite2).
+    # 352-pixel pictures: imgclf clean took 2.33x a probe run from an empty cache, 2.2x
+    # itself with one backbone (bench/clean.py --second-backbone efficientnet_lite2).
     second_backbone: str | None = None
     # Two pictures are one when their perceptual hashes (pHash, 64 bits) differ in at most
     # this many bits (re-encoded or resized copies: 0-2; distinct photos: 14 and more)...

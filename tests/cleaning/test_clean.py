@@ -76,13 +76,16 @@ def test_a_second_backbone_joins_the_evidence(dirty, monkeypatch, capsys):
     from imgclf.cleaning import finding
 
     root, planted = dirty
-    widths = []  # the features the label and off-topic findings weigh
-    screen = finding.screen
+    widths, embedded = [], []  # the features the findings weigh; the passes that embedded
+    screen, compute = finding.screen, finding.compute_embeddings
     monkeypatch.setattr(finding, "screen", lambda features, *args, **options: (
         widths.append(features.shape[1]), screen(features, *args, **options))[1])
+    monkeypatch.setattr(finding, "compute_embeddings", lambda network, data, *args, **options: (
+        embedded.append(data.backbone), compute(network, data, *args, **options))[1])
     arguments = ["clean", str(root), "--image-size", "64"]
     assert main([*arguments, "--second-backbone", "efficientnet_lite1"]) == 0
     assert widths == [1280 + 1280]  # efficientnet_lite0's and efficientnet_lite1's
+    assert embedded == ["efficientnet_lite0"] * 2 + ["efficientnet_lite1"] * 2  # both splits
     issues = finding.Issues.from_csv(root / "issues.csv")
     labels = {issue.path: issue for issue in issues.of_kind("label")}
     assert planted["flipped"] in labels and labels[planted["flipped"]].suggested == "squares"
@@ -91,9 +94,50 @@ def test_a_second_backbone_joins_the_evidence(dirty, monkeypatch, capsys):
              if issue.kind in ("duplicate", "leakage", "conflict")}
     assert frozenset(planted["copy"]) in pairs
     capsys.readouterr()
+    # a misspelt name, or the data's own backbone again: refused before any embedding
     assert main([*arguments, "--second-backbone", "efficientnet_lite9"]) == 1
     assert "Unknown backbone 'efficientnet_lite9'" in capsys.readouterr().err
-    assert widths == [2560]  # refused before any picture was embedded
+    assert main([*arguments, "--second-backbone", "efficientnet_lite0"]) == 1
+    assert "The second backbone is the data's own" in capsys.readouterr().err
+    assert len(embedded) == 4 and widths == [2560]
+
+
+def test_each_backbones_rows_line_up_and_a_picture_one_could_not_read_is_left_out(
+        dirty, monkeypatch):
+    from types import SimpleNamespace
+
+    from imgclf.cleaning import finding
+    from imgclf.data.sources import SPLITS
+    from imgclf.training.embeddings import Embeddings
+
+    data = ImageData.from_folder(dirty[0], image_size=64, num_workers=0, verbose=False)
+    monkeypatch.setattr(finding, "Classifier", SimpleNamespace(
+        create=lambda backbone, classes, weights=None: backbone))
+
+    def embeddings(backbone, probe_data, split, **options):
+        """Rows in a shuffled order, each saying which picture it is; the second backbone
+        could not read a split's third picture."""
+        order = np.random.default_rng(len(backbone) + len(split)).permutation(
+            len(data.labelled(split)))
+        if backbone == "efficientnet_lite1":
+            order = order[order != 2]
+        features = np.zeros((len(order), 3 if backbone == "efficientnet_lite0" else 5))
+        features[:, 0] = order + 1
+        return Embeddings(features=features, targets=np.zeros(len(order)), groups=order,
+                          computed=len(order))
+
+    monkeypatch.setattr(finding, "compute_embeddings", embeddings)
+    items, first, joined, missing = finding._embeddings(data, False, "efficientnet_lite1")
+    splits = [split for split in SPLITS if data.labelled(split)]
+    kept = [(split, position) for split in splits
+            for position in range(len(data.labelled(split))) if position != 2]
+    assert items == [data.labelled(split)[position] for split, position in kept]
+    assert missing == [data.labelled(split)[2] for split in splits]
+    assert first.shape == (len(kept), 3) and joined.shape == (len(kept), 8)
+    np.testing.assert_array_equal(first[:, 0], [position + 1 for _, position in kept])
+    # the same picture on each row of both backbones' parts, each part scaled as a whole
+    ratio = joined[:, 3] / joined[:, 0]
+    np.testing.assert_allclose(ratio, ratio[0], rtol=1e-5)
 
 
 def test_the_report_shows_the_issues_and_reads_them_back(dirty, tmp_path, capsys):

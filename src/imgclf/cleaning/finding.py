@@ -245,17 +245,27 @@ def _label_sets(data: ImageData, items, targets: np.ndarray, probabilities: np.n
 
 
 def _embeddings(data: ImageData, show_progress: bool, second_backbone: str | None = None):
-    """(labelled items that could be embedded, their plain-view embeddings from the data's
+    """(labelled items every backbone could embed, their plain-view embeddings from the data's
     backbone, the same side by side with `second_backbone`'s (or the first again), the
     others)."""
-    sources = [data] + ([data.for_backbone(second_backbone)] if second_backbone else [])
+    sources = [data]
+    if second_backbone:
+        if second_backbone == data.backbone:
+            raise ImgclfError(f"The second backbone is the data's own ({second_backbone}): "
+                              "name another (efficientnet_lite2, say), or leave it out.")
+        sources.append(data.for_backbone(second_backbone))
+    # every network first: a backbone whose weights are missing says so before minutes of
+    # embedding with the other
+    networks = [Classifier.create(source.backbone, len(data.classes), weights=source.weights)
+                for source in sources]
     found = []  # each backbone's {split: Embeddings}, from the probe's own cache
-    for source in sources:
-        network = Classifier.create(source.backbone, len(data.classes), weights=source.weights)
+    for source, network in zip(sources, networks):
         probe_data = data_for(TrainConfig(mode="probe"), source)
-        found.append({split: compute_embeddings(network, probe_data, split,
-                                                show_progress=show_progress)
-                      for split in SPLITS if data.labelled(split)})
+        found.append({split: compute_embeddings(
+            network, probe_data, split, show_progress=show_progress,
+            description=f"Embedding {split} pictures" + (
+                f" ({source.backbone})" if len(sources) > 1 else ""))
+            for split in SPLITS if data.labelled(split)})
     items, missing, parts = [], [], [[] for _ in sources]
     for split in found[0]:
         labelled = data.labelled(split)
@@ -267,7 +277,10 @@ def _embeddings(data: ImageData, show_progress: bool, second_backbone: str | Non
             order = np.argsort(each[split].groups[kept], kind="stable")
             part.append(each[split].features[kept][order])
     features = [np.concatenate(part) for part in parts]
-    return items, features[0], side_by_side(features), missing
+    # each backbone scaled by its first split's mean length (the training pictures'), as
+    # bench/trust.py --backbones measured it
+    scales = [float(np.linalg.norm(part[0], axis=1).mean()) for part in parts]
+    return items, features[0], side_by_side(features, scales), missing
 
 
 def out_of_fold_probabilities(features: np.ndarray, targets: np.ndarray, num_classes: int, *,

@@ -226,6 +226,10 @@ def _clean(args: argparse.Namespace) -> int:
     decisions = read_decisions(args.apply) if args.apply else None
     if decisions is not None:  # the files alone: no reading of the data (an interrupted
         return _apply(args, root, decisions, is_csv)  # apply may have emptied a class)
+    if args.second_backbone:  # a misspelt name before the data is read
+        from imgclf.backbones import get_backbone
+
+        get_backbone(args.second_backbone)
     data = load_data(args)
     if args.review and data.multi_label:  # before the search, which takes a while
         raise ImgclfError(

@@ -110,8 +110,11 @@ def embedding_folder(data: ImageData) -> Path:
 
 def compute_embeddings(network: Classifier, data: ImageData, split: str, *, views: int = 1,
                        batch_size: int = InferenceConfig.batch_size, show_progress: bool = True,
-                       runtime: str = InferenceConfig.runtime) -> Embeddings:
+                       runtime: str = InferenceConfig.runtime,
+                       description: str | None = None) -> Embeddings:
     """Pooled features of a split's pictures: view 0 plus `views - 1` augmented views each.
+
+    description: the progress bar's (default "Embedding <split> pictures").
 
     Cached rows are read from disk; only missing ones go through the network (by default
     through onnxruntime on the CPU, see inference.runtimes.accelerated), and each batch is saved as
@@ -155,7 +158,7 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
                              embeddings_only=True, show_progress=show_progress)
         for batch in loop.batches(runner, loader, total=len(stored), probabilities=False,
                                   embeddings=True, show_progress=show_progress,
-                                  description=f"Embedding {split} pictures"):
+                                  description=description or f"Embedding {split} pictures"):
             for job_row, embedding in zip(batch.indices,
                                           batch.embeddings if batch.indices else ()):
                 row = stored[job_row]
