@@ -418,13 +418,10 @@ class CleanConfig:
     # 0.851 (raw C 0.03: 0.848 / 0.917 and, 20 seeds, 0.670 / 0.838).
     regularisation: float = 0.003
     label_confidence: float = 0.65
-    # A second backbone whose embeddings join the first's, side by side, for the label and
-    # off-topic findings (duplicates keep the first's). None: one backbone. bench/trust.py
-    # --seeds 20 --backbones efficientnet_lite0,efficientnet_lite2, mean label precision /
-    # recall / off-topic recall: hymenoptera 0.835 / 0.906 / 0.930 -> 0.834 / 0.938 / 0.973,
-    # blood-cells 0.688 / 0.840 / 1.0 -> 0.740 / 0.858 / 1.0. efficientnet_lite2 reads
-    # 352-pixel pictures: imgclf clean took 2.33x a probe run from an empty cache, 2.2x
-    # itself with one backbone (bench/clean.py --second-backbone efficientnet_lite2).
+    # A second backbone whose embeddings join the first's for the label and off-topic
+    # findings (None: one). efficientnet_lite2, 20 seeds of bench/trust.py: blood-cells label
+    # precision 0.688 -> 0.740, hymenoptera recall 0.906 -> 0.938, at about 2.2x the time
+    # (bench/clean.py --second-backbone; every figure in bench/README.md).
     second_backbone: str | None = None
     # Two pictures are one when their perceptual hashes (pHash, 64 bits) differ in at most
     # this many bits (re-encoded or resized copies: 0-2; distinct photos: 14 and more)...
