@@ -157,6 +157,34 @@ def test_evaluate_and_report_on_generated_photos(colours, tmp_path):
     assert re.search(r"nearest: (red|blue) 0\.\d\d, (red|blue) 0\.\d\d", top_losses)
 
 
+def test_a_probes_evaluate_runs_its_head_on_the_cached_embeddings(colours, tmp_path,
+                                                                   monkeypatch):
+    from imgclf.inference import loop
+
+    (tmp_path / "colours" / "blue" / "broken.jpg").write_bytes(b"not a picture")
+    data = ImageData.from_folder(tmp_path / "colours", image_size=64, num_workers=0,
+                                 verbose=False)
+    learner = train(data, mode="probe", verbose=False)
+    through_the_network = evaluate(learner, data, show_progress=False)
+    passes = []
+    run = loop.run
+    monkeypatch.setattr(loop, "run", lambda *args, **options: passes.append(1) or run(
+        *args, **options))
+    cached = learner.evaluate()
+    assert not passes  # no pass of the network over the pictures
+    assert cached.paths == through_the_network.paths and len(cached.paths) == len(data.valid)
+    assert list(cached.targets) == list(through_the_network.targets)
+    np.testing.assert_allclose(cached.probabilities, through_the_network.probabilities,
+                               atol=1e-5)
+    assert cached.outlier_scores is not None
+    np.testing.assert_allclose(cached.outlier_scores, through_the_network.outlier_scores,
+                               atol=1e-4)
+    assert cached.skipped == through_the_network.skipped
+    assert cached.summary()["accuracy"] == through_the_network.summary()["accuracy"]
+    learner.evaluate(tta=True)  # mirror images are not cached: the network runs
+    assert len(passes) == 1
+
+
 def test_cli_evaluate_writes_the_report(colours, tmp_path, capsys):
     import json
 

@@ -10,6 +10,7 @@ import torch
 
 from imgclf import ImageData, Learner, Predictor, TrainConfig, train
 from imgclf.cli import main
+from imgclf.inference import loop
 from imgclf.training.learner import BEST, CHECKPOINT, FINAL, one_cycle
 
 FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
@@ -395,6 +396,14 @@ def test_auto_mode_judges_fine_tuning_only_where_its_schedule_has_annealed(
     assert f"Kept the {learner.history[kept]['phase']} epoch ({kept})" in said
     again = Learner.resume(tmp_path / "run", data, verbose=False)  # a finished run
     assert len(again.history) == epochs_run
+    passes = []
+    run = loop.run
+    monkeypatch.setattr(loop, "run", lambda *args, **options: passes.append(1) or run(
+        *args, **options))
+    learner.evaluate()
+    # the probe's weights kept: its head runs on the cached embeddings; fine-tuned ones
+    # go through the network
+    assert bool(passes) == (kept != 0)
 
 
 @pytest.mark.parametrize("accuracy, pictures, patience, kept", [

@@ -29,7 +29,7 @@ from imgclf.data.decoding import load_image
 from imgclf.data.sources import SPLITS
 from imgclf.data.transforms import eval_parts, eval_transform, train_transform
 from imgclf.errors import ImageError
-from imgclf.inference import loop
+from imgclf.inference import graphs, loop
 from imgclf.inference.runtimes import accelerated
 from imgclf.model import Classifier
 from imgclf.unknown import Detector, fit_detector
@@ -208,6 +208,41 @@ def plain_embeddings(network: Classifier, data: ImageData, split: str, *, cached
                       targets=np.array([data.target(item) for item, good in zip(items, ok)
                                         if good]),
                       groups=np.flatnonzero(ok), computed=int(ok.sum()))
+
+
+def cached_outputs(network: Classifier, data: ImageData, split: str, *,
+                   show_progress: bool = True) -> loop.Outputs:
+    """What the forward loop gives for a split's labelled pictures (probabilities, pooled
+    embeddings, outlier scores), from the cached embeddings: the head and the detector run on
+    them, not the whole network on the pictures.
+
+    Only for a network whose backbone is the pretrained one the cache was made with (the
+    probe, head-only epochs) and whose head pools by averaging. Rows follow
+    ``data.labelled(split)``; a picture that could not be embedded has NaN rows, ok False.
+    """
+    found = compute_embeddings(network, data, split, show_progress=show_progress)
+    network.eval()
+    device = next(network.parameters()).device
+    with torch.inference_mode():
+        pooled = torch.from_numpy(found.features).to(device)
+        logits = network.head(pooled)
+        outlier = network.detector(logits, pooled) if network.detector is not None else None
+    items = data.labelled(split)
+    count = len(items)
+    ok = np.zeros(count, dtype=bool)
+    ok[found.groups] = True
+
+    def place(rows: np.ndarray) -> np.ndarray:
+        table = np.full((count, *rows.shape[1:]), np.nan, dtype=np.float32)
+        table[found.groups] = rows
+        return table
+
+    return loop.Outputs(
+        probabilities=place(graphs.probabilities(logits.float().cpu().numpy(), data.multi_label)),
+        embeddings=place(found.features),
+        outlier=place(outlier.float().cpu().numpy()) if outlier is not None else None,
+        errors=[ImageError(str(items[i].path), "could not be read", i)
+                for i in np.flatnonzero(~ok).tolist()], ok=ok)
 
 
 def picture_embeddings(network: Classifier, data: ImageData, paths: Sequence[Path], *,

@@ -25,7 +25,7 @@ from imgclf.backbones import get_backbone
 from imgclf.calibration import DEFAULT_THRESHOLD, best_thresholds
 from imgclf.config import HeadConfig, TrainConfig, UnknownConfig
 from imgclf.data.imagedata import ImageData
-from imgclf.evaluation.metrics import Evaluation, evaluate
+from imgclf.evaluation.metrics import Evaluation, evaluate, evaluation_of, split_items
 from imgclf.evaluation.multilabel import MultiLabelEvaluation
 from imgclf.inference import loop
 from imgclf.inference.explain import NEIGHBOURS, Explanation
@@ -40,7 +40,7 @@ from imgclf.training.checkpoint import (BEST, CHECKPOINT, HISTORY, SETTINGS, rea
                                         run_settings, save_checkpoint)
 from imgclf.training.distributed import (agree, device_of, main_first, parallel_module,
                                          processes, resolve_device)
-from imgclf.training.embeddings import compute_embeddings, fit_probe, fit_unknown
+from imgclf.training.embeddings import cached_outputs, fit_probe, fit_unknown
 from imgclf.training.fitting import PhaseFitter
 from imgclf.training.frozen import FrozenFront, TrainingViews, ValidationStart
 from imgclf.training.lr_find import LearningRates, find_learning_rate
@@ -373,21 +373,26 @@ class Learner:
         """
         if not self.data.valid:
             return loop.scores(np.zeros((0, len(self.data.classes))), [])
-        if not self._backbone_trained and self.network.head.config.pool == "avg":
-            found = compute_embeddings(self.network, self.data, "valid",
-                                       show_progress=self.verbose)
-            self.network.eval()
-            with torch.inference_mode():
-                logits = self.network.head(torch.from_numpy(found.features).to(self.device))
+        if self._pretrained_backbone:
+            outputs = cached_outputs(self.network, self.data, "valid",
+                                     show_progress=self.verbose)
+            ok = outputs.ok
             self._valid_start.seconds = None  # cached: says nothing of a PyTorch pass
-            self._valid_embeddings, self._valid_targets = found.features, found.targets
-            return loop.scores(probabilities(logits.float().cpu().numpy(),
-                                             self.data.multi_label), found.targets)
+            self._valid_embeddings = outputs.embeddings[ok]
+            self._valid_targets = np.array([self.data.target(item) for item, good
+                                            in zip(self.data.labelled("valid"), ok) if good])
+            return loop.scores(outputs.probabilities[ok], self._valid_targets)
         # after freeze_early's frozen stages when their output is stored (frozen.py)
         scores, self._valid_embeddings = self._valid_start.scores(
             self.network, self.data, show_progress=self.verbose)
         self._valid_targets = self._valid_start.targets
         return scores
+
+    @property
+    def _pretrained_backbone(self) -> bool:
+        """The backbone is still the pretrained one the embedding cache was made with and the
+        head pools by averaging: the head can run on cached embeddings."""
+        return not self._backbone_trained and self.network.head.config.pool == "avg"
 
     def _track_best(self, row: dict[str, Any], phase: Phase) -> None:
         if phase.compare_at_end and not row["annealed"]:  # see steps.not_helping
@@ -416,7 +421,9 @@ class Learner:
                 self.validate()
                 valid, targets = self._valid_embeddings, self._valid_targets
             final = self.best if self._restored_best else self.history[-1]
-            self._fit_detector(bool(final.get("backbone_trained")), valid)
+            # the weights kept may be the probe's after a fine-tuning that did not pay
+            self._backbone_trained = bool(final.get("backbone_trained"))
+            self._fit_detector(self._backbone_trained, valid)
             if self.data.multi_label:
                 self._choose_thresholds(valid, targets)
         self._valid_start = ValidationStart(front=self._front)  # lets its worker go
@@ -551,7 +558,15 @@ class Learner:
         Example:
             >>> learner.evaluate().plot_confusion_matrix().savefig("confusion.png")
         """
-        return evaluate(self, self.data, split=split, tta=tta, show_progress=self.verbose)
+        if tta or not self._pretrained_backbone:
+            return evaluate(self, self.data, split=split, tta=tta, show_progress=self.verbose)
+        # the probe's head and detector on the split's cached embeddings, as validate() runs
+        # them: no pass of the network over the pictures (bench/README.md, "The main job")
+        predictor = self.predictor()
+        items = split_items(predictor, self.data, split)
+        outputs = cached_outputs(self.network, self.data, split, show_progress=self.verbose)
+        return evaluation_of(predictor, self.data, split, items, outputs,
+                             show_progress=self.verbose)
 
     def predict(self, image) -> Prediction:
         """Label one picture (path, bytes or PIL image)."""
