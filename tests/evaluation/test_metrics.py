@@ -209,3 +209,35 @@ def test_a_probe_models_report_has_no_one_dot_training_chart(colour_model, tmp_p
     text = evaluation.report(tmp_path / "probe.html", data=data).read_text()
     training = text.split("<h2>Training</h2>")[1].split("<h2>")[0]
     assert "One probe step" in training and "data:image/png" not in training
+
+
+EVALUATE_IN_A_NEW_PROCESS = """
+import json, sys
+from imgclf.cli import main
+code = main(sys.argv[1:])
+print(json.dumps({"code": code, "torch": "torch" in sys.modules, "timm": "timm" in sys.modules}))
+"""
+
+
+def test_imgclf_evaluate_reads_a_model_file_without_torch_or_timm(colour_model):
+    """The data is read at the model's input settings and the model runs on onnxruntime:
+    importing timm (and torch with it) took 10 s of `imgclf evaluate`'s 19 on a 2-core CPU."""
+    import json
+    import subprocess
+    import sys
+
+    from imgclf import load
+
+    photos, path = colour_model
+    predictor = load(path)  # builds and remembers its graph, as a model's first load does
+    data = ImageData.from_folder(photos, image_size=64, num_workers=0, verbose=False)
+    expected = evaluate(predictor, data, show_progress=False).summary()
+    result = subprocess.run([sys.executable, "-c", EVALUATE_IN_A_NEW_PROCESS, "evaluate",
+                             str(path), str(photos), "--json"],
+                            capture_output=True, text=True, check=True)
+    lines = result.stdout.strip().splitlines()
+    summary, process = json.loads(lines[0]), json.loads(lines[-1])
+    assert process == {"code": 0, "torch": False, "timm": False}
+    assert summary["pictures"] == expected["pictures"] == len(data.valid)
+    assert summary["accuracy"] == expected["accuracy"]
+    assert summary["loss"] == pytest.approx(expected["loss"], abs=1e-6)

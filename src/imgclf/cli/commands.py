@@ -116,7 +116,8 @@ def _evaluate(args: argparse.Namespace) -> int:
     args.backbone = info.backbone
     args.image_size = args.image_size or info.input.image_size
     args.resize = args.resize or info.input.resize
-    data = load_data(args, cache=False)  # no resized copies: nothing trains here
+    # no resized copies: nothing trains here; the model's input settings: timm is not imported
+    data = load_data(args, cache=False, input=info.input)
     if args.int8:  # calibrated on these training pictures, compared on their validation ones
         from imgclf.inference.int8 import quantize
 
@@ -146,11 +147,12 @@ def _evaluate(args: argparse.Namespace) -> int:
             print(f"  {summary['strangers_flagged']:.1%} of {summary['strangers']} pictures in "
                   f"{args.unknown} called unknown (AUROC {summary['unknown_auroc']:.4f})")
     if args.report:
-        from imgclf.cleaning.finding import Issues
+        found, issues = _data_root(args.data) / "issues.csv", None  # from imgclf clean, if run
+        if found.is_file():
+            from imgclf.cleaning.finding import Issues  # imports torch: only when needed
 
-        found = _data_root(args.data) / "issues.csv"  # from imgclf clean, if it ran
-        evaluation.report(args.report, data=data,
-                          issues=Issues.from_csv(found) if found.is_file() else None)
+            issues = Issues.from_csv(found)
+        evaluation.report(args.report, data=data, issues=issues)
         print(f"Wrote {args.report}")
     return 0
 

@@ -152,7 +152,8 @@ class ImageData:
                    resize: str | None = None, augment: AugmentConfig | bool = True,
                    backbone: str = DEFAULT_BACKBONE, config: DataConfig | None = None,
                    unknown: str | os.PathLike | None = None, verbose: bool = True,
-                   weights: str | os.PathLike | None = None, **options) -> ImageData:
+                   weights: str | os.PathLike | None = None, input: InputConfig | None = None,
+                   **options) -> ImageData:
         """Split, verify every file once, check the classes, and build the dataset.
 
         Args:
@@ -166,6 +167,9 @@ class ImageData:
                 named ``_unknown`` counts too): the unknown detector is tuned on them.
             weights: a ``.safetensors`` or ``.pth`` file of the backbone's weights, for a
                 backbone whose ImageNet weights are not on this computer (or your own).
+            input: the input settings to start from when they are known (a model's,
+                ``Predictor.input``); default: the backbone's, from timm, whose import takes
+                seconds.
 
         Bad files are skipped and listed; an empty dataset, a single class or a class left
         without usable pictures raise DataError saying what to do.
@@ -173,7 +177,7 @@ class ImageData:
         config = replace(config or DataConfig(), **options)
         if augment is True:
             augment = AugmentConfig()
-        input = input_config_for(backbone)
+        input = input or input_config_for(backbone)
         if image_size is not None:
             input = replace(input, image_size=int(image_size))
         if resize is not None:
