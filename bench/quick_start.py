@@ -67,7 +67,7 @@ def main() -> None:
                                   / max(seconds["evaluate"], 1e-3), 1),
         "accuracy": round(evaluation.summary()["accuracy"], 4),
         "same_answers": bool(np.allclose(evaluation.probabilities, through.probabilities,
-                                         atol=1e-4)),
+                                         atol=1e-5)),
         "known": known.label, "stranger": stranger.label if stranger else None,
         "train_images": len(data.train), "valid_images": len(data.valid),
         "threads": torch.get_num_threads(), "cpus": os.cpu_count(),

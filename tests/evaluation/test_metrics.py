@@ -159,9 +159,9 @@ def test_evaluate_and_report_on_generated_photos(colours, tmp_path):
 
 def test_a_probes_evaluate_runs_its_head_on_the_cached_embeddings(colours, tmp_path,
                                                                    monkeypatch):
+    from imgclf import Learner
     from imgclf.inference import loop
 
-    (tmp_path / "colours" / "blue" / "broken.jpg").write_bytes(b"not a picture")
     data = ImageData.from_folder(tmp_path / "colours", image_size=64, num_workers=0,
                                  verbose=False)
     learner = train(data, mode="probe", verbose=False)
@@ -170,7 +170,13 @@ def test_a_probes_evaluate_runs_its_head_on_the_cached_embeddings(colours, tmp_p
     run = loop.run
     monkeypatch.setattr(loop, "run", lambda *args, **options: passes.append(1) or run(
         *args, **options))
-    cached = learner.evaluate()
+
+    def no_network(*args, **options):
+        raise AssertionError("the backbone ran: the cached embeddings were not used")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("imgclf.training.embeddings.accelerated", no_network)
+        cached = learner.evaluate()
     assert not passes  # no pass of the network over the pictures
     assert cached.paths == through_the_network.paths and len(cached.paths) == len(data.valid)
     assert list(cached.targets) == list(through_the_network.targets)
@@ -179,10 +185,46 @@ def test_a_probes_evaluate_runs_its_head_on_the_cached_embeddings(colours, tmp_p
     assert cached.outlier_scores is not None
     np.testing.assert_allclose(cached.outlier_scores, through_the_network.outlier_scores,
                                atol=1e-4)
-    assert cached.skipped == through_the_network.skipped
     assert cached.summary()["accuracy"] == through_the_network.summary()["accuracy"]
     learner.evaluate(tta=True)  # mirror images are not cached: the network runs
     assert len(passes) == 1
+    # a network handed to a Learner may have been trained elsewhere: never the cache
+    Learner(data, learner.network, verbose=False).evaluate()
+    assert len(passes) == 2
+
+
+def test_cached_outputs_keep_each_row_with_its_picture(colours, tmp_path, monkeypatch):
+    """A picture the embedding pass could not read keeps its place: NaN rows, ok False and
+    its reason; the other rows are the head and the detector on their own embeddings."""
+    import torch
+
+    from imgclf.errors import ImageError
+    from imgclf.training import embeddings
+    from imgclf.training.embeddings import Embeddings, cached_outputs
+
+    data = ImageData.from_folder(tmp_path / "colours", image_size=64, num_workers=0,
+                                 verbose=False)
+    learner = train(data, mode="probe", verbose=False)
+    items = data.labelled("valid")
+    real = embeddings.compute_embeddings(learner.network, data, "valid", show_progress=False)
+    lost = 1  # the second validation picture could not be read
+    kept = np.array([row for row in range(len(items)) if row != lost])
+    monkeypatch.setattr(embeddings, "compute_embeddings", lambda *args, **options: Embeddings(
+        features=real.features[kept], targets=real.targets[kept], groups=kept, computed=1,
+        errors=(ImageError(str(items[lost].path), "truncated JPEG"),)))
+    outputs = cached_outputs(learner.network, data, "valid", show_progress=False)
+    assert outputs.ok.tolist() == [row != lost for row in range(len(items))]
+    assert np.isnan(outputs.probabilities[lost]).all() and np.isnan(outputs.outlier[lost])
+    assert [(e.source, e.reason) for e in outputs.errors] == [(str(items[lost].path),
+                                                               "truncated JPEG")]
+    with torch.inference_mode():
+        pooled = torch.from_numpy(real.features)
+        logits = learner.network.head(pooled)
+        expected = logits.softmax(dim=1).numpy()
+        scores = learner.network.detector(logits, pooled).numpy()
+    np.testing.assert_allclose(outputs.probabilities[kept], expected[kept], atol=1e-6)
+    np.testing.assert_allclose(outputs.outlier[kept], scores[kept], atol=1e-6)
+    np.testing.assert_array_equal(outputs.embeddings[kept], real.features[kept])
 
 
 def test_cli_evaluate_writes_the_report(colours, tmp_path, capsys):

@@ -404,6 +404,9 @@ def test_auto_mode_judges_fine_tuning_only_where_its_schedule_has_annealed(
     # the probe's weights kept: its head runs on the cached embeddings; fine-tuned ones
     # go through the network
     assert bool(passes) == (kept != 0)
+    passes.clear()
+    again.evaluate()  # the finished run read again knows which weights it kept
+    assert bool(passes) == (kept != 0)
 
 
 @pytest.mark.parametrize("accuracy, pictures, patience, kept", [

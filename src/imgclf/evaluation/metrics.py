@@ -295,7 +295,7 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
         0.948
     """
     predictor = _as_predictor(model)
-    items = split_items(predictor, data, split)
+    items = items_to_evaluate(predictor, data, split)
     # Predictor.outputs' loop, over the originals read through their stored square views at
     # the model's input (the arrays predictor.transform gives, without decoding again)
     outputs = loop.run(predictor.network, data.with_input(predictor.input).plain(items),
@@ -305,7 +305,7 @@ def evaluate(model: Predictor | Any, data: ImageData, *, split: str = "valid", t
                          batch_size=batch_size, show_progress=show_progress)
 
 
-def split_items(predictor: Predictor, data: ImageData, split: str) -> list:
+def items_to_evaluate(predictor: Predictor, data: ImageData, split: str) -> list:
     """The labelled pictures of a split that a model can be judged on (DataError when there
     are none, or when the data's labels do not fit the model's)."""
     items = [item for item in data.items[split] if item.label is not None]
@@ -329,7 +329,7 @@ def evaluation_of(predictor: Predictor, data: ImageData, split: str, items: list
                   outputs: loop.Outputs, *, unknown: Any = None,
                   batch_size: int = InferenceConfig.batch_size, show_progress: bool = True
                   ) -> Evaluation | MultiLabelEvaluation:
-    """evaluate's result from the outputs already computed for `items` (split_items), in
+    """evaluate's result from the outputs already computed for `items` (items_to_evaluate), in
     their order: the forward loop's, or a probe's cached embeddings'
     (training.embeddings.cached_outputs)."""
     paths = [item.path for item in items]

@@ -46,6 +46,7 @@ class Embeddings:
     targets: np.ndarray  # (rows,) class index, or (rows, classes) 0/1 for multi-label data
     groups: np.ndarray  # (rows,) which picture a row comes from
     computed: int  # rows that were not in the cache
+    errors: tuple[ImageError, ...] = ()  # pictures that could not be read for their rows
 
 
 class _Pictures:
@@ -126,6 +127,7 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
     items = data.labelled(split)
     rows = []  # (cache file, class, picture) of every view of every picture
     found: dict[int, np.ndarray] = {}  # row -> its embedding, read or computed in this call
+    errors: list[ImageError] = []
     jobs, stored, items_to_read = [], [], []
     for position, item in enumerate(items):
         digest = data.hashes.get(item.path) or file_sha256(item.path)
@@ -159,6 +161,7 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
         for batch in loop.batches(runner, loader, total=len(stored), probabilities=False,
                                   embeddings=True, show_progress=show_progress,
                                   description=description or f"Embedding {split} pictures"):
+            errors.extend(batch.errors)
             for job_row, embedding in zip(batch.indices,
                                           batch.embeddings if batch.indices else ()):
                 row = stored[job_row]
@@ -173,7 +176,7 @@ def compute_embeddings(network: Classifier, data: ImageData, split: str, *, view
     return Embeddings(features=np.stack([found[row] for row in present]),
                       targets=np.array([rows[row][1] for row in present]),
                       groups=np.array([rows[row][2] for row in present]),
-                      computed=len(stored))
+                      computed=len(stored), errors=tuple(errors))
 
 
 def _read_cached(path: Path, width: int) -> np.ndarray | None:
@@ -231,6 +234,7 @@ def cached_outputs(network: Classifier, data: ImageData, split: str, *,
     count = len(items)
     ok = np.zeros(count, dtype=bool)
     ok[found.groups] = True
+    reasons = {error.source: error.reason for error in found.errors}
 
     def place(rows: np.ndarray) -> np.ndarray:
         table = np.full((count, *rows.shape[1:]), np.nan, dtype=np.float32)
@@ -241,7 +245,8 @@ def cached_outputs(network: Classifier, data: ImageData, split: str, *,
         probabilities=place(graphs.probabilities(logits.float().cpu().numpy(), data.multi_label)),
         embeddings=place(found.features),
         outlier=place(outlier.float().cpu().numpy()) if outlier is not None else None,
-        errors=[ImageError(str(items[i].path), "could not be read", i)
+        errors=[ImageError(str(items[i].path), reasons.get(str(items[i].path),
+                                                       "could not be read"), i)
                 for i in np.flatnonzero(~ok).tolist()], ok=ok)
 
 

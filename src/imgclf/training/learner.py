@@ -25,7 +25,7 @@ from imgclf.backbones import get_backbone
 from imgclf.calibration import DEFAULT_THRESHOLD, best_thresholds
 from imgclf.config import HeadConfig, TrainConfig, UnknownConfig
 from imgclf.data.imagedata import ImageData
-from imgclf.evaluation.metrics import Evaluation, evaluate, evaluation_of, split_items
+from imgclf.evaluation.metrics import Evaluation, evaluate, evaluation_of, items_to_evaluate
 from imgclf.evaluation.multilabel import MultiLabelEvaluation
 from imgclf.inference import loop
 from imgclf.inference.explain import NEIGHBOURS, Explanation
@@ -92,8 +92,10 @@ class Learner:
         self.unknown: UnknownConfig | None = None
         self._best_state: dict[str, torch.Tensor] | None = None
         self._restored_best = False  # True once the network holds the best epoch's weights
-        # has a whole-network phase changed the backbone? (then cached embeddings are stale)
-        self._backbone_trained = False
+        # may the backbone differ from the pretrained one the embedding cache was made with?
+        # (then cached embeddings are stale) Yes for a network built elsewhere; create() and
+        # resume() know better
+        self._backbone_trained = True
         # validation embeddings of the last and of the best epoch: the detector's calibration
         self._valid_embeddings: np.ndarray | None = None
         self._best_valid_embeddings: np.ndarray | None = None
@@ -123,7 +125,9 @@ class Learner:
         network = Classifier.create(data.backbone, len(data.classes), head=head,
                                     weights=data.weights, multi_label=data.multi_label)
         network.freeze()
-        return cls(data, network, config=config, **options)
+        learner = cls(data, network, config=config, **options)
+        learner._backbone_trained = False  # the pretrained backbone, until a phase trains it
+        return learner
 
     # --- plans ----------------------------------------------------------------------------
 
@@ -417,12 +421,12 @@ class Learner:
             self._restored_best = True
             valid, targets = self._best_valid_embeddings, self._best_valid_targets
         if self.history:
-            if valid is None and self.data.valid:  # resumed after the last epoch: one more pass
-                self.validate()
-                valid, targets = self._valid_embeddings, self._valid_targets
             final = self.best if self._restored_best else self.history[-1]
             # the weights kept may be the probe's after a fine-tuning that did not pay
             self._backbone_trained = bool(final.get("backbone_trained"))
+            if valid is None and self.data.valid:  # resumed after the last epoch: one more pass
+                self.validate()
+                valid, targets = self._valid_embeddings, self._valid_targets
             self._fit_detector(self._backbone_trained, valid)
             if self.data.multi_label:
                 self._choose_thresholds(valid, targets)
@@ -555,6 +559,12 @@ class Learner:
                  ) -> Evaluation | MultiLabelEvaluation:
         """Metrics, confusion matrix, most-confused pairs and top losses on a split.
 
+        While the backbone is the pretrained one (the probe, or auto when it kept the probe),
+        the head and the unknown detector run on the split's cached embeddings (computed
+        through onnxruntime where missing): the answers ``evaluate(learner, data)`` gives
+        through the whole network, to about 1e-5, without that pass. ``tta=True`` and a
+        trained backbone go through the network.
+
         Example:
             >>> learner.evaluate().plot_confusion_matrix().savefig("confusion.png")
         """
@@ -563,7 +573,7 @@ class Learner:
         # the probe's head and detector on the split's cached embeddings, as validate() runs
         # them: no pass of the network over the pictures (bench/README.md, "The main job")
         predictor = self.predictor()
-        items = split_items(predictor, self.data, split)
+        items = items_to_evaluate(predictor, self.data, split)
         outputs = cached_outputs(self.network, self.data, split, show_progress=self.verbose)
         return evaluation_of(predictor, self.data, split, items, outputs,
                              show_progress=self.verbose)
