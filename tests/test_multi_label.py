@@ -255,6 +255,34 @@ def test_the_report_of_a_multi_label_model(shapes, tmp_path):
     assert all(label in text for label in data.classes)
 
 
+def test_a_probe_learners_evaluate_reads_cached_embeddings_with_each_labels_threshold(
+        shapes, monkeypatch):
+    """learner.evaluate() after a probe: the head's sigmoid on the cached embeddings, the
+    thresholds training chose, the figures of the pass through the network."""
+    from imgclf import train
+    from imgclf.evaluation.metrics import evaluate
+    from imgclf.evaluation.multilabel import MultiLabelEvaluation
+
+    _, _, data, _, _ = shapes
+    learner = train(data, mode="probe", verbose=False)
+
+    def no_network(*args, **options):
+        raise AssertionError("the network ran: the cached embeddings were not used")
+
+    with monkeypatch.context() as patch:
+        patch.setattr("imgclf.training.embeddings.accelerated", no_network)
+        patch.setattr("imgclf.inference.loop.run", no_network)
+        cached = learner.evaluate()
+    through = evaluate(learner, data, show_progress=False)
+    assert isinstance(cached, MultiLabelEvaluation)
+    np.testing.assert_allclose(cached.probabilities, through.probabilities, atol=1e-5)
+    np.testing.assert_array_equal(cached.targets, through.targets)
+    assert tuple(cached.thresholds) == tuple(through.thresholds) == learner.thresholds
+    assert cached.summary()["mean_average_precision"] == pytest.approx(
+        through.summary()["mean_average_precision"], abs=1e-6)
+    assert cached.exact_match == through.exact_match
+
+
 def test_thresholds_can_be_changed_when_a_model_is_loaded(shapes):
     import imgclf
     from imgclf.errors import ImgclfError
