@@ -53,7 +53,8 @@ def embed() -> tuple[np.ndarray, np.ndarray, int, np.ndarray]:
 
 
 def probe_accuracy(features, targets, valid_features, valid_targets) -> float:
-    from imgclf.training.embeddings import Embeddings, fit_linear_head
+    from imgclf.training.embeddings import Embeddings
+    from imgclf.training.head_fit import fit_linear_head
 
     fit = fit_linear_head(Embeddings(features, targets, np.arange(len(targets)), 0), 2, seed=42)
     predicted = (valid_features @ fit.weight.T + fit.bias).argmax(axis=1)

@@ -141,7 +141,8 @@ def cleaning(embedded: dict, seed: int, doubted_before: set[int] = frozenset()) 
 def unknown(embedded: dict, seed: int) -> dict:
     import torch
 
-    from imgclf.training.embeddings import Embeddings, fit_linear_head
+    from imgclf.training.embeddings import Embeddings
+    from imgclf.training.head_fit import fit_linear_head
     from imgclf.unknown import _auroc, fit_detector
 
     rng = np.random.default_rng(seed)

@@ -166,7 +166,8 @@ def test_each_label_gets_the_threshold_of_its_best_f1():
 
 
 def test_the_one_vs_rest_head_learns_each_label_and_survives_a_constant_one():
-    from imgclf.training.embeddings import Embeddings, fit_multi_label_head
+    from imgclf.training.embeddings import Embeddings
+    from imgclf.training.head_fit import fit_multi_label_head
 
     generator = np.random.default_rng(0)
     targets = (generator.random((240, 3)) < 0.4).astype(np.float32)

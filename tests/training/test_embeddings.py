@@ -8,8 +8,8 @@ import pytest
 from imgclf import ImageData, Learner, load, train
 from imgclf.cli import main
 from imgclf.model import Classifier
-from imgclf.training.embeddings import (Embeddings, compute_embeddings, fit_linear_head,
-                                       side_by_side)
+from imgclf.training.embeddings import Embeddings, compute_embeddings, side_by_side
+from imgclf.training.head_fit import fit_linear_head
 
 FAST = dict(image_size=64, batch_size=8, num_workers=0, verbose=False)
 
@@ -117,7 +117,7 @@ def test_cli_probe_mode(colours, tmp_path):
 
 
 def test_many_rows_choose_the_regularisation_on_a_share_of_every_class(monkeypatch):
-    from imgclf.training import embeddings
+    from imgclf.training import head_fit
 
     rng = np.random.default_rng(0)
     classes, pictures, views = 10, 20, 2
@@ -127,7 +127,7 @@ def test_many_rows_choose_the_regularisation_on_a_share_of_every_class(monkeypat
     features = (centres[targets] + rng.normal(size=(len(targets), 16))).astype(np.float32)
     rows = Embeddings(features, targets, groups, computed=0)
 
-    share = embeddings._search_rows(rows, 60, seed=0)
+    share = head_fit._search_rows(rows, 60, seed=0)
     assert 40 <= len(share) <= 80
     chosen = np.unique(groups[share])
     assert set(np.unique(targets[share])) == set(range(classes))  # every class takes part
@@ -143,7 +143,7 @@ def test_many_rows_choose_the_regularisation_on_a_share_of_every_class(monkeypat
         return original(self, x, y, *args, **kwargs)
 
     monkeypatch.setattr(LogisticRegression, "fit", counting)
-    monkeypatch.setattr(embeddings, "SEARCH_ROWS", 60)
+    monkeypatch.setattr(head_fit, "SEARCH_ROWS", 60)
     fit = fit_linear_head(rows, classes, seed=0)
     assert max(seen[:-1]) < 60 and seen[-1] == len(features)  # search on a share; final on all
     assert len(seen) == 7 * 3 + 1  # 3 folds past SEARCH_ROWS

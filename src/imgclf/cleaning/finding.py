@@ -37,7 +37,8 @@ from imgclf.data.labels import label_text
 from imgclf.data.sources import SPLITS
 from imgclf.errors import DataError, ImageError, ImgclfError
 from imgclf.model import Classifier
-from imgclf.training.embeddings import compute_embeddings, side_by_side, standard_scale
+from imgclf.training.embeddings import compute_embeddings, side_by_side
+from imgclf.training.head_fit import standard_scale
 from imgclf.training.plan import data_for
 from imgclf.unknown import Detector
 
@@ -291,7 +292,7 @@ def out_of_fold_probabilities(features: np.ndarray, targets: np.ndarray, num_cla
     """Each picture's class probabilities from a logistic regression that never saw it.
 
     Each fold standardises the features on its training rows as the probe's head fit does
-    (training.embeddings.standard_scale): on raw EfficientNet features L-BFGS crawls, and one
+    (training.head_fit.standard_scale): on raw EfficientNet features L-BFGS crawls, and one
     pass over blood-cells' 2,400 pictures took minutes.
 
     exclude: pictures never trained on (each still gets its probabilities).

@@ -104,8 +104,8 @@ class ImageData:
         """Class folders (``folder/<class>/*.jpg``) or ``train/`` + ``valid/`` folders.
 
         Options are those of ``from_items``: image_size, resize, augment, backbone, weights,
-        input, verbose, and the DataConfig fields (valid_fraction, seed, batch_size, balance, num_workers,
-        cache).
+        input, verbose, and the DataConfig fields (valid_fraction, seed, batch_size, balance,
+        num_workers, cache).
         """
         return cls.from_items(items_from_folder(folder), **options)
 

@@ -22,14 +22,12 @@ import torch
 from imgclf._files import FolderLock, write_json
 from imgclf._progress import console
 from imgclf.backbones import get_backbone
-from imgclf.calibration import DEFAULT_THRESHOLD, best_thresholds
 from imgclf.config import HeadConfig, TrainConfig, UnknownConfig
 from imgclf.data.imagedata import ImageData
 from imgclf.evaluation.metrics import Evaluation, evaluate, evaluation_of, items_to_evaluate
 from imgclf.evaluation.multilabel import MultiLabelEvaluation
 from imgclf.inference import loop
 from imgclf.inference.explain import NEIGHBOURS, Explanation
-from imgclf.inference.graphs import probabilities
 from imgclf.inference.prediction import Prediction
 from imgclf.inference.predictor import Predictor
 from imgclf.model import MODEL_PREFIX, Classifier
@@ -40,7 +38,8 @@ from imgclf.training.checkpoint import (BEST, CHECKPOINT, HISTORY, SETTINGS, rea
                                         run_settings, save_checkpoint)
 from imgclf.training.distributed import (agree, device_of, main_first, parallel_module,
                                          processes, resolve_device)
-from imgclf.training.embeddings import cached_outputs, fit_probe, fit_unknown
+from imgclf.training.embeddings import (cached_outputs, fit_probe, fit_unknown,
+                                        label_thresholds)
 from imgclf.training.fitting import PhaseFitter
 from imgclf.training.frozen import FrozenFront, TrainingViews, ValidationStart
 from imgclf.training.lr_find import LearningRates, find_learning_rate
@@ -429,7 +428,7 @@ class Learner:
                 valid, targets = self._valid_embeddings, self._valid_targets
             self._fit_detector(self._backbone_trained, valid)
             if self.data.multi_label:
-                self._choose_thresholds(valid, targets)
+                self.thresholds = label_thresholds(self.network, valid, targets)
         self._valid_start = ValidationStart(front=self._front)  # lets its worker go
         if self._front is not None:  # and the frozen layers' onnxruntime sessions
             self._front.key, self._front.graphs = None, {}
@@ -448,19 +447,6 @@ class Learner:
         if fitted is not None:
             detector, self.unknown = fitted
             self.network.detector = detector.to(self.device)
-
-    def _choose_thresholds(self, valid: np.ndarray | None, targets: np.ndarray | None) -> None:
-        """Each label's threshold for the best F1 on the validation pictures (0.5 without
-        them, or for a head that is not a linear layer on pooled features)."""
-        self.thresholds = (DEFAULT_THRESHOLD,) * len(self.data.classes)
-        if valid is None or targets is None or not len(valid) or (
-                self.network.head.config.pool != "avg"):
-            return
-        self.network.eval()
-        with torch.inference_mode():
-            logits = self.network.head(torch.from_numpy(valid).to(self.device))
-        self.thresholds = tuple(best_thresholds(
-            probabilities(logits.float().cpu().numpy(), True), targets))
 
     def _call(self, hook: str, **arguments) -> None:
         for callback in self.callbacks:
@@ -571,7 +557,7 @@ class Learner:
         if tta or not self._pretrained_backbone:
             return evaluate(self, self.data, split=split, tta=tta, show_progress=self.verbose)
         # the probe's head and detector on the split's cached embeddings, as validate() runs
-        # them: no pass of the network over the pictures (bench/README.md, "The main job")
+        # them: no pass of the network over the pictures (bench/quick_start.py)
         predictor = self.predictor()
         items = items_to_evaluate(predictor, self.data, split)
         outputs = cached_outputs(self.network, self.data, split, show_progress=self.verbose)
