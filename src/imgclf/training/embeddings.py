@@ -13,7 +13,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -33,22 +33,11 @@ from imgclf.errors import ImageError
 from imgclf.inference import graphs, loop
 from imgclf.inference.runtimes import accelerated
 from imgclf.model import Classifier
-from imgclf.training.head_fit import fit_linear_head, fit_multi_label_head
+from imgclf.training.head_fit import Embeddings, fit_linear_head, fit_multi_label_head
 from imgclf.unknown import Detector, fit_detector
 
 if TYPE_CHECKING:
     from imgclf.data.imagedata import ImageData
-
-
-@dataclass(frozen=True)
-class Embeddings:
-    """Pooled features of pictures: one row per (picture, view)."""
-
-    features: np.ndarray  # (rows, num_features)
-    targets: np.ndarray  # (rows,) class index, or (rows, classes) 0/1 for multi-label data
-    groups: np.ndarray  # (rows,) which picture a row comes from
-    computed: int  # rows that were not in the cache
-    errors: tuple[ImageError, ...] = ()  # pictures that could not be read for their rows
 
 
 class _Pictures:

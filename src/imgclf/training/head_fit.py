@@ -1,21 +1,31 @@
 """The probe's head: a logistic regression on embeddings, its regularisation chosen by
 cross-validated loss (fit_linear_head; one per label for multi-label data,
 fit_multi_label_head), whose weights become the network's linear layer (embeddings.fit_probe).
+The rows it is fitted on are Embeddings, which embeddings.py computes and caches.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 
 from imgclf._progress import progress, status
 from imgclf.config import TrainConfig
+from imgclf.errors import ImageError
 
-if TYPE_CHECKING:
-    from imgclf.training.embeddings import Embeddings
+
+@dataclass(frozen=True)
+class Embeddings:
+    """Pooled features of pictures: one row per (picture, view)."""
+
+    features: np.ndarray  # (rows, num_features)
+    targets: np.ndarray  # (rows,) class index, or (rows, classes) 0/1 for multi-label data
+    groups: np.ndarray  # (rows,) which picture a row comes from
+    computed: int  # rows that were not in the cache
+    errors: tuple[ImageError, ...] = ()  # pictures that could not be read for their rows
 
 
 # Rows past which the head's regularisation is chosen on a share of them: the 35 fits of its
